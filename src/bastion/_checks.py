@@ -1,0 +1,93 @@
+"""Input validation shared by attacks, defenses, evaluation and training."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from bastion.errors import InputRangeError, InputShapeError, LabelError, ModelModeError
+
+
+def check_images(x: Tensor, *, bounds: tuple[float, float] = (0.0, 1.0), name: str = "x") -> None:
+    """Check that ``x`` is a floating batch, (N, C, H, W) or (N, D), finite and inside ``bounds``."""
+    if not isinstance(x, Tensor):
+        raise InputShapeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise InputShapeError(f"{name} must be a floating tensor (float32 pixels in [0, 1]), got {x.dtype}")
+    if x.ndim == 3:
+        raise InputShapeError(
+            f"{name} has shape {tuple(x.shape)}: expected a batch (N, C, H, W); "
+            f"for a single image use {name}.unsqueeze(0)"
+        )
+    if x.ndim not in (2, 4):
+        raise InputShapeError(f"{name} has shape {tuple(x.shape)}: expected (N, C, H, W) images or (N, D) points")
+    if x.shape[0] == 0:
+        raise InputShapeError(f"{name} is an empty batch")
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise InputRangeError(f"{name} contains {bad} NaN or infinite value(s)")
+    lo, hi = bounds
+    mn, mx = float(x.min()), float(x.max())
+    if mn < lo or mx > hi:
+        hint = " (did you pass 0-255 pixels? divide by 255)" if mx > 1.5 and hi == 1.0 else ""
+        hint = hint or (" (did you pass normalized inputs? bastion models normalize inside)" if mn < lo else "")
+        raise InputRangeError(f"{name} has values in [{mn:.4g}, {mx:.4g}], outside the bounds [{lo}, {hi}]{hint}")
+
+
+def check_labels(y: Tensor, n: int, *, num_classes: int | None = None, name: str = "y") -> None:
+    """Check that ``y`` is an int64 vector of length ``n`` with values in ``[0, num_classes)``."""
+    if not isinstance(y, Tensor):
+        raise LabelError(f"{name} must be a torch.Tensor of int64 labels, got {type(y).__name__}")
+    if y.dtype != torch.int64:
+        raise LabelError(f"{name} must have dtype torch.int64, got {y.dtype} (use {name}.long())")
+    if y.ndim != 1 or y.shape[0] != n:
+        raise LabelError(f"{name} has shape {tuple(y.shape)}: expected ({n},), one label per input")
+    if num_classes is not None and n > 0:
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise LabelError(f"{name} has values in [{lo}, {hi}], outside the {num_classes} classes [0, {num_classes - 1}]")
+
+
+def check_eval_mode(model: nn.Module) -> None:
+    """Refuse a model that is (even partly) in training mode."""
+    training = [name or "<model>" for name, m in model.named_modules() if m.training]
+    if training:
+        shown = ", ".join(training[:3]) + (" ..." if len(training) > 3 else "")
+        raise ModelModeError(
+            f"the model is in training mode ({shown}); call model.eval() first. "
+            "Attacks and evaluation refuse training-mode models because dropout and batch-norm "
+            "statistics would change the model under attack."
+        )
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily set ``requires_grad=False`` on every parameter; restored in ``finally``.
+
+    Gradients are then only computed for inputs, which is faster and leaves no ``.grad``.
+    """
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, f in zip(params, flags, strict=True):
+            p.requires_grad_(f)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block and restore every module's own flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for m, f in flags:
+            m.training = f

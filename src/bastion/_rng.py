@@ -1,0 +1,71 @@
+"""Counter-based randomness keyed by sample.
+
+Attacks draw their random starts from ``keyed_uniform``: the noise of a sample depends only on
+(seed, sample key, stream), never on the batch it travels in. So attacking a batch equals attacking each
+example alone, and a sharded (distributed) evaluation equals a single-process one, bit for bit.
+The seed itself always comes from an explicit ``torch.Generator`` (or 0 when none is given); bastion
+never reads or changes torch's global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """``x * c mod 2**32`` for int64 tensors holding 32-bit values, without int64 overflow."""
+    lo, hi = c & 0xFFFF, c >> 16
+    return (x * lo + ((x * hi) & 0xFFFF) * 65536) & _M32
+
+
+def _hash32(x: Tensor) -> Tensor:
+    """A 32-bit integer finaliser (Wellons' 'lowbias32'), applied elementwise to int64 tensors."""
+    x = x & _M32
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _hash32_int(x: int) -> int:
+    return int(_hash32(torch.tensor([x & _M32], dtype=torch.int64))[0])
+
+
+def seed_from(generator: torch.Generator | None) -> int:
+    """Draw one 31-bit seed from ``generator`` (advancing it); 0 when no generator is given."""
+    if generator is None:
+        return 0
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
+
+
+def keyed_bits(keys: Tensor, shape: tuple[int, ...], *, seed: int, stream: int = 0) -> Tensor:
+    """Uniform 32-bit integers of shape ``(len(keys), *shape)``, a pure function of (seed, stream, key)."""
+    base = _hash32_int(seed ^ _hash32_int(stream * 0x9E3779B9 + 0x632BE5AB))
+    k = keys.to(torch.int64).reshape(-1, *([1] * len(shape)))
+    k = _hash32((k & _M32) ^ base) ^ _hash32((k >> 32) + 0x5BD1E995)
+    counter = torch.arange(math.prod(shape), dtype=torch.int64, device=keys.device).reshape(1, *shape)
+    return _hash32(_hash32(counter ^ k) + k)
+
+
+def keyed_uniform(
+    keys: Tensor, shape: tuple[int, ...], *, seed: int, stream: int = 0, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Uniform values in [0, 1) of shape ``(len(keys), *shape)``."""
+    bits = keyed_bits(keys, shape, seed=seed, stream=stream)
+    return (bits >> 8).to(dtype) * (1.0 / 16777216.0)
+
+
+def keyed_normal(
+    keys: Tensor, shape: tuple[int, ...], *, seed: int, stream: int = 0, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Standard normal values of shape ``(len(keys), *shape)`` (Box-Muller on two keyed streams)."""
+    u1 = keyed_uniform(keys, shape, seed=seed, stream=2 * stream + 1000, dtype=torch.float64)
+    u2 = keyed_uniform(keys, shape, seed=seed, stream=2 * stream + 1001, dtype=torch.float64)
+    z = torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * math.pi * u2)
+    return z.to(dtype)

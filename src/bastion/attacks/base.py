@@ -1,0 +1,218 @@
+"""The attack contract: configuration objects called with a model and a batch.
+
+Every attack is an immutable, keyword-only, validated configuration. The model and the data come with
+each call, targeting is a per-call argument, and randomness comes only from an explicit
+``torch.Generator`` (see :mod:`bastion._rng`).
+
+Calling an attack never changes the caller's tensors, the model's mode, or its parameters'
+``requires_grad`` flags, and leaves no ``.grad`` on parameters. A model in training mode is refused with a
+:class:`~bastion.errors.ModelModeError` (call ``model.eval()``); bastion never silently switches modes.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, fields, is_dataclass
+from typing import Any, ClassVar, Literal, final
+
+import torch
+from torch import Tensor, nn
+
+from bastion._checks import check_eval_mode, check_images, check_labels, frozen
+from bastion._rng import keyed_uniform, seed_from
+from bastion.errors import ConfigError, LabelError
+from bastion.threat import ThreatModel, perturbation_norms
+
+TargetSpec = Tensor | Literal["random", "least-likely"] | None
+
+
+@dataclass(frozen=True, eq=False)
+class AttackResult:
+    """What an attack returns for a batch of B inputs.
+
+    Attributes:
+        x_adv: adversarial inputs, same shape, dtype and device as ``x``.
+        success: bool (B,): misclassified (untargeted) or classified as the target (targeted).
+        logits_adv: model outputs at ``x_adv`` (B, K).
+        logits_clean: model outputs at ``x`` (B, K).
+        norms: per-sample ``"l0"``, ``"l2"``, ``"linf"`` of ``x_adv - x`` (float64, (B,)).
+        queries: int64 (B,), forward passes spent on each sample (including the final check).
+        seconds: wall time of the attack.
+        y: true labels; ``target``: target labels or None.
+    """
+
+    x_adv: Tensor
+    success: Tensor
+    logits_adv: Tensor
+    logits_clean: Tensor
+    norms: dict[str, Tensor]
+    queries: Tensor
+    seconds: float
+    y: Tensor
+    target: Tensor | None = None
+
+    @property
+    def pred_adv(self) -> Tensor:
+        return self.logits_adv.argmax(1)
+
+    @property
+    def pred_clean(self) -> Tensor:
+        return self.logits_clean.argmax(1)
+
+    @property
+    def robust(self) -> Tensor:
+        """bool (B,): still classified correctly after the attack."""
+        return self.pred_adv == self.y
+
+    def summary(self) -> dict[str, float]:
+        """Batch averages: clean/robust accuracy, success rate, mean norms, seconds, mean queries."""
+        return {
+            "n": int(self.y.shape[0]),
+            "clean_accuracy": float((self.pred_clean == self.y).float().mean()),
+            "robust_accuracy": float(self.robust.float().mean()),
+            "success_rate": float(self.success.float().mean()),
+            **{f"mean_{k}": float(v.mean()) for k, v in self.norms.items()},
+            "seconds": self.seconds,
+            "mean_queries": float(self.queries.float().mean()),
+        }
+
+
+def is_success(logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+    pred = logits.argmax(1)
+    return pred == target if target is not None else pred != y
+
+
+def resolve_target(
+    spec: TargetSpec, logits_clean: Tensor, y: Tensor, keys: Tensor, seed: int
+) -> Tensor | None:
+    """Turn a target spec into int64 labels: explicit tensor, ``"random"`` (uniform over wrong classes,
+    keyed per sample) or ``"least-likely"`` (the clean model's least likely class)."""
+    if spec is None:
+        return None
+    k = logits_clean.shape[1]
+    if isinstance(spec, Tensor):
+        check_labels(spec, y.shape[0], num_classes=k, name="target")
+        return spec.to(y.device)
+    if spec == "least-likely":
+        return logits_clean.argmin(1)
+    if spec == "random":
+        u = keyed_uniform(keys, (1,), seed=seed, stream=99991).reshape(-1).to(y.device)
+        offset = 1 + (u * (k - 1)).long().clamp(max=k - 2)
+        return (y + offset) % k
+    raise LabelError(f"target must be a tensor of labels, 'random' or 'least-likely'; got {spec!r}")
+
+
+class Attack(ABC):
+    """Base of all attacks. Subclasses are frozen keyword-only dataclasses and implement :meth:`_run`."""
+
+    name: ClassVar[str]
+    #: "white-box" (needs gradients), "score" (needs scores), "label" (needs only labels), "transfer"
+    access: ClassVar[str] = "white-box"
+
+    @property
+    @abstractmethod
+    def threat(self) -> ThreatModel:
+        """The threat model results are guaranteed to satisfy."""
+
+    @final
+    def __call__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        target: TargetSpec = None,
+        generator: torch.Generator | None = None,
+        keys: Tensor | None = None,
+    ) -> AttackResult:
+        """Attack ``model`` on the batch ``(x, y)``.
+
+        Args:
+            model: a classifier in eval mode taking inputs in the threat model's bounds, returning logits.
+            x: inputs, (N, C, H, W) (or (N, D)), floating, inside the bounds.
+            y: true labels, int64 (N,).
+            target: None (untargeted), a tensor of target labels, ``"random"`` or ``"least-likely"``.
+            generator: source of randomness (one seed is drawn from it); None means seed 0.
+            keys: int64 (N,) per-sample randomness keys (default ``arange(N)``). Pass the samples' global
+                indices to make results independent of how samples are batched.
+
+        Returns:
+            An :class:`AttackResult`.
+        """
+        threat = self.threat
+        check_images(x, bounds=threat.bounds)
+        check_eval_mode(model)
+        if keys is None:
+            keys = torch.arange(x.shape[0], device=x.device)
+        elif keys.shape != (x.shape[0],):
+            raise LabelError(f"keys has shape {tuple(keys.shape)}, expected ({x.shape[0]},)")
+        seed = seed_from(generator)
+        x = x.detach()
+        with frozen(model):
+            with torch.no_grad():
+                logits_clean = model(x)
+            if logits_clean.ndim != 2:
+                raise LabelError(f"the model returned shape {tuple(logits_clean.shape)}; expected (N, classes) logits")
+            check_labels(y, x.shape[0], num_classes=logits_clean.shape[1])
+            tgt = resolve_target(target, logits_clean, y, keys, seed)
+            t0 = time.perf_counter()
+            x_adv, queries = self._run(model, x, y, tgt, seed=seed, keys=keys, logits_clean=logits_clean)
+            seconds = time.perf_counter() - t0
+            x_adv = x_adv.detach()
+            with torch.no_grad():
+                logits_adv = model(x_adv)
+        inside = threat.contains(x_adv, x)
+        if not bool(inside.all()):  # an internal invariant; never expected to fire
+            raise RuntimeError(f"{type(self).__name__} produced points outside its threat model {threat}")
+        return AttackResult(
+            x_adv=x_adv,
+            success=is_success(logits_adv, y, tgt),
+            logits_adv=logits_adv.detach(),
+            logits_clean=logits_clean.detach(),
+            norms=perturbation_norms(x_adv, x),
+            queries=queries.to(torch.int64) + 2,
+            seconds=seconds,
+            y=y,
+            target=tgt,
+        )
+
+    @abstractmethod
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *, seed: int, keys: Tensor,
+        logits_clean: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """Return ``(x_adv, queries)``: adversarial inputs inside the threat model and per-sample query counts."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain data (for reports and the CLI)."""
+        d: dict[str, Any] = {"attack": self.name}
+        if is_dataclass(self):
+            d.update({f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.repr})
+        return d
+
+
+def _plain(v: Any) -> Any:
+    if is_dataclass(v) and not isinstance(v, type):
+        return asdict(v)
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, (int, float, str, bool)) or v is None:
+        return v
+    return repr(v)
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok or value != value:
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def check_int(name: str, value: int, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")

@@ -1,0 +1,41 @@
+"""Per-sample attack losses (to be maximised)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOSSES = ("ce", "margin")
+
+
+def _other_max(logits: Tensor, cls: Tensor) -> Tensor:
+    """max over classes j != cls of logits_j."""
+    masked = logits.scatter(1, cls[:, None], float("-inf"))
+    return masked.amax(1)
+
+
+def attack_loss(name: str, logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+    """Per-sample loss, shape (B,), that an attack maximises.
+
+    ``ce``: cross-entropy of the true class (untargeted) or minus that of the target (targeted).
+    ``margin`` (Carlini-Wagner): ``max_{j!=y} z_j - z_y`` (untargeted) or ``z_t - max_{j!=t} z_j``.
+    """
+    if name == "ce":
+        if target is None:
+            return F.cross_entropy(logits, y, reduction="none")
+        return -F.cross_entropy(logits, target, reduction="none")
+    if name == "margin":
+        if target is None:
+            return _other_max(logits, y) - logits.gather(1, y[:, None]).squeeze(1)
+        return logits.gather(1, target[:, None]).squeeze(1) - _other_max(logits, target)
+    raise ValueError(f"unknown loss {name!r}; valid: {LOSSES}")
+
+
+def loss_and_grad(model: torch.nn.Module, x: Tensor, y: Tensor, target: Tensor | None, loss: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``(logits, per-sample loss, d loss / d x)`` at ``x`` (gradients w.r.t. the input only)."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    values = attack_loss(loss, logits, y, target)
+    (grad,) = torch.autograd.grad(values.sum(), x)
+    return logits.detach(), values.detach(), grad

@@ -1,0 +1,88 @@
+"""Locating, hashing and (optionally) downloading data files."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from bastion.errors import ChecksumError, DataError
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "BASTION_DATA"
+
+
+def data_root(data_dir: str | os.PathLike[str] | None) -> Path:
+    """``data_dir`` if given, else ``$BASTION_DATA``, else ``~/.cache/bastion``."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path("~/.cache/bastion").expanduser()
+
+
+def digest(data: bytes, algo: str) -> str:
+    return hashlib.new(algo, data).hexdigest()
+
+
+def file_digest(path: Path, algo: str = "sha256") -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(data: bytes, expected: str, algo: str, *, what: str) -> None:
+    got = digest(data, algo)
+    if got != expected:
+        raise ChecksumError(
+            f"{what}: {algo} is {got}, expected {expected}. The file is corrupt, truncated or a different "
+            "version; delete it and fetch the official file again (or pass verify=False for your own files)."
+        )
+
+
+def resolve_dir(root: Path, subdir: str, files: Sequence[str], *, urls: Sequence[str], download: bool) -> Path:
+    """The folder holding ``files``: ``root/subdir`` or ``root`` itself; download into ``root/subdir`` if asked.
+
+    Raises a :class:`DataError` naming the missing files and where to put them.
+    """
+    for d in (root / subdir, root):
+        if all((d / f).exists() for f in files):
+            return d
+    target = root / subdir
+    missing = [f for f in files if not (target / f).exists()]
+    if not download:
+        raise DataError(
+            f"missing data files {missing} in {target}. Put the official files there (or point data_dir= / "
+            f"${ENV_VAR} at their folder), or pass download=True where a network is available. Sources: "
+            + ", ".join(urls)
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    for name in missing:
+        _download(name, target, urls)
+    return target
+
+
+def _download(name: str, target: Path, urls: Sequence[str]) -> None:
+    errors = []
+    for base in urls:
+        url = base.rstrip("/") + "/" + name
+        try:
+            log.info("downloading %s", url)
+            with urllib.request.urlopen(url, timeout=15) as r, tempfile.NamedTemporaryFile(
+                dir=target, delete=False
+            ) as tmp:
+                shutil.copyfileobj(r, tmp)
+            os.replace(tmp.name, target / name)
+            return
+        except OSError as e:  # URLError and socket errors are OSErrors
+            errors.append(f"{url}: {e}")
+    raise DataError(f"could not download {name} into {target}: " + "; ".join(errors))

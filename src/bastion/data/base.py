@@ -1,0 +1,99 @@
+"""The ImageDataset value every loader returns."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from bastion.errors import BastionError, DataError
+
+
+@dataclass(frozen=True, eq=False)
+class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
+    """Images and labels held in memory.
+
+    Attributes:
+        name: registry name of the data set (e.g. ``"mnist"``).
+        split: the split it came from, including any slice (``"train[5848:]"``).
+        images: float32 tensor (N, C, H, W) in [0, 1] (``blobs2d``: (N, 2) points in [0, 1]).
+        labels: int64 tensor (N,).
+        classes: class names, ``classes[label]``.
+        sha256: hex sha256 of each source file read, by file name.
+        indices: int64 (N,), the index of each item in the full source split (for provenance and
+            for per-image randomness keys).
+    """
+
+    name: str
+    split: str
+    images: Tensor
+    labels: Tensor
+    classes: tuple[str, ...]
+    sha256: dict[str, str] = field(default_factory=dict)
+    indices: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.shape[0] != self.labels.shape[0]:
+            raise DataError(f"{self.name}: {self.images.shape[0]} images but {self.labels.shape[0]} labels")
+        if self.indices is None:
+            object.__setattr__(self, "indices", torch.arange(self.images.shape[0]))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.images[i], self.labels[i]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    def subset(self, index: Tensor | slice | np.ndarray | list[int], *, split: str | None = None) -> ImageDataset:
+        """A new data set holding the selected items (indices into this one)."""
+        if isinstance(index, slice):
+            idx = torch.arange(len(self))[index]
+        else:
+            idx = torch.as_tensor(np.asarray(index), dtype=torch.int64)
+        assert self.indices is not None
+        return replace(
+            self,
+            images=self.images[idx],
+            labels=self.labels[idx],
+            indices=self.indices[idx],
+            split=split or f"{self.split}<subset of {len(idx)}>",
+        )
+
+    def take(self, n: int | None) -> ImageDataset:
+        """The first ``n`` items (all when ``n`` is None or larger than the set)."""
+        if n is None or n >= len(self):
+            return self
+        return self.subset(slice(0, n), split=f"{self.split}[:{n}]")
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+            f"shape={self.input_shape}, classes={len(self.classes)})"
+        )
+
+
+_SPLIT = re.compile(r"^(?P<base>[A-Za-z0-9_-]+)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
+
+
+def parse_split(split: str) -> tuple[str, slice | None]:
+    """Parse ``"train"`` or ``"train[5848:]"`` into the base split and an optional slice."""
+    m = _SPLIT.match(split.strip())
+    if not m:
+        raise BastionError(f"cannot parse split {split!r}; use e.g. 'train', 'test' or 'train[5848:60000]'")
+    if m.group(2) is None:
+        return m.group("base"), None
+    start = int(m.group("start")) if m.group("start") else None
+    stop = int(m.group("stop")) if m.group("stop") else None
+    return m.group("base"), slice(start, stop)

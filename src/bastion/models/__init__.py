@@ -1,0 +1,81 @@
+"""Models: a zoo of architectures, safetensors I/O, and weights shipped inside the package.
+
+>>> from bastion.models import pretrained
+>>> model = pretrained("mnist-cnn")        # eval mode, pixels in [0, 1] in, logits out
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bastion.errors import UnknownNameError, WeightsError
+from bastion.models.classifier import Classifier, ModelMeta
+from bastion.models.io import load_model, read_meta, save_model
+from bastion.models.zoo import ARCHITECTURES, create_model
+
+__all__ = [
+    "Classifier",
+    "ModelMeta",
+    "ARCHITECTURES",
+    "PRETRAINED",
+    "create_model",
+    "load_model",
+    "save_model",
+    "read_meta",
+    "pretrained",
+    "resolve_model",
+    "weights_path",
+]
+
+_WEIGHTS = Path(__file__).parent / "weights"
+
+#: shipped model name -> one-line description
+PRETRAINED: dict[str, str] = {
+    "logreg": "softmax regression on MNIST pixels",
+    "mnist-cnn": "small conv net (2 conv blocks + 100-unit hidden layer)",
+    "mnist-cnn-gap": "conv net with global average pooling (CAM-ready)",
+    "mnist-cnn-adv": "mnist-cnn adversarially trained at eps=0.3 (Linf)",
+    "mnist-cnn-bart": "mnist-cnn fine-tuned on BaRT barrages, returned with the barrage in front",
+}
+
+
+def weights_path(name: str) -> Path:
+    """Where the shipped weights of ``name`` live inside the package."""
+    if name not in PRETRAINED:
+        raise UnknownNameError(f"unknown pretrained model {name!r}; valid names: {', '.join(PRETRAINED)}")
+    return _WEIGHTS / f"{name}.safetensors"
+
+
+def pretrained(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
+    """A ready model (eval mode) from the weights shipped in the package.
+
+    ``mnist-cnn-bart`` returns a :class:`bastion.defenses.Defended` (the BaRT barrage in front of the
+    classifier), which is itself a model.
+    """
+    path = weights_path(name)
+    if not path.exists():
+        raise WeightsError(f"pretrained model {name!r} is not shipped in this version of bastion ({path} missing)")
+    model = load_model(path, device=device)
+    defense = model.meta.training.get("defense") or {}
+    if defense.get("kind") == "bart":
+        from bastion.defenses.bart import BaRT  # late import: defenses depend on models
+        from bastion.defenses.base import Defended
+
+        return Defended(BaRT.from_dict(defense["bart"]), model).eval()
+    return model
+
+
+def resolve_model(spec: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> nn.Module:
+    """A shipped model by name, or a model file by path."""
+    if isinstance(spec, str) and spec in PRETRAINED:
+        return pretrained(spec, device=device)
+    path = Path(spec)
+    if path.exists():
+        return load_model(path, device=device)
+    raise UnknownNameError(
+        f"{str(spec)!r} is neither a shipped model ({', '.join(PRETRAINED)}) nor an existing weights file"
+    )

@@ -1,0 +1,73 @@
+"""A classifier that takes pixels in [0, 1] and normalizes inside, plus its metadata."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bastion import __version__
+from bastion.errors import WeightsError
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelMeta:
+    """Everything needed to rebuild a model and to know where it came from."""
+
+    arch: str
+    dataset: str
+    input_shape: tuple[int, ...]
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    bastion_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelMeta:
+        known = {f.name for f in fields(cls)}
+        missing = {"arch", "dataset", "input_shape", "classes", "mean", "std"} - set(d)
+        if missing:
+            raise WeightsError(f"model metadata lacks {sorted(missing)}")
+        kw = {k: v for k, v in d.items() if k in known}
+        for k in ("input_shape", "classes", "mean", "std"):
+            kw[k] = tuple(kw[k])
+        return cls(**kw)
+
+
+class Classifier(nn.Module):
+    """``net`` applied to ``(x - mean) / std``; ``x`` holds pixels in [0, 1], so attacks work in pixel space.
+
+    Attributes:
+        net: the underlying network (takes normalized inputs, returns logits).
+        meta: a :class:`ModelMeta` describing architecture, data and provenance.
+    """
+
+    def __init__(self, net: nn.Module, meta: ModelMeta) -> None:
+        super().__init__()
+        self.net = net
+        self.meta = meta
+        shape = (1, -1) + (1,) * (len(meta.input_shape) - 1)
+        self.register_buffer("mean", torch.tensor(meta.mean, dtype=torch.float32).reshape(shape), persistent=False)
+        self.register_buffer("std", torch.tensor(meta.std, dtype=torch.float32).reshape(shape), persistent=False)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.meta.classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta.classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"arch={self.meta.arch!r}, dataset={self.meta.dataset!r}"

@@ -1,0 +1,189 @@
+"""Architectures by name. Each builder returns the bare network (normalized input -> logits)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bastion.models.classifier import Classifier, ModelMeta
+from bastion.registry import Registry
+
+#: normalization statistics per data set (computed on the training split)
+NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "blobs2d": ((0.5, 0.5), (0.25, 0.25)),
+}
+
+
+def logreg(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10) -> nn.Module:
+    """Softmax (multinomial logistic) regression: one linear layer on the flattened pixels."""
+    n = 1
+    for s in input_shape:
+        n *= s
+    return nn.Sequential(OrderedDict(flatten=nn.Flatten(), fc=nn.Linear(n, num_classes)))
+
+
+def mnist_cnn(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10, dropout: float = 0.0) -> nn.Module:
+    """Two 5x5 conv + max-pool blocks (32, 64 channels), a 100-unit hidden layer (about 367k parameters)."""
+    c, h, w = input_shape
+    features = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(c, 32, 5, padding=2),
+            relu1=nn.ReLU(),
+            pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(32, 64, 5, padding=2),
+            relu2=nn.ReLU(),
+            pool2=nn.MaxPool2d(2),
+        )
+    )
+    head: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+    if dropout:
+        head["drop1"] = nn.Dropout(dropout)
+    head["fc1"] = nn.Linear(64 * (h // 4) * (w // 4), 100)
+    head["relu3"] = nn.ReLU()
+    if dropout:
+        head["drop2"] = nn.Dropout(dropout)
+    head["fc2"] = nn.Linear(100, num_classes)
+    return nn.Sequential(OrderedDict(features=features, classifier=nn.Sequential(head)))
+
+
+def mnist_cnn_gap(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10) -> nn.Module:
+    """Five 3x3 conv layers, global average pooling and one linear layer, so CAM applies directly.
+
+    The CAM layer is ``features.relu5`` (the last conv's activation, 7x7 for 28x28 inputs).
+    """
+    c = input_shape[0]
+    features = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(c, 32, 3, padding=1),
+            relu1=nn.ReLU(),
+            conv2=nn.Conv2d(32, 32, 3, padding=1),
+            relu2=nn.ReLU(),
+            pool1=nn.MaxPool2d(2),
+            conv3=nn.Conv2d(32, 64, 3, padding=1),
+            relu3=nn.ReLU(),
+            conv4=nn.Conv2d(64, 64, 3, padding=1),
+            relu4=nn.ReLU(),
+            pool2=nn.MaxPool2d(2),
+            conv5=nn.Conv2d(64, 128, 3, padding=1),
+            relu5=nn.ReLU(),
+        )
+    )
+    return nn.Sequential(
+        OrderedDict(features=features, gap=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(128, num_classes))
+    )
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+def cifar_resnet(
+    input_shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 10, width: int = 16, blocks: int = 1
+) -> nn.Module:
+    """A small pre-activation-free ResNet (3 stages of ``blocks`` basic blocks, widths w, 2w, 4w) with GAP."""
+    c = input_shape[0]
+    layers: OrderedDict[str, nn.Module] = OrderedDict(
+        stem=nn.Conv2d(c, width, 3, 1, 1, bias=False), bn=nn.BatchNorm2d(width), relu=nn.ReLU()
+    )
+    cin = width
+    for stage, cout in enumerate((width, 2 * width, 4 * width)):
+        for b in range(blocks):
+            stride = 2 if (stage > 0 and b == 0) else 1
+            layers[f"block{stage + 1}_{b + 1}"] = _BasicBlock(cin, cout, stride)
+            cin = cout
+    return nn.Sequential(
+        OrderedDict(features=nn.Sequential(layers), gap=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(cin, num_classes))
+    )
+
+
+def blobs_logreg(input_shape: tuple[int, ...] = (2,), num_classes: int = 2) -> nn.Module:
+    """Logistic regression on 2-D points (the toy boundary demo)."""
+    return nn.Sequential(OrderedDict(fc=nn.Linear(input_shape[0], num_classes)))
+
+
+ARCHITECTURES: Registry[nn.Module] = Registry(
+    "architecture",
+    {
+        "logreg": logreg,
+        "mnist-cnn": mnist_cnn,
+        "mnist-cnn-gap": mnist_cnn_gap,
+        "cifar-resnet": cifar_resnet,
+        "blobs-logreg": blobs_logreg,
+    },
+)
+
+#: the data set each architecture is meant for by default
+DEFAULT_DATASET = {
+    "logreg": "mnist",
+    "mnist-cnn": "mnist",
+    "mnist-cnn-gap": "mnist",
+    "cifar-resnet": "cifar10",
+    "blobs-logreg": "blobs2d",
+}
+
+_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "blobs2d": (2,)}
+
+
+def create_model(
+    arch: str,
+    *,
+    dataset: str | None = None,
+    classes: tuple[str, ...] | None = None,
+    seed: int = 0,
+    **arch_options: Any,
+) -> Classifier:
+    """A freshly initialised :class:`Classifier` (deterministic in ``seed``; torch's global RNG untouched).
+
+    Args:
+        arch: an architecture name (``ARCHITECTURES.names()``).
+        dataset: the data it is for; sets input shape and normalization (default per architecture).
+            ``mnist-5k`` is treated as ``mnist``.
+        classes: class names (default ``"0"`` .. ``"9"``, or the data set's own names).
+        seed: initialisation seed.
+        **arch_options: passed to the builder (e.g. ``dropout=0.5`` for ``mnist-cnn``).
+    """
+    builder: Callable[..., nn.Module] = ARCHITECTURES.get(arch)
+    ds = dataset or DEFAULT_DATASET[arch]
+    ds = "mnist" if ds == "mnist-5k" else ds
+    input_shape = _SHAPES.get(ds, _SHAPES["mnist"])
+    if classes is None:
+        classes = ("red", "blue") if ds == "blobs2d" else tuple(str(i) for i in range(10))
+    mean, std = NORMALIZATION.get(ds, NORMALIZATION["mnist"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = builder(input_shape=input_shape, num_classes=len(classes), **arch_options)
+    meta = ModelMeta(
+        arch=arch, dataset=ds, input_shape=input_shape, classes=tuple(classes), mean=mean, std=std,
+        arch_options=dict(arch_options),
+    )
+    return Classifier(net, meta)
+
+
+def rebuild(meta: ModelMeta) -> Classifier:
+    """An uninitialised-weights model with the architecture ``meta`` describes."""
+    builder = ARCHITECTURES.get(meta.arch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = builder(input_shape=meta.input_shape, num_classes=len(meta.classes), **meta.arch_options)
+    return Classifier(net, meta)

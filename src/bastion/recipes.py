@@ -1,0 +1,28 @@
+"""Training recipes: which objective and callbacks ``bastion train --defense ...`` uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from bastion.data.base import ImageDataset
+from bastion.errors import UnknownNameError
+from bastion.train import EpochCallback, Objective, cross_entropy
+
+
+def build_training(
+    defense: str | None,
+    model: nn.Module,
+    *,
+    attack: str = "fgsm-rs",
+    eps: float = 0.3,
+    k: int = 5,
+    val: ImageDataset | None = None,
+    device: str = "cpu",
+) -> tuple[Objective, list[EpochCallback], dict[str, Any], Callable[[nn.Module], nn.Module]]:
+    """(objective, callbacks, metadata, wrap) for a defense name; ``wrap`` builds the deployed model."""
+    if defense is None:
+        return cross_entropy, [], {}, lambda m: m
+    raise UnknownNameError(f"unknown defense {defense!r}; valid: adv, bart")

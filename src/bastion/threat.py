@@ -1,0 +1,108 @@
+"""The threat model: which perturbations an attacker may make.
+
+One value object supplies random initialisation, the steepest-ascent direction, projection and the
+distance for its norm, so no attack needs a Linf and an L2 twin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from bastion._rng import keyed_normal, keyed_uniform
+from bastion.errors import ConfigError
+
+Norm = Literal["linf", "l2", "l0"]
+NORMS: tuple[str, ...] = ("linf", "l2", "l0")
+
+
+def _flat(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+def _per_sample(v: Tensor, like: Tensor) -> Tensor:
+    return v.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def perturbation_norms(x_adv: Tensor, x: Tensor) -> dict[str, Tensor]:
+    """Per-sample L0 (number of changed features), L2 and Linf of ``x_adv - x`` (each of shape (B,))."""
+    d = _flat(x_adv.detach() - x.detach()).to(torch.float64)
+    return {
+        "l0": (d.abs() > 1e-7).sum(1).to(torch.float64),
+        "l2": d.norm(p=2, dim=1),
+        "linf": d.abs().amax(1),
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThreatModel:
+    """A norm ball of radius ``eps`` intersected with the box ``bounds``.
+
+    For ``norm="l0"`` the radius is a number of features (JSMA uses a fraction of them instead).
+    """
+
+    norm: Norm = "linf"
+    eps: float
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ConfigError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if not isinstance(self.eps, (int, float)) or not self.eps >= 0 or self.eps != self.eps:
+            raise ConfigError(f"eps must be a number >= 0, got {self.eps!r}")
+        lo, hi = self.bounds
+        if not lo < hi:
+            raise ConfigError(f"bounds must satisfy low < high, got {self.bounds}")
+
+    def random_init(self, x: Tensor, keys: Tensor, *, seed: int, stream: int = 0) -> Tensor:
+        """A random point of the ball around ``x`` (uniform in the ball), clipped to the bounds."""
+        shape = tuple(x.shape[1:])
+        if self.norm == "linf":
+            u = keyed_uniform(keys, shape, seed=seed, stream=stream, dtype=x.dtype)
+            delta = (2.0 * u - 1.0) * self.eps
+        elif self.norm == "l2":
+            g = keyed_normal(keys, shape, seed=seed, stream=stream, dtype=x.dtype)
+            g = g / _per_sample(_flat(g).norm(dim=1).clamp_min(1e-12), g)
+            dim = g[0].numel()
+            r = keyed_uniform(keys, (1,), seed=seed, stream=stream + 7919, dtype=x.dtype).reshape(-1)
+            delta = g * _per_sample(self.eps * r ** (1.0 / dim), g)
+        else:
+            raise ConfigError("random_init is not defined for the l0 threat model")
+        return (x + delta.to(x.device)).clamp(*self.bounds)
+
+    def steepest(self, grad: Tensor) -> Tensor:
+        """The unit-norm steepest-ascent direction for ``grad`` under this norm."""
+        if self.norm == "linf":
+            return grad.sign()
+        if self.norm == "l2":
+            n = _flat(grad).norm(dim=1).clamp_min(1e-12)
+            return grad / _per_sample(n, grad)
+        raise ConfigError("steepest is not defined for the l0 threat model")
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Project ``x_adv`` onto the eps-ball around ``x``, then into the bounds."""
+        delta = x_adv - x
+        if self.norm == "linf":
+            delta = delta.clamp(-self.eps, self.eps)
+        elif self.norm == "l2":
+            n = _flat(delta).norm(dim=1)
+            factor = (self.eps / n.clamp_min(1e-12)).clamp(max=1.0)
+            delta = delta * _per_sample(factor, delta)
+        else:
+            raise ConfigError("project is not defined for the l0 threat model")
+        # Clipping into the box never leaves the ball: x is in the box, so each |delta_i| only shrinks.
+        return (x + delta).clamp(*self.bounds)
+
+    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Per-sample distance in this norm, shape (B,)."""
+        return perturbation_norms(x_adv, x)[self.norm]
+
+    def contains(self, x_adv: Tensor, x: Tensor, *, atol: float = 1e-6) -> Tensor:
+        """Per-sample bool: inside the ball (``+atol``) and inside the bounds."""
+        lo, hi = self.bounds
+        flat = _flat(x_adv)
+        in_box = (flat >= lo - atol).all(1) & (flat <= hi + atol).all(1)
+        return in_box & (self.distance(x_adv, x) <= self.eps + atol)

