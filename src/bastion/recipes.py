@@ -25,4 +25,12 @@ def build_training(
     """(objective, callbacks, metadata, wrap) for a defense name; ``wrap`` builds the deployed model."""
     if defense is None:
         return cross_entropy, [], {}, lambda m: m
+    if defense == "adv":
+        from bastion.defenses.adversarial_training import adversarial_recipe
+
+        return adversarial_recipe(model, attack=attack, eps=eps, val=val, device=device)
+    if defense == "bart":
+        from bastion.defenses.bart.training import bart_recipe
+
+        return bart_recipe(model, k=k, val=val, device=device)
     raise UnknownNameError(f"unknown defense {defense!r}; valid: adv, bart")

@@ -37,7 +37,8 @@ class AttackResult:
         logits_adv: model outputs at ``x_adv`` (B, K).
         logits_clean: model outputs at ``x`` (B, K).
         norms: per-sample ``"l0"``, ``"l2"``, ``"linf"`` of ``x_adv - x`` (float64, (B,)).
-        queries: int64 (B,), forward passes spent on each sample (including the final check).
+        queries: int64 (B,), model evaluations the attack itself spent on each sample (bastion's own
+            clean and final evaluations are not counted).
         seconds: wall time of the attack.
         y: true labels; ``target``: target labels or None.
     """
@@ -171,7 +172,7 @@ class Attack(ABC):
             logits_adv=logits_adv.detach(),
             logits_clean=logits_clean.detach(),
             norms=perturbation_norms(x_adv, x),
-            queries=queries.to(torch.int64) + 2,
+            queries=queries.to(torch.int64),
             seconds=seconds,
             y=y,
             target=tgt,

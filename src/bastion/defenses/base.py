@@ -1,0 +1,106 @@
+"""Input-transformation defenses and the ``Defended`` model that puts one in front of a classifier.
+
+An :class:`InputDefense` has two faces (after ART's forward / estimate_forward split):
+
+* ``forward(x)`` — the real defense, possibly randomized and non-differentiable;
+* ``surrogate(x)`` — a differentiable stand-in used by BPDA (identity when the defense declares
+  ``grad = "none"``).
+
+``Defended(defense, model)`` is itself a model (an ``nn.Module`` mapping pixels to logits), so every
+attack and the evaluator run on it without special cases. A randomized defense draws its randomness from
+a ``torch.Generator`` owned by the ``Defended`` wrapper (seeded at construction; ``reseed`` resets it), never
+from torch's global RNG.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+GradKind = Literal["exact", "approx", "none"]
+
+
+class InputDefense(nn.Module, ABC):
+    """A transformation applied to inputs before the classifier."""
+
+    #: True when ``forward`` draws random parameters on each call
+    randomized: ClassVar[bool] = False
+    #: how gradients flow: exactly, through a smooth ``surrogate``, or not at all (identity surrogate)
+    grad: ClassVar[GradKind] = "exact"
+
+    @abstractmethod
+    def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """The real defense."""
+
+    def surrogate(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """A differentiable approximation of :meth:`forward` (identity unless overridden)."""
+        if self.grad == "exact":
+            return self.forward(x, generator=generator)
+        return x
+
+    def bpda_forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Forward value of the real defense, gradient of the surrogate (BPDA, Athalye et al. 2018).
+
+        Randomized defenses must override this so that the real and the surrogate pass share one draw.
+        """
+        if self.randomized:
+            raise NotImplementedError(f"{type(self).__name__} is randomized and must implement bpda_forward")
+        return straight_through(self.forward(x, generator=generator), self.surrogate(x, generator=generator))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"defense": type(self).__name__}
+
+
+def straight_through(real: Tensor, surrogate: Tensor) -> Tensor:
+    """Forward value of ``real``, gradient of ``surrogate`` (the BPDA identity)."""
+    return surrogate + (real - surrogate).detach()
+
+
+class Defended(nn.Module):
+    """``model(defense(x))`` as one model.
+
+    Args:
+        defense: the input defense.
+        model: the classifier (pixels in, logits out).
+        n_samples: for randomized defenses, average the softmax over this many draws and return its log
+            (so ``argmax`` and cross-entropy keep working); 1 returns the logits of a single draw.
+        seed: seed of the wrapper's own generator.
+    """
+
+    def __init__(self, defense: InputDefense, model: nn.Module, *, n_samples: int = 1, seed: int = 0) -> None:
+        super().__init__()
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        self.defense = defense
+        self.model = model
+        self.n_samples = n_samples
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def randomized(self) -> bool:
+        return bool(self.defense.randomized)
+
+    def reseed(self, seed: int | None = None) -> None:
+        """Reset the wrapper's generator (to ``seed`` or the construction seed)."""
+        self.generator.manual_seed(self.seed if seed is None else seed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.n_samples == 1 or not self.randomized:
+            return self.model(self.defense(x, generator=self.generator))
+        probs = torch.stack(
+            [F.softmax(self.model(self.defense(x, generator=self.generator)), dim=1) for _ in range(self.n_samples)]
+        ).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+    def __getattr__(self, name: str) -> Any:  # expose the inner classifier's meta/classes
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("meta", "classes", "num_classes"):
+                return getattr(self._modules["model"], name)
+            raise
