@@ -57,6 +57,11 @@ def train(
     attack: Annotated[str, typer.Option(help="With --defense adv: fgsm-rs, pgd or trades.")] = "fgsm-rs",
     eps: Annotated[float, typer.Option(help="With --defense adv: Linf radius.")] = 0.3,
     k: Annotated[int, typer.Option(help="With --defense bart: transforms per barrage.")] = 5,
+    ramp_epochs: Annotated[float, typer.Option(help="With --defense adv: eps ramp-up length in epochs.")] = 0.0,
+    adv_ratio: Annotated[float, typer.Option(help="With --defense adv: share of adversarial examples per batch.")] = 1.0,
+    alpha: Annotated[Optional[float], typer.Option(help="With --defense adv: step size (default per recipe).")] = None,
+    adv_steps: Annotated[Optional[int], typer.Option(help="With --defense adv: PGD/TRADES steps.")] = None,
+    hidden: Annotated[Optional[int], typer.Option(help="Hidden units of mnist-cnn's dense layer (default 100).")] = None,
     init: Annotated[Optional[str], typer.Option(help="Start from this model (name or file) instead of scratch.")] = None,
     out: Annotated[Path, typer.Option(help="Run folder (checkpoint, metrics.json, model.safetensors).")] = Path("runs/train"),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
@@ -77,10 +82,14 @@ def train(
         if init:
             net = resolve_model(init, device=device)
         else:
-            opts = {"dropout": dropout} if dropout else {}
+            opts: dict[str, object] = {"dropout": dropout} if dropout else {}
+            if hidden:
+                opts["hidden"] = hidden
             net = create_model(model, dataset=data, classes=train_ds.classes, seed=seed, **opts)
+        adv_opts = {"epochs": epochs, "ramp_epochs": ramp_epochs, "adv_ratio": adv_ratio, "alpha": alpha,
+                    "steps": adv_steps} if defense == "adv" else {}
         objective, callbacks, extra_meta, wrap = build_training(
-            defense, net, attack=attack, eps=eps, k=k, val=val_ds, device=device
+            defense, net, attack=attack, eps=eps, k=k, val=val_ds, device=device, **adv_opts
         )
         with progress_bar(enabled=not quiet) as bar:
             history = fit(net, train_ds, config=cfg, objective=objective, val=val_ds, out_dir=out, resume=resume,
@@ -97,6 +106,193 @@ def train(
         _fail(e)
         return
     console.print(f"saved {path}  val accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else f"saved {path}")
+
+
+def _target(spec: Optional[str], n: int) -> object:
+    import torch
+
+    if spec is None:
+        return None
+    if spec in ("random", "least-likely"):
+        return spec
+    try:
+        return torch.full((n,), int(spec), dtype=torch.int64)
+    except ValueError:
+        raise BastionError(f"--target must be a class index, 'random' or 'least-likely', got {spec!r}") from None
+
+
+@app.command()
+def attack(
+    model: Annotated[str, typer.Option(help="Shipped model name or a .safetensors file.")] = "mnist-cnn",
+    attack: Annotated[str, typer.Option("--attack", help="fgsm, bim, pgd, jsma, ...")] = "pgd",
+    eps: Annotated[Optional[float], typer.Option(help="Perturbation budget.")] = 0.3,
+    steps: Annotated[Optional[int], typer.Option(help="Iterations (iterative attacks).")] = None,
+    step_size: Annotated[Optional[float], typer.Option(help="Step size (iterative attacks).")] = None,
+    norm: Annotated[Optional[str], typer.Option(help="linf or l2.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Target class, 'random' or 'least-likely'.")] = None,
+    defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
+    data: Annotated[str, typer.Option()] = "mnist-5k",
+    split: Annotated[str, typer.Option()] = "all",
+    data_dir: Annotated[Optional[Path], typer.Option()] = None,
+    n: Annotated[int, typer.Option(min=1, help="Number of images.")] = 16,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path, typer.Option()] = Path("runs/attack"),
+    device: Annotated[str, typer.Option()] = "cpu",
+) -> None:
+    """Attack a batch of images; writes adversarial tensors, a JSON summary and the classic figure."""
+    import torch
+    from safetensors.torch import save_file
+
+    from bastion.data import load_dataset
+    from bastion.factory import apply_defense, make_attack
+    from bastion.models import resolve_model
+    from bastion.viz.figures import png_bytes, triptych
+
+    try:
+        net = apply_defense(resolve_model(model, device=device), defense)
+        ds = load_dataset(data, split, data_dir=data_dir).take(n)
+        atk = make_attack(attack, eps=eps, steps=steps, step_size=step_size, norm=norm)
+        x, y = ds.images.to(device), ds.labels.to(device)
+        res = atk(net, x, y, target=_target(target, len(ds)), generator=torch.Generator().manual_seed(seed),
+                  keys=ds.indices.to(device))
+    except BastionError as e:
+        _fail(e)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {"x": x.cpu().contiguous(), "x_adv": res.x_adv.cpu().contiguous(), "y": y.cpu(),
+               "pred_adv": res.pred_adv.cpu(), "success": res.success.cpu().to(torch.uint8)}
+    if res.target is not None:
+        tensors["target"] = res.target.cpu()
+    save_file(tensors, str(out / "adversarial.safetensors"), metadata={"attack": json.dumps(atk.to_dict())})
+    summary = {"command": _command_line(), "model": model, "defense": defense, "data": f"{data}:{split}",
+               "attack": atk.to_dict(), "target": target, **res.summary()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    classes = getattr(net, "classes", tuple(str(i) for i in range(res.logits_adv.shape[1])))
+    k = min(len(ds), 8)
+    (out / "figure.png").write_bytes(png_bytes(triptych(x[:k], res.x_adv[:k], res.logits_clean[:k], res.logits_adv[:k],
+                                                        classes, y=y[:k])))
+    console.print(f"{atk.name}: success {summary['success_rate']:.1%}, robust accuracy {summary['robust_accuracy']:.1%}, "
+                  f"mean Linf {summary['mean_linf']:.3f}, L2 {summary['mean_l2']:.3f}, L0 {summary['mean_l0']:.1f} "
+                  f"in {summary['seconds']:.2f}s -> {out}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="Shipped model name or a .safetensors file.")] = "mnist-cnn",
+    defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
+    attacks: Annotated[str, typer.Option(help="Comma-separated suite, in cascade order.")] = "fgsm,bim,pgd",
+    eps: Annotated[str, typer.Option(help="start:stop:step or a comma list.")] = "0:0.3:0.05",
+    steps: Annotated[Optional[int], typer.Option(help="Steps of iterative attacks (default per attack).")] = None,
+    restarts: Annotated[Optional[int], typer.Option(help="PGD restarts.")] = None,
+    adaptive: Annotated[str, typer.Option(help="For randomized/defended models: eot-bpda, eot, bpda or none.")] = "auto",
+    eot_n: Annotated[int, typer.Option(help="Draws per EOT gradient.")] = 8,
+    cascade: Annotated[bool, typer.Option(help="Run each attack only on points still robust (AutoAttack).")] = True,
+    data: Annotated[str, typer.Option()] = "mnist-5k",
+    split: Annotated[str, typer.Option()] = "all",
+    data_dir: Annotated[Optional[Path], typer.Option()] = None,
+    n: Annotated[int, typer.Option(min=1, help="Number of images.")] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 250,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path, typer.Option()] = Path("runs/evaluate"),
+    device: Annotated[str, typer.Option()] = "cpu",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Evaluate robustness over an eps grid; writes results.json, results.csv and report.html."""
+    from bastion.data import load_dataset
+    from bastion.distributed import World
+    from bastion.eval import Evaluation
+    from bastion.factory import apply_defense, make_attack_lenient, parse_eps
+    from bastion.models import resolve_model
+    from bastion.viz.html import evaluation_html
+
+    try:
+        world = World.from_env()
+        net = apply_defense(resolve_model(model, device=device), defense, seed=seed)
+        ds = load_dataset(data, split, data_dir=data_dir).take(n)
+        suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, restarts=restarts) for a in attacks.split(",") if a.strip()]
+        adaptive_models = _adaptive_models(net, adaptive, eot_n)
+        ev = Evaluation(suite=suite, eps_grid=parse_eps(eps), batch_size=batch_size, cascade=cascade, seed=seed,
+                        adaptive=adaptive_models)
+        with progress_bar(enabled=not quiet and world.rank == 0) as bar:
+            report = ev.run(net, ds, device=device, progress=bar, command=_command_line(), world=world)
+    except BastionError as e:
+        _fail(e)
+        return
+    if world.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(report.to_json())
+        (out / "results.csv").write_text(report.to_csv())
+        (out / "report.html").write_text(evaluation_html(report))
+        _print_report(report)
+        console.print(f"wrote {out}/results.json, results.csv, report.html")
+    world.close()
+
+
+def _adaptive_models(net: object, adaptive: str, eot_n: int) -> dict[str, object]:
+    from bastion.attacks import bpda, eot
+    from bastion.defenses import Defended
+
+    if adaptive == "none" or not isinstance(net, Defended):
+        if adaptive not in ("auto", "none"):
+            raise BastionError(f"--adaptive {adaptive} needs a defended model (use --defense bart)")
+        return {}
+    choice = "eot-bpda" if adaptive == "auto" else adaptive
+    if choice == "eot-bpda":
+        return {f"eot{eot_n}(bpda)": eot(bpda(net), n=eot_n)}
+    if choice == "eot":
+        return {f"eot{eot_n}": eot(net, n=eot_n)}
+    if choice == "bpda":
+        return {"bpda": bpda(net)}
+    raise BastionError(f"--adaptive must be auto, eot-bpda, eot, bpda or none; got {adaptive!r}")
+
+
+def _print_report(report: object) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"clean accuracy {report.clean_accuracy:.1%}")  # type: ignore[attr-defined]
+    for c in ("attack", "mode", "eps", "accuracy", "success", "L2", "Linf", "s"):
+        t.add_column(c, justify="right")
+    for r in report.rows:  # type: ignore[attr-defined]
+        t.add_row(r.attack, r.mode, "-" if r.eps is None else f"{r.eps:g}", f"{r.accuracy:.1%}", f"{r.success_rate:.1%}",
+                  "-" if r.l2_mean is None else f"{r.l2_mean:.2f}", "-" if r.linf_mean is None else f"{r.linf_mean:.3f}",
+                  f"{r.seconds:.1f}")
+    console.print(t)
+    for f in report.flags:  # type: ignore[attr-defined]
+        console.print(f"[bold red]flag[/] {f.code}: {f.title}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("bastion-report"),
+    n: Annotated[int, typer.Option(min=10, help="Held-out images to evaluate.")] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option()] = "cpu",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """The whole story on the embedded data and shipped models; writes OUT/report.html and results.json."""
+    from bastion.demo import run_demo
+
+    try:
+        with progress_bar(enabled=not quiet) as bar:
+            result = run_demo(out, n=n, seed=seed, device=device, progress=bar, command=_command_line())
+    except BastionError as e:
+        _fail(e)
+        return
+    console.print(f"wrote {result['report']} ({result['seconds']:.0f}s)")
+
+
+@app.command(name="models")
+def list_models() -> None:
+    """List the shipped models and their recorded accuracy."""
+    from bastion.models import PRETRAINED, read_meta, weights_path
+
+    for name, desc in PRETRAINED.items():
+        p = weights_path(name)
+        if p.exists():
+            m = read_meta(p)
+            console.print(f"[bold]{name}[/]: {desc}; {m.metrics.get('val_split')}: {m.metrics.get('val_acc')}")
+        else:
+            console.print(f"[bold]{name}[/]: {desc} [dim](not shipped in this version)[/]")
 
 
 def main() -> None:

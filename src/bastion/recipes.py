@@ -21,6 +21,7 @@ def build_training(
     k: int = 5,
     val: ImageDataset | None = None,
     device: str = "cpu",
+    **options: Any,
 ) -> tuple[Objective, list[EpochCallback], dict[str, Any], Callable[[nn.Module], nn.Module]]:
     """(objective, callbacks, metadata, wrap) for a defense name; ``wrap`` builds the deployed model."""
     if defense is None:
@@ -28,7 +29,7 @@ def build_training(
     if defense == "adv":
         from bastion.defenses.adversarial_training import adversarial_recipe
 
-        return adversarial_recipe(model, attack=attack, eps=eps, val=val, device=device)
+        return adversarial_recipe(model, attack=attack, eps=eps, val=val, device=device, **options)
     if defense == "bart":
         from bastion.defenses.bart.training import bart_recipe
 

@@ -80,6 +80,8 @@ class Defended(nn.Module):
         self.n_samples = n_samples
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self.training = model.training  # a wrapper takes the mode of what it wraps
+        defense.train(model.training)
 
     @property
     def randomized(self) -> bool:

@@ -25,6 +25,7 @@ class HideProbabilities(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.training = model.training  # a wrapper takes the mode of what it wraps
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.model(x)

@@ -29,8 +29,11 @@ def logreg(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10) ->
     return nn.Sequential(OrderedDict(flatten=nn.Flatten(), fc=nn.Linear(n, num_classes)))
 
 
-def mnist_cnn(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10, dropout: float = 0.0) -> nn.Module:
-    """Two 5x5 conv + max-pool blocks (32, 64 channels), a 100-unit hidden layer (about 367k parameters)."""
+def mnist_cnn(
+    input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10, dropout: float = 0.0, hidden: int = 100
+) -> nn.Module:
+    """Two 5x5 conv + max-pool blocks (32, 64 channels), a ``hidden``-unit dense layer (100: about 367k
+    parameters; Madry et al.'s MNIST net is this with 1024)."""
     c, h, w = input_shape
     features = nn.Sequential(
         OrderedDict(
@@ -45,11 +48,11 @@ def mnist_cnn(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10,
     head: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     if dropout:
         head["drop1"] = nn.Dropout(dropout)
-    head["fc1"] = nn.Linear(64 * (h // 4) * (w // 4), 100)
+    head["fc1"] = nn.Linear(64 * (h // 4) * (w // 4), hidden)
     head["relu3"] = nn.ReLU()
     if dropout:
         head["drop2"] = nn.Dropout(dropout)
-    head["fc2"] = nn.Linear(100, num_classes)
+    head["fc2"] = nn.Linear(hidden, num_classes)
     return nn.Sequential(OrderedDict(features=features, classifier=nn.Sequential(head)))
 
 

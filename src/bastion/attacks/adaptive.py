@@ -1,0 +1,203 @@
+"""Adaptive attacks as model transformations: BPDA and EOT (Athalye, Carlini & Wagner 2018,
+"Obfuscated Gradients Give a False Sense of Security", https://arxiv.org/abs/1802.00420).
+
+Both return an ``nn.Module`` that behaves like the defended model in the forward pass but gives useful
+gradients, so *every* gradient attack runs through them unchanged::
+
+    adaptive = eot(bpda(defended), n=16)
+    PGD(eps=0.3)(adaptive, x, y)
+
+* :func:`bpda` — Backward Pass Differentiable Approximation: forward through the real (possibly
+  non-differentiable) defense, backward through a differentiable approximation: the defense's own
+  surrogate (identity for non-differentiable steps), or a small network trained to mimic it
+  (:func:`train_surrogate`).
+* :func:`eot` — Expectation over Transformation: average the model's probabilities over ``n`` random draws
+  of a randomized defense; the gradient of the averaged output estimates the expected gradient.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bastion._checks import frozen
+from bastion.data.base import ImageDataset
+from bastion.defenses.base import Defended, InputDefense, straight_through
+from bastion.errors import ConfigError
+from bastion.progress import Progress, no_progress
+
+log = logging.getLogger(__name__)
+
+
+class _Wrapper(nn.Module):
+    """Forwards ``meta``/``classes`` lookups to the wrapped model."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("meta", "classes", "num_classes", "randomized"):
+                return getattr(self._modules["inner"], name)
+            raise
+
+
+class BPDA(_Wrapper):
+    """``model(f(x))`` in the forward pass, ``model(g(x))``'s gradient in the backward pass."""
+
+    def __init__(self, defended: Defended, surrogate: nn.Module | None = None) -> None:
+        super().__init__()
+        if not isinstance(defended, Defended):
+            raise ConfigError(f"bpda expects a bastion.defenses.Defended model, got {type(defended).__name__}")
+        self.inner = defended
+        self.surrogate = surrogate
+        self.training = defended.training
+        if surrogate is not None:
+            surrogate.train(defended.training)
+
+    @property
+    def randomized(self) -> bool:
+        return self.inner.randomized
+
+    def forward(self, x: Tensor) -> Tensor:
+        d: Defended = self.inner
+        if self.surrogate is None:
+            z = d.defense.bpda_forward(x, generator=d.generator)
+        else:
+            z = straight_through(d.defense(x, generator=d.generator), self.surrogate(x))
+        return d.model(z)
+
+
+def bpda(defended: Defended, surrogate: nn.Module | None = None) -> BPDA:
+    """Backward Pass Differentiable Approximation of a defended model.
+
+    Args:
+        defended: ``Defended(defense, model)``.
+        surrogate: a differentiable module approximating the defense (e.g. from :func:`train_surrogate`);
+            None uses the defense's own ``bpda_forward`` (identity for non-differentiable steps, smooth
+            stand-ins for approximately differentiable ones).
+    """
+    return BPDA(defended, surrogate)
+
+
+class EOT(_Wrapper):
+    """The log of the mean softmax of ``model`` over ``n`` draws (computed as one batch of n*B)."""
+
+    def __init__(self, model: nn.Module, n: int) -> None:
+        super().__init__()
+        if not isinstance(n, int) or n < 1:
+            raise ConfigError(f"eot needs n >= 1 draws, got {n!r}")
+        self.inner = model
+        self.n = n
+        self.training = model.training
+
+    @property
+    def randomized(self) -> bool:
+        return False  # averaged; still random in principle, but far less so
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        rep = x.repeat(self.n, *([1] * (x.ndim - 1)))
+        probs = F.softmax(self.inner(rep), dim=1).reshape(self.n, b, -1).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
+def eot(model: nn.Module, n: int = 16) -> EOT:
+    """Expectation over Transformation: average probabilities over ``n`` random draws of ``model``.
+
+    ``model`` is any randomized model (a ``Defended`` BaRT model, or ``bpda(defended)``).
+    """
+    return EOT(model, n)
+
+
+class SurrogateNet(nn.Module):
+    """A small residual conv net ``g(x) = x + r(x)`` trained to mimic an input transformation."""
+
+    def __init__(self, channels: int = 1, width: int = 32, depth: int = 4) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        layers.append(nn.Conv2d(width, channels, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+@dataclass(frozen=True)
+class SurrogateReport:
+    """How closely a trained surrogate mimics the defense, on held-out data."""
+
+    mae: float
+    mae_identity: float
+    epochs: int
+    n_train: int
+    n_val: int
+
+    def to_dict(self) -> dict[str, float]:
+        return {"mae": self.mae, "mae_identity": self.mae_identity, "epochs": self.epochs,
+                "n_train": self.n_train, "n_val": self.n_val}
+
+
+def train_surrogate(
+    defense: InputDefense,
+    data: ImageDataset,
+    *,
+    epochs: int = 5,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    width: int = 32,
+    depth: int = 4,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: Progress = no_progress,
+) -> tuple[SurrogateNet, SurrogateReport]:
+    """Train a small conv net ``g`` to approximate the defense ``f`` (mean squared error on ``data``).
+
+    This is the learned BPDA approximation of Athalye et al.: "define a new network g(x) and train it to
+    approximate f(x)". Returns the surrogate (eval mode, parameters frozen) and a report of its mean
+    absolute error to the real transform on held-out images, next to the identity approximation's.
+    """
+    from bastion.train import StepContext, TrainConfig, fit  # late: train imports data, models
+
+    if data.images.ndim != 4:
+        raise ConfigError("train_surrogate needs image data (N, C, H, W)")
+    n_val = max(1, int(len(data) * val_fraction))
+    train_ds, val_ds = data.subset(slice(n_val, None)), data.subset(slice(0, n_val))
+    g = SurrogateNet(channels=data.images.shape[1], width=width, depth=depth)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in g.modules():
+            if isinstance(m, nn.Conv2d):
+                m.reset_parameters()
+    gen = torch.Generator().manual_seed(seed)
+    defense = defense.eval()
+
+    def objective(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        with torch.no_grad(), frozen(defense):
+            target = defense(x, generator=gen)
+        loss = F.mse_loss(model(x), target)
+        return loss, {}
+
+    fit(g, train_ds, config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+        objective=objective, device=device, progress=progress)
+    g.eval()
+    for p in g.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        xv = val_ds.images.to(device)
+        fv = defense(xv, generator=torch.Generator().manual_seed(seed + 1))
+        mae = float((g(xv) - fv).abs().mean())
+        mae_id = float((xv - fv).abs().mean())
+    report = SurrogateReport(mae=mae, mae_identity=mae_id, epochs=epochs, n_train=len(train_ds), n_val=n_val)
+    log.info("surrogate: MAE %.4f (identity %.4f)", mae, mae_id)
+    return g, report
+
+
+__all__ = ["bpda", "eot", "train_surrogate", "BPDA", "EOT", "SurrogateNet", "SurrogateReport"]

@@ -1,0 +1,202 @@
+"""Adversarial training: FGSM with random start ("fast" AT), PGD-k (Madry et al.) and TRADES.
+
+* FGSM-RS — Wong, Rice & Kolter 2020, "Fast is better than free" (https://arxiv.org/abs/2001.03994): a
+  uniform random start in the eps-ball, then one signed-gradient step of ``alpha`` (default 1.25 eps),
+  projected.
+* PGD — Madry et al. 2018 (https://arxiv.org/abs/1706.06083): ``steps`` projected steps from a random start.
+* TRADES — Zhang et al. 2019 (https://arxiv.org/abs/1901.08573): ``CE(f(x), y) + beta * KL(f(x) || f(x'))``
+  with ``x'`` maximising the KL term by PGD.
+
+Label leaking (Kurakin et al. 2017, https://arxiv.org/abs/1611.01236): crafting training examples from the
+*true* label lets the model learn to recognise the perturbation itself (FGSM examples then become easier than
+clean ones). By default bastion crafts from the model's own prediction on the clean image
+(``craft_labels="predicted"``); ``"true"`` restores the leaky variant.
+
+The model is switched to eval mode while crafting (so dropout/batch-norm do not change the model under
+attack and its statistics do not see adversarial batches twice) and back to train mode for the update —
+explicitly, on every batch. Randomness (random starts) is keyed by (seed, step, image index), so training is
+deterministic and resumable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bastion._checks import frozen
+from bastion.attacks._descent import Descent
+from bastion.attacks.losses import loss_and_grad
+from bastion.attacks.pgd import PGD
+from bastion.data.base import ImageDataset
+from bastion.errors import ConfigError
+from bastion.threat import ThreatModel
+from bastion.train import EpochCallback, StepContext
+
+log = logging.getLogger(__name__)
+
+Recipe = Literal["fgsm-rs", "pgd", "trades"]
+RECIPES: tuple[str, ...] = ("fgsm-rs", "pgd", "trades")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdversarialTraining:
+    """The per-batch objective of adversarial training (plug into :func:`bastion.train.fit`).
+
+    Args:
+        recipe: ``"fgsm-rs"``, ``"pgd"`` or ``"trades"``.
+        eps: Linf radius of the training perturbations.
+        alpha: step size; default 1.25 eps (FGSM-RS), 0.01 (PGD and TRADES, the MNIST setting of Madry et al.).
+        steps: PGD/TRADES inner steps (default 40 for PGD, 10 for TRADES).
+        adv_ratio: share of each batch replaced by adversarial examples (1.0: all adversarial; 0.5: mixed).
+        ramp_epochs: grow eps linearly from 0 over this many epochs (0: full eps from the start).
+        beta: TRADES trade-off.
+        craft_labels: ``"predicted"`` (default, no label leaking) or ``"true"``.
+    """
+
+    recipe: Recipe = "fgsm-rs"
+    eps: float = 0.3
+    alpha: float | None = None
+    steps: int | None = None
+    adv_ratio: float = 1.0
+    ramp_epochs: float = 0.0
+    beta: float = 6.0
+    craft_labels: Literal["predicted", "true"] = "predicted"
+    epochs: int = 1  # total epochs, for the ramp (set by the recipe builder)
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
+        if not 0 <= self.eps <= 1:
+            raise ConfigError(f"eps must be in [0, 1], got {self.eps}")
+        if not 0 < self.adv_ratio <= 1:
+            raise ConfigError(f"adv_ratio must be in (0, 1], got {self.adv_ratio}")
+        if self.craft_labels not in ("predicted", "true"):
+            raise ConfigError(f"craft_labels must be 'predicted' or 'true', got {self.craft_labels!r}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+
+    @property
+    def step_size(self) -> float:
+        if self.alpha is not None:
+            return self.alpha
+        return 1.25 * self.eps if self.recipe == "fgsm-rs" else 0.01
+
+    @property
+    def n_steps(self) -> int:
+        if self.steps is not None:
+            return self.steps
+        return {"fgsm-rs": 1, "pgd": 40, "trades": 10}[self.recipe]
+
+    def eps_at(self, ctx: StepContext) -> float:
+        if self.ramp_epochs <= 0:
+            return self.eps
+        steps_per_epoch = ctx.total_steps / max(self.epochs, 1)
+        return self.eps * min(1.0, ctx.step / max(self.ramp_epochs * steps_per_epoch, 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    # ------------------------------------------------------------------------------------------------
+    def craft(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> Tensor:
+        """Adversarial versions of ``x`` (model in eval mode, parameters frozen while crafting)."""
+        eps = self.eps_at(ctx)
+        if eps == 0:
+            return x.detach()
+        threat = ThreatModel(norm="linf", eps=eps)
+        seed = (ctx.seed * 1_000_003 + ctx.step) % (2**31)
+        with frozen(model):
+            if self.recipe == "trades":
+                with torch.no_grad():
+                    p_clean = F.softmax(model(x), 1)
+                x_adv = threat.random_init(x, ctx.keys, seed=seed)
+                for _ in range(self.n_steps):
+                    xa = x_adv.detach().requires_grad_(True)
+                    kl = F.kl_div(F.log_softmax(model(xa), 1), p_clean, reduction="sum")
+                    (g,) = torch.autograd.grad(kl, xa)
+                    x_adv = threat.project(xa.detach() + self.step_size * g.sign(), x)
+                return x_adv.detach()
+            if self.craft_labels == "predicted":
+                with torch.no_grad():
+                    y = model(x).argmax(1)
+            if self.recipe == "fgsm-rs":
+                start = threat.random_init(x, ctx.keys, seed=seed)
+                _, _, g = loss_and_grad(model, start, y, None, "ce")
+                return threat.project(start + self.step_size * g.sign(), x).detach()
+            d = Descent(threat, steps=self.n_steps, step_size=self.step_size, loss="ce", random_start=True,
+                        keep_best=False, early_stop=False)
+            x_adv, _, _, _ = d.run(model, x, y, None, keys=ctx.keys, seed=seed, stream=0)
+            return x_adv.detach()
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        n_adv = max(1, round(self.adv_ratio * x.shape[0]))
+        model.eval()
+        try:
+            x_adv = self.craft(model, x[:n_adv], y[:n_adv], ctx)
+        finally:
+            model.train()
+        if self.recipe == "trades":
+            logits = model(x)
+            logits_adv = model(x_adv)
+            kl = F.kl_div(F.log_softmax(logits_adv, 1), F.softmax(logits[:n_adv], 1), reduction="batchmean")
+            loss = F.cross_entropy(logits, y) + self.beta * kl
+            return loss, {"acc": float((logits.argmax(1) == y).float().mean()),
+                          "adv_acc": float((logits_adv.argmax(1) == y[:n_adv]).float().mean())}
+        xb = torch.cat([x_adv, x[n_adv:]]) if n_adv < x.shape[0] else x_adv
+        logits = model(xb)
+        loss = F.cross_entropy(logits, y)
+        return loss, {"adv_acc": float((logits[:n_adv].argmax(1) == y[:n_adv]).float().mean())}
+
+
+@dataclass
+class OverfitGuard:
+    """Catastrophic-overfitting detection for FGSM training (Wong et al. 2020, section 5.2).
+
+    After every epoch, measures PGD accuracy on a held-out batch (recorded as ``val_robust_acc``). If it
+    collapses — falls below ``collapse`` times the best value seen so far — it warns and asks ``fit`` to roll
+    back to the best checkpoint and stop.
+    """
+
+    data: ImageDataset
+    eps: float
+    steps: int = 10
+    collapse: float = 0.5
+    min_best: float = 0.2
+    device: str | torch.device = "cpu"
+    best: float = 0.0
+
+    def __call__(self, model: nn.Module, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        atk = PGD(eps=self.eps, steps=self.steps, step_size=2.5 * self.eps / self.steps)
+        x, y = self.data.images.to(self.device), self.data.labels.to(self.device)
+        acc = float(atk(model, x, y, generator=torch.Generator().manual_seed(epoch), keys=self.data.indices).robust.float().mean())
+        out: dict[str, Any] = {"val_robust_acc": acc}
+        if self.best >= self.min_best and acc < self.collapse * self.best:
+            log.warning("catastrophic overfitting: PGD accuracy fell from %.3f to %.3f at epoch %d; rolling back",
+                        self.best, acc, epoch + 1)
+            out["rollback"] = True
+            out["catastrophic_overfitting"] = True
+        self.best = max(self.best, acc)
+        return out
+
+
+def adversarial_recipe(
+    model: nn.Module, *, attack: str = "fgsm-rs", eps: float = 0.3, val: ImageDataset | None = None,
+    device: str = "cpu", epochs: int = 1, ramp_epochs: float = 0.0, adv_ratio: float = 1.0,
+    guard_images: int = 512, alpha: float | None = None, steps: int | None = None,
+) -> tuple[AdversarialTraining, list[EpochCallback], dict[str, Any], Callable[[nn.Module], nn.Module]]:
+    """(objective, callbacks, metadata, wrap) for ``bastion train --defense adv``."""
+    if attack not in RECIPES:
+        raise ConfigError(f"unknown adversarial-training attack {attack!r}; valid: {', '.join(RECIPES)}")
+    objective = AdversarialTraining(recipe=attack, eps=eps, epochs=epochs, ramp_epochs=ramp_epochs,  # type: ignore[arg-type]
+                                    adv_ratio=adv_ratio, alpha=alpha, steps=steps)
+    callbacks: list[EpochCallback] = []
+    meta: dict[str, Any] = {"training": {"defense": {"kind": "adv", **objective.to_dict()}}}
+    if val is not None:
+        callbacks.append(OverfitGuard(data=val.take(guard_images), eps=eps, device=device))
+        meta["monitor"] = "val_robust_acc"
+    return objective, callbacks, meta, lambda m: m

@@ -1,0 +1,143 @@
+"""Scale-out on PyTorch's own distributed engine (``torch.distributed``, launched by ``torchrun``).
+
+* Evaluation: each process evaluates a deterministic shard of the images (image ``i`` goes to rank
+  ``i % world_size``); per-image randomness is keyed by the image's index in its source split, so the
+  gathered result is identical to a single-process run. Rank 0 writes the report.
+* Training: each process crafts adversarial examples for, and back-propagates through, its contiguous slice of
+  every global batch; gradients are summed across processes (each process weights its loss by its share of
+  the batch), so an update equals one process on the whole batch. Rank 0 writes checkpoints, which hold no
+  rank-specific state, so ``--resume`` works with a different number of processes.
+
+Backend: ``nccl`` when CUDA is available, else ``gloo``. Launch, e.g.::
+
+    torchrun --nproc_per_node 2 -m bastion evaluate --model mnist-cnn --n 1000
+    torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m bastion evaluate ...
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from bastion.data.base import ImageDataset
+from bastion.errors import BastionError
+
+_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+class LaunchError(BastionError):
+    """The distributed environment is inconsistent (e.g. partly set, or rank >= world size)."""
+
+
+@dataclass
+class World:
+    """Who this process is in a (possibly single-process) job."""
+
+    rank: int = 0
+    size: int = 1
+    backend: str | None = None
+    owns_group: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @classmethod
+    def from_env(cls, *, backend: str | None = None) -> World:
+        """Join the process group described by torchrun's environment variables, or a single-process world."""
+        present = [k for k in _ENV if k in os.environ]
+        if not present:
+            return cls()
+        missing = [k for k in _ENV if k not in os.environ]
+        if missing:
+            raise LaunchError(f"incomplete distributed environment: {present} set but {missing} missing; "
+                              "launch with torchrun (or unset these variables for a single process)")
+        try:
+            rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        except ValueError:
+            raise LaunchError("RANK and WORLD_SIZE must be integers") from None
+        if size < 1 or not 0 <= rank < size:
+            raise LaunchError(f"RANK={rank} is not in [0, WORLD_SIZE={size})")
+        if size == 1:
+            return cls()
+        chosen = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        owns = False
+        if not dist.is_initialized():
+            dist.init_process_group(backend=chosen)
+            owns = True
+        if dist.get_world_size() != size or dist.get_rank() != rank:
+            raise LaunchError("the process group disagrees with RANK/WORLD_SIZE")
+        return cls(rank=rank, size=size, backend=chosen, owns_group=owns)
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
+
+    # ---- evaluation ---------------------------------------------------------------------------------
+    def shard_dataset(self, data: ImageDataset) -> ImageDataset:
+        """This rank's images: positions ``rank, rank + size, ...`` (deterministic, balanced)."""
+        if not self.distributed:
+            return data
+        return data.subset(torch.arange(self.rank, len(data), self.size), split=f"{data.split}<rank {self.rank}/{self.size}>")
+
+    def gather_per_image(self, per: dict[str, Any]) -> dict[str, Any]:
+        """Gather per-image results from every rank and merge them in the original image order."""
+        if not self.distributed:
+            return per
+        parts: list[Any] = [None] * self.size
+        dist.all_gather_object(parts, per)
+        return merge_per_image(parts)
+
+    # ---- training -----------------------------------------------------------------------------------
+    def shard(self, idx: Tensor) -> Tensor:
+        """This rank's contiguous slice of a global batch of indices."""
+        if not self.distributed:
+            return idx
+        return idx.tensor_split(self.size)[self.rank]
+
+    def sum_gradients(self, model: nn.Module) -> None:
+        if not self.distributed:
+            return
+        for p in model.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+    def broadcast_model(self, model: nn.Module) -> None:
+        """Make every rank start from rank 0's weights."""
+        if not self.distributed:
+            return
+        for t in model.state_dict().values():
+            dist.broadcast(t, src=0)
+
+
+def merge_per_image(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge per-image result shards (as produced by ``Evaluation.run_shard``) by image index."""
+    index = [i for p in parts for i in p["index"]]
+    order = sorted(range(len(index)), key=lambda j: index[j])
+
+    def cat(get: Any) -> list[Any]:
+        flat = [v for p in parts for v in get(p)]
+        return [flat[j] for j in order]
+
+    merged: dict[str, Any] = {
+        "index": [index[j] for j in order],
+        "order": parts[0]["order"],
+        "clean_correct": cat(lambda p: p["clean_correct"]),
+        "loss_clean": cat(lambda p: p["loss_clean"]),
+        "rows": {},
+    }
+    for key in parts[0]["order"]:
+        first = parts[0]["rows"][key]
+        row = {k: v for k, v in first.items() if not isinstance(v, list)}
+        for k, v in first.items():
+            if isinstance(v, list):
+                row[k] = cat(lambda p, k=k: p["rows"][key][k])
+        row["seconds"] = max(p["rows"][key]["seconds"] for p in parts)  # wall time of the slowest rank
+        merged["rows"][key] = row
+    return merged

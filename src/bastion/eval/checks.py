@@ -1,0 +1,179 @@
+"""Sanity checks that flag gradient masking and broken evaluations.
+
+After Carlini et al. 2019, "On Evaluating Adversarial Robustness" (https://arxiv.org/abs/1902.06705), and
+AutoAttack's checks (Croce & Hein 2020). Each check returns :class:`Flag` values that say what the finding
+means and what to do; an evaluation without flags is not proof of robustness, but a flag is a strong hint
+that the numbers overstate it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bastion._checks import frozen
+from bastion.data.base import ImageDataset
+from bastion.eval.report import Flag, Row
+
+#: accuracy differences below this are treated as noise (absolute, plus a binomial allowance)
+TOLERANCE = 0.01
+
+
+def _noise(acc: float, n: int) -> float:
+    return TOLERANCE + 2.0 * math.sqrt(max(acc * (1 - acc), 1e-4) / max(n, 1))
+
+
+def check_outputs(model: nn.Module, data: ImageDataset, *, adaptive: bool, device: torch.device | str) -> list[Flag]:
+    """Randomized outputs, probability outputs and one-hot (label-only) outputs."""
+    flags = []
+    x = data.images.to(device)
+    with frozen(model), torch.no_grad():
+        a, b = model(x), model(x)
+    if not torch.allclose(a, b, atol=1e-5):
+        changed = float((a.argmax(1) != b.argmax(1)).float().mean())
+        if not adaptive:
+            flags.append(Flag(
+                code="randomized-outputs", severity="error", title="Randomized model evaluated without EOT",
+                meaning="The model gives different outputs for the same input, so a single gradient is a noisy "
+                        "sample and gradient attacks underestimate what an attacker can do.",
+                advice="Evaluate with Expectation over Transformation: add eot(model, n=16) (and bpda(...) for "
+                       "non-differentiable steps) to the evaluation's adaptive attacks.",
+                evidence={"max_output_change": float((a - b).abs().max()), "prediction_flip_rate": changed}))
+    rows_sum = a.sum(1)
+    if bool((a >= 0).all()) and torch.allclose(rows_sum, torch.ones_like(rows_sum), atol=1e-4):
+        onehot = bool(((a == 0) | (a == 1)).all())
+        flags.append(Flag(
+            code="onehot-outputs" if onehot else "probability-outputs", severity="error",
+            title="Label-only (one-hot) outputs" if onehot else "Probability outputs instead of logits",
+            meaning=("The model returns one-hot labels: its output is piecewise constant, its gradient zero, "
+                     "and gradient attacks fail for that reason alone (gradient masking), not because the "
+                     "decision is robust." if onehot else
+                     "The model returns probabilities; cross-entropy on them saturates and gradients vanish."),
+            advice=("Attack it with label-only or transfer attacks (HopSkipJump, a substitute model) or attack "
+                    "the underlying model's logits." if onehot else
+                    "Return logits (or log-probabilities) for evaluation; use the margin loss."),
+            evidence={"row_sum_mean": float(rows_sum.mean())}))
+    return flags
+
+
+def check_gradients(model: nn.Module, data: ImageDataset, *, device: torch.device | str, threshold: float = 0.1) -> list[Flag]:
+    """A large share of inputs whose loss gradient is exactly zero."""
+    x = data.images.to(device).detach().requires_grad_(True)
+    y = data.labels.to(device)
+    with frozen(model):
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+        (g,) = torch.autograd.grad(loss, x, allow_unused=True)
+    if g is None:
+        share = 1.0
+    else:
+        share = float((g.reshape(len(x), -1).abs().amax(1) == 0).float().mean())
+    if share > threshold:
+        return [Flag(
+            code="zero-gradients", severity="error", title=f"{share:.0%} of inputs have an exactly zero gradient",
+            meaning="The loss gradient w.r.t. the input vanishes (shattered or masked gradients): gradient attacks "
+                    "cannot make progress, whatever the true robustness.",
+            advice="Use BPDA for non-differentiable components, the margin loss for saturated outputs, or "
+                   "gradient-free attacks (Square, HopSkipJump, transfer).",
+            evidence={"zero_gradient_share": share})]
+    return []
+
+
+def check_unbounded(model: nn.Module, data: ImageDataset, *, device: torch.device | str, threshold: float = 0.1) -> list[Flag]:
+    """An unbounded attack (Linf eps = 1, which can reach any image) must bring accuracy to about 0."""
+    from bastion.attacks import PGD
+
+    x, y = data.images.to(device), data.labels.to(device)
+    res = PGD(eps=1.0, steps=20, step_size=0.1, restarts=1)(model, x, y, generator=torch.Generator().manual_seed(0))
+    acc = float(res.robust.float().mean())
+    if acc > threshold:
+        return [Flag(
+            code="unbounded-attack-fails", severity="error", title=f"PGD at eps=1 leaves {acc:.0%} accuracy",
+            meaning="With eps = 1 any input can be turned into any other image, so accuracy must fall to about 0. "
+                    "If it does not, the attack is not working (gradient masking or a bug), and every number at "
+                    "smaller eps is suspect.",
+            advice="Fix the attack before trusting the evaluation: adaptive attacks (BPDA/EOT), gradient-free "
+                   "attacks, more steps, the margin loss.",
+            evidence={"accuracy_at_eps_1": acc, "n": len(x)})]
+    return []
+
+
+def check_rows(rows: Sequence[Row], *, n: int) -> list[Flag]:
+    """Checks on the results themselves: single-step vs iterative, black-box vs white-box, monotonicity,
+    loss increase."""
+    flags: list[Flag] = []
+    by_mode: dict[str, list[Row]] = {}
+    for r in rows:
+        by_mode.setdefault(r.mode, []).append(r)
+    for mode, rs in by_mode.items():
+        eps_values = sorted({r.eps for r in rs if r.eps is not None})
+        for eps in eps_values:
+            at = [r for r in rs if r.eps == eps]
+            single = [r for r in at if r.attack.startswith("fgsm")]
+            iterative = [r for r in at if r.attack.split("-")[0] in ("bim", "pgd") and r.access == "white-box"]
+            if single and iterative:
+                s, it = min(r.accuracy for r in single), min(r.accuracy for r in iterative)
+                if s + _noise(it, n) < it:
+                    flags.append(Flag(
+                        code="single-step-beats-iterative", severity="warning",
+                        title=f"FGSM beats iterative attacks at eps={eps:g} ({mode})",
+                        meaning="An iterative attack should be at least as strong as one step in the same direction. "
+                                "If FGSM wins, the iterative attack is stuck (gradient masking, bad step size).",
+                        advice="Check step sizes and steps, use restarts and the margin loss, try BPDA/EOT.",
+                        evidence={"eps": eps, "fgsm_accuracy": s, "iterative_accuracy": it}))
+            white = [r.accuracy for r in at if r.access == "white-box"]
+            other = [r for r in at if r.access in ("score", "label", "transfer")]
+            if white and other:
+                best_white = min(white)
+                for r in other:
+                    if r.accuracy + _noise(best_white, n) < best_white:
+                        flags.append(Flag(
+                            code="blackbox-beats-whitebox", severity="error",
+                            title=f"{r.attack} ({r.access}) beats the white-box attacks at eps={eps:g} ({mode})",
+                            meaning="An attack with less information should not be stronger than one with gradients. "
+                                    "The white-box gradients are uninformative (gradient masking).",
+                            advice="Treat the black-box number as the upper bound on robustness; build an adaptive "
+                                   "white-box attack (BPDA/EOT) before claiming robustness.",
+                            evidence={"eps": eps, "attack_accuracy": r.accuracy, "white_box_accuracy": best_white}))
+        for attack in dict.fromkeys(r.attack for r in rs if r.eps is not None):
+            curve = sorted((r.eps, r.accuracy) for r in rs if r.attack == attack and r.eps is not None)
+            for (e0, a0), (e1, a1) in zip(curve, curve[1:]):
+                if a1 > a0 + _noise(a0, n):
+                    flags.append(Flag(
+                        code="non-monotone-eps", severity="warning",
+                        title=f"{attack}: accuracy rises from eps={e0:g} to eps={e1:g} ({mode})",
+                        meaning="A larger budget contains every smaller one, so accuracy cannot really increase with "
+                                "eps; the attack fails to find points it could reach.",
+                        advice="Use more steps/restarts, a step size relative to eps, and check for gradient masking.",
+                        evidence={"eps": [e0, e1], "accuracy": [a0, a1]}))
+        for r in rs:
+            if r.eps and r.access == "white-box" and r.attacked and r.loss_adv <= r.loss_clean + 1e-3:
+                flags.append(Flag(
+                    code="loss-not-increasing", severity="error",
+                    title=f"{r.attack} at eps={r.eps:g} did not increase the loss ({mode})",
+                    meaning="A working attack raises the model's loss on the true class; if it stays flat the "
+                            "attack is not getting a usable gradient.",
+                    advice="Inspect gradients (zero or noisy?), use BPDA/EOT or gradient-free attacks.",
+                    evidence={"loss_clean": r.loss_clean, "loss_adv": r.loss_adv}))
+    return flags
+
+
+def run_checks(
+    model: nn.Module,
+    data: ImageDataset,
+    rows: Sequence[Row],
+    *,
+    adaptive: bool,
+    eps_grid: Sequence[float] | None,
+    device: torch.device | str = "cpu",
+) -> list[Flag]:
+    """All checks; ``data`` is a small batch (e.g. 64 images) for the model-level checks."""
+    flags = check_outputs(model, data, adaptive=adaptive, device=device)
+    flags += check_gradients(model, data, device=device)
+    flags += check_unbounded(model, data, device=device)
+    n = max((r.attacked for r in rows), default=0)
+    flags += check_rows(rows, n=n)
+    return flags

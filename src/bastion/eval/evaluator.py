@@ -1,0 +1,275 @@
+"""Robustness evaluation: a suite of attacks over an epsilon grid, AutoAttack-style cascade, sanity checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bastion import __version__
+from bastion._checks import check_eval_mode, frozen
+from bastion.attacks.base import Attack
+from bastion.data.base import ImageDataset
+from bastion.errors import ConfigError
+from bastion.eval.report import RobustnessReport, Row
+from bastion.progress import Progress, no_progress
+
+log = logging.getLogger(__name__)
+
+
+def with_eps(attack: Attack, eps: float | None) -> Attack:
+    """``attack`` at radius ``eps`` (attacks without an ``eps`` field are returned unchanged)."""
+    if eps is None or not dataclasses.is_dataclass(attack) or "eps" not in {f.name for f in dataclasses.fields(attack)}:
+        return attack
+    kwargs: dict[str, Any] = {"eps": eps}
+    if "step_size" in {f.name for f in dataclasses.fields(attack)} and getattr(attack, "step_size") is not None:
+        base_eps = getattr(attack, "eps")
+        if base_eps:
+            kwargs["step_size"] = getattr(attack, "step_size") * eps / base_eps  # keep the relative step
+    return dataclasses.replace(attack, **kwargs)  # type: ignore[type-var]
+
+
+def has_eps(attack: Attack) -> bool:
+    return dataclasses.is_dataclass(attack) and "eps" in {f.name for f in dataclasses.fields(attack)}
+
+
+def _label(attack: Attack) -> str:
+    d = attack.to_dict()
+    name = d["attack"]
+    if d.get("norm") not in (None, "linf"):
+        name += f"-{d['norm']}"
+    if d.get("loss") not in (None, "ce"):
+        name += f"-{d['loss']}"
+    return name
+
+
+@dataclass(kw_only=True)
+class Evaluation:
+    """Evaluate a model's robustness against a suite of attacks.
+
+    Args:
+        suite: attacks, in cascade order (cheap first, e.g. FGSM, BIM, PGD). Attacks with an ``eps`` field are
+            run at every value of ``eps_grid`` (their step size scaled with eps); others (JSMA, minimum-norm
+            attacks) once.
+        eps_grid: radii; None runs each attack at its own ``eps``.
+        batch_size: images per attack call.
+        cascade: run each attack only on points still robust (AutoAttack's protocol; worst case per image).
+        seed: seed of all randomness (per image, keyed by the image's index in its source split).
+        adaptive: extra attack models, ``{label: module}``: the suite is run again crafting on each module
+            (e.g. ``eot(bpda(defended))``) and judging on the real model; rows get mode ``adaptive:<label>``.
+        checks: run the sanity checks that flag gradient masking and broken evaluations.
+        check_images: how many images the sanity checks use.
+    """
+
+    suite: Sequence[Attack]
+    eps_grid: Sequence[float] | None = None
+    batch_size: int = 256
+    cascade: bool = True
+    seed: int = 0
+    adaptive: Mapping[str, nn.Module] = field(default_factory=dict)
+    checks: bool = True
+    check_images: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.suite:
+            raise ConfigError("the evaluation suite is empty")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.eps_grid is not None:
+            bad = [e for e in self.eps_grid if not (isinstance(e, (int, float)) and e >= 0 and math.isfinite(e))]
+            if bad:
+                raise ConfigError(f"eps_grid values must be finite and >= 0, got {bad}")
+
+    # ------------------------------------------------------------------------------------------------
+    def plan(self) -> list[tuple[int, Attack, float | None]]:
+        """(attack index, configured attack, eps) in execution order, grouped by eps."""
+        eps_values: list[float | None] = list(self.eps_grid) if self.eps_grid is not None else [None]
+        out: list[tuple[int, Attack, float | None]] = []
+        for e in eps_values:
+            for i, a in enumerate(self.suite):
+                if has_eps(a):
+                    atk = with_eps(a, e)
+                    out.append((i, atk, float(getattr(atk, "eps"))))
+        for i, a in enumerate(self.suite):
+            if not has_eps(a):
+                out.append((i, a, None))
+        return out
+
+    def run_shard(
+        self,
+        model: nn.Module,
+        data: ImageDataset,
+        *,
+        device: str | torch.device = "cpu",
+        progress: Progress = no_progress,
+    ) -> dict[str, Any]:
+        """Per-image results on ``data`` (one shard): the raw material :meth:`aggregate` turns into rows."""
+        check_eval_mode(model)
+        for m in self.adaptive.values():
+            check_eval_mode(m)
+        device = torch.device(device)
+        n = len(data)
+        assert data.indices is not None
+        keys_all = data.indices.to(device)
+        x_all, y_all = data.images, data.labels
+        plan = self.plan()
+        modes = ["naive", *[f"adaptive:{k}" for k in self.adaptive]]
+        per: dict[str, Any] = {"index": data.indices.tolist(), "rows": {}, "order": []}
+
+        with frozen(model), torch.no_grad():
+            logits = torch.cat([model(x_all[i : i + self.batch_size].to(device)) for i in range(0, n, self.batch_size)])
+        y_dev = y_all.to(device)
+        clean_correct = (logits.argmax(1) == y_dev).cpu()
+        per["clean_correct"] = clean_correct.to(torch.int8).tolist()
+        per["loss_clean"] = F.cross_entropy(logits, y_dev, reduction="none").cpu().tolist()
+
+        total = len(plan) * len(modes)
+        done = 0
+        for mi, mode in enumerate(modes):
+            craft = model if mode == "naive" else self.adaptive[mode.split(":", 1)[1]]
+            robust_now: dict[float | None, Tensor] = {}
+            for ai, atk, eps in plan:
+                alive = robust_now.setdefault(eps, clean_correct.clone())
+                idx = alive.nonzero().squeeze(1) if self.cascade else torch.arange(n)
+                robust = torch.full((n,), -1, dtype=torch.int8)
+                norms = {k: torch.full((n,), float("nan"), dtype=torch.float64) for k in ("l0", "l2", "linf")}
+                queries = torch.zeros(n, dtype=torch.int64)
+                loss_adv = torch.full((n,), float("nan"), dtype=torch.float64)
+                seconds = 0.0
+                ei = self.eps_grid.index(eps) if (eps is not None and self.eps_grid is not None) else 0
+                seed = (self.seed * 1_000_003 + mi * 10_007 + ai * 101 + ei) % (2**63)
+                for s in range(0, idx.numel(), self.batch_size):
+                    b = idx[s : s + self.batch_size]
+                    xb, yb = x_all[b].to(device), y_all[b].to(device)
+                    t0 = time.perf_counter()
+                    res = atk(craft, xb, yb, generator=torch.Generator().manual_seed(seed), keys=keys_all[b.to(device)])
+                    seconds += time.perf_counter() - t0
+                    if craft is model:
+                        out = res.logits_adv
+                    else:
+                        with frozen(model), torch.no_grad():
+                            out = model(res.x_adv)
+                    ok = (out.argmax(1) == yb).cpu()
+                    robust[b] = ok.to(torch.int8)
+                    broken = ~ok
+                    for k in norms:
+                        v = res.norms[k].cpu()
+                        norms[k][b[broken]] = v[broken]
+                    queries[b] = res.queries.cpu()
+                    loss_adv[b] = F.cross_entropy(out, yb, reduction="none").double().cpu()
+                if self.cascade:
+                    alive &= robust != 0
+                key = f"{mode}/{_label(atk)}@{eps}"
+                per["order"].append(key)
+                per["rows"][key] = {
+                    "attack": _label(atk), "mode": mode, "access": atk.access, "eps": eps, "robust": robust.tolist(),
+                    **{k: v.tolist() for k, v in norms.items()}, "queries": queries.tolist(),
+                    "loss_adv": loss_adv.tolist(), "seconds": seconds,
+                }
+                done += 1
+                progress("attacks", done, total)
+        return per
+
+    def aggregate(self, per: dict[str, Any]) -> tuple[float, list[Row], list[dict[str, Any]]]:
+        """Rows and worst-case accuracies from per-image results (of one process or gathered shards)."""
+        clean = np.asarray(per["clean_correct"], dtype=bool)
+        n = max(len(clean), 1)
+        loss_clean = np.asarray(per["loss_clean"], dtype=np.float64)
+        rows: list[Row] = []
+        worst: dict[tuple[str, float | None], np.ndarray] = {}
+        for key in per["order"]:
+            r = per["rows"][key]
+            robust = np.asarray(r["robust"], dtype=np.int8)
+            group = (r["mode"], r["eps"])
+            alive = worst.setdefault(group, clean.copy())
+            alive &= robust != 0
+            acc = float(alive.sum() / n) if self.cascade else float((robust == 1).sum() / n)
+            attacked = robust != -1
+            eligible = attacked & clean
+            broken = eligible & (robust == 0)
+            def stat(name: str, fn: Any, mask: np.ndarray = broken) -> float | None:
+                v = np.asarray(r[name], dtype=np.float64)[mask]
+                return float(fn(v)) if v.size else None
+            rows.append(Row(
+                attack=r["attack"], mode=r["mode"], access=r["access"], eps=r["eps"], accuracy=acc,
+                success_rate=float(broken.sum() / max(eligible.sum(), 1)), attacked=int(attacked.sum()),
+                succeeded=int(broken.sum()),
+                l0_mean=stat("l0", np.mean), l0_max=stat("l0", np.max), l2_mean=stat("l2", np.mean),
+                l2_max=stat("l2", np.max), linf_mean=stat("linf", np.mean), linf_max=stat("linf", np.max),
+                seconds=float(r["seconds"]), queries_mean=float(np.asarray(r["queries"])[attacked].mean()) if attacked.any() else 0.0,
+                loss_clean=float(loss_clean[attacked].mean()) if attacked.any() else 0.0,
+                loss_adv=float(np.asarray(r["loss_adv"], dtype=np.float64)[attacked].mean()) if attacked.any() else 0.0,
+            ))
+        worst_case = [{"mode": m, "eps": e, "accuracy": float(a.sum() / n)} for (m, e), a in worst.items()]
+        return float(clean.mean()) if len(clean) else 0.0, rows, worst_case
+
+    def run(
+        self,
+        model: nn.Module,
+        data: ImageDataset,
+        *,
+        device: str | torch.device = "cpu",
+        progress: Progress = no_progress,
+        command: str | None = None,
+        world: Any = None,
+        keep_per_image: bool = True,
+    ) -> RobustnessReport:
+        """Run the evaluation and return a :class:`RobustnessReport`.
+
+        With ``world`` (a :class:`bastion.distributed.World`), each process evaluates its shard of ``data``
+        and rank 0 gathers the per-image results; every process returns the same report.
+        """
+        shard = data if world is None else world.shard_dataset(data)
+        per = self.run_shard(model, shard, device=device, progress=progress)
+        if world is not None:
+            per = world.gather_per_image(per)
+        clean_acc, rows, worst = self.aggregate(per)
+        flags = []
+        if self.checks:
+            from bastion.eval.checks import run_checks
+
+            flags = run_checks(model, data.take(self.check_images), rows, adaptive=bool(self.adaptive),
+                               eps_grid=self.eps_grid, device=device)
+        return RobustnessReport(
+            model=describe_model(model),
+            data={"name": data.name, "split": data.split, "n": len(data), "sha256": data.sha256},
+            eps_grid=list(self.eps_grid) if self.eps_grid is not None else [],
+            cascade=self.cascade,
+            suite=[a.to_dict() for a in self.suite],
+            clean_accuracy=clean_acc,
+            rows=rows,
+            worst_case=worst,
+            flags=flags,
+            per_image=per if keep_per_image else None,
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            bastion_version=__version__,
+            torch_version=torch.__version__,
+            command=command,
+        )
+
+
+def describe_model(model: nn.Module) -> dict[str, Any]:
+    """A JSON-able description of a (possibly wrapped) model."""
+    d: dict[str, Any] = {"class": type(model).__name__}
+    meta = getattr(model, "meta", None)
+    if meta is not None:
+        d.update({"arch": meta.arch, "dataset": meta.dataset, "training": meta.training.get("command"),
+                  "metrics": meta.metrics})
+    for attr in ("defense",):
+        sub = getattr(model, attr, None)
+        if sub is not None and hasattr(sub, "to_dict"):
+            d["defense"] = sub.to_dict()
+    if type(model).__name__ == "HideProbabilities":
+        d["defense"] = {"defense": "HideProbabilities"}
+    d["parameters"] = int(sum(p.numel() for p in model.parameters()))
+    return d

@@ -1,0 +1,136 @@
+"""The robustness report: plain data, versioned JSON schema, CSV export.
+
+Schema (``schema_version`` 1)::
+
+    {
+      "schema_version": 1,
+      "created": ISO-8601 time, "bastion_version": str, "torch_version": str, "command": str | null,
+      "model": {...model description...}, "data": {"name", "split", "n", "sha256"},
+      "eps_grid": [float], "cascade": bool, "suite": [attack.to_dict()],
+      "clean_accuracy": float,
+      "rows": [ {"attack": label, "mode": "naive" | "adaptive:<name>", "access": str, "eps": float | null,
+                 "accuracy": float, "success_rate": float, "attacked": int, "succeeded": int,
+                 "l0_mean", "l0_max", "l2_mean", "l2_max", "linf_mean", "linf_max": float | null,
+                 "seconds": float, "queries_mean": float, "loss_clean": float, "loss_adv": float} ],
+      "worst_case": [ {"mode": str, "eps": float | null, "accuracy": float} ],
+      "flags": [ {"code", "severity", "title", "meaning", "advice", "evidence"} ],
+      "per_image": {"index": [int], "clean_correct": [bool], "<row key>": {"robust": [0|1|-1], "l2": [...]}} | null
+    }
+
+``accuracy`` of a row is the fraction of *all* evaluated images still classified correctly; in cascade
+mode (AutoAttack's protocol) it is the worst case over that attack and the suite's earlier attacks, since
+each attack only runs on points still robust. Norms are over successful adversarial examples only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A sanity-check finding: what it means and what to do about it."""
+
+    code: str
+    severity: str  # "warning" | "error"
+    title: str
+    meaning: str
+    advice: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    attack: str
+    mode: str
+    access: str
+    eps: float | None
+    accuracy: float
+    success_rate: float
+    attacked: int
+    succeeded: int
+    l0_mean: float | None
+    l0_max: float | None
+    l2_mean: float | None
+    l2_max: float | None
+    linf_mean: float | None
+    linf_max: float | None
+    seconds: float
+    queries_mean: float
+    loss_clean: float
+    loss_adv: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.mode}/{self.attack}@{self.eps}"
+
+
+@dataclass
+class RobustnessReport:
+    model: dict[str, Any]
+    data: dict[str, Any]
+    eps_grid: list[float]
+    cascade: bool
+    suite: list[dict[str, Any]]
+    clean_accuracy: float
+    rows: list[Row]
+    worst_case: list[dict[str, Any]]
+    flags: list[Flag] = field(default_factory=list)
+    per_image: dict[str, Any] | None = None
+    created: str = ""
+    bastion_version: str = ""
+    torch_version: str = ""
+    command: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    # ---- queries -------------------------------------------------------------------------------------
+    def modes(self) -> list[str]:
+        return list(dict.fromkeys(r.mode for r in self.rows))
+
+    def attacks(self, mode: str = "naive") -> list[str]:
+        return list(dict.fromkeys(r.attack for r in self.rows if r.mode == mode))
+
+    def curve(self, attack: str, mode: str = "naive") -> list[tuple[float, float]]:
+        """(eps, accuracy) points of one attack, sorted by eps."""
+        pts = [(r.eps if r.eps is not None else 0.0, r.accuracy) for r in self.rows if r.attack == attack and r.mode == mode]
+        return sorted(pts)
+
+    def worst(self, mode: str = "naive") -> list[tuple[float, float]]:
+        return sorted((w["eps"] if w["eps"] is not None else 0.0, w["accuracy"]) for w in self.worst_case if w["mode"] == mode)
+
+    # ---- (de)serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return d
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RobustnessReport:
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"unsupported report schema_version {version!r} (this bastion reads {SCHEMA_VERSION})")
+        d = dict(d)
+        d["rows"] = [Row(**r) for r in d["rows"]]
+        d["flags"] = [Flag(**f) for f in d.get("flags", [])]
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> RobustnessReport:
+        return cls.from_dict(json.loads(text))
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        names = list(asdict(self.rows[0]).keys()) if self.rows else ["attack"]
+        w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow(asdict(r))
+        return buf.getvalue()

@@ -1,0 +1,168 @@
+"""Figures (matplotlib, Agg backend): predictions, attack triptychs, accuracy curves, CAM panels, the toy
+decision boundary. Every function returns a ``Figure``; :func:`png_bytes` renders one."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from bastion.eval.report import RobustnessReport  # noqa: E402
+
+
+def png_bytes(fig: Figure, *, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _img(t: Tensor) -> np.ndarray:
+    a = t.detach().cpu().float()
+    return a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
+
+
+def _show(ax: plt.Axes, t: Tensor) -> None:
+    a = _img(t)
+    ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def prediction_grid(images: Tensor, labels: Tensor, logits: Tensor, classes: Sequence[str], *, cols: int = 8) -> Figure:
+    """A grid of images titled "pred (confidence)", red where the prediction is wrong."""
+    n = images.shape[0]
+    rows = (n + cols - 1) // cols
+    probs = torch.softmax(logits.float(), 1)
+    conf, pred = probs.max(1)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        _show(ax, images[i])
+        ok = int(pred[i]) == int(labels[i])
+        ax.set_title(f"{classes[int(pred[i])]} ({float(conf[i]):.0%})", fontsize=8, color="black" if ok else "red")
+    fig.suptitle("predictions (red = wrong)", fontsize=9)
+    return fig
+
+
+def triptych(
+    x: Tensor, x_adv: Tensor, logits: Tensor, logits_adv: Tensor, classes: Sequence[str], *,
+    y: Tensor | None = None, titles: Sequence[str] | None = None,
+) -> Figure:
+    """Rows of original | perturbation (magnified) | adversarial, each with its top prediction and confidence."""
+    n = x.shape[0]
+    p, pa = torch.softmax(logits.float(), 1), torch.softmax(logits_adv.float(), 1)
+    fig, axes = plt.subplots(n, 3, figsize=(5.4, 1.9 * n), squeeze=False)
+    for i in range(n):
+        c0, k0 = p[i].max(0)
+        c1, k1 = pa[i].max(0)
+        _show(axes[i, 0], x[i])
+        axes[i, 0].set_title(f"{classes[int(k0)]} ({float(c0):.0%})", fontsize=8)
+        d = (x_adv[i] - x[i]).detach().cpu().float()
+        m = float(d.abs().max()) or 1.0
+        da = d.mean(0).numpy()
+        axes[i, 1].imshow(da, cmap="seismic", vmin=-m, vmax=m, interpolation="nearest")
+        axes[i, 1].set_xticks([])
+        axes[i, 1].set_yticks([])
+        axes[i, 1].set_title(f"perturbation (x{0.5 / m:.1f})" if m else "perturbation", fontsize=8)
+        _show(axes[i, 2], x_adv[i])
+        wrong = y is not None and int(k1) != int(y[i])
+        axes[i, 2].set_title(f"{classes[int(k1)]} ({float(c1):.0%})", fontsize=8, color="red" if wrong else "black")
+        if titles is not None:
+            axes[i, 0].set_ylabel(titles[i], fontsize=8)
+    return fig
+
+
+def accuracy_curves(report: RobustnessReport, *, title: str = "accuracy vs eps") -> Figure:
+    """Accuracy against eps for each attack (solid: naive, dashed: adaptive) and the worst case."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    styles = {"naive": "-"}
+    for mode in report.modes():
+        ls = styles.get(mode, "--")
+        for attack in report.attacks(mode):
+            pts = report.curve(attack, mode)
+            if len(pts) < 1 or all(e == 0.0 for e, _ in pts) and len(pts) == 1 and report.eps_grid:
+                continue
+            eps, acc = zip(*pts, strict=True)
+            ax.plot((0.0, *eps), (report.clean_accuracy, *acc), ls, marker="o", ms=3,
+                    label=f"{attack}" + ("" if mode == "naive" else f" [{mode}]"))
+        worst = report.worst(mode)
+        if worst and len(report.attacks(mode)) > 1:
+            eps, acc = zip(*worst, strict=True)
+            ax.plot((0.0, *eps), (report.clean_accuracy, *acc), ls, color="black", lw=2,
+                    label="worst case" + ("" if mode == "naive" else f" [{mode}]"))
+    ax.set_xlabel("eps (Linf)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def cam_panel(images: Tensor, adv: Tensor, maps: dict[str, Tensor], *, row_titles: Sequence[str] | None = None) -> Figure:
+    """For each example: clean image, adversarial image, then each map (already upsampled, in [0,1]) overlaid.
+
+    ``maps`` is ordered ``{column title: (B, H, W)}``; titles starting with "adv" overlay on the adversarial image.
+    """
+    n = images.shape[0]
+    cols = 2 + len(maps)
+    fig, axes = plt.subplots(n, cols, figsize=(1.7 * cols, 1.8 * n), squeeze=False)
+    for i in range(n):
+        _show(axes[i, 0], images[i])
+        _show(axes[i, 1], adv[i])
+        if i == 0:
+            axes[i, 0].set_title("clean", fontsize=8)
+            axes[i, 1].set_title("adversarial", fontsize=8)
+        for j, (title, m) in enumerate(maps.items()):
+            ax = axes[i, 2 + j]
+            base = adv[i] if title.startswith("adv") else images[i]
+            ax.imshow(_img(base), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(m[i].detach().cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=8)
+        if row_titles is not None:
+            axes[i, 0].set_ylabel(row_titles[i], fontsize=8)
+    return fig
+
+
+def toy_boundary(model: nn.Module, points: Tensor, labels: Tensor, adversarial: dict[float, Tensor]) -> Figure:
+    """The seed's red/blue picture: decision regions of a 2-D classifier, the points, and where FGSM moves
+    them for each eps (arrows from the original to the adversarial point)."""
+    cols = len(adversarial)
+    fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.2), squeeze=False)
+    g = torch.linspace(0, 1, 200)
+    gx, gy = torch.meshgrid(g, g, indexing="xy")
+    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+    with torch.no_grad():
+        region = model(grid).argmax(1).reshape(200, 200).numpy()
+    colors = np.array(["tab:red", "tab:blue"])
+    for ax, (eps, adv) in zip(axes[0], adversarial.items(), strict=True):
+        ax.contourf(gx.numpy(), gy.numpy(), region, levels=[-0.5, 0.5, 1.5], colors=["#f8d0d0", "#d0dcf8"])
+        ax.contour(gx.numpy(), gy.numpy(), region, levels=[0.5], colors="k", linewidths=1)
+        p, a = points.numpy(), adv.numpy()
+        ax.scatter(p[:, 0], p[:, 1], c=colors[labels.numpy()], s=8)
+        if eps > 0:
+            with torch.no_grad():
+                flipped = (model(adv).argmax(1) != labels).numpy()
+            ax.quiver(p[:, 0], p[:, 1], a[:, 0] - p[:, 0], a[:, 1] - p[:, 1], angles="xy", scale_units="xy", scale=1,
+                      width=0.004, color=np.where(flipped, "black", "gray"))
+            ax.set_title(f"FGSM eps={eps:g}: {flipped.mean():.0%} flipped", fontsize=9)
+        else:
+            ax.set_title("clean", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+    return fig

@@ -1,0 +1,151 @@
+"""A self-contained HTML report: one file, images embedded as data URIs, inline CSS, no network access,
+readable on a phone."""
+
+from __future__ import annotations
+
+import base64
+import html
+import platform
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from bastion.eval.report import Flag, RobustnessReport
+from bastion.viz.figures import accuracy_curves, png_bytes
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;padding:0 1rem 3rem;color:#1d2330;
+background:#fafbfc;line-height:1.45}
+main{max-width:60rem;margin:auto}
+h1{font-size:1.6rem;margin:1.2rem 0 .2rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #dde}
+h3{font-size:1.05rem}
+.sub{color:#556;margin-top:0}
+img{max-width:100%;height:auto;background:#fff;border:1px solid #e4e6eb;border-radius:4px}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0;background:#fff}
+th,td{border:1px solid #dfe2e8;padding:.25rem .5rem;text-align:right}th{background:#f0f2f6}
+td:first-child,th:first-child{text-align:left}
+.verdict{padding:.8rem 1rem;border-radius:6px;margin:1rem 0;font-weight:500}
+.good{background:#e3f6e8;border:1px solid #9bd3ad}.bad{background:#fde7e7;border:1px solid #eaa}
+.warn{background:#fff4d6;border:1px solid #e8cf7d}.info{background:#e7eefc;border:1px solid #a9bde8}
+.flag{border-left:4px solid #c33;background:#fff;padding:.5rem .8rem;margin:.5rem 0}
+.flag.warning{border-color:#d9a300}
+code,pre{background:#f0f2f6;border-radius:3px;padding:.1rem .3rem;font-size:.85rem}
+pre{padding:.6rem;overflow-x:auto;white-space:pre-wrap}
+.note{color:#556;font-size:.9rem}
+"""
+
+
+def esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def img(fig: Figure | bytes, alt: str) -> str:
+    data = fig if isinstance(fig, bytes) else png_bytes(fig)
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return esc(v)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def paragraph(text: str, cls: str = "") -> str:
+    return f'<p class="{cls}">{esc(text)}</p>' if cls else f"<p>{esc(text)}</p>"
+
+
+def verdict(text: str, level: str = "info") -> str:
+    return f'<div class="verdict {esc(level)}">{esc(text)}</div>'
+
+
+def flags_html(flags: Sequence[Flag]) -> str:
+    if not flags:
+        return paragraph("No sanity-check flags: no sign of gradient masking or a broken evaluation was found "
+                         "(which is not proof of robustness).", "note")
+    parts = []
+    for f in flags:
+        parts.append(
+            f'<div class="flag {esc(f.severity)}"><b>{esc(f.title)}</b> <code>{esc(f.code)}</code><br>'
+            f"{esc(f.meaning)}<br><i>What to do:</i> {esc(f.advice)}</div>")
+    return "".join(parts)
+
+
+def rows_table(report: RobustnessReport, *, mode: str | None = None) -> str:
+    rows = [r for r in report.rows if mode is None or r.mode == mode]
+    return table(
+        ["attack", "mode", "eps", "accuracy", "success", "L0 mean", "L2 mean", "Linf mean", "seconds", "queries"],
+        [(r.attack, r.mode, r.eps, r.accuracy, r.success_rate, r.l0_mean, r.l2_mean, r.linf_mean, r.seconds,
+          r.queries_mean) for r in rows],
+    )
+
+
+@dataclass
+class HtmlReport:
+    """Collects sections and renders one self-contained page."""
+
+    title: str
+    subtitle: str = ""
+    blocks: list[str] = field(default_factory=list)
+
+    def add(self, *parts: str) -> HtmlReport:
+        self.blocks.extend(parts)
+        return self
+
+    def section(self, title: str, *parts: str) -> HtmlReport:
+        self.blocks.append(f"<h2>{esc(title)}</h2>")
+        self.blocks.extend(parts)
+        return self
+
+    def render(self, *, command: str | None = None, versions: dict[str, str] | None = None) -> str:
+        prov = ""
+        if command or versions:
+            v = ", ".join(f"{k} {val}" for k, val in (versions or {}).items())
+            prov = ("<h2>Provenance</h2>" + (f"<p>Command: <code>{esc(command)}</code></p>" if command else "")
+                    + (f'<p class="note">{esc(v)}; Python {esc(platform.python_version())} on {esc(platform.machine())}</p>'))
+        return (
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(self.title)}</title><style>{CSS}</style></head><body><main>"
+            f"<h1>{esc(self.title)}</h1><p class=\"sub\">{esc(self.subtitle)}</p>"
+            + "".join(self.blocks) + prov + "</main></body></html>"
+        )
+
+
+def evaluation_html(report: RobustnessReport, *, title: str = "bastion robustness report",
+                    extra: Sequence[str] = ()) -> str:
+    """The report page of ``bastion evaluate``: verdict, curves, tables, flags, provenance."""
+    page = HtmlReport(title, f"{report.model.get('arch', report.model.get('class'))} on {report.data['name']} "
+                             f"({report.data['split']}, n={report.data['n']})")
+    page.add(summary_verdict(report))
+    page.section("Accuracy against epsilon", img(accuracy_curves(report), "accuracy vs eps"))
+    page.section("Results", rows_table(report),
+                 table(["mode", "eps", "worst-case accuracy"], [(w["mode"], w["eps"], w["accuracy"]) for w in report.worst_case]))
+    page.add(*extra)
+    page.section("Sanity checks", flags_html(report.flags))
+    return page.render(command=report.command, versions={"bastion": report.bastion_version, "torch": report.torch_version})
+
+
+def summary_verdict(report: RobustnessReport) -> str:
+    worst = [w for w in report.worst_case if w["eps"] is not None]
+    errors = [f for f in report.flags if f.severity == "error"]
+    if not worst:
+        return verdict(f"Clean accuracy {report.clean_accuracy:.1%}.", "info")
+    top = max(worst, key=lambda w: (w["eps"], w["mode"] != "naive"))
+    modes = {w["mode"] for w in worst if w["eps"] == top["eps"]}
+    lowest = min(w["accuracy"] for w in worst if w["eps"] == top["eps"])
+    text = (f"Clean accuracy {report.clean_accuracy:.1%}; worst-case accuracy at eps={top['eps']:g} "
+            f"over {len(modes)} attack mode(s): {lowest:.1%}.")
+    if errors:
+        return verdict(text + f" {len(errors)} sanity check(s) failed: these numbers likely overstate robustness.", "bad")
+    return verdict(text, "good" if lowest > 0.5 else "warn")

@@ -1,0 +1,169 @@
+"""The attack contract, checked by property-based tests over every gradient attack."""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bastion.attacks import BIM, FGSM, PGD
+from bastion.errors import ConfigError, InputRangeError, InputShapeError, LabelError, ModelModeError
+from tests.conftest import tiny_cnn
+
+#: name -> factory(eps, norm) of a small configuration of each attack under test
+FACTORIES = {
+    "fgsm": lambda eps, norm: FGSM(eps=eps, norm=norm),
+    "bim": lambda eps, norm: BIM(eps=eps, steps=5, norm=norm),
+    "pgd": lambda eps, norm: PGD(eps=eps, steps=5, norm=norm, restarts=2),
+    "pgd-margin": lambda eps, norm: PGD(eps=eps, steps=5, norm=norm, loss="margin", early_stop=False),
+}
+
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+inputs = st.integers(min_value=0, max_value=2**31 - 1).map(
+    lambda s: torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(s))
+)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+@given(x=inputs, eps=st.floats(0.0, 1.0), norm=st.sampled_from(["linf", "l2"]), targeted=st.booleans())
+@SETTINGS
+def test_result_in_threat_model_and_caller_state_untouched(name, x, eps, norm, targeted):
+    model = tiny_cnn()
+    flags = [p.requires_grad for p in model.parameters()]
+    x_before = x.clone()
+    y = torch.tensor([0, 1, 2, 3])
+    atk = FACTORIES[name](eps, norm)
+    res = atk(model, x, y, target=torch.tensor([5, 5, 6, 7]) if targeted else None, generator=torch.Generator().manual_seed(1))
+    assert res.x_adv.shape == x.shape and res.x_adv.dtype == x.dtype and res.x_adv.device == x.device
+    assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
+    assert bool((res.norms[norm] <= eps + 1e-6).all())
+    assert torch.equal(x, x_before)
+    assert not model.training
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert not res.x_adv.requires_grad
+    assert res.success.dtype == torch.bool and res.success.shape == (4,)
+    assert res.logits_adv.shape == (4, 10)
+    assert torch.equal(res.success, (res.pred_adv == (torch.tensor([5, 5, 6, 7]) if targeted else y)) ^ (not targeted))
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+@given(x=inputs, seed=st.integers(0, 2**20))
+@SETTINGS
+def test_same_seed_same_output_and_batch_equals_singles(name, x, seed):
+    model = tiny_cnn(seed=3)
+    y = torch.tensor([1, 2, 3, 4])
+    atk = FACTORIES[name](0.3, "linf")
+    a = atk(model, x, y, generator=torch.Generator().manual_seed(seed))
+    b = atk(model, x, y, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(a.x_adv, b.x_adv)
+    for i in range(4):
+        single = atk(model, x[i : i + 1], y[i : i + 1], generator=torch.Generator().manual_seed(seed), keys=torch.tensor([i]))
+        torch.testing.assert_close(single.x_adv[0], a.x_adv[i], atol=1e-6, rtol=0)
+
+
+def test_requires_grad_flags_restored_when_mixed():
+    model = tiny_cnn()
+    model.net.conv.weight.requires_grad_(False)
+    PGD(eps=0.1, steps=3)(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]))
+    assert not model.net.conv.weight.requires_grad and model.net.fc.weight.requires_grad
+
+
+def test_training_mode_model_is_refused_and_left_alone():
+    model = tiny_cnn().train()
+    with pytest.raises(ModelModeError, match="model.eval"):
+        FGSM(eps=0.1)(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]))
+    assert model.training
+
+
+def test_fgsm_equals_closed_form_on_linear_model():
+    """For softmax regression z = Wx + b, grad_x CE = W^T (softmax(z) - onehot(y))."""
+    torch.manual_seed(0)  # only for building the test's own data
+    lin = torch.nn.Linear(64, 10)
+    model = torch.nn.Sequential(torch.nn.Flatten(), lin).eval()
+    x = torch.rand(16, 1, 8, 8)
+    y = torch.randint(0, 10, (16,))
+    t = torch.randint(0, 10, (16,))
+    eps = 0.1
+    p = torch.softmax(x.flatten(1) @ lin.weight.T + lin.bias, 1)
+    grad = ((p - torch.nn.functional.one_hot(y, 10)) @ lin.weight).reshape(x.shape)
+    expected = (x + eps * grad.sign()).clamp(0, 1)
+    torch.testing.assert_close(FGSM(eps=eps)(model, x, y).x_adv, expected, atol=1e-7, rtol=0)
+    grad_t = ((p - torch.nn.functional.one_hot(t, 10)) @ lin.weight).reshape(x.shape)
+    expected_t = (x - eps * grad_t.sign()).clamp(0, 1)
+    torch.testing.assert_close(FGSM(eps=eps)(model, x, y, target=t).x_adv, expected_t, atol=1e-7, rtol=0)
+
+
+def test_bim_default_step_is_eps_over_t():
+    assert BIM(eps=0.3, steps=10).alpha == pytest.approx(0.03)
+    assert PGD(eps=0.3, steps=40).alpha == pytest.approx(2.5 * 0.3 / 40)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from bastion.data import load_dataset
+    from bastion.models import pretrained
+
+    ds = load_dataset("mnist-5k", "test[:64]")
+    return pretrained("mnist-cnn"), ds.images, ds.labels
+
+
+@pytest.mark.parametrize("target", ["tensor", "random", "least-likely"])
+def test_targeted_pgd_reaches_target_on_trained_model(trained, target):
+    model, x, y = trained
+    spec = (y + 3) % 10 if target == "tensor" else target
+    res = PGD(eps=0.3, steps=40, step_size=0.02)(model, x, y, target=spec)
+    assert res.target is not None and bool((res.target != y).all())
+    assert float((res.pred_adv == res.target).float().mean()) >= 0.95
+
+
+def test_untargeted_attacks_break_trained_model(trained):
+    model, x, y = trained
+    assert float(PGD(eps=0.3, steps=40, step_size=0.01)(model, x, y).robust.float().mean()) <= 0.05
+    assert float(FGSM(eps=0.3)(model, x, y).robust.float().mean()) < float(FGSM(eps=0.1)(model, x, y).robust.float().mean())
+
+
+@pytest.mark.parametrize(
+    "x, y, err",
+    [
+        (torch.full((2, 1, 8, 8), float("nan")), torch.tensor([0, 1]), InputRangeError),
+        (torch.rand(2, 1, 8, 8) * 255, torch.tensor([0, 1]), InputRangeError),
+        (torch.rand(2, 1, 8, 8) - 0.5, torch.tensor([0, 1]), InputRangeError),
+        (torch.rand(1, 8, 8), torch.tensor([0]), InputShapeError),
+        (torch.randint(0, 255, (2, 1, 8, 8)), torch.tensor([0, 1]), InputShapeError),
+        (torch.rand(2, 1, 8, 8), torch.tensor([0, 10]), LabelError),
+        (torch.rand(2, 1, 8, 8), torch.tensor([0, 1, 2]), LabelError),
+        (torch.rand(2, 1, 8, 8), torch.tensor([0.0, 1.0]), LabelError),
+    ],
+)
+def test_bad_inputs_raise_typed_errors(x, y, err):
+    with pytest.raises(err):
+        PGD(eps=0.1, steps=2)(tiny_cnn(), x, y)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FGSM(eps=-0.1),
+        lambda: PGD(eps=0.1, steps=0),
+        lambda: PGD(eps=0.1, restarts=0),
+        lambda: BIM(eps=0.1, step_size=0.0),
+        lambda: PGD(eps=0.1, norm="l1"),
+        lambda: PGD(eps=0.1, loss="hinge"),
+        lambda: PGD(eps=float("nan")),
+    ],
+)
+def test_bad_configuration_raises(make):
+    with pytest.raises(ConfigError):
+        make()
+
+
+def test_configs_are_immutable_and_serializable():
+    atk = PGD(eps=0.3, steps=40, step_size=0.01)
+    with pytest.raises(AttributeError):
+        atk.eps = 0.5  # type: ignore[misc]
+    d = atk.to_dict()
+    assert d == {"attack": "pgd", "eps": 0.3, "steps": 40, "step_size": 0.01, "random_start": True, "restarts": 1,
+                 "norm": "linf", "loss": "ce", "early_stop": True, "bounds": [0.0, 1.0]}
+    with pytest.raises(TypeError):
+        PGD(0.3)  # type: ignore[misc]  # keyword-only
