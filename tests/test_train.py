@@ -22,7 +22,7 @@ class _Kill(Exception):
 
 
 def _kill_after(epoch_to_die: int):
-    def cb(model, epoch, metrics):
+    def cb(model, epoch, metrics, history):
         if epoch == epoch_to_die:
             raise _Kill
         return {}

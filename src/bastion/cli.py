@@ -24,8 +24,25 @@ app = typer.Typer(
 )
 
 
-def _command_line() -> str:
-    return "bastion " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def _command_line(ctx: typer.Context | None = None) -> str:
+    """The invoked command with every option spelled out (defaults included), so it reproduces the run."""
+    if ctx is None:
+        return "bastion " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    parts = ["bastion", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        opts = getattr(param, "opts", None)
+        if value is None or not opts or not opts[0].startswith("-"):
+            continue
+        flag = opts[0]
+        if getattr(param, "is_flag", False) and isinstance(value, bool):
+            if param.secondary_opts:
+                parts.append(flag if value else param.secondary_opts[0])
+            elif value:
+                parts.append(flag)
+            continue
+        parts += [flag, shlex.quote(str(value))]
+    return " ".join(parts)
 
 
 def _fail(e: Exception) -> None:
@@ -40,6 +57,7 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at 
 
 @app.command()
 def train(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Architecture: logreg, mnist-cnn, mnist-cnn-gap, cifar-resnet.")] = "mnist-cnn",
     data: Annotated[str, typer.Option(help="Data set name.")] = "mnist-5k",
     split: Annotated[str, typer.Option(help="Training split, sliceable: 'train[5848:]'.")] = "train",
@@ -94,11 +112,11 @@ def train(
         with progress_bar(enabled=not quiet) as bar:
             history = fit(net, train_ds, config=cfg, objective=objective, val=val_ds, out_dir=out, resume=resume,
                           device=device, progress=bar, callbacks=callbacks,
-                          monitor=extra_meta.get("monitor", "val_acc"), record={"command": _command_line()})
+                          monitor=extra_meta.get("monitor", "val_acc"), record={"command": _command_line(ctx)})
         metrics = {"val_split": f"{data}:{val_split}", "val_acc": history.last.get("val_acc")}
         if val_ds is not None:
             metrics["val_acc"] = accuracy(wrap(net), val_ds, device=device)
-        training = {"command": _command_line(), "data": data, "split": split, "seed": seed,
+        training = {"command": _command_line(ctx), "data": data, "split": split, "seed": seed,
                     "sha256": train_ds.sha256, "config": cfg.__dict__, **extra_meta.get("training", {})}
         net.meta = replace(net.meta, training=training, metrics=metrics)
         path = save_model(net, out / "model.safetensors")
@@ -123,6 +141,7 @@ def _target(spec: Optional[str], n: int) -> object:
 
 @app.command()
 def attack(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Shipped model name or a .safetensors file.")] = "mnist-cnn",
     attack: Annotated[str, typer.Option("--attack", help="fgsm, bim, pgd, jsma, ...")] = "pgd",
     eps: Annotated[Optional[float], typer.Option(help="Perturbation budget.")] = 0.3,
@@ -164,7 +183,7 @@ def attack(
     if res.target is not None:
         tensors["target"] = res.target.cpu()
     save_file(tensors, str(out / "adversarial.safetensors"), metadata={"attack": json.dumps(atk.to_dict())})
-    summary = {"command": _command_line(), "model": model, "defense": defense, "data": f"{data}:{split}",
+    summary = {"command": _command_line(ctx), "model": model, "defense": defense, "data": f"{data}:{split}",
                "attack": atk.to_dict(), "target": target, **res.summary()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     classes = getattr(net, "classes", tuple(str(i) for i in range(res.logits_adv.shape[1])))
@@ -178,6 +197,7 @@ def attack(
 
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Shipped model name or a .safetensors file.")] = "mnist-cnn",
     defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
     attacks: Annotated[str, typer.Option(help="Comma-separated suite, in cascade order.")] = "fgsm,bim,pgd",
@@ -214,7 +234,7 @@ def evaluate(
         ev = Evaluation(suite=suite, eps_grid=parse_eps(eps), batch_size=batch_size, cascade=cascade, seed=seed,
                         adaptive=adaptive_models)
         with progress_bar(enabled=not quiet and world.rank == 0) as bar:
-            report = ev.run(net, ds, device=device, progress=bar, command=_command_line(), world=world)
+            report = ev.run(net, ds, device=device, progress=bar, command=_command_line(ctx), world=world)
     except BastionError as e:
         _fail(e)
         return
@@ -263,6 +283,7 @@ def _print_report(report: object) -> None:
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("bastion-report"),
     n: Annotated[int, typer.Option(min=10, help="Held-out images to evaluate.")] = 200,
     seed: Annotated[int, typer.Option()] = 0,
@@ -274,7 +295,7 @@ def demo(
 
     try:
         with progress_bar(enabled=not quiet) as bar:
-            result = run_demo(out, n=n, seed=seed, device=device, progress=bar, command=_command_line())
+            result = run_demo(out, n=n, seed=seed, device=device, progress=bar, command=_command_line(ctx))
     except BastionError as e:
         _fail(e)
         return

@@ -114,13 +114,16 @@ class History:
 
 
 class EpochCallback(Protocol):
-    """Called after every epoch with the model (in eval mode) and that epoch's metrics.
+    """Called after every epoch with the model (in eval mode), that epoch's metrics and the earlier epochs'.
 
     It may add metrics to the dict it returns; returning ``{"rollback": True}`` restores the best
-    checkpoint (by ``monitor``) and stops training.
+    checkpoint (by ``monitor``) and stops training. Callbacks should keep no state of their own (read it
+    from ``history``), so that resumed runs behave like uninterrupted ones.
     """
 
-    def __call__(self, model: nn.Module, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]: ...
+    def __call__(
+        self, model: nn.Module, epoch: int, metrics: dict[str, Any], history: list[dict[str, Any]]
+    ) -> dict[str, Any]: ...
 
 
 @torch.no_grad()
@@ -275,7 +278,7 @@ def fit(
                 metrics["val_acc"] = accuracy(model, val, batch_size=config.eval_batch_size, device=device)
             rollback = False
             for cb in callbacks:
-                extra = cb(model, epoch, metrics) or {}
+                extra = cb(model, epoch, metrics, history.epochs) or {}
                 rollback = rollback or bool(extra.pop("rollback", False))
                 metrics.update(extra)
             score = metrics.get(monitor)

@@ -158,8 +158,9 @@ class OverfitGuard:
     """Catastrophic-overfitting detection for FGSM training (Wong et al. 2020, section 5.2).
 
     After every epoch, measures PGD accuracy on a held-out batch (recorded as ``val_robust_acc``). If it
-    collapses — falls below ``collapse`` times the best value seen so far — it warns and asks ``fit`` to roll
-    back to the best checkpoint and stop.
+    collapses — falls below ``collapse`` times the best value of the earlier epochs — it warns and asks
+    ``fit`` to roll back to the best checkpoint and stop. It keeps no state: the best value is read from the
+    run's history, so a resumed run decides exactly as an uninterrupted one.
     """
 
     data: ImageDataset
@@ -168,19 +169,19 @@ class OverfitGuard:
     collapse: float = 0.5
     min_best: float = 0.2
     device: str | torch.device = "cpu"
-    best: float = 0.0
 
-    def __call__(self, model: nn.Module, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, model: nn.Module, epoch: int, metrics: dict[str, Any],
+                 history: list[dict[str, Any]]) -> dict[str, Any]:
         atk = PGD(eps=self.eps, steps=self.steps, step_size=2.5 * self.eps / self.steps)
         x, y = self.data.images.to(self.device), self.data.labels.to(self.device)
         acc = float(atk(model, x, y, generator=torch.Generator().manual_seed(epoch), keys=self.data.indices).robust.float().mean())
         out: dict[str, Any] = {"val_robust_acc": acc}
-        if self.best >= self.min_best and acc < self.collapse * self.best:
+        best = max((float(h.get("val_robust_acc", 0.0)) for h in history), default=0.0)
+        if best >= self.min_best and acc < self.collapse * best:
             log.warning("catastrophic overfitting: PGD accuracy fell from %.3f to %.3f at epoch %d; rolling back",
-                        self.best, acc, epoch + 1)
+                        best, acc, epoch + 1)
             out["rollback"] = True
             out["catastrophic_overfitting"] = True
-        self.best = max(self.best, acc)
         return out
 
 

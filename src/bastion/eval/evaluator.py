@@ -173,8 +173,8 @@ class Evaluation:
                 per["order"].append(key)
                 per["rows"][key] = {
                     "attack": _label(atk), "mode": mode, "access": atk.access, "eps": eps, "robust": robust.tolist(),
-                    **{k: v.tolist() for k, v in norms.items()}, "queries": queries.tolist(),
-                    "loss_adv": loss_adv.tolist(), "seconds": seconds,
+                    **{k: _nan_to_none(v) for k, v in norms.items()}, "queries": queries.tolist(),
+                    "loss_adv": _nan_to_none(loss_adv), "seconds": seconds,
                 }
                 done += 1
                 progress("attacks", done, total)
@@ -256,6 +256,11 @@ class Evaluation:
             torch_version=torch.__version__,
             command=command,
         )
+
+
+def _nan_to_none(t: Tensor) -> list[float | None]:
+    """JSON has no NaN: missing per-image values (not attacked / not broken) are stored as null."""
+    return [None if v != v else v for v in t.tolist()]
 
 
 def describe_model(model: nn.Module) -> dict[str, Any]:

@@ -1,0 +1,79 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bastion.cli import app
+
+runner = CliRunner()
+
+
+def test_evaluate_small_run_writes_results_csv_and_html(tmp_path):
+    out = tmp_path / "ev"
+    r = runner.invoke(app, ["evaluate", "--model", "mnist-cnn", "--attacks", "fgsm,pgd", "--eps", "0.1,0.3",
+                            "--steps", "5", "--n", "12", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["schema_version"] == 1 and res["data"]["n"] == 12
+    assert [row["eps"] for row in res["rows"]] == [0.1, 0.1, 0.3, 0.3]
+    assert "bastion evaluate" in res["command"]
+    assert (out / "results.csv").read_text().startswith("attack,")
+    assert "https://" not in (out / "report.html").read_text()
+
+
+def test_evaluate_hide_probs_flags(tmp_path):
+    r = runner.invoke(app, ["evaluate", "--defense", "hide-probs", "--attacks", "pgd", "--eps", "0.3", "--steps", "5",
+                            "--n", "16", "--out", str(tmp_path), "--quiet"])
+    assert r.exit_code == 0, r.output
+    codes = {f["code"] for f in json.loads((tmp_path / "results.json").read_text())["flags"]}
+    assert "onehot-outputs" in codes
+
+
+def test_attack_writes_tensors_summary_and_figure(tmp_path):
+    from safetensors.torch import load_file
+
+    r = runner.invoke(app, ["attack", "--model", "mnist-cnn", "--attack", "pgd", "--eps", "0.3", "--steps", "20",
+                            "--target", "least-likely", "--n", "6", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    t = load_file(str(tmp_path / "adversarial.safetensors"))
+    assert t["x_adv"].shape == (6, 1, 28, 28) and "target" in t
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["attack"]["attack"] == "pgd" and s["success_rate"] >= 0.5
+    assert (tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["attack", "--model", "nope"], "neither a shipped model"),
+        (["attack", "--attack", "fgsm", "--steps", "3"], "does not take"),
+        (["attack", "--attack", "warp"], "valid names"),
+        (["attack", "--target", "cat"], "--target must be"),
+        (["evaluate", "--eps", "a:b"], "cannot parse eps"),
+        (["evaluate", "--data", "imagenet"], "valid names"),
+        (["train", "--model", "vit", "--epochs", "1"], "valid names"),
+    ],
+)
+def test_clear_errors(args, message, tmp_path):
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    assert message in r.output
+
+
+def test_train_then_resume(tmp_path):
+    args = ["train", "--model", "logreg", "--data", "mnist-5k", "--split", "train[:300]", "--val-split", "test[:100]",
+            "--epochs", "2", "--out", str(tmp_path), "--quiet"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    from bastion.models import load_model
+
+    m = load_model(tmp_path / "model.safetensors")
+    assert m.meta.training["split"] == "train[:300]" and "bastion train" in m.meta.training["command"]
+    r2 = runner.invoke(app, [*args, "--resume"])
+    assert r2.exit_code == 0, r2.output
+    assert len(json.loads((tmp_path / "metrics.json").read_text())["epochs"]) == 2
+
+
+def test_models_lists_shipped():
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and "mnist-cnn" in r.output

@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+from bastion.attacks import PGD
+from bastion.data import load_dataset
+from bastion.defenses.adversarial_training import AdversarialTraining, OverfitGuard, adversarial_recipe
+from bastion.errors import ConfigError
+from bastion.models import create_model, pretrained
+from bastion.train import StepContext, TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_dataset("mnist-5k", "train[:1500]"), load_dataset("mnist-5k", "test").subset(torch.arange(0, 1000, 10))
+
+
+def pgd_acc(model, data, eps=0.2):
+    return float(PGD(eps=eps, steps=20, step_size=2.5 * eps / 20)(model, data.images, data.labels).robust.float().mean())
+
+
+def test_fgsm_rs_training_beats_standard_model_under_pgd(small):
+    train, test = small
+    model = create_model("mnist-cnn", seed=0)
+    obj = AdversarialTraining(recipe="fgsm-rs", eps=0.2, epochs=3)
+    fit(model, train, config=TrainConfig(epochs=3, batch_size=64, lr=3e-3), objective=obj)
+    adv, std = pgd_acc(model, test), pgd_acc(pretrained("mnist-cnn"), test)
+    assert adv >= std + 0.25, (adv, std)
+
+
+def test_crafting_switches_to_eval_and_back_and_keeps_flags():
+    model = create_model("mnist-cnn", dropout=0.5, seed=0).train()
+    seen = []
+    model.net.classifier.drop1.register_forward_pre_hook(lambda m, i: seen.append(m.training))
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    ctx = StepContext(epoch=0, step=0, total_steps=1, keys=torch.arange(4), seed=0)
+    loss, _ = AdversarialTraining(recipe="pgd", eps=0.3, steps=2)(model, x, y, ctx)
+    assert seen[:-1] == [False] * (len(seen) - 1) and seen[-1] is True  # crafted in eval, trained in train mode
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("recipe", ["fgsm-rs", "pgd", "trades"])
+def test_crafted_points_in_the_ball(recipe):
+    model = create_model("mnist-cnn", seed=0).eval()
+    x, y = torch.rand(3, 1, 28, 28), torch.tensor([0, 1, 2])
+    ctx = StepContext(epoch=0, step=5, total_steps=10, keys=torch.arange(3), seed=1)
+    obj = AdversarialTraining(recipe=recipe, eps=0.3, steps=3)
+    xa = obj.craft(model, x, y, ctx)
+    assert float((xa - x).abs().max()) <= 0.3 + 1e-6 and 0 <= float(xa.min()) and float(xa.max()) <= 1
+    assert torch.equal(xa, obj.craft(model, x, y, ctx))  # deterministic in (seed, step, keys)
+
+
+def test_eps_ramp_and_defaults():
+    obj = AdversarialTraining(recipe="fgsm-rs", eps=0.3, ramp_epochs=2, epochs=4)
+    ctx = lambda step: StepContext(epoch=0, step=step, total_steps=400, keys=torch.arange(1), seed=0)  # noqa: E731
+    assert obj.eps_at(ctx(0)) == 0 and obj.eps_at(ctx(100)) == pytest.approx(0.15) and obj.eps_at(ctx(300)) == 0.3
+    assert obj.step_size == pytest.approx(0.375) and AdversarialTraining(recipe="pgd").n_steps == 40
+    with pytest.raises(ConfigError):
+        AdversarialTraining(recipe="free")
+    with pytest.raises(ConfigError):
+        adversarial_recipe(create_model("logreg"), attack="cw")
+
+
+def test_resume_equals_uninterrupted(tmp_path, small):
+    train, test = small
+    train = train.take(300)
+    cfg = TrainConfig(epochs=2, batch_size=50, lr=2e-3, seed=3)
+    obj, cbs, _, _ = adversarial_recipe(create_model("mnist-cnn"), attack="fgsm-rs", eps=0.3, val=test, epochs=2, guard_images=20)
+
+    a = create_model("mnist-cnn", seed=1)
+    fit(a, train, config=cfg, objective=obj, callbacks=cbs, val=test, out_dir=tmp_path / "a", monitor="val_robust_acc")
+
+    class Kill(Exception):
+        pass
+
+    def die(model, epoch, metrics, history):
+        if epoch == 1:
+            raise Kill
+        return {}
+
+    b = create_model("mnist-cnn", seed=1)
+    with pytest.raises(Kill):
+        fit(b, train, config=cfg, objective=obj, callbacks=[*cbs, die], val=test, out_dir=tmp_path / "b", monitor="val_robust_acc")
+    b = create_model("mnist-cnn", seed=1)
+    fit(b, train, config=cfg, objective=obj, callbacks=cbs, val=test, out_dir=tmp_path / "b", resume=True, monitor="val_robust_acc")
+    for pa, pb in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_overfit_guard_fires_on_constructed_collapse(small):
+    _, test = small
+    guard = OverfitGuard(data=test.take(40), eps=0.3)
+    std = pretrained("mnist-cnn")  # PGD accuracy ~0 at eps 0.3
+    out = guard(std, 3, {}, history=[{"val_robust_acc": 0.7}, {"val_robust_acc": 0.8}])
+    assert out["val_robust_acc"] < 0.1 and out["rollback"] and out["catastrophic_overfitting"]
+    assert "rollback" not in guard(std, 0, {}, history=[])
+
+
+def test_fit_rolls_back_to_best_epoch(small):
+    train, _ = small
+    model = create_model("logreg", seed=0)
+    snapshots = []
+    scores = iter([0.5, 0.9, 0.1])
+
+    def cb(m, epoch, metrics, history):
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        s = next(scores)
+        return {"val_robust_acc": s, **({"rollback": True} if s < 0.2 else {})}
+
+    h = fit(model, train.take(200), config=TrainConfig(epochs=5, batch_size=50), callbacks=[cb], monitor="val_robust_acc")
+    assert len(h.epochs) == 3 and h.epochs[-1]["rolled_back"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[1][k])  # the best epoch (score 0.9)

@@ -1,0 +1,130 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from bastion.attacks import BIM, FGSM, PGD
+from bastion.data import load_dataset
+from bastion.defenses import HideProbabilities
+from bastion.errors import ConfigError, ModelModeError
+from bastion.eval import Evaluation, RobustnessReport
+from bastion.models import pretrained
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("mnist-5k", "test").subset(torch.arange(0, 1000, 25))  # 40 images, 4 per class
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return pretrained("mnist-cnn")
+
+
+SUITE = [FGSM(eps=0.3), BIM(eps=0.3, steps=10), PGD(eps=0.3, steps=20, step_size=0.03)]
+
+
+@pytest.fixture(scope="module")
+def report(cnn, data):
+    return Evaluation(suite=SUITE, eps_grid=[0.1, 0.3], cascade=True, batch_size=16).run(cnn, data)
+
+
+class RandomizedStandIn(nn.Module):
+    """A randomized-input defense stand-in: Gaussian noise before the classifier, from its own generator."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.g = torch.Generator().manual_seed(0)
+        self.training = False
+
+    def forward(self, x):
+        noise = torch.randn(x.shape, generator=self.g) * 0.3
+        return self.model((x + noise).clamp(0, 1))
+
+
+def test_rows_and_cascade(report, data):
+    assert [r.attack for r in report.rows] == ["fgsm", "bim", "pgd", "fgsm", "bim", "pgd"]
+    accs = {(r.attack, r.eps): r.accuracy for r in report.rows}
+    # cascade: accuracy after each attack is the worst case so far, hence non-increasing along the suite
+    for eps in (0.1, 0.3):
+        assert accs[("fgsm", eps)] >= accs[("bim", eps)] >= accs[("pgd", eps)]
+    assert accs[("pgd", 0.3)] <= 0.05
+    worst = {w["eps"]: w["accuracy"] for w in report.worst_case}
+    assert worst[0.3] == accs[("pgd", 0.3)]
+    per = report.per_image
+    assert len(per["index"]) == len(data) and per["index"] == data.indices.tolist()
+    row = next(r for r in report.rows if r.attack == "pgd" and r.eps == 0.3)
+    assert row.attacked < len(data)  # cascade: PGD only ran on points FGSM and BIM left robust
+    assert row.linf_max is None or row.linf_max <= 0.3 + 1e-6
+
+
+def test_non_cascade_rows_are_standalone(cnn, data):
+    rep = Evaluation(suite=SUITE[:1], eps_grid=[0.1, 0.2], cascade=False).run(cnn, data)
+    assert all(r.attacked == len(data) for r in rep.rows)
+    r = FGSM(eps=0.2)(cnn, data.images, data.labels)
+    assert rep.rows[1].accuracy == pytest.approx(float(r.robust.float().mean()))
+
+
+def test_schema_round_trip_json_and_csv(report):
+    text = report.to_json()
+    back = RobustnessReport.from_json(text)
+    assert back.to_json() == text
+    d = json.loads(text)
+    assert d["schema_version"] == 1 and d["rows"][0]["attack"] == "fgsm"
+    csv = report.to_csv().splitlines()
+    assert csv[0].startswith("attack,mode,access,eps,accuracy") and len(csv) == 1 + len(report.rows)
+    d["schema_version"] = 99
+    with pytest.raises(ValueError, match="schema_version"):
+        RobustnessReport.from_dict(d)
+
+
+def test_checks_quiet_on_plain_cnn(report):
+    assert report.flags == []
+
+
+def test_checks_fire_on_label_only_model(cnn, data):
+    rep = Evaluation(suite=SUITE, eps_grid=[0.3], batch_size=40).run(HideProbabilities(cnn), data)
+    codes = {f.code for f in rep.flags}
+    assert {"onehot-outputs", "zero-gradients", "unbounded-attack-fails", "loss-not-increasing"} <= codes
+    for f in rep.flags:
+        assert f.meaning and f.advice
+
+
+def test_checks_fire_on_randomized_model_without_eot(cnn, data):
+    rep = Evaluation(suite=[PGD(eps=0.3, steps=5)], eps_grid=[0.3]).run(RandomizedStandIn(cnn), data)
+    assert "randomized-outputs" in {f.code for f in rep.flags}
+
+
+def test_single_step_beating_iterative_and_non_monotone_fire():
+    from bastion.eval.checks import check_rows
+    from bastion.eval.report import Row
+
+    def row(attack, eps, acc):
+        return Row(attack=attack, mode="naive", access="white-box", eps=eps, accuracy=acc, success_rate=0, attacked=100,
+                   succeeded=0, l0_mean=None, l0_max=None, l2_mean=None, l2_max=None, linf_mean=None, linf_max=None,
+                   seconds=0, queries_mean=0, loss_clean=0.1, loss_adv=1.0)
+
+    flags = check_rows([row("fgsm", 0.3, 0.2), row("pgd", 0.1, 0.3), row("pgd", 0.3, 0.6)], n=1000)
+    codes = {f.code for f in flags}
+    assert "single-step-beats-iterative" in codes and "non-monotone-eps" in codes
+    assert check_rows([row("fgsm", 0.3, 0.3), row("pgd", 0.1, 0.5), row("pgd", 0.3, 0.1)], n=1000) == []
+
+
+def test_adaptive_rows_side_by_side(cnn, data):
+    rep = Evaluation(suite=[PGD(eps=0.3, steps=5)], eps_grid=[0.3], adaptive={"same": cnn}, checks=False).run(cnn, data.take(8))
+    assert rep.modes() == ["naive", "adaptive:same"]
+
+
+def test_bad_configuration_and_training_mode(cnn, data):
+    with pytest.raises(ConfigError):
+        Evaluation(suite=[])
+    with pytest.raises(ConfigError):
+        Evaluation(suite=SUITE, eps_grid=[-0.1])
+    cnn.train()
+    try:
+        with pytest.raises(ModelModeError):
+            Evaluation(suite=SUITE, eps_grid=[0.1]).run(cnn, data)
+    finally:
+        cnn.eval()

@@ -1,0 +1,71 @@
+import re
+
+import pytest
+import torch
+
+from bastion.data import load_dataset
+from bastion.errors import ConfigError, ModelModeError
+from bastion.models import create_model, pretrained
+from bastion.viz import cam, default_layer, grad_cam, upsample
+
+
+@pytest.fixture(scope="module")
+def x():
+    return load_dataset("mnist-5k", "test[:6]").images
+
+
+@pytest.mark.parametrize("source", ["shipped", "random"])
+def test_cam_equals_grad_cam_up_to_scale_on_gap_model(source, x):
+    model = pretrained("mnist-cnn-gap") if source == "shipped" else create_model("mnist-cnn-gap", seed=5).eval()
+    assert default_layer(model) == "net.features.relu5"
+    cls = torch.tensor([0, 1, 2, 3, 4, 5])
+    c = cam(model, x, class_idx=cls)
+    g = grad_cam(model, x, class_idx=cls)
+    assert c.shape == g.shape == (6, 7, 7)
+    hw = c.shape[1] * c.shape[2]
+    torch.testing.assert_close(torch.relu(c) / hw, g, atol=1e-5, rtol=1e-4)
+
+
+def test_model_left_untouched(x):
+    model = pretrained("mnist-cnn-gap")
+    flags = [p.requires_grad for p in model.parameters()]
+    hooks = sum(len(m._forward_hooks) for m in model.modules())
+    grad_cam(model, x)
+    cam(model, x)
+    assert not model.training
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert sum(len(m._forward_hooks) for m in model.modules()) == hooks
+    model.train()
+    with pytest.raises(ModelModeError):
+        grad_cam(model, x)
+    assert model.training
+
+
+def test_grad_cam_any_conv_net_and_errors(x):
+    model = pretrained("mnist-cnn")
+    g = grad_cam(model, x, layer="net.features.relu2")
+    assert g.shape == (6, 14, 14) and (g >= 0).all()
+    up = upsample(g, (28, 28))
+    assert up.shape == (6, 28, 28) and float(up.max()) <= 1.0
+    with pytest.raises(ConfigError, match="no layer named"):
+        grad_cam(model, x, layer="net.nope")
+    with pytest.raises(ConfigError, match="not a GAP model"):
+        cam(model, x)
+    with pytest.raises(ConfigError, match="no Conv2d"):
+        grad_cam(pretrained("logreg"), x)
+
+
+def test_evaluation_html_is_self_contained():
+    from bastion.attacks import FGSM, PGD
+    from bastion.eval import Evaluation
+    from bastion.viz.html import evaluation_html
+
+    data = load_dataset("mnist-5k", "test[:20]")
+    rep = Evaluation(suite=[FGSM(eps=0.3), PGD(eps=0.3, steps=5)], eps_grid=[0.1, 0.3]).run(pretrained("mnist-cnn"), data)
+    html = evaluation_html(rep)
+    assert html.startswith("<!doctype html>") and 'name="viewport"' in html
+    assert not re.search(r"(src|href)\s*=\s*\"(https?:)?//", html)
+    assert "http://" not in html and "https://" not in html
+    assert html.count("data:image/png;base64,") >= 1
+    assert "worst-case accuracy" in html
