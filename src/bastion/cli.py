@@ -88,11 +88,13 @@ def train(
 ) -> None:
     """Train a classifier (optionally with a defense); writes OUT/model.safetensors."""
     from bastion.data import load_dataset
+    from bastion.distributed import World
     from bastion.models import create_model, resolve_model, save_model
     from bastion.recipes import build_training
     from bastion.train import TrainConfig, accuracy, fit
 
     try:
+        world = World.from_env()
         train_ds = load_dataset(data, split, data_dir=data_dir)
         val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
@@ -109,9 +111,10 @@ def train(
         objective, callbacks, extra_meta, wrap = build_training(
             defense, net, attack=attack, eps=eps, k=k, val=val_ds, device=device, **adv_opts
         )
-        with progress_bar(enabled=not quiet) as bar:
+        world.broadcast_model(net)
+        with progress_bar(enabled=not quiet and world.rank == 0) as bar:
             history = fit(net, train_ds, config=cfg, objective=objective, val=val_ds, out_dir=out, resume=resume,
-                          device=device, progress=bar, callbacks=callbacks,
+                          device=device, progress=bar, callbacks=callbacks, world=world if world.distributed else None,
                           monitor=extra_meta.get("monitor", "val_acc"), record={"command": _command_line(ctx)})
         metrics = {"val_split": f"{data}:{val_split}", "val_acc": history.last.get("val_acc")}
         if val_ds is not None:
@@ -119,9 +122,14 @@ def train(
         training = {"command": _command_line(ctx), "data": data, "split": split, "seed": seed,
                     "sha256": train_ds.sha256, "config": cfg.__dict__, **extra_meta.get("training", {})}
         net.meta = replace(net.meta, training=training, metrics=metrics)
-        path = save_model(net, out / "model.safetensors")
+        path = out / "model.safetensors"
+        if world.rank == 0:
+            save_model(net, path)
+        world.close()
     except BastionError as e:
         _fail(e)
+        return
+    if world.rank != 0:
         return
     console.print(f"saved {path}  val accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else f"saved {path}")
 
@@ -300,6 +308,20 @@ def demo(
         _fail(e)
         return
     console.print(f"wrote {result['report']} ({result['seconds']:.0f}s)")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    device: Annotated[str, typer.Option()] = "cpu",
+) -> None:
+    """Start the local web demo (pick an image, an attack and eps; watch the prediction flip)."""
+    from bastion.web.server import serve as run_server
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/] binding to {host}: the demo has no authentication")
+    run_server(host=host, port=port, device=device)
 
 
 @app.command(name="models")
