@@ -211,6 +211,7 @@ def evaluate(
     attacks: Annotated[str, typer.Option(help="Comma-separated suite, in cascade order.")] = "fgsm,bim,pgd",
     eps: Annotated[str, typer.Option(help="start:stop:step or a comma list.")] = "0:0.3:0.05",
     steps: Annotated[Optional[int], typer.Option(help="Steps of iterative attacks (default per attack).")] = None,
+    step_size: Annotated[Optional[float], typer.Option(help="Step size at eps=0.3 (scaled with eps).")] = None,
     restarts: Annotated[Optional[int], typer.Option(help="PGD restarts.")] = None,
     adaptive: Annotated[str, typer.Option(help="For randomized/defended models: eot-bpda, eot, bpda or none.")] = "auto",
     eot_n: Annotated[int, typer.Option(help="Draws per EOT gradient.")] = 8,
@@ -237,7 +238,8 @@ def evaluate(
         world = World.from_env()
         net = apply_defense(resolve_model(model, device=device), defense, seed=seed)
         ds = load_dataset(data, split, data_dir=data_dir).take(n)
-        suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, restarts=restarts) for a in attacks.split(",") if a.strip()]
+        suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
+                 for a in attacks.split(",") if a.strip()]
         adaptive_models = _adaptive_models(net, adaptive, eot_n)
         ev = Evaluation(suite=suite, eps_grid=parse_eps(eps), batch_size=batch_size, cascade=cascade, seed=seed,
                         adaptive=adaptive_models)
