@@ -18,8 +18,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from _common import SHARED, heldout, write
+
 from bastion.attacks import BIM, FGSM, PGD
 from bastion.models import pretrained
 

@@ -8,7 +8,7 @@ import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -62,7 +62,7 @@ def train(
     data: Annotated[str, typer.Option(help="Data set name.")] = "mnist-5k",
     split: Annotated[str, typer.Option(help="Training split, sliceable: 'train[5848:]'.")] = "train",
     val_split: Annotated[str, typer.Option(help="Validation split (clean accuracy each epoch).")] = "test",
-    data_dir: Annotated[Optional[Path], typer.Option(help="Folder with the standard data files.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with the standard data files.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 5,
     batch_size: Annotated[int, typer.Option(min=1)] = 128,
     lr: Annotated[float, typer.Option()] = 1e-3,
@@ -71,16 +71,16 @@ def train(
     weight_decay: Annotated[float, typer.Option()] = 0.0,
     dropout: Annotated[float, typer.Option(help="Dropout rate (mnist-cnn only).")] = 0.0,
     seed: Annotated[int, typer.Option()] = 0,
-    defense: Annotated[Optional[str], typer.Option(help="adv (adversarial training) or bart.")] = None,
+    defense: Annotated[str | None, typer.Option(help="adv (adversarial training) or bart.")] = None,
     attack: Annotated[str, typer.Option(help="With --defense adv: fgsm-rs, pgd or trades.")] = "fgsm-rs",
     eps: Annotated[float, typer.Option(help="With --defense adv: Linf radius.")] = 0.3,
     k: Annotated[int, typer.Option(help="With --defense bart: transforms per barrage.")] = 5,
     ramp_epochs: Annotated[float, typer.Option(help="With --defense adv: eps ramp-up length in epochs.")] = 0.0,
     adv_ratio: Annotated[float, typer.Option(help="With --defense adv: share of adversarial examples per batch.")] = 1.0,
-    alpha: Annotated[Optional[float], typer.Option(help="With --defense adv: step size (default per recipe).")] = None,
-    adv_steps: Annotated[Optional[int], typer.Option(help="With --defense adv: PGD/TRADES steps.")] = None,
-    hidden: Annotated[Optional[int], typer.Option(help="Hidden units of mnist-cnn's dense layer (default 100).")] = None,
-    init: Annotated[Optional[str], typer.Option(help="Start from this model (name or file) instead of scratch.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="With --defense adv: step size (default per recipe).")] = None,
+    adv_steps: Annotated[int | None, typer.Option(help="With --defense adv: PGD/TRADES steps.")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Hidden units of mnist-cnn's dense layer (default 100).")] = None,
+    init: Annotated[str | None, typer.Option(help="Start from this model (name or file) instead of scratch.")] = None,
     out: Annotated[Path, typer.Option(help="Run folder (checkpoint, metrics.json, model.safetensors).")] = Path("runs/train"),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
     device: Annotated[str, typer.Option()] = "cpu",
@@ -134,7 +134,7 @@ def train(
     console.print(f"saved {path}  val accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else f"saved {path}")
 
 
-def _target(spec: Optional[str], n: int) -> object:
+def _target(spec: str | None, n: int) -> object:
     import torch
 
     if spec is None:
@@ -152,15 +152,15 @@ def attack(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Shipped model name or a .safetensors file.")] = "mnist-cnn",
     attack: Annotated[str, typer.Option("--attack", help="fgsm, bim, pgd, jsma, ...")] = "pgd",
-    eps: Annotated[Optional[float], typer.Option(help="Perturbation budget.")] = 0.3,
-    steps: Annotated[Optional[int], typer.Option(help="Iterations (iterative attacks).")] = None,
-    step_size: Annotated[Optional[float], typer.Option(help="Step size (iterative attacks).")] = None,
-    norm: Annotated[Optional[str], typer.Option(help="linf or l2.")] = None,
-    target: Annotated[Optional[str], typer.Option(help="Target class, 'random' or 'least-likely'.")] = None,
+    eps: Annotated[float | None, typer.Option(help="Perturbation budget.")] = 0.3,
+    steps: Annotated[int | None, typer.Option(help="Iterations (iterative attacks).")] = None,
+    step_size: Annotated[float | None, typer.Option(help="Step size (iterative attacks).")] = None,
+    norm: Annotated[str | None, typer.Option(help="linf or l2.")] = None,
+    target: Annotated[str | None, typer.Option(help="Target class, 'random' or 'least-likely'.")] = None,
     defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
     data: Annotated[str, typer.Option()] = "mnist-5k",
     split: Annotated[str, typer.Option()] = "all",
-    data_dir: Annotated[Optional[Path], typer.Option()] = None,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
     n: Annotated[int, typer.Option(min=1, help="Number of images.")] = 16,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option()] = Path("runs/attack"),
@@ -210,15 +210,15 @@ def evaluate(
     defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
     attacks: Annotated[str, typer.Option(help="Comma-separated suite, in cascade order.")] = "fgsm,bim,pgd",
     eps: Annotated[str, typer.Option(help="start:stop:step or a comma list.")] = "0:0.3:0.05",
-    steps: Annotated[Optional[int], typer.Option(help="Steps of iterative attacks (default per attack).")] = None,
-    step_size: Annotated[Optional[float], typer.Option(help="Step size at eps=0.3 (scaled with eps).")] = None,
-    restarts: Annotated[Optional[int], typer.Option(help="PGD restarts.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Steps of iterative attacks (default per attack).")] = None,
+    step_size: Annotated[float | None, typer.Option(help="Step size at eps=0.3 (scaled with eps).")] = None,
+    restarts: Annotated[int | None, typer.Option(help="PGD restarts.")] = None,
     adaptive: Annotated[str, typer.Option(help="For randomized/defended models: eot-bpda, eot, bpda or none.")] = "auto",
     eot_n: Annotated[int, typer.Option(help="Draws per EOT gradient.")] = 8,
     cascade: Annotated[bool, typer.Option(help="Run each attack only on points still robust (AutoAttack).")] = True,
     data: Annotated[str, typer.Option()] = "mnist-5k",
     split: Annotated[str, typer.Option()] = "all",
-    data_dir: Annotated[Optional[Path], typer.Option()] = None,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
     n: Annotated[int, typer.Option(min=1, help="Number of images.")] = 1000,
     batch_size: Annotated[int, typer.Option(min=1)] = 250,
     seed: Annotated[int, typer.Option()] = 0,

@@ -28,7 +28,7 @@ from bastion.models import pretrained
 from bastion.progress import Progress, no_progress
 from bastion.train import accuracy
 from bastion.viz import cam, upsample
-from bastion.viz.figures import accuracy_curves, cam_panel, prediction_grid, png_bytes, toy_boundary, triptych
+from bastion.viz.figures import accuracy_curves, cam_panel, png_bytes, prediction_grid, toy_boundary, triptych
 from bastion.viz.html import HtmlReport, flags_html, img, paragraph, rows_table, table, verdict
 
 log = logging.getLogger(__name__)

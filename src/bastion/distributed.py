@@ -137,7 +137,7 @@ def merge_per_image(parts: list[dict[str, Any]]) -> dict[str, Any]:
         row = {k: v for k, v in first.items() if not isinstance(v, list)}
         for k, v in first.items():
             if isinstance(v, list):
-                row[k] = cat(lambda p, k=k: p["rows"][key][k])
+                row[k] = cat(lambda p, k=k, key=key: p["rows"][key][k])
         row["seconds"] = max(p["rows"][key]["seconds"] for p in parts)  # wall time of the slowest rank
         merged["rows"][key] = row
     return merged

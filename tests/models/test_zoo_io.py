@@ -5,7 +5,15 @@ import torch
 from safetensors.torch import save_file
 
 from bastion.errors import UnknownNameError, WeightsError
-from bastion.models import ARCHITECTURES, PRETRAINED, create_model, load_model, pretrained, read_meta, save_model
+from bastion.models import (
+    ARCHITECTURES,
+    PRETRAINED,
+    create_model,
+    load_model,
+    pretrained,
+    read_meta,
+    save_model,
+)
 from bastion.models.zoo import DEFAULT_DATASET
 
 

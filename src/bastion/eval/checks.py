@@ -140,7 +140,7 @@ def check_rows(rows: Sequence[Row], *, n: int) -> list[Flag]:
                             evidence={"eps": eps, "attack_accuracy": r.accuracy, "white_box_accuracy": best_white}))
         for attack in dict.fromkeys(r.attack for r in rs if r.eps is not None):
             curve = sorted((r.eps, r.accuracy) for r in rs if r.attack == attack and r.eps is not None)
-            for (e0, a0), (e1, a1) in zip(curve, curve[1:]):
+            for (e0, a0), (e1, a1) in zip(curve, curve[1:], strict=False):
                 if a1 > a0 + _noise(a0, n):
                     flags.append(Flag(
                         code="non-monotone-eps", severity="warning",

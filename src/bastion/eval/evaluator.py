@@ -32,10 +32,10 @@ def with_eps(attack: Attack, eps: float | None) -> Attack:
     if eps is None or not dataclasses.is_dataclass(attack) or "eps" not in {f.name for f in dataclasses.fields(attack)}:
         return attack
     kwargs: dict[str, Any] = {"eps": eps}
-    if "step_size" in {f.name for f in dataclasses.fields(attack)} and getattr(attack, "step_size") is not None:
-        base_eps = getattr(attack, "eps")
+    if "step_size" in {f.name for f in dataclasses.fields(attack)} and attack.step_size is not None:
+        base_eps = attack.eps
         if base_eps:
-            kwargs["step_size"] = getattr(attack, "step_size") * eps / base_eps  # keep the relative step
+            kwargs["step_size"] = attack.step_size * eps / base_eps  # keep the relative step
     return dataclasses.replace(attack, **kwargs)  # type: ignore[type-var]
 
 
@@ -99,7 +99,7 @@ class Evaluation:
             for i, a in enumerate(self.suite):
                 if has_eps(a):
                     atk = with_eps(a, e)
-                    out.append((i, atk, float(getattr(atk, "eps"))))
+                    out.append((i, atk, float(atk.eps)))
         for i, a in enumerate(self.suite):
             if not has_eps(a):
                 out.append((i, a, None))
@@ -197,7 +197,7 @@ class Evaluation:
             attacked = robust != -1
             eligible = attacked & clean
             broken = eligible & (robust == 0)
-            def stat(name: str, fn: Any, mask: np.ndarray = broken) -> float | None:
+            def stat(name: str, fn: Any, r: dict[str, Any] = r, mask: np.ndarray = broken) -> float | None:
                 v = np.asarray(r[name], dtype=np.float64)[mask]
                 return float(fn(v)) if v.size else None
             rows.append(Row(
@@ -251,7 +251,7 @@ class Evaluation:
             worst_case=worst,
             flags=flags,
             per_image=per if keep_per_image else None,
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             bastion_version=__version__,
             torch_version=torch.__version__,
             command=command,
