@@ -26,12 +26,12 @@ def check_images(x: Tensor, *, bounds: tuple[float, float] = (0.0, 1.0), name: s
         raise InputShapeError(f"{name} has shape {tuple(x.shape)}: expected (N, C, H, W) images or (N, D) points")
     if x.shape[0] == 0:
         raise InputShapeError(f"{name} is an empty batch")
-    finite = torch.isfinite(x)
+    finite = torch.isfinite(x.detach())
     if not bool(finite.all()):
         bad = int((~finite).sum())
         raise InputRangeError(f"{name} contains {bad} NaN or infinite value(s)")
     lo, hi = bounds
-    mn, mx = float(x.min()), float(x.max())
+    mn, mx = float(x.detach().min()), float(x.detach().max())
     if mn < lo or mx > hi:
         hint = " (did you pass 0-255 pixels? divide by 255)" if mx > 1.5 and hi == 1.0 else ""
         hint = hint or (" (did you pass normalized inputs? bastion models normalize inside)" if mn < lo else "")

@@ -1,0 +1,310 @@
+"""The demo's state: lazily loaded models, the gallery, limits, and a bounded worker pool.
+
+Nothing here is module-global: everything hangs off a :class:`DemoContext` that the app (or a test)
+creates, so two apps in one process never share models, locks or threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from bastion.errors import BastionError, ConfigError, UnknownNameError
+from bastion.web.errors import BusyError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """A model the demo offers.
+
+    Attributes:
+        key: the name used by the API (``"standard"``, ...).
+        label: the name shown in the page.
+        description: one line shown under the name.
+        load: ``device -> model`` (eval mode); may raise a :class:`~bastion.errors.BastionError`
+            (e.g. ``WeightsError`` when the weights are not shipped), which marks the model unavailable.
+        label_only: the model returns one-hot scores (only its label), not logits.
+    """
+
+    key: str
+    label: str
+    description: str
+    load: Callable[[str], nn.Module]
+    label_only: bool = False
+
+
+def _standard(device: str) -> nn.Module:
+    from bastion.models import pretrained
+
+    return pretrained("mnist-cnn", device=device)
+
+
+def _adversarial(device: str) -> nn.Module:
+    from bastion.models import pretrained
+
+    return pretrained("mnist-cnn-adv", device=device)
+
+
+def _bart(device: str) -> nn.Module:
+    from bastion.models import pretrained
+
+    return pretrained("mnist-cnn-bart", device=device)
+
+
+def _label_only(device: str) -> nn.Module:
+    from bastion.defenses import HideProbabilities
+    from bastion.models import pretrained
+
+    return HideProbabilities(pretrained("mnist-cnn", device=device)).eval()
+
+
+#: The four models of the demo, in the order the page lists them.
+DEFAULT_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(key="standard", label="standard", load=_standard,
+              description="mnist-cnn: small conv net, ordinary training"),
+    ModelSpec(key="adversarial", label="adversarially trained", load=_adversarial,
+              description="mnist-cnn-adv: trained on PGD examples at eps=0.3 (Madry et al.)"),
+    ModelSpec(key="bart", label="BaRT-defended", load=_bart,
+              description="mnist-cnn-bart: a random barrage of input transforms in front of the classifier"),
+    ModelSpec(key="label-only", label="label-only", load=_label_only, label_only=True,
+              description="mnist-cnn behind HideProbabilities: returns only its label (one-hot scores)"),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Bounds on what one request may cost.
+
+    Attributes:
+        max_upload_bytes: largest accepted upload (413 above).
+        max_pixels: largest accepted image in pixels before decoding (decompression-bomb guard).
+        max_json_bytes: largest accepted JSON body.
+        max_steps: largest number of iterations for BIM/PGD.
+        max_running: attacks computed at the same time (each on its own worker thread).
+        max_waiting: attacks allowed to wait for a worker; more get 503.
+    """
+
+    max_upload_bytes: int = 5 * 1024 * 1024
+    max_pixels: int = 4096 * 4096
+    max_json_bytes: int = 64 * 1024
+    max_steps: int = 100
+    max_running: int = 1
+    max_waiting: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_bytes", "max_pixels", "max_json_bytes", "max_steps", "max_running"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.max_waiting, int) or isinstance(self.max_waiting, bool) or self.max_waiting < 0:
+            raise ConfigError(f"max_waiting must be an integer >= 0, got {self.max_waiting!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A loaded model with what the handlers need around it.
+
+    Attributes:
+        spec: its :class:`ModelSpec`.
+        model: the model attacked (possibly a wrapper: ``Defended``, ``HideProbabilities``).
+        classifier: the innermost classifier (Grad-CAM runs on it).
+        classes: class names.
+        lock: held while the model is used (wrappers such as ``Defended`` carry a generator, and
+            attacks toggle ``requires_grad`` flags while they run).
+    """
+
+    spec: ModelSpec
+    model: nn.Module
+    classifier: nn.Module
+    classes: tuple[str, ...]
+    lock: threading.Lock
+
+
+def innermost(model: nn.Module) -> nn.Module:
+    """Follow ``.model`` through wrappers (``Defended``, ``HideProbabilities``) to the classifier."""
+    seen = 0
+    while isinstance(getattr(model, "model", None), nn.Module) and seen < 16:
+        model = model.model  # type: ignore[assignment]
+        seen += 1
+    return model
+
+
+@dataclass(frozen=True, eq=False)
+class Gallery:
+    """Held-out images shown in the page: images (N, 1, 28, 28) in [0, 1], labels (N,), class names, and each
+    image's index in ``mnist-5k`` ``all``."""
+
+    images: Tensor
+    labels: Tensor
+    classes: tuple[str, ...]
+    source_indices: Tensor
+
+
+def _default_gallery(n: int) -> Gallery:
+    from bastion.data import load_dataset
+
+    full = load_dataset("mnist-5k", "all")
+    idx = torch.linspace(0, len(full) - 1, n).round().long()
+    assert full.indices is not None
+    return Gallery(images=full.images[idx].contiguous(), labels=full.labels[idx].clone(), classes=full.classes,
+                   source_indices=full.indices[idx].clone())
+
+
+class Limiter:
+    """Bounded concurrency for CPU-heavy work: ``max_running`` worker threads and at most ``max_waiting``
+    jobs queued behind them; one more is refused at once with :class:`BusyError` (the app answers 503).
+
+    A job counts until it has really finished on its worker (not merely until its client went away), so the
+    queue can never grow past the bound.
+    """
+
+    def __init__(self, max_running: int, max_waiting: int) -> None:
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def admitted(self) -> int:
+        """Jobs running or waiting now."""
+        with self._lock:
+            return self._admitted
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Queue ``fn(*args)`` on a worker, or raise :class:`BusyError` when the queue is full."""
+        with self._lock:
+            capacity = self.max_running + self.max_waiting
+            if self._admitted >= capacity:
+                raise BusyError(
+                    f"the server is busy ({self._admitted} attacks running or waiting, limit {capacity}); "
+                    "try again in a moment")
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=self.max_running, thread_name_prefix="bastion-web")
+            self._admitted += 1
+            try:
+                fut = self._executor.submit(fn, *args)
+            except BaseException:
+                self._admitted -= 1
+                raise
+        fut.add_done_callback(self._release)
+        return fut
+
+    def _release(self, _fut: Future[Any]) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on a worker thread and await its result (the event loop keeps serving)."""
+        fut = self.submit(fn, *args)
+        try:
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            fut.cancel()  # a job still waiting is dropped; a running one finishes and is discarded
+            raise
+
+    def close(self) -> None:
+        """Stop the workers (waiting jobs are cancelled); a later :meth:`submit` starts new ones."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+class DemoContext:
+    """Everything the handlers need: models (loaded on first use and cached), the gallery, the limits and
+    the worker pool.
+
+    Args:
+        device: where models run (``"cpu"``, ``"cuda"``, ...).
+        models: the models offered (default :data:`DEFAULT_MODELS`).
+        gallery_size: how many held-out ``mnist-5k`` images the gallery shows.
+        limits: request limits (:class:`Limits`).
+        gallery_loader: ``n -> Gallery`` (tests may pass their own).
+    """
+
+    def __init__(
+        self,
+        *,
+        device: str = "cpu",
+        models: Sequence[ModelSpec] = DEFAULT_MODELS,
+        gallery_size: int = 30,
+        limits: Limits | None = None,
+        gallery_loader: Callable[[int], Gallery] = _default_gallery,
+    ) -> None:
+        keys = [m.key for m in models]
+        if len(set(keys)) != len(keys) or not keys:
+            raise ConfigError(f"model keys must be distinct and non-empty, got {keys}")
+        if not isinstance(gallery_size, int) or gallery_size < 1:
+            raise ConfigError(f"gallery_size must be a positive integer, got {gallery_size!r}")
+        self.device = device
+        self.specs: dict[str, ModelSpec] = {m.key: m for m in models}
+        self.gallery_size = gallery_size
+        self.limits = limits or Limits()
+        self.limiter = Limiter(self.limits.max_running, self.limits.max_waiting)
+        self._gallery_loader = gallery_loader
+        self._lock = threading.Lock()
+        self._loaded: dict[str, LoadedModel | BastionError] = {}
+        self._gallery: Gallery | None = None
+
+    def _load(self, key: str) -> LoadedModel | BastionError:
+        with self._lock:
+            if key not in self._loaded:
+                spec = self.specs[key]
+                try:
+                    model = spec.load(self.device)
+                except BastionError as e:  # e.g. WeightsError: weights not shipped in this version
+                    log.info("model %s unavailable: %s", key, e)
+                    self._loaded[key] = e
+                else:
+                    classifier = innermost(model)
+                    classes = tuple(getattr(model, "classes", None) or getattr(classifier, "classes", ()) or ())
+                    if not classes:
+                        with torch.no_grad():
+                            k = int(model(torch.zeros(1, 1, 28, 28, device=self.device)).shape[1])
+                        classes = tuple(str(i) for i in range(k))
+                    self._loaded[key] = LoadedModel(spec=spec, model=model, classifier=classifier, classes=classes,
+                                                    lock=threading.Lock())
+            return self._loaded[key]
+
+    def model(self, key: str) -> LoadedModel:
+        """The loaded model ``key``.
+
+        Raises:
+            UnknownNameError: no such model (the message lists the valid keys).
+            UnavailableError: the model exists but could not be loaded (the message says why).
+        """
+        if not isinstance(key, str) or key not in self.specs:
+            raise UnknownNameError(f"unknown model {key!r}; valid models: {', '.join(self.specs)}")
+        got = self._load(key)
+        if isinstance(got, BastionError):
+            raise UnavailableError(f"model {key!r} is not available: {got}")
+        return got
+
+    def availability(self, key: str) -> str | None:
+        """None when model ``key`` can be used, else the reason it cannot."""
+        got = self._load(key)
+        return str(got) if isinstance(got, BastionError) else None
+
+    def gallery(self) -> Gallery:
+        """The gallery images (loaded on first use)."""
+        with self._lock:
+            if self._gallery is None:
+                self._gallery = self._gallery_loader(self.gallery_size)
+            return self._gallery
+
+    def close(self) -> None:
+        """Stop the worker threads (models stay cached)."""
+        self.limiter.close()

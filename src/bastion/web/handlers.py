@@ -1,0 +1,467 @@
+"""The demo's request handlers: pure functions from plain data (and a :class:`DemoContext`) to plain data.
+
+They hold no attack math (that is the library's) and know nothing about HTTP: they validate everything
+they are given and raise typed errors (:mod:`bastion.errors`, :mod:`bastion.web.errors`), which the app in
+:mod:`bastion.web.server` turns into ``{"error": "..."}`` JSON with a 4xx status. Tests call them directly.
+
+>>> from bastion.web.context import DemoContext
+>>> ctx = DemoContext()
+>>> out = run_attack({"model": "standard", "attack": "fgsm", "eps": 0.3, "image": {"gallery": 0}}, ctx)  # doctest: +SKIP
+>>> out["clean"]["pred"], out["adversarial"]["pred"]                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bastion.attacks.base import Attack, AttackResult
+from bastion.errors import (
+    BastionError,
+    ConfigError,
+    InputRangeError,
+    InputShapeError,
+    LabelError,
+    UnknownNameError,
+)
+from bastion.threat import perturbation_norms
+from bastion.web import render
+from bastion.web.context import DemoContext, LoadedModel
+from bastion.web.errors import UnavailableError
+from bastion.web.upload import check_declared_type, image_to_tensor, open_image
+
+#: the input shape of every demo model (MNIST)
+INPUT_SHAPE: tuple[int, int, int] = (1, 28, 28)
+#: how many classes the probability bars show
+TOP_K = 5
+#: Grad-CAM overlays are drawn at this multiple of the input size
+CAM_ZOOM = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackSpec:
+    """An attack the demo offers.
+
+    Attributes:
+        key: API name.
+        label: shown in the page.
+        description: one line for the page.
+        eps_label: what the slider means for this attack.
+        targeted: ``"no"``, ``"optional"`` or ``"required"`` (a target class).
+        default_steps: iterations when the request gives none; None means the attack has no steps.
+        build: ``(eps, steps) -> Attack``.
+    """
+
+    key: str
+    label: str
+    description: str
+    eps_label: str
+    targeted: Literal["no", "optional", "required"]
+    default_steps: int | None
+    build: Callable[[float, int | None], Attack]
+
+
+def _fgsm(eps: float, steps: int | None) -> Attack:
+    from bastion.attacks import FGSM
+
+    return FGSM(eps=eps)
+
+
+def _bim(eps: float, steps: int | None) -> Attack:
+    from bastion.attacks import BIM
+
+    return BIM(eps=eps, steps=steps or 10)
+
+
+def _pgd(eps: float, steps: int | None) -> Attack:
+    from bastion.attacks import PGD
+
+    return PGD(eps=eps, steps=steps or 20)
+
+
+def _jsma(eps: float, steps: int | None) -> Attack:
+    from bastion.attacks.jsma import JSMA  # imported late: marked unavailable if it is missing
+
+    return JSMA(gamma=eps)
+
+
+_LINF = "eps: the largest change of any pixel (Linf)"
+
+ATTACK_SPECS: tuple[AttackSpec, ...] = (
+    AttackSpec(key="fgsm", label="FGSM", targeted="no", default_steps=None, build=_fgsm, eps_label=_LINF,
+               description="one step of size eps along the sign of the loss gradient (Goodfellow et al. 2015)"),
+    AttackSpec(key="fgsm-targeted", label="targeted FGSM", targeted="required", default_steps=None, build=_fgsm,
+               eps_label=_LINF,
+               description="one step of size eps that lowers the loss of the chosen target class"),
+    AttackSpec(key="bim", label="BIM", targeted="optional", default_steps=10, build=_bim, eps_label=_LINF,
+               description="iterated FGSM with step eps/steps, kept in the eps-ball (Kurakin et al. 2017)"),
+    AttackSpec(key="pgd", label="PGD", targeted="optional", default_steps=20, build=_pgd, eps_label=_LINF,
+               description="projected gradient descent from a random start, step 2.5 eps/steps (Madry et al. 2018)"),
+    AttackSpec(key="jsma", label="JSMA", targeted="optional", default_steps=None, build=_jsma,
+               eps_label="gamma: the largest fraction of pixels changed (L0)",
+               description="changes a few pixels chosen by the Jacobian saliency map (Papernot et al. 2016)"),
+)
+ATTACKS: Mapping[str, AttackSpec] = {a.key: a for a in ATTACK_SPECS}
+
+_PARAMS = ("model", "attack", "eps", "steps", "target", "seed", "image")
+
+
+def attack_availability(spec: AttackSpec) -> str | None:
+    """None when the attack can be built here, else the reason it cannot (e.g. a module not yet shipped)."""
+    try:
+        spec.build(0.1, spec.default_steps)
+    except ImportError as e:
+        return f"not available in this version of bastion ({e})"
+    return None
+
+
+# --------------------------------------------------------------------------------------------- listings
+
+
+def _public(message: str) -> str:
+    """A message without the server's file paths (the page need not know where bastion is installed)."""
+    return re.sub(r"\s*\([^()]*[/\\][^()]*\)", "", message)
+
+
+def list_models(ctx: DemoContext) -> dict[str, Any]:
+    """The models, each with whether it can be used and, if not, why (loading each on first call)."""
+    out = []
+    for key, spec in ctx.specs.items():
+        reason = ctx.availability(key)
+        reason = None if reason is None else _public(reason)
+        out.append({"key": key, "label": spec.label, "description": spec.description, "label_only": spec.label_only,
+                    "available": reason is None, "reason": reason})
+    return {"models": out}
+
+
+def list_attacks(ctx: DemoContext) -> dict[str, Any]:
+    """The attacks and the parameter ranges the server accepts."""
+    attacks = []
+    for spec in ATTACK_SPECS:
+        reason = attack_availability(spec)
+        attacks.append({"key": spec.key, "label": spec.label, "description": spec.description,
+                        "eps_label": spec.eps_label, "targeted": spec.targeted, "default_steps": spec.default_steps,
+                        "available": reason is None, "reason": reason})
+    gal = ctx.gallery()
+    return {
+        "attacks": attacks,
+        "classes": list(gal.classes),
+        "limits": {"eps": [0.0, 1.0], "max_steps": ctx.limits.max_steps,
+                   "max_upload_bytes": ctx.limits.max_upload_bytes, "max_pixels": ctx.limits.max_pixels},
+    }
+
+
+def gallery(ctx: DemoContext) -> dict[str, Any]:
+    """The gallery: held-out test images with their labels, as PNG data URLs."""
+    gal = ctx.gallery()
+    items = [{"id": i, "label": int(gal.labels[i]), "name": gal.classes[int(gal.labels[i])],
+              "image": render.image_url(gal.images[i])} for i in range(len(gal.labels))]
+    return {"source": "mnist-5k (held out: never seen by the shipped models)", "images": items}
+
+
+def warm_up(ctx: DemoContext) -> None:
+    """Load the models and the gallery and run one small attack, so the first visitor does not wait for
+    lazy loading and first-call initialisation (about 0.5 s on CPU)."""
+    list_models(ctx)
+    ctx.gallery()
+    for key in ctx.specs:
+        if ctx.availability(key) is None:
+            run_attack({"model": key, "attack": "fgsm", "eps": 0.1, "image": {"gallery": 0}}, ctx)
+            break
+
+
+# --------------------------------------------------------------------------------------------- uploads
+
+
+def decode_upload(data: bytes, content_type: str | None, ctx: DemoContext) -> Tensor:
+    """Validate and decode a PNG/JPEG upload into a model input (1, 1, 28, 28) in [0, 1].
+
+    See :mod:`bastion.web.upload` for the checks and the MNIST-like preprocessing.
+
+    Raises:
+        PayloadTooLargeError: more bytes or pixels than the limits allow.
+        UnsupportedMediaError: not PNG/JPEG (by magic bytes), or declared as another type.
+        DataError: empty or corrupt.
+    """
+    return _decode(data, content_type, ctx)[0]
+
+
+def _decode(data: bytes, content_type: str | None, ctx: DemoContext) -> tuple[Tensor, bool, tuple[int, int]]:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputShapeError(f"the upload must be bytes, got {type(data).__name__}")
+    check_declared_type(content_type)
+    im = open_image(bytes(data), max_bytes=ctx.limits.max_upload_bytes, max_pixels=ctx.limits.max_pixels)
+    size = im.size
+    x, inverted = image_to_tensor(im, INPUT_SHAPE)
+    return x, inverted, size
+
+
+def upload(data: bytes, content_type: str | None, ctx: DemoContext) -> dict[str, Any]:
+    """Decode an upload and return the converted input: its pixels (row-major, for ``run_attack``'s
+    ``{"pixels": [...]}``), a preview, the original size and whether it was inverted."""
+    x, inverted, (w, h) = _decode(data, content_type, ctx)
+    return {
+        "pixels": [round(float(v), 4) for v in x.reshape(-1).tolist()],
+        "shape": list(INPUT_SHAPE),
+        "image": render.image_url(x[0]),
+        "original_size": [w, h],
+        "inverted": inverted,
+    }
+
+
+# --------------------------------------------------------------------------------------------- attacks
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackRequest:
+    """A validated attack request."""
+
+    model: str
+    attack: str
+    eps: float
+    steps: int | None
+    target: int | None
+    seed: int
+    gallery_id: int | None
+    pixels: Tensor | None
+
+
+def _number(params: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    v = params.get(name, default)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {v!r}")
+    if not math.isfinite(v):
+        raise ConfigError(f"{name} must be finite, got {v!r}")
+    return v
+
+
+def _integer(params: Mapping[str, Any], name: str) -> int | None:
+    v = _number(params, name)
+    if v is None:
+        return None
+    if isinstance(v, float):
+        if not v.is_integer():
+            raise ConfigError(f"{name} must be an integer, got {v!r}")
+        v = int(v)
+    return int(v)
+
+
+def parse_attack(params: Any, ctx: DemoContext) -> AttackRequest:
+    """Validate an attack request.
+
+    ``params`` keys: ``model`` and ``attack`` (names from :func:`list_models` / :func:`list_attacks`), ``eps``
+    in [0, 1], ``steps`` in [1, max_steps] (BIM/PGD only), ``target`` in [0, classes) (required by targeted
+    FGSM, optional for BIM/PGD/JSMA, refused by FGSM), ``seed`` (int >= 0, default 0), and ``image``: either
+    ``{"gallery": id}`` or ``{"pixels": [784 numbers in [0, 1]]}``.
+
+    Raises:
+        ConfigError, UnknownNameError, LabelError, InputShapeError, InputRangeError, UnavailableError.
+    """
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"the request must be a JSON object, got {type(params).__name__}")
+    unknown = sorted(set(params) - set(_PARAMS))
+    if unknown:
+        raise ConfigError(f"unknown parameters {unknown}; valid: {list(_PARAMS)}")
+    model = params.get("model", "standard")
+    if not isinstance(model, str) or model not in ctx.specs:
+        raise UnknownNameError(f"unknown model {model!r}; valid models: {', '.join(ctx.specs)}")
+    attack = params.get("attack")
+    if not isinstance(attack, str) or attack not in ATTACKS:
+        raise UnknownNameError(f"unknown attack {attack!r}; valid attacks: {', '.join(ATTACKS)}")
+    spec = ATTACKS[attack]
+
+    eps = _number(params, "eps")
+    if eps is None:
+        raise ConfigError("eps is required (a number in [0, 1])")
+    if not 0.0 <= eps <= 1.0:
+        raise ConfigError(f"eps must be in [0, 1], got {eps!r}")
+
+    steps = _integer(params, "steps")
+    if steps is not None:
+        if spec.default_steps is None:
+            raise ConfigError(f"{spec.label} takes no steps parameter")
+        if not 1 <= steps <= ctx.limits.max_steps:
+            raise ConfigError(f"steps must be an integer in [1, {ctx.limits.max_steps}], got {steps!r}")
+    elif spec.default_steps is not None:
+        steps = spec.default_steps
+
+    num_classes = len(ctx.gallery().classes)
+    target = _integer(params, "target")
+    if target is None and spec.targeted == "required":
+        raise LabelError(f"{spec.label} needs a target class in [0, {num_classes})")
+    if target is not None:
+        if spec.targeted == "no":
+            raise LabelError(f"{spec.label} is untargeted; use targeted FGSM to aim at a class")
+        if not 0 <= target < num_classes:
+            raise LabelError(f"target must be a class in [0, {num_classes}), got {target!r}")
+
+    seed = _integer(params, "seed")
+    seed = 0 if seed is None else seed
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+
+    gallery_id, pixels = _parse_image(params.get("image"), ctx)
+    return AttackRequest(model=model, attack=attack, eps=float(eps), steps=steps, target=target, seed=seed,
+                         gallery_id=gallery_id, pixels=pixels)
+
+
+def _parse_image(image: Any, ctx: DemoContext) -> tuple[int | None, Tensor | None]:
+    if not isinstance(image, Mapping) or len(image) != 1 or not ({"gallery", "pixels"} & set(image)):
+        raise InputShapeError('image must be {"gallery": id} or {"pixels": [numbers]}')
+    if "gallery" in image:
+        n = len(ctx.gallery().labels)
+        gid = _integer(image, "gallery")
+        if gid is None or not 0 <= gid < n:
+            raise InputShapeError(f"gallery id must be an integer in [0, {n}), got {image['gallery']!r}")
+        return gid, None
+    px = image["pixels"]
+    n = math.prod(INPUT_SHAPE)
+    if not isinstance(px, list) or len(px) != n:
+        got = len(px) if isinstance(px, list) else type(px).__name__
+        raise InputShapeError(f"pixels must be a list of {n} numbers ({'x'.join(map(str, INPUT_SHAPE))}), got {got}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in px):
+        raise InputShapeError("pixels must all be numbers")
+    x = torch.tensor(px, dtype=torch.float32).reshape(1, *INPUT_SHAPE)
+    if not bool(torch.isfinite(x).all()) or float(x.min()) < 0.0 or float(x.max()) > 1.0:
+        raise InputRangeError("pixels must be finite numbers in [0, 1]")
+    return None, x
+
+
+def _probs(scores: Tensor, label_only: bool) -> Tensor:
+    # A label-only model's one-hot scores are all it reveals; a softmax over them would invent confidences.
+    return scores.float() if label_only else F.softmax(scores.float(), dim=1)
+
+
+def _side(x: Tensor, probs: Tensor, classes: tuple[str, ...], cam_url: str | None) -> dict[str, Any]:
+    p = probs[0]
+    k = min(TOP_K, p.numel())
+    top = torch.topk(p, k)
+    pred = int(p.argmax())
+    return {
+        "pred": pred,
+        "name": classes[pred] if pred < len(classes) else str(pred),
+        "confidence": round(float(p[pred]), 4),
+        "probs": [round(float(v), 4) for v in p.tolist()],
+        "top": [{"class": int(c), "name": classes[int(c)] if int(c) < len(classes) else str(int(c)),
+                 "p": round(float(v), 4)} for v, c in zip(top.values.tolist(), top.indices.tolist(), strict=True)],
+        "image": render.image_url(x[0]),
+        "cam": cam_url,
+    }
+
+
+def _cams(lm: LoadedModel, x: Tensor, x_adv: Tensor, classes: Tensor) -> tuple[list[str | None], str | None]:
+    """Grad-CAM overlays (on the innermost classifier) for the displayed predictions, or a reason why not."""
+    from bastion.viz import grad_cam, upsample
+
+    try:
+        both = torch.cat([x, x_adv])
+        maps = grad_cam(lm.classifier, both, class_idx=classes)
+        up = upsample(maps, (both.shape[-2] * CAM_ZOOM, both.shape[-1] * CAM_ZOOM))
+    except BastionError as e:
+        return [None, None], f"Grad-CAM unavailable for this model: {e}"
+    return [render.cam_overlay_url(both[i], up[i], zoom=CAM_ZOOM) for i in range(2)], None
+
+
+def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
+    """Validate ``params`` (see :func:`parse_attack`), run the attack on one image and describe the result.
+
+    Returns a dict with ``clean`` and ``adversarial`` sides (prediction, probabilities, top-5, image,
+    Grad-CAM overlay), the magnified ``perturbation``, ``norms`` (L0 / L2 / Linf), ``flipped`` (the
+    prediction changed), ``success`` (the attack's own criterion), ``notes`` and ``timing_ms``.
+    """
+    t0 = time.perf_counter()
+    req = parse_attack(params, ctx)
+    spec = ATTACKS[req.attack]
+    reason = attack_availability(spec)
+    if reason is not None:
+        raise UnavailableError(f"attack {req.attack!r} is {reason}")
+    try:
+        lm = ctx.model(req.model)
+    except UnavailableError as e:
+        raise UnavailableError(_public(str(e))) from None
+    device = next((p.device for p in lm.model.parameters()), torch.device(ctx.device))
+    gal = ctx.gallery()
+    if req.gallery_id is not None:
+        x = gal.images[req.gallery_id : req.gallery_id + 1].to(device)
+        label: int | None = int(gal.labels[req.gallery_id])
+    else:
+        assert req.pixels is not None
+        x = req.pixels.to(device)
+        label = None
+    notes: list[str] = []
+
+    with lm.lock:
+        reseed = getattr(lm.model, "reseed", None)
+        if callable(reseed):  # a randomized defense: the same request gives the same draws
+            reseed(req.seed)
+        if req.eps == 0.0:
+            with torch.no_grad():
+                logits = lm.model(x)
+            x_adv, logits_clean, logits_adv, seconds = x, logits, logits, 0.0
+            success = False
+            notes.append("eps = 0: no perturbation, the adversarial image is the original.")
+        else:
+            attack = spec.build(req.eps, req.steps)
+            if label is None:
+                with torch.no_grad():
+                    y = lm.model(x).argmax(1)
+                notes.append("No true label for an upload or a drawing: the attack uses the model's own clean "
+                             "prediction as the label to move away from.")
+            else:
+                y = torch.tensor([label], device=device)
+            target = None if req.target is None else torch.tensor([req.target], device=device)
+            res: AttackResult = attack(lm.model, x, y, target=target,
+                                       generator=torch.Generator().manual_seed(req.seed))
+            x_adv, logits_clean, logits_adv, seconds = res.x_adv, res.logits_clean, res.logits_adv, res.seconds
+            success = bool(res.success[0])
+        probs_clean = _probs(logits_clean, lm.spec.label_only)
+        probs_adv = _probs(logits_adv, lm.spec.label_only)
+        preds = torch.stack([probs_clean.argmax(1)[0], probs_adv.argmax(1)[0]])
+        cams, cam_note = _cams(lm, x, x_adv, preds)
+    if cam_note:
+        notes.append(cam_note)
+
+    norms = perturbation_norms(x_adv, x)
+    pert_url, scale = render.perturbation_url(x_adv[0], x[0])
+    flipped = int(preds[0]) != int(preds[1])
+    if lm.spec.label_only:
+        notes.append("This model reveals only its label (one-hot scores), so its input gradient is exactly zero: "
+                     "gradient attacks get no signal. That is gradient masking, not robustness: its decision "
+                     "boundary is the standard model's, and transfer or label-only attacks still break it.")
+    if callable(getattr(lm.model, "reseed", None)):
+        notes.append(f"Randomized defense: its random transforms are drawn from seed {req.seed}; "
+                     "another seed gives other draws (and possibly another prediction).")
+    if req.attack == "jsma":
+        notes.append(f"For JSMA the slider sets gamma: at most {int(req.eps * math.prod(INPUT_SHAPE))} pixels may change.")
+    classes = lm.classes
+    return {
+        "model": req.model,
+        "attack": req.attack,
+        "eps": req.eps,
+        "steps": req.steps,
+        "target": req.target,
+        "seed": req.seed,
+        "label": label,
+        "label_name": None if label is None else classes[label],
+        "classes": list(classes),
+        "clean": _side(x, probs_clean, classes, cams[0]),
+        "adversarial": _side(x_adv, probs_adv, classes, cams[1]),
+        "perturbation": {"image": pert_url, "scale": round(scale, 4),
+                         "magnification": round(1.0 / scale, 2) if scale > 0 else None},
+        "norms": {"l0": int(norms["l0"][0]), "l2": round(float(norms["l2"][0]), 4),
+                  "linf": round(float(norms["linf"][0]), 4)},
+        "flipped": flipped,
+        "success": success,
+        "notes": notes,
+        "timing_ms": {"attack": round(seconds * 1000, 1), "total": round((time.perf_counter() - t0) * 1000, 1)},
+    }

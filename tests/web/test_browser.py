@@ -1,0 +1,159 @@
+"""End to end in a real headless browser: Debian's ``chromium`` driven by Playwright against a server on
+127.0.0.1. Pick a gallery image, run FGSM at eps 0.3, check that the displayed prediction flips and the
+probability bars change, and save a screenshot (``test-artifacts/web_demo.png``).
+
+Playwright's own browser download does not work offline, so the test points ``executable_path`` at the
+system Chromium (``apt-get install chromium``); it skips, saying why, only when there is none.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bastion.web.context import DemoContext
+from bastion.web.server import create_app
+
+from .conftest import digit_array, encode, live_server
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+README_SHOT = ROOT / "docs" / "web_demo.png"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+#: gallery image 4 is a "1" that FGSM at eps 0.3 turns into another digit (and that eps 0.1 does not)
+FLIPS = 4
+
+
+def chromium_path() -> str | None:
+    for cand in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if cand and os.path.exists(cand):
+            return cand
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    exe = chromium_path()
+    if exe is None:
+        pytest.skip("no Chromium: install Debian's package (apt-get install chromium) to run the browser test")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright; it is in the [test] extra)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    ctx = DemoContext()
+    try:
+        with live_server(create_app(ctx)) as url:
+            yield url
+    finally:
+        ctx.close()
+
+
+def bars(page: Any, which: str) -> list[tuple[str, str]]:
+    rows = page.locator(f"#bars-{which} .bar")
+    return [(rows.nth(i).get_attribute("data-cls"), rows.nth(i).get_attribute("data-p")) for i in range(rows.count())]
+
+
+def test_fgsm_flips_the_displayed_prediction(browser: Any, server_url: str) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(server_url + "/")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        assert page.locator(".thumb").count() == 30
+
+        page.click(f'.thumb[data-id="{FLIPS}"]')
+        page.select_option("#attack", "fgsm")
+        page.wait_for_selector('#results[data-eps="0.10"][data-attack="fgsm"]', timeout=30_000)
+        clean_pred = page.inner_text("#pred-clean")
+        before = bars(page, "adv")
+        assert page.get_attribute("#results", "data-flipped") == "false"
+
+        page.locator("#eps").fill("0.3")
+        page.wait_for_selector('#results[data-eps="0.30"]', timeout=30_000)
+        page.wait_for_function("document.getElementById('results').classList.contains('busy') === false")
+        adv_pred = page.inner_text("#pred-adv")
+        after = bars(page, "adv")
+
+        assert page.inner_text("#eps-out") == "0.30"
+        assert adv_pred.split()[0] != clean_pred.split()[0], (clean_pred, adv_pred)
+        assert "flipped" in page.inner_text("#verdict")
+        assert len(after) == 5 and after != before  # the "after" bars were redrawn with new probabilities
+        assert bars(page, "clean")[0][0] == clean_pred.split()[0]
+        assert page.inner_text("#n-linf") == "0.300"
+        assert page.get_attribute("#img-adv", "src").startswith("data:image/png")
+        assert page.get_attribute("#cam-adv", "src").startswith("data:image/png")
+        assert page.locator("#error").is_hidden()
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "web_demo.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        # The README's copy is written when missing or when asked (BASTION_UPDATE_SCREENSHOT=1), so that an
+        # ordinary test run does not leave a changed binary file in the working tree.
+        if not README_SHOT.exists() or os.environ.get("BASTION_UPDATE_SCREENSHOT") == "1":
+            README_SHOT.parent.mkdir(exist_ok=True)
+            shutil.copyfile(shot, README_SHOT)
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+def test_bad_upload_shows_the_servers_message(browser: Any, server_url: str, tmp_path: Path) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(server_url + "/")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        page.click('.tab[data-tab="upload"]')
+        bad = tmp_path / "not-an-image.png"
+        bad.write_bytes(b"GIF89a" + b"\x00" * 64)
+        page.set_input_files("#file-input", str(bad))
+        page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+        assert "only PNG and JPEG" in page.inner_text("#error")
+
+        good = tmp_path / "digit.png"
+        good.write_bytes(encode(digit_array(light_background=True), "PNG"))
+        page.set_input_files("#file-input", str(good))
+        page.wait_for_selector('#results[data-attack="fgsm"]', timeout=30_000)
+        assert page.locator("#error").is_hidden()
+        assert page.locator("#upload-preview").is_visible()
+    finally:
+        page.close()
+
+
+def test_drawing_on_the_canvas_runs_an_attack(browser: Any, server_url: str) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(server_url + "/")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        page.click('.tab[data-tab="draw"]')
+        box = page.locator("#draw").bounding_box()
+        x0, y0 = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.2
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        for i in range(1, 11):
+            page.mouse.move(x0, y0 + box["height"] * 0.06 * i)
+        page.mouse.up()
+        page.wait_for_selector('#results[data-attack="fgsm"]', timeout=30_000)
+        assert page.locator("#draw-preview").is_visible()
+        assert page.inner_text("#pred-clean") != "–"
+    finally:
+        page.close()
