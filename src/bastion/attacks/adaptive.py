@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion._checks import frozen
+from bastion._wrap import ModelWrapper
 from bastion.data.base import ImageDataset
 from bastion.defenses.base import Defended, InputDefense, straight_through
 from bastion.errors import ConfigError
@@ -34,16 +34,8 @@ from bastion.progress import Progress, no_progress
 log = logging.getLogger(__name__)
 
 
-class _Wrapper(nn.Module):
-    """Forwards ``meta``/``classes`` lookups to the wrapped model."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name in ("meta", "classes", "num_classes", "randomized"):
-                return getattr(self._modules["inner"], name)
-            raise
+class _Wrapper(ModelWrapper):
+    wrapped_attr = "inner"
 
 
 class BPDA(_Wrapper):
@@ -55,7 +47,7 @@ class BPDA(_Wrapper):
             raise ConfigError(f"bpda expects a bastion.defenses.Defended model, got {type(defended).__name__}")
         self.inner = defended
         self.surrogate = surrogate
-        self.training = defended.training
+        self.adopt_mode(defended)
         if surrogate is not None:
             surrogate.train(defended.training)
 
@@ -93,7 +85,7 @@ class EOT(_Wrapper):
             raise ConfigError(f"eot needs n >= 1 draws, got {n!r}")
         self.inner = model
         self.n = n
-        self.training = model.training
+        self.adopt_mode(model)
 
     @property
     def randomized(self) -> bool:

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bastion._wrap import ModelWrapper
+
 GradKind = Literal["exact", "approx", "none"]
 
 
@@ -60,19 +62,22 @@ def straight_through(real: Tensor, surrogate: Tensor) -> Tensor:
     return surrogate + (real - surrogate).detach()
 
 
-class Defended(nn.Module):
+class Defended(ModelWrapper):
     """``model(defense(x))`` as one model.
 
     Args:
         defense: the input defense.
         model: the classifier (pixels in, logits out).
         n_samples: for randomized defenses, average the softmax over this many draws and return its log
-            (so ``argmax`` and cross-entropy keep working); 1 returns the logits of a single draw.
+            (so ``argmax`` and cross-entropy keep working); 1 returns the logits of a single draw. None
+            (default) takes the defense's own ``n_samples`` attribute if it has one (e.g. ``BaRT``), else 1.
         seed: seed of the wrapper's own generator.
     """
 
-    def __init__(self, defense: InputDefense, model: nn.Module, *, n_samples: int = 1, seed: int = 0) -> None:
+    def __init__(self, defense: InputDefense, model: nn.Module, *, n_samples: int | None = None, seed: int = 0) -> None:
         super().__init__()
+        if n_samples is None:
+            n_samples = int(getattr(defense, "n_samples", 1))
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         self.defense = defense
@@ -80,7 +85,7 @@ class Defended(nn.Module):
         self.n_samples = n_samples
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
-        self.training = model.training  # a wrapper takes the mode of what it wraps
+        self.adopt_mode(model)
         defense.train(model.training)
 
     @property
@@ -98,11 +103,3 @@ class Defended(nn.Module):
             [F.softmax(self.model(self.defense(x, generator=self.generator)), dim=1) for _ in range(self.n_samples)]
         ).mean(0)
         return probs.clamp_min(1e-12).log()
-
-    def __getattr__(self, name: str) -> Any:  # expose the inner classifier's meta/classes
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name in ("meta", "classes", "num_classes"):
-                return getattr(self._modules["model"], name)
-            raise

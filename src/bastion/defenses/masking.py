@@ -14,8 +14,10 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bastion._wrap import ModelWrapper
 
-class HideProbabilities(nn.Module):
+
+class HideProbabilities(ModelWrapper):
     """Wrap ``model`` so it outputs one-hot scores of its most likely class (a label-only model).
 
     The output is returned as scores in {0, 1} (usable as "logits": ``argmax`` gives the label); it is
@@ -25,7 +27,7 @@ class HideProbabilities(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.training = model.training  # a wrapper takes the mode of what it wraps
+        self.adopt_mode(model)
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.model(x)
@@ -35,11 +37,3 @@ class HideProbabilities(nn.Module):
 
     def to_dict(self) -> dict[str, Any]:
         return {"defense": "HideProbabilities"}
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name in ("meta", "classes", "num_classes"):
-                return getattr(self._modules["model"], name)
-            raise
