@@ -37,5 +37,9 @@ def loss_and_grad(model: torch.nn.Module, x: Tensor, y: Tensor, target: Tensor |
     x = x.detach().requires_grad_(True)
     logits = model(x)
     values = attack_loss(loss, logits, y, target)
-    (grad,) = torch.autograd.grad(values.sum(), x)
+    if not values.requires_grad:  # the model's output does not depend on x differentiably (masked gradients)
+        return logits.detach(), values.detach(), torch.zeros_like(x)
+    (grad,) = torch.autograd.grad(values.sum(), x, allow_unused=True)
+    if grad is None:
+        grad = torch.zeros_like(x)
     return logits.detach(), values.detach(), grad

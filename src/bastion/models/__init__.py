@@ -39,7 +39,7 @@ PRETRAINED: dict[str, str] = {
     "mnist-cnn": "small conv net (2 conv blocks + 100-unit hidden layer)",
     "mnist-cnn-gap": "conv net with global average pooling (CAM-ready)",
     "mnist-cnn-adv": "mnist-cnn adversarially trained at eps=0.3 (Linf)",
-    "mnist-cnn-bart": "mnist-cnn fine-tuned on BaRT barrages, returned with the barrage in front",
+    "mnist-cnn-bart": "mnist-cnn fine-tuned on BaRT barrages (k=2), returned with the barrage in front",
 }
 
 

@@ -1,0 +1,252 @@
+"""BaRT: a barrage of random transforms in front of a classifier (Raff et al., CVPR 2019).
+
+For every image, ``k`` transform groups are picked at random (without replacement) and applied in a
+random order, each with its own random parameters (https://arxiv.org/abs/1903.08778). The orders of a
+whole batch are drawn at once, ``torch.rand(B, N).argsort(1)[:, :k]``; then for each slot and each group,
+the images that picked that group at that slot are transformed together and written back out of place
+(``index_copy``), so autograd works and there is no Python loop over images.
+
+A draw (:class:`BarrageDraw`: the orders and every group's parameters) can be returned and replayed
+exactly with :meth:`BaRT.apply`. :meth:`BaRT.bpda_forward` runs one draw whose forward value is the real
+barrage and whose gradient is that of each group's differentiable surrogate (BPDA, Athalye et al. 2018).
+
+Groups that need colour (``color_space``, ``greyscale``) are skipped on grayscale inputs: ``k`` is then
+drawn among the remaining groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bastion._checks import check_images
+from bastion.defenses.bart.base import Params, RandomTransform, fresh_generator
+from bastion.defenses.bart.color_precision import ColorPrecision
+from bastion.defenses.bart.color_space import ColorSpace
+from bastion.defenses.bart.contrast import Contrast
+from bastion.defenses.bart.denoise import Denoise
+from bastion.defenses.bart.fft import FFTPerturbation
+from bastion.defenses.bart.greyscale import Greyscale
+from bastion.defenses.bart.jpeg import JPEG
+from bastion.defenses.bart.noise import Noise
+from bastion.defenses.bart.swirl import Swirl
+from bastion.defenses.bart.zoom import Zoom
+from bastion.defenses.base import InputDefense
+from bastion.errors import ConfigError, UnknownNameError
+
+#: the ten groups of the paper, in its order
+GROUPS: tuple[type[RandomTransform], ...] = (
+    ColorPrecision, JPEG, Swirl, Noise, FFTPerturbation, Zoom, ColorSpace, Contrast, Greyscale, Denoise,
+)
+_BY_NAME: dict[str, type[RandomTransform]] = {cls.name: cls for cls in GROUPS}
+
+
+@dataclass(frozen=True, eq=False)
+class BarrageDraw:
+    """One draw of a barrage for a batch.
+
+    Attributes:
+        names: the groups the draw chose from (those applicable to the batch's channel count), in order.
+        order: (B, k) int64, ``names[order[i, s]]`` is the group applied to image ``i`` at step ``s``.
+        params: group name -> that group's parameters for the whole batch (B rows; only the rows of the
+            images that picked the group are used).
+    """
+
+    names: tuple[str, ...]
+    order: Tensor
+    params: Mapping[str, Params]
+
+    def __len__(self) -> int:
+        return int(self.order.shape[0])
+
+    @property
+    def k(self) -> int:
+        return int(self.order.shape[1])
+
+    def select(self, idx: Tensor | list[int]) -> BarrageDraw:
+        """The draw of the images ``idx`` (so ``apply(x[idx], d.select(idx)) == apply(x, d)[idx]``)."""
+        i = torch.as_tensor(idx, dtype=torch.long, device=self.order.device)
+        return BarrageDraw(self.names, self.order.index_select(0, i), {n: p.select(idx) for n, p in self.params.items()})
+
+    def to(self, device: torch.device | str) -> BarrageDraw:
+        return BarrageDraw(self.names, self.order.to(device), {n: p.to(device) for n, p in self.params.items()})
+
+    def groups_of(self, i: int) -> list[str]:
+        """The groups applied to image ``i``, in order."""
+        return [self.names[j] for j in self.order[i].tolist()]
+
+
+def _exact_straight_through(real: Tensor, surrogate: Tensor) -> Tensor:
+    """Value of ``real`` bit for bit, gradient of ``surrogate``.
+
+    ``surrogate + (real - surrogate).detach()`` (the textbook form) is off by a rounding error, which a later
+    quantising step (colour precision, JPEG) can turn into a whole level; ``s - s.detach()`` is exactly 0.
+    """
+    return real.detach() + (surrogate - surrogate.detach())
+
+
+def _build(spec: str | RandomTransform | Mapping[str, Any]) -> RandomTransform:
+    if isinstance(spec, RandomTransform):
+        return spec
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ConfigError(f"a BaRT group is a name, a RandomTransform or a dict with a 'name'; got {spec!r}")
+    opts = dict(spec)
+    name = opts.pop("name")
+    if name not in _BY_NAME:
+        raise UnknownNameError(f"unknown BaRT group {name!r}; valid names: {', '.join(_BY_NAME)}")
+    try:
+        return _BY_NAME[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()})
+    except TypeError as e:
+        raise ConfigError(f"bad options for BaRT group {name!r}: {e}") from None
+
+
+class BaRT(InputDefense):
+    """The barrage of random transforms.
+
+    Args:
+        k: groups applied to each image.
+        groups: the groups to draw from: names, :class:`RandomTransform` instances or ``{"name": ..., **options}``
+            dicts; None uses all ten with their default (paper-like) parameter ranges.
+        n_samples: how many draws :class:`~bastion.defenses.base.Defended` averages the softmax over (it reads
+            this attribute when it is not given ``n_samples`` itself).
+
+    Example:
+        >>> import torch
+        >>> bart = BaRT(k=5)
+        >>> x = torch.rand(8, 3, 32, 32)
+        >>> y, draw = bart(x, generator=torch.Generator().manual_seed(0), return_params=True)
+        >>> bool((bart.apply(x, draw) == y).all())
+        True
+    """
+
+    randomized = True
+    grad = "approx"
+
+    def __init__(
+        self,
+        k: int = 5,
+        groups: Sequence[str | RandomTransform | Mapping[str, Any]] | None = None,
+        n_samples: int = 1,
+    ) -> None:
+        super().__init__()
+        specs = list(groups) if groups is not None else [cls.name for cls in GROUPS]
+        self.transforms = nn.ModuleList([_build(s) for s in specs])
+        names = list(self.names)
+        if len(set(names)) != len(names) or not names:
+            raise ConfigError(f"BaRT groups must be distinct and non-empty, got {names}")
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(names):
+            raise ConfigError(f"k must be an integer in 1..{len(names)} (the number of groups), got {k!r}")
+        if not isinstance(n_samples, int) or n_samples < 1:
+            raise ConfigError(f"n_samples must be a positive integer, got {n_samples!r}")
+        self.k = k
+        self.n_samples = n_samples
+
+    @property
+    def groups(self) -> list[RandomTransform]:
+        """The transform groups, in order."""
+        return [t for t in self.transforms if isinstance(t, RandomTransform)]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.groups)
+
+    def group(self, name: str) -> RandomTransform:
+        for t in self.groups:
+            if t.name == name:
+                return t
+        raise UnknownNameError(f"this BaRT has no group {name!r}; it has {', '.join(self.names)}")
+
+    def applicable(self, channels: int) -> list[RandomTransform]:
+        """The groups that apply to images with ``channels`` channels."""
+        return [t for t in self.groups if t.supports(channels)]
+
+    def sample(self, n: int, channels: int, *, generator: torch.Generator,
+               device: torch.device | str | None = None) -> BarrageDraw:
+        """A draw for ``n`` images with ``channels`` channels (random on the CPU, returned on ``device``)."""
+        ts = self.applicable(channels)
+        if self.k > len(ts):
+            raise ConfigError(
+                f"k={self.k} but only {len(ts)} of the groups apply to {channels}-channel images "
+                f"({', '.join(t.name for t in ts)})"
+            )
+        order = torch.rand(n, len(ts), generator=generator).argsort(1)[:, : self.k]
+        params = {t.name: t.sample(n, generator=generator, device=device) for t in ts}
+        return BarrageDraw(tuple(t.name for t in ts), order.to(device or "cpu"), params)
+
+    def _run(self, x: Tensor, draw: BarrageDraw, mode: str) -> Tensor:
+        if len(draw) != x.shape[0]:
+            raise ConfigError(f"the draw is for {len(draw)} images, the batch has {x.shape[0]}")
+        order = draw.order.to(x.device)
+        ts = [self.group(n) for n in draw.names]
+        for s in range(draw.k):
+            for j, t in enumerate(ts):
+                idx = (order[:, s] == j).nonzero().squeeze(1)
+                if idx.numel() == 0:
+                    continue
+                xs, p = x.index_select(0, idx), draw.params[t.name].select(idx)
+                if mode == "real":
+                    ys = t.apply(xs, p)
+                elif mode == "surrogate":
+                    ys = t.apply_surrogate(xs, p)
+                elif t.grad == "exact":
+                    ys = t.apply(xs, p)
+                else:
+                    ys = _exact_straight_through(t.apply(xs, p), t.apply_surrogate(xs, p))
+                x = x.index_copy(0, idx, ys.to(x.dtype))
+        return x
+
+    def apply(self, x: Tensor, draw: BarrageDraw | None = None) -> Tensor:  # type: ignore[override]
+        """Replay ``draw`` on ``x`` exactly. (With a single callable: ``nn.Module.apply(fn)``.)"""
+        if draw is None:
+            if callable(x) and not isinstance(x, Tensor):
+                return nn.Module.apply(self, x)  # type: ignore[return-value]
+            raise ConfigError("BaRT.apply(x, draw) needs a draw; use forward(x) to make one")
+        return self._run(x, draw, "real")
+
+    def apply_surrogate(self, x: Tensor, draw: BarrageDraw) -> Tensor:
+        """The draw with every group replaced by its differentiable surrogate."""
+        return self._run(x, draw, "surrogate")
+
+    def apply_bpda(self, x: Tensor, draw: BarrageDraw) -> Tensor:
+        """The draw's real value with, at every step, the gradient of that group's surrogate."""
+        return self._run(x, draw, "bpda")
+
+    def _draw(self, x: Tensor, generator: torch.Generator | None) -> BarrageDraw:
+        check_images(x.detach())
+        if x.ndim != 4:
+            raise ConfigError(f"BaRT transforms images (N, C, H, W); got shape {tuple(x.shape)}")
+        return self.sample(x.shape[0], x.shape[1], generator=generator or fresh_generator(), device=x.device)
+
+    def forward(  # type: ignore[override]
+        self, x: Tensor, *, generator: torch.Generator | None = None, return_params: bool = False
+    ) -> Tensor | tuple[Tensor, BarrageDraw]:
+        """One random barrage per image (from ``generator``, or fresh OS entropy when None)."""
+        draw = self._draw(x, generator)
+        y = self.apply(x, draw)
+        return (y, draw) if return_params else y
+
+    def surrogate(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        return self.apply_surrogate(x, self._draw(x, generator))
+
+    def bpda_forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """One draw: forward value of the real barrage, gradient of the surrogates (per step)."""
+        return self.apply_bpda(x, self._draw(x, generator))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able configuration; :meth:`from_dict` rebuilds an equal barrage."""
+        return {"k": self.k, "n_samples": self.n_samples, "groups": [t.to_dict() for t in self.groups]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BaRT:
+        if not isinstance(d, Mapping) or "k" not in d:
+            raise ConfigError(f"a BaRT configuration is a dict with 'k' (and 'groups', 'n_samples'); got {d!r}")
+        return cls(k=int(d["k"]), groups=d.get("groups"), n_samples=int(d.get("n_samples", 1)))
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, n_samples={self.n_samples}"
