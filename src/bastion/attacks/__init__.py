@@ -13,6 +13,7 @@ from bastion.attacks.base import Attack, AttackResult
 from bastion.attacks.bim import BIM
 from bastion.attacks.fgsm import FGSM
 from bastion.attacks.hopskipjump import HopSkipJump
+from bastion.attacks.jsma import JSMA
 from bastion.attacks.min_norm import MinNormPGD
 from bastion.attacks.oracle import Oracle, QueryBudgetError
 from bastion.attacks.pgd import PGD
@@ -20,12 +21,12 @@ from bastion.attacks.square import Square
 from bastion.registry import Registry
 
 __all__ = [
-    "Attack", "AttackResult", "FGSM", "BIM", "PGD", "Square", "HopSkipJump", "MinNormPGD", "Oracle", "QueryBudgetError",
+    "Attack", "AttackResult", "FGSM", "BIM", "PGD", "JSMA", "Square", "HopSkipJump", "MinNormPGD", "Oracle", "QueryBudgetError",
     "ATTACKS", "bpda", "eot", "train_surrogate",
 ]
 
 #: attack name -> class (for the CLI, the web demo, the evaluator and the contract tests)
 ATTACKS: Registry[Attack] = Registry(
     "attack",
-    {"fgsm": FGSM, "bim": BIM, "pgd": PGD, "square": Square, "hsj": HopSkipJump, "min-norm": MinNormPGD},
+    {"fgsm": FGSM, "bim": BIM, "pgd": PGD, "jsma": JSMA, "square": Square, "hsj": HopSkipJump, "min-norm": MinNormPGD},
 )
