@@ -18,10 +18,13 @@ from bastion.attacks.min_norm import MinNormPGD
 from bastion.attacks.oracle import Oracle, QueryBudgetError
 from bastion.attacks.pgd import PGD
 from bastion.attacks.square import Square
+from bastion.attacks.substitute import Substitute, SubstituteAttack, SubstituteTraining, pick_seed_set
+from bastion.attacks.transfer import TransferAttack
 from bastion.registry import Registry
 
 __all__ = [
     "Attack", "AttackResult", "FGSM", "BIM", "PGD", "JSMA", "Square", "HopSkipJump", "MinNormPGD", "Oracle", "QueryBudgetError",
+    "TransferAttack", "SubstituteAttack", "SubstituteTraining", "Substitute", "pick_seed_set",
     "ATTACKS", "bpda", "eot", "train_surrogate",
 ]
 

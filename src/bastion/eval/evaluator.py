@@ -22,6 +22,7 @@ from bastion.attacks.base import Attack
 from bastion.data.base import ImageDataset
 from bastion.errors import ConfigError
 from bastion.eval.report import RobustnessReport, Row
+from bastion.models.classifier import describe_model
 from bastion.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -261,20 +262,3 @@ class Evaluation:
 def _nan_to_none(t: Tensor) -> list[float | None]:
     """JSON has no NaN: missing per-image values (not attacked / not broken) are stored as null."""
     return [None if v != v else v for v in t.tolist()]
-
-
-def describe_model(model: nn.Module) -> dict[str, Any]:
-    """A JSON-able description of a (possibly wrapped) model."""
-    d: dict[str, Any] = {"class": type(model).__name__}
-    meta = getattr(model, "meta", None)
-    if meta is not None:
-        d.update({"arch": meta.arch, "dataset": meta.dataset, "training": meta.training.get("command"),
-                  "metrics": meta.metrics})
-    for attr in ("defense",):
-        sub = getattr(model, attr, None)
-        if sub is not None and hasattr(sub, "to_dict"):
-            d["defense"] = sub.to_dict()
-    if type(model).__name__ == "HideProbabilities":
-        d["defense"] = {"defense": "HideProbabilities"}
-    d["parameters"] = int(sum(p.numel() for p in model.parameters()))
-    return d

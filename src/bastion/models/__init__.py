@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from bastion.errors import UnknownNameError, WeightsError
-from bastion.models.classifier import Classifier, ModelMeta
+from bastion.models.classifier import Classifier, ModelMeta, describe_model
 from bastion.models.io import load_model, read_meta, save_model
 from bastion.models.zoo import ARCHITECTURES, create_model
 
 __all__ = [
     "Classifier",
+    "describe_model",
     "ModelMeta",
     "ARCHITECTURES",
     "PRETRAINED",

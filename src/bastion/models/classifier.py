@@ -71,3 +71,27 @@ class Classifier(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.meta.arch!r}, dataset={self.meta.dataset!r}"
+
+
+def describe_model(model: nn.Module) -> dict[str, Any]:
+    """A short JSON-able description of a (possibly wrapped) model: class, architecture and provenance from its
+    ``meta`` when it has one, the defense in front of it, and its parameter count. Never the weights."""
+    d: dict[str, Any] = {"class": type(model).__name__}
+    meta = getattr(model, "meta", None)
+    if isinstance(meta, ModelMeta):
+        d.update({"arch": meta.arch, "dataset": meta.dataset, "input_shape": list(meta.input_shape)})
+        if meta.arch_options:
+            d["arch_options"] = meta.arch_options
+        if meta.training.get("split") is not None:
+            d["trained_on"] = f"{meta.training.get('data', '?')}:{meta.training['split']}"
+        if meta.training.get("command"):
+            d["training"] = meta.training["command"]
+        if meta.metrics:
+            d["metrics"] = meta.metrics
+    defense = getattr(model, "defense", None)
+    if defense is not None and hasattr(defense, "to_dict"):
+        d["defense"] = defense.to_dict()
+    elif hasattr(model, "to_dict") and type(model).__name__ == "HideProbabilities":
+        d["defense"] = model.to_dict()
+    d["parameters"] = int(sum(p.numel() for p in model.parameters()))
+    return d

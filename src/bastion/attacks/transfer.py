@@ -1,0 +1,118 @@
+"""Transfer attacks: craft adversarial examples white-box on a model the attacker has, use them on another.
+
+Adversarial examples often transfer between models trained for the same task, even across architectures
+(Szegedy et al. 2014, https://arxiv.org/abs/1312.6199; Papernot, McDaniel & Goodfellow 2016,
+https://arxiv.org/abs/1605.07277). The attacker needs no access at all to the target: the examples are made
+on the *source* model, and the target is only evaluated (by the :class:`~bastion.attacks.base.Attack` base
+class, as for every attack). This is also what Papernot et al. 2017 (https://arxiv.org/abs/1602.02697) do
+with a substitute trained from the target's labels (see :mod:`bastion.attacks.substitute`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from bastion._checks import check_eval_mode, frozen
+from bastion.attacks.base import Attack
+from bastion.errors import ConfigError, InputShapeError
+from bastion.models.classifier import describe_model
+from bastion.threat import ThreatModel
+
+
+def short_model_repr(model: nn.Module) -> str:
+    """``Classifier(arch='mnist-cnn')``-style one-liner (``repr`` of a module prints every layer)."""
+    meta = getattr(model, "meta", None)
+    arch = getattr(meta, "arch", None)
+    return f"{type(model).__name__}(arch={arch!r})" if arch is not None else f"{type(model).__name__}(...)"
+
+
+def craft_on_source(
+    attack: Attack,
+    source: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    *,
+    seed: int,
+    keys: Tensor,
+    num_classes: int,
+) -> Tensor:
+    """Run ``attack`` white-box on ``source`` and return the adversarial inputs (for another model).
+
+    The inner attack gets the same ``seed`` and ``keys`` it would get if called directly, so transferring
+    from a model to itself gives exactly the white-box result. The source is checked (eval mode, output
+    shape) and its parameters are frozen for the call, as the base class does for a target.
+    """
+    check_eval_mode(source)
+    param = next(iter(source.parameters()), None)
+    if param is not None and param.device != x.device:
+        raise ConfigError(f"the source model is on {param.device} but the inputs are on {x.device}; "
+                          "bastion does not move models: put the source on the inputs' device")
+    with frozen(source):
+        with torch.no_grad():
+            logits_src = source(x)
+        if logits_src.ndim != 2 or logits_src.shape[1] != num_classes:
+            raise InputShapeError(
+                f"the source model returned shape {tuple(logits_src.shape)}, but the target has {num_classes} "
+                "classes; source and target must classify the same label set"
+            )
+        x_adv, _source_queries = attack._run(source, x, y, target, seed=seed, keys=keys, logits_clean=logits_src)
+    return x_adv.detach()
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class TransferAttack(Attack):
+    """Adversarial examples crafted white-box on ``source``, returned for the target model.
+
+    The target model is never queried by the attack itself: the base class evaluates it once on the clean
+    inputs and once on the result, as it does for every attack, and ``AttackResult.queries`` is 0.
+
+    Args:
+        source: the attacker's own model (an ``nn.Module`` in eval mode, on the inputs' device, with the
+            same classes as the target). It is not copied, moved or modified.
+        attack: the attack run on the source (e.g. ``FGSM(eps=0.3)`` or ``PGD(eps=0.3, steps=40)``); its
+            threat model is the threat model of the transfer attack.
+
+    Note:
+        Targets given as ``"least-likely"`` are resolved by the base class from the target model's clean
+        output (the one evaluation every attack gets); pass explicit target labels for a strictly
+        no-access transfer.
+
+    Example:
+        >>> from bastion.attacks import PGD                                         # doctest: +SKIP
+        >>> atk = TransferAttack(source=pretrained("mnist-cnn-gap"), attack=PGD(eps=0.3))  # doctest: +SKIP
+        >>> res = atk(pretrained("mnist-cnn"), x, y)                                # doctest: +SKIP
+        >>> res.robust.float().mean(), int(res.queries.sum())                       # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "transfer"
+    access: ClassVar[str] = "transfer"
+    source: nn.Module
+    attack: Attack
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, nn.Module):
+            raise ConfigError(f"source must be a torch.nn.Module, got {type(self.source).__name__}")
+        if not isinstance(self.attack, Attack):
+            raise ConfigError(f"attack must be a bastion Attack (e.g. FGSM(eps=0.3)), got {type(self.attack).__name__}")
+
+    @property
+    def threat(self) -> ThreatModel:
+        return self.attack.threat
+
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *, seed: int, keys: Tensor,
+             logits_clean: Tensor) -> tuple[Tensor, Tensor]:
+        x_adv = craft_on_source(self.attack, self.source, x, y, target, seed=seed, keys=keys,
+                                num_classes=logits_clean.shape[1])
+        return x_adv, torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able configuration: the source is described by its class and metadata, not its weights."""
+        return {"attack": self.name, "source": describe_model(self.source), "inner": self.attack.to_dict()}
+
+    def __repr__(self) -> str:
+        return f"TransferAttack(source={short_model_repr(self.source)}, attack={self.attack!r})"
