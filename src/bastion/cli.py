@@ -252,7 +252,12 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(report.to_json())
         (out / "results.csv").write_text(report.to_csv())
-        (out / "report.html").write_text(evaluation_html(report))
+        from bastion.eval import with_eps
+        from bastion.viz.examples import example_blocks
+
+        strongest = with_eps(suite[-1], max(parse_eps(eps)))
+        extra = ["<h2>Examples</h2>", *example_blocks(net, ds, strongest, device=device, seed=seed)]
+        (out / "report.html").write_text(evaluation_html(report, extra=extra))
         _print_report(report)
         console.print(f"wrote {out}/results.json, results.csv, report.html")
     world.close()

@@ -18,7 +18,8 @@ def test_evaluate_small_run_writes_results_csv_and_html(tmp_path):
     assert [row["eps"] for row in res["rows"]] == [0.1, 0.1, 0.3, 0.3]
     assert "bastion evaluate" in res["command"]
     assert (out / "results.csv").read_text().startswith("attack,")
-    assert "https://" not in (out / "report.html").read_text()
+    html = (out / "report.html").read_text()
+    assert "https://" not in html and "Grad-CAM" in html and "original | perturbation" in html
 
 
 def test_evaluate_hide_probs_flags(tmp_path):

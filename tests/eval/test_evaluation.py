@@ -128,3 +128,16 @@ def test_bad_configuration_and_training_mode(cnn, data):
             Evaluation(suite=SUITE, eps_grid=[0.1]).run(cnn, data)
     finally:
         cnn.eval()
+
+
+def test_checks_fire_on_the_real_bart_model_under_naive_attacks_only(data):
+    """The shipped BaRT model is randomized: a naive evaluation is flagged; with EOT in the suite it is not."""
+    from bastion.attacks import bpda, eot
+
+    bart = pretrained("mnist-cnn-bart")
+    small = data.take(16)
+    naive = Evaluation(suite=[PGD(eps=0.3, steps=3)], eps_grid=[0.3]).run(bart, small)
+    assert "randomized-outputs" in {f.code for f in naive.flags}
+    adaptive = Evaluation(suite=[PGD(eps=0.3, steps=3)], eps_grid=[0.3],
+                          adaptive={"eot(bpda)": eot(bpda(bart), n=2)}).run(bart, small)
+    assert "randomized-outputs" not in {f.code for f in adaptive.flags}
