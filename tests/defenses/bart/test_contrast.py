@@ -49,3 +49,43 @@ def test_clahe_raises_local_contrast(gray: torch.Tensor) -> None:
     y = Contrast().apply(gray.float(), p)
     assert y.shape == gray.shape and not torch.equal(y, gray.float())
     assert float(y.std()) > 0.2
+
+
+def test_clahe_equals_kornia_per_image() -> None:
+    """CLAHE gathers each pixel's four tile lookups itself: values must equal kornia's ``equalize_clahe`` on
+    each image alone, with its clip limit and grid (even and odd tile sizes)."""
+    from kornia.enhance import equalize_clahe
+
+    from bastion.defenses.bart.contrast import CLIP_LIMITS, clahe
+
+    g = torch.Generator().manual_seed(0)
+    for x in (torch.rand(12, 1, 28, 28, generator=g), torch.rand(12, 3, 32, 32, generator=g),
+              torch.rand(6, 3, 30, 30, generator=g).double(), torch.rand(6, 1, 29, 31, generator=g)):
+        clip = torch.randint(0, len(CLIP_LIMITS), (x.shape[0],), generator=g)
+        grid = torch.tensor([2, 3, 4, 5, 7, 2] * 2)[: x.shape[0]]
+        y = clahe(x, clip, grid)
+        for i in range(x.shape[0]):
+            ref = equalize_clahe(x[i : i + 1], clip_limit=256.0 * CLIP_LIMITS[int(clip[i])],
+                                 grid_size=(int(grid[i]), int(grid[i])))
+            assert torch.equal(y[i : i + 1], ref)
+
+
+def test_quantiles_by_partial_sort_equal_full_sort() -> None:
+    from bastion.defenses.bart.functional import quantile_linear
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(20, 3072), (7, 784), (3, 5), (4, 1)]:
+        x = torch.rand(shape, generator=g)
+        x[0, : shape[1] // 2] = 0.5  # ties
+        q = torch.rand(shape[0], 2, generator=g, dtype=torch.float64)
+        q[:, 0] *= 0.05
+        q[:, 1] = 0.95 + 0.05 * q[:, 1]
+        q[0, 1], q[1 % shape[0], 0] = 1.0, 0.0
+        y = quantile_linear(x, q)  # NumPy sort
+        assert torch.equal(quantile_linear(x.clone().requires_grad_(True), q).detach(), y)  # partial sorts (topk)
+        s = torch.sort(x, dim=1).values  # numpy's 'linear' rule on the fully sorted rows, same arithmetic
+        pos = q.to(x.dtype) * (shape[1] - 1)
+        lo = pos.floor().clamp(0, shape[1] - 1).long()
+        hi = (lo + 1).clamp(max=shape[1] - 1)
+        a, b = s.gather(1, lo), s.gather(1, hi)
+        assert torch.equal(y, a + (b - a) * (pos - lo.to(x.dtype)))

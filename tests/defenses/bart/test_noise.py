@@ -57,3 +57,46 @@ def test_poisson_inversion_is_exact() -> None:
         u = torch.rand(3000, generator=g, dtype=torch.float64)
         k = poisson_from_uniform(torch.full((3000,), lam, dtype=torch.float64), u)
         np.testing.assert_array_equal(k.numpy(), stats.poisson.ppf(u.numpy(), lam))
+
+
+def test_fast_keyed_uniform_equals_reference() -> None:
+    """The NumPy uint32 hash used by noise and fft gives bastion._rng's keyed uniforms bit for bit."""
+    from bastion._rng import keyed_uniform
+    from bastion.defenses.bart._keyed import fast_keyed_uniform
+
+    g = torch.Generator().manual_seed(0)
+    keys = torch.randint(0, 2**62, (17,), generator=g)
+    keys[0], keys[1] = 0, 2**62 - 1
+    for shape in [(1, 28, 28), (3, 30, 30), (7,), (1, 1, 1)]:
+        for dtype in (torch.float32, torch.float64):
+            for seed, stream in ((0x6E6F697365, 2), (0x666674, 0), (5, 1001)):
+                a = keyed_uniform(keys, shape, seed=seed, stream=stream, dtype=dtype)
+                b = fast_keyed_uniform(keys, shape, seed=seed, stream=stream, dtype=dtype)
+                assert b.dtype == dtype and torch.equal(a, b)
+
+
+def test_poisson_inversion_equals_the_single_step_walk() -> None:
+    """Values still walking after a few steps (e.g. u = 0 far below the initial guess) are moved a block of
+    steps at a time; the result must be the k the one-step-at-a-time walk ends on."""
+    import math
+
+    def walk(lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        z = math.sqrt(2.0) * torch.erfinv((2.0 * u - 1.0).clamp(-1 + 1e-15, 1 - 1e-15))
+        k = torch.floor(lam + torch.sqrt(lam) * z + (z * z - 1.0) / 6.0 + 0.5).clamp(min=0)
+        idx = torch.arange(k.numel())
+        while idx.numel():
+            kk, ll, uu = k[idx], lam[idx], u[idx]
+            cdf = torch.special.gammaincc(kk + 1.0, ll)
+            pmf = torch.exp(kk * torch.log(ll) - ll - torch.lgamma(kk + 1.0))
+            step = (uu > cdf).double() - ((uu <= cdf - pmf) & (kk > 0)).double()
+            moved = step != 0
+            k[idx[moved]] += step[moved]
+            idx = idx[moved]
+        return k
+
+    g = torch.Generator().manual_seed(1)
+    for scale in (1.0, 30.0, 4096.0):
+        lam = torch.rand(20000, generator=g, dtype=torch.float64) * scale + 1e-3
+        u = torch.randint(0, 2**24, (20000,), generator=g).double() / 2**24
+        u[:10], u[10:20] = 0.0, 1 - 2**-24
+        assert torch.equal(poisson_from_uniform(lam, u), walk(lam, u))

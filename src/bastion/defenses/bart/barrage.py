@@ -3,8 +3,9 @@
 For every image, ``k`` transform groups are picked at random (without replacement) and applied in a
 random order, each with its own random parameters (https://arxiv.org/abs/1903.08778). The orders of a
 whole batch are drawn at once, ``torch.rand(B, N).argsort(1)[:, :k]``; then for each slot and each group,
-the images that picked that group at that slot are transformed together and written back out of place
-(``index_copy``), so autograd works and there is no Python loop over images.
+the images that picked that group at that slot are transformed together and the step's results are put
+back in image order (in place into a fresh buffer without autograd; by one out-of-place gather with it, so
+autograd works, with the same values), with no Python loop over images.
 
 A draw (:class:`BarrageDraw`: the orders and every group's parameters) can be returned and replayed
 exactly with :meth:`BaRT.apply`. :meth:`BaRT.bpda_forward` runs one draw whose forward value is the real
@@ -184,12 +185,24 @@ class BaRT(InputDefense):
             raise ConfigError(f"the draw is for {len(draw)} images, the batch has {x.shape[0]}")
         order = draw.order.to(x.device)
         ts = [self.group(n) for n in draw.names]
+        # Without autograd, every step writes its groups' results into a fresh buffer in place (each image
+        # is in exactly one group per step, so every row is written once); with autograd, the step's results
+        # are concatenated and put back in image order with one gather (out of place, differentiable).
+        inplace = not (torch.is_grad_enabled() and x.requires_grad)
+        n = x.shape[0]
         for s in range(draw.k):
-            for j, t in enumerate(ts):
-                idx = (order[:, s] == j).nonzero().squeeze(1)
-                if idx.numel() == 0:
+            col = order[:, s]
+            perm = torch.argsort(col, stable=True)  # images grouped by their group at this step
+            counts = torch.bincount(col, minlength=len(ts)).tolist()
+            parts, start = [], 0
+            for t, c in zip(ts, counts, strict=True):
+                if c == 0:
                     continue
-                xs, p = x.index_select(0, idx), draw.params[t.name].select(idx)
+                idx = perm[start : start + c]
+                start += c
+                xs = x if c == n else x.index_select(0, idx)
+                p = draw.params[t.name]
+                p = p if c == n else p.select(idx)
                 if mode == "real":
                     ys = t.apply(xs, p)
                 elif mode == "surrogate":
@@ -198,7 +211,18 @@ class BaRT(InputDefense):
                     ys = t.apply(xs, p)
                 else:
                     ys = _exact_straight_through(t.apply(xs, p), t.apply_surrogate(xs, p))
-                x = x.index_copy(0, idx, ys.to(x.dtype))
+                parts.append((idx, ys.to(x.dtype)))
+            if not parts:  # an empty batch
+                continue
+            if len(parts) == 1:
+                x = parts[0][1]
+            elif inplace:
+                out = torch.empty_like(x)
+                for idx, ys in parts:
+                    out.index_copy_(0, idx, ys)
+                x = out
+            else:
+                x = torch.cat([ys for _, ys in parts]).index_select(0, torch.argsort(perm))
         return x
 
     def apply(self, x: Tensor, draw: BarrageDraw | None = None) -> Tensor:  # type: ignore[override]

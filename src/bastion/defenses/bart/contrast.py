@@ -5,8 +5,10 @@
   evaluated at each value by linear interpolation between bin centres. Batched with ``scatter_add``.
 * ``clahe``: contrast-limited adaptive equalisation (``kornia.enhance.equalize_clahe``, per channel) with a
   random clip limit among (0.01, 0.02, 0.03, 0.04) (scikit-image units: fraction of a tile's pixels; the
-  paper's range) and a random tile grid among ``grids``. kornia takes one clip limit and grid per call, so
-  the images are grouped by their (clip, grid) pair: a loop over at most a dozen values, not over images.
+  paper's range) and a random tile grid among ``grids``. The images are grouped by grid (a loop over a few
+  values, not over images); kornia's tile LUTs are computed with one clip limit per image and each pixel's
+  four LUT entries are gathered directly (the values of ``equalize_clahe`` on each image alone, checked
+  by the tests). Without kornia's private helpers, the public function runs per (clip, grid) pair.
 * ``stretch``: ``exposure.rescale_intensity`` between random low and high percentiles (paper: 1..4 and
   96..99).
 
@@ -23,6 +25,12 @@ from typing import Any
 
 import torch
 from kornia.enhance import equalize_clahe
+
+try:  # kornia's CLAHE pieces (private): its batched version with one clip limit per image, its tiles and LUTs
+    from kornia.enhance.equalization import _compute_luts, _compute_tiles
+    from kornia.enhance.equalization import _equalize_clahe as _equalize_clahe_per_image
+except ImportError:  # pragma: no cover - other kornia versions: the per-clip loop over the public function
+    _equalize_clahe_per_image = _compute_luts = _compute_tiles = None
 from torch import Tensor
 
 from bastion.defenses.bart.base import (
@@ -91,16 +99,95 @@ def stretch(x: Tensor, low: Tensor, high: Tensor) -> Tensor:
 
 
 def clahe(x: Tensor, clip: Tensor, grid: Tensor) -> Tensor:
-    """Adaptive equalisation via kornia, grouped by (clip limit, grid) so each kornia call is batched."""
+    """Adaptive equalisation via kornia, grouped by grid (and by clip limit when kornia takes a scalar one) so
+    each kornia call is batched."""
     out = x
-    combos = clip.to(x.device) * 1000 + grid.to(x.device)
-    for v in torch.unique(combos).tolist():
-        idx = (combos == v).nonzero().squeeze(1)
-        c, gsize = CLIP_LIMITS[int(v) // 1000], int(v) % 1000
-        # kornia's clip limit is relative to the mean bin count (256 bins): scikit-image's c -> 256 * c
-        res = equalize_clahe(x.index_select(0, idx), clip_limit=256.0 * c, grid_size=(gsize, gsize))
+    g = grid.to(x.device)
+    for gsize in torch.unique(g).tolist():
+        idx = (g == gsize).nonzero().squeeze(1)
+        xs = x if idx.numel() == x.shape[0] else x.index_select(0, idx)
+        res = _clahe_grid(xs, clip.to(x.device).index_select(0, idx), int(gsize))
+        out = res.to(x.dtype) if idx.numel() == x.shape[0] else out.index_copy(0, idx, res.to(x.dtype))
+    return out
+
+
+def _clahe_grid(x: Tensor, clip: Tensor, gsize: int) -> Tensor:
+    # kornia's clip limit is relative to the mean bin count (256 bins): scikit-image's c -> 256 * c
+    if _equalize_clahe_per_image is not None:  # one clip limit per image (same arithmetic as a scalar one)
+        limits = torch.tensor([256.0 * c for c in CLIP_LIMITS], dtype=torch.float64)[clip.cpu()].to(x.device)
+        if x.shape[2] > gsize and x.shape[3] > gsize:
+            return _clahe_gathered(x, limits, gsize)
+        # kornia stacks (2G)^2 x 4 x C x 256 lookup values per image: chunks keep that stack cache-sized
+        step = max(1, 1_600_000 // (16 * gsize * gsize * x.shape[1] * 256))
+        if x.shape[0] <= step:
+            return _equalize_clahe_per_image(x, limits, (gsize, gsize), False)
+        return torch.cat([_equalize_clahe_per_image(x[i : i + step], limits[i : i + step], (gsize, gsize), False)
+                          for i in range(0, x.shape[0], step)])
+    out = x
+    for v in torch.unique(clip).tolist():
+        idx = (clip == v).nonzero().squeeze(1)
+        res = equalize_clahe(x.index_select(0, idx), clip_limit=256.0 * CLIP_LIMITS[int(v)], grid_size=(gsize, gsize))
         out = out.index_copy(0, idx, res.to(x.dtype))
     return out
+
+
+def _clahe_gathered(x: Tensor, limits: Tensor, gsize: int) -> Tensor:
+    """kornia's ``equalize_clahe`` (its tiles, LUTs and blending arithmetic, value for value) with the four
+    lookups of every pixel gathered directly from the tiles' LUTs (kornia's even-tile path first stacks four
+    whole 256-entry LUTs per half tile, and its odd-tile path indexes with five index tensors; on small images
+    that costs more than the rest).
+
+    Each pixel blends the LUTs of the (up to) four tiles whose centres surround it (the nearest ones on the
+    borders). Even tiles (kornia's half-tile path): ``t = tr + w (tl - tr)``, ``b = br + w (bl - br)``,
+    ``out = b + v (t - b)`` with weights ``(T - k - 0.5) / T``, ``k`` the pixel's offset past the previous tile
+    centre (where kornia interpolates in one direction or not at all, the missing tiles repeat the nearest one
+    and add exactly 0). Odd tiles: kornia's centre-coordinate path, ``t = tr + (tl - tr)(1 - wx)``, ...
+    """
+    b, c, h, w = x.shape
+    th_, tw_ = -(-h // gsize), -(-w // gsize)
+    even = th_ % 2 == 0 and tw_ % 2 == 0
+    tiles, padded = _compute_tiles(x, (gsize, gsize), even)
+    luts = _compute_luts(tiles, clip=limits, diff=False)  # (B, G, G, C, 256)
+    th, tw = tiles.shape[-2:]
+    hp, wp = padded.shape[-2:]
+    lut = luts.to(x.dtype).permute(0, 3, 1, 2, 4).reshape(b, c, gsize * gsize * 256)
+    level = (padded * 255).long()
+
+    if even:
+        def axis(n: int, t: int) -> tuple[Tensor, Tensor, Tensor]:
+            pos = torch.arange(n, device=x.device) - t // 2
+            first = torch.div(pos, t, rounding_mode="floor")  # the tile centre at or before the pixel
+            weight = torch.arange(t, 0, -1, dtype=x.dtype, device=x.device).sub(0.5).div(t)[pos - first * t]
+            return first.clamp(0, gsize - 1), (first + 1).clamp(0, gsize - 1), weight
+    else:
+        cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+
+        def axis(n: int, t: int) -> tuple[Tensor, Tensor, Tensor]:
+            y = (torch.arange(n, device=x.device, dtype=cdt) - (t - 1) / 2) / t
+            fl = y.floor()
+            wgt = (y - fl).clamp(0, 1)
+            wgt = torch.where((y < 0) | (y > gsize - 1), 0, wgt).to(x.dtype)
+            return fl.long().clamp(0, gsize - 1), (fl.long() + 1).clamp(0, gsize - 1), wgt
+
+    top, bottom, wv = axis(hp, th)
+    left, right, wh = axis(wp, tw)
+    rows_t, rows_b = (top * gsize * 256).view(-1, 1), (bottom * gsize * 256).view(-1, 1)
+    cols_l, cols_r = (left * 256).view(1, -1), (right * 256).view(1, -1)
+
+    def look(rows: Tensor, cols: Tensor) -> Tensor:
+        return lut.gather(2, (level + (rows + cols)).view(b, c, -1)).view(b, c, hp, wp)
+
+    tl, tr, bl, br = look(rows_t, cols_l), look(rows_t, cols_r), look(rows_b, cols_l), look(rows_b, cols_r)
+    wh, wv = wh.view(1, 1, 1, -1), wv.view(1, 1, -1, 1)
+    if even:
+        t = torch.addcmul(tr, wh, torch.sub(tl, tr))
+        bot = torch.addcmul(br, wh, torch.sub(bl, br))
+        out = torch.addcmul(bot, wv, torch.sub(t, bot)).div(255.0)
+    else:
+        t = tr + (tl - tr) * (1 - wh)
+        bot = br + (bl - br) * (1 - wh)
+        out = (t + (bot - t) * wv) / 255.0
+    return out[..., :h, :w]
 
 
 class Contrast(RandomTransform):

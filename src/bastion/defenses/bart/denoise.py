@@ -35,6 +35,7 @@ Raff et al., CVPR 2019, https://arxiv.org/abs/1903.08778
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -123,9 +124,20 @@ def bilateral(x: Tensor, sigma_color: Tensor, sigma_spatial: Tensor) -> Tensor:
         def run(xs: Tensor, sp: Tensor, iv: Tensor) -> Tensor:
             pad = F.pad(xs, (b, b, b, b), value=0.0)
             win_ = pad.unfold(2, h, 1).unfold(3, w, 1)  # (m, C, K, K, H, W): every window offset
-            d2 = ((win_ - xs[:, :, None, None]) ** 2).sum(1)
-            wgt = sp[:, :, :, None, None] * torch.exp(d2 * iv.view(-1, 1, 1, 1, 1))
-            return (wgt[:, None] * win_).sum((2, 3)) / wgt.sum((1, 2))[:, None]
+            m, k = xs.shape[0], 2 * b + 1
+            ip = not (torch.is_grad_enabled() and xs.requires_grad)  # in place (same values) without autograd
+            # buffers laid out (m, C, K, K, H, W): fewer, cache-friendly passes
+            if ip:
+                diff = torch.sub(win_, xs[:, :, None, None], out=torch.empty(win_.shape, dtype=xs.dtype,
+                                                                             device=xs.device)).square_()
+            else:
+                diff = (win_ - xs[:, :, None, None]).contiguous().square()
+            d2 = diff[:, 0] if c == 1 else diff.sum(1)
+            ivv, spv = iv.view(-1, 1, 1, 1, 1), sp[:, :, :, None, None]
+            wgt = d2.mul_(ivv).exp_().mul_(spv) if ip else torch.exp(d2 * ivv) * spv
+            den = wgt.reshape(m, 1, k * k, h * w).sum(2)  # before ``diff`` (which ``wgt`` may share) is reused
+            prod = torch.mul(win_, wgt[:, None], out=diff) if ip else (win_ * wgt[:, None]).contiguous()
+            return (prod.view(m, c, k * k, h * w).sum(2) / den).view(m, c, h, w)
 
         return run
 
@@ -133,7 +145,8 @@ def bilateral(x: Tensor, sigma_color: Tensor, sigma_spatial: Tensor) -> Tensor:
     for wsize, idx in group_by(win):  # window sizes differ per image: group so each runs its own window
         b = wsize // 2
         sp = spatial.index_select(0, idx)[:, big - b : big + b + 1, big - b : big + b + 1]
-        out = out.index_copy(0, idx, _chunked(run_window(b), x.index_select(0, idx), sp, inv.index_select(0, idx)))
+        out = out.index_copy(0, idx, _chunked(run_window(b), x.index_select(0, idx), sp, inv.index_select(0, idx),
+                                              budget=1_000_000))
     flat_img = (x.amax((1, 2, 3)) == x.amin((1, 2, 3))).view(-1, 1, 1, 1)  # scikit-image returns these as is
     return torch.where(flat_img, x, out)
 
@@ -195,37 +208,62 @@ def tv_chambolle(x: Tensor, weight: Tensor, *, eps: float = 2e-4, max_iter: int 
 def _tv_chambolle_inplace(x: Tensor, weight: Tensor, *, eps: float, max_iter: int) -> Tensor:
     n, c, h, w = x.shape
     img = x.reshape(n * c, h, w)
-    wt = weight.to(x).repeat_interleave(c).view(-1, 1, 1)
-    step = (0.25 / wt).view(-1, 1, 1)
-    p0, p1, g0, g1 = (torch.zeros_like(img) for _ in range(4))
-    d, out, norm = torch.zeros_like(img), img.clone(), torch.empty_like(img)
+    wt = weight.to(x).repeat_interleave(c)
     out_final = img.clone()
-    active = torch.ones(n * c, dtype=torch.bool, device=x.device)
-    e_init = e_prev = torch.zeros(n * c, dtype=x.dtype, device=x.device)
+    # the planes still iterating: ``rows`` maps them to the batch's planes; once enough have stopped, the
+    # working arrays are compacted to the active ones (each plane's arithmetic is unchanged)
+    rows = torch.arange(n * c, device=x.device)
+    step = (0.25 / wt).view(-1, 1, 1)
+    # p = (p0, p1) and g = (g0, g1) stacked: their updates are one op each
+    pp, gg, sq = (torch.zeros((2, *img.shape), dtype=img.dtype, device=img.device) for _ in range(3))
+    d, out, norm = torch.zeros_like(img), img.clone(), torch.empty_like(img)
+    active = None  # None: every working plane is active
+    e_prev = thr = torch.zeros(n * c, dtype=x.dtype, device=x.device)
+
+    def views():  # noqa: ANN202 - the views of the working arrays (made once, not per iteration)
+        p0, p1, g0, g1 = pp[0], pp[1], gg[0], gg[1]
+        return (p0, p1, sq[0], sq[1], d[:, 1:, :], p0[:, :-1, :], d[:, :, 1:], p1[:, :, :-1], out[:, 1:, :],
+                out[:, :-1, :], g0[:, :-1, :], out[:, :, 1:], out[:, :, :-1], g1[:, :, :-1])
+
+    p0, p1, sq0, sq1, d_dn, p0_up, d_rt, p1_lt, out_dn, out_up, g0_up, out_rt, out_lt, g1_lt = views()
     for i in range(max_iter):
         if i > 0:
             torch.add(p0, p1, out=d).neg_()
-            d[:, 1:, :] += p0[:, :-1, :]
-            d[:, :, 1:] += p1[:, :, :-1]
+            d_dn += p0_up
+            d_rt += p1_lt
             torch.add(img, d, out=out)
-        torch.sub(out[:, 1:, :], out[:, :-1, :], out=g0[:, :-1, :])
-        torch.sub(out[:, :, 1:], out[:, :, :-1], out=g1[:, :, :-1])
-        torch.mul(g0, g0, out=norm).addcmul_(g1, g1).sqrt_()
-        energy = (d.square().sum((1, 2)) + wt.view(-1) * norm.sum((1, 2))) / (h * w)
+        torch.sub(out_dn, out_up, out=g0_up)
+        torch.sub(out_rt, out_lt, out=g1_lt)
+        # g0^2 + g1^2 rounded as the autograd version rounds it (addcmul_ may fuse the multiply-add)
+        torch.mul(gg, gg, out=sq)
+        torch.add(sq0, sq1, out=norm).sqrt_()
+        energy = (d.square().sum((1, 2)) + wt * norm.sum((1, 2))) / (h * w)
         norm.mul_(step).add_(1.0)
-        p0.sub_(g0, alpha=0.25).div_(norm)
-        p1.sub_(g1, alpha=0.25).div_(norm)
+        pp.sub_(gg, alpha=0.25).div_(norm)
         if i == 0:
-            e_init = e_prev = energy
+            e_prev, thr = energy, eps * energy
             continue
-        stop = active & ((e_prev - energy).abs() < eps * e_init)
+        stop = (e_prev - energy).abs() < thr
+        if active is not None:
+            stop &= active
         if bool(stop.any()):
-            out_final[stop] = out[stop]
-            active = active & ~stop
-        e_prev = torch.where(active, energy, e_prev)
-        if not bool(active.any()):
-            break
-    out_final[active] = out[active]
+            out_final[rows[stop]] = out[stop]
+            active = ~stop if active is None else active & ~stop
+            left = int(active.sum())
+            if left == 0:
+                return out_final.reshape(n, c, h, w)
+            if left <= 0.6 * rows.shape[0]:  # compact the working arrays to the active planes
+                keep = active.nonzero().squeeze(1)
+                rows, img, wt, step = rows[keep], img[keep], wt[keep], step[keep]
+                pp, gg, sq = pp[:, keep], gg[:, keep], sq[:, keep]
+                d, out, norm, thr, energy = d[keep], out[keep], norm[keep], thr[keep], energy[keep]
+                active = None
+                p0, p1, sq0, sq1, d_dn, p0_up, d_rt, p1_lt, out_dn, out_up, g0_up, out_rt, out_lt, g1_lt = views()
+        e_prev = energy if active is None else torch.where(active, energy, e_prev)
+    if active is None:
+        out_final[rows] = out
+    else:
+        out_final[rows[active]] = out[active]
     return out_final.reshape(n, c, h, w)
 
 
@@ -315,14 +353,47 @@ def _nl_means(x: Tensor, h: Tensor, s: int, d: int) -> Tensor:
         ref = xps[:, :, lo : lo + size_h, lo : lo + size_w]
         region = xps[:, :, lo - d : lo + d + size_h, lo - d : lo + d + size_w]
         win = region.unfold(2, size_h, 1).unfold(3, size_w, 1)  # (m, C, K, K, h', w'): every shift
-        diff = ((win - ref[:, :, None, None]) ** 2).sum(1).reshape(m * k * k, 1, size_h, size_w)
-        box = F.avg_pool2d(diff, 2 * r, stride=1) * (4 * r * r) if r > 0 else diff
-        dist = box.reshape(m, k, k, hh, ww) * sc.view(-1, 1, 1, 1, 1)
-        wgt = torch.where(dist > 5.0, torch.zeros_like(dist), torch.exp(-dist))
+        ip = not (torch.is_grad_enabled() and xps.requires_grad)  # in place when autograd is off
+        if ip:  # written in (m, C, K, K, h', w') order (the unfolded view's own order is shift-minor)
+            diff = torch.sub(win, ref[:, :, None, None], out=torch.empty(win.shape, dtype=xps.dtype, device=xps.device))
+            diff = diff.square_()
+        else:
+            diff = (win - ref[:, :, None, None]).square().contiguous()
+        diff = diff[:, 0] if c == 1 else diff.sum(1)  # (m, K, K, h', w')
+        # box sum over the (2r) x (2r) patch support, separably (rows, then columns)
+        box = _box_sum(_box_sum(diff, 2 * r, 3), 2 * r, 4) if r > 0 else diff
+        # -distance; weights exp(-distance), 0 where distance > 5 (-distance < -5: set to -inf before exp)
+        nsc = -sc.view(-1, 1, 1, 1, 1)
+        neg = box.mul_(nsc) if ip else box * nsc
+        below = _just_below(-5.0, neg.dtype)
+        wgt = F.threshold_(neg, below, -math.inf).exp_() if ip else F.threshold(neg, below, -math.inf).exp()
+        wgt = wgt.view(m, 1, k, k, hh, ww)
         vals = win[:, :, :, :, r - 1 : r - 1 + hh, r - 1 : r - 1 + ww] if r > 0 else win
-        return (wgt[:, None] * vals).sum((2, 3)) / wgt.sum((1, 2))[:, None]
+        if ip:
+            prod = torch.mul(vals, wgt, out=torch.empty((m, c, k, k, hh, ww), dtype=wgt.dtype, device=wgt.device))
+        else:
+            prod = (vals * wgt).reshape(m, c, k, k, hh, ww)
+        num = prod.reshape(m, c, k * k, hh * ww).sum(2)
+        return (num / wgt.reshape(m, 1, k * k, hh * ww).sum(2)).view(m, c, hh, ww)
 
     return _chunked(run, xp, scale)
+
+
+def _box_sum(a: Tensor, size: int, dim: int) -> Tensor:
+    """Sums of ``size`` consecutive entries along ``dim`` (length shrinks by ``size - 1``)."""
+    n = a.shape[dim] - size + 1
+    if size == 1:
+        return a.narrow(dim, 0, n).clone()
+    out = a.narrow(dim, 0, n) + a.narrow(dim, 1, n)
+    for j in range(2, size):
+        out += a.narrow(dim, j, n)
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _just_below(v: float, dtype: torch.dtype) -> float:
+    """The ``dtype`` number just below ``v`` (for ``x`` of that dtype, ``x > it`` is ``x >= v``)."""
+    return float(torch.nextafter(torch.tensor(v, dtype=dtype), torch.tensor(-math.inf, dtype=dtype)))
 
 
 # ---- the group ------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bastion._rng import keyed_uniform
+from bastion.defenses.bart._keyed import fast_keyed_uniform as keyed_uniform
 from bastion.defenses.bart.base import (
     Params,
     RandomTransform,
@@ -36,7 +36,7 @@ from bastion.defenses.bart.base import (
     seeds,
     uniform,
 )
-from bastion.defenses.bart.functional import dispatch
+from bastion.defenses.bart.functional import dispatch, sort_rows
 
 KINDS = ("gaussian", "poisson", "salt", "pepper", "s&p", "speckle")
 _SEED = 0x6E6F697365  # stream key of this group's noise
@@ -67,7 +67,7 @@ def _uniform(x: Tensor, seed: Tensor, stream: int) -> Tensor:
 
 def distinct_counts(x: Tensor) -> Tensor:
     """(N,) number of distinct values of each image."""
-    s, _ = torch.sort(x.reshape(x.shape[0], -1), dim=1)
+    s = sort_rows(x.detach().reshape(x.shape[0], -1))
     return 1 + (s[:, 1:] != s[:, :-1]).sum(1)
 
 
@@ -82,17 +82,35 @@ def poisson_from_uniform(lam: Tensor, u: Tensor) -> Tensor:
     u = u.to(torch.float64)
     z = math.sqrt(2.0) * torch.erfinv((2.0 * u - 1.0).clamp(-1 + 1e-15, 1 - 1e-15))
     k = torch.floor(lam + torch.sqrt(lam) * z + (z * z - 1.0) / 6.0 + 0.5).clamp(min=0)
-    idx = torch.arange(k.numel(), device=k.device)
-    kf, lf, uf = k.reshape(-1), lam.reshape(-1), u.reshape(-1)
+    kf, lf, uf = k.reshape(-1), lam.reshape(-1), u.reshape(-1)  # kf: k's storage, updated in place
+    idx = torch.arange(kf.numel(), device=k.device)
+    step = torch.zeros(0, dtype=kf.dtype, device=kf.device)
+    walks = 0
     while idx.numel():
-        kk, ll, uu = kf[idx], lf[idx], uf[idx]
-        cdf = torch.special.gammaincc(kk + 1.0, ll)
-        pmf = torch.exp(kk * torch.log(ll) - ll - torch.lgamma(kk + 1.0))
-        step = (uu > cdf).to(kk.dtype) - ((uu <= cdf - pmf) & (kk > 0)).to(kk.dtype)
-        moved = step != 0
-        kf = kf.index_put((idx[moved],), kk[moved] + step[moved])
-        idx = idx[moved]
+        if walks < 4 or idx.numel() > 64:  # every value one step at a time
+            step = _poisson_step(kf[idx], lf[idx], uf[idx])
+            moved = (step != 0).nonzero().squeeze(1)
+            idx, step = idx[moved], step[moved]
+            kf.index_put_((idx,), kf[idx] + step)
+        else:  # the few values still walking (a guess far off): the next `block` steps of each walk at once
+            block = 16 << min(walks - 4, 9)
+            j = torch.arange(block, dtype=kf.dtype, device=kf.device)
+            kk = kf[idx, None] + step[:, None] * j
+            s = _poisson_step(kk, lf[idx, None].expand_as(kk), uf[idx, None].expand_as(kk))
+            off = s != step[:, None]  # where each walk stops (or would turn)
+            ends = off.any(1)
+            first = off.to(torch.uint8).argmax(1).to(kf.dtype)
+            kf.index_put_((idx,), kf[idx] + step * torch.where(ends, first, torch.full_like(first, block)))
+            idx, step = idx[~ends], step[~ends]
+        walks += 1
     return kf.reshape(k.shape)
+
+
+def _poisson_step(kk: Tensor, ll: Tensor, uu: Tensor) -> Tensor:
+    """+1 where ``P(X <= kk) < uu`` (X ~ Poisson(``ll``)), -1 where ``P(X <= kk - 1) >= uu`` (and kk > 0), else 0."""
+    cdf = torch.special.gammaincc(kk + 1.0, ll)
+    pmf = torch.exp(kk * torch.log(ll) - ll - torch.lgamma(kk + 1.0))
+    return (uu > cdf).to(kk.dtype) - ((uu <= cdf - pmf) & (kk > 0)).to(kk.dtype)
 
 
 def add_noise(x: Tensor, p: NoiseParams) -> Tensor:
@@ -108,9 +126,14 @@ def add_noise(x: Tensor, p: NoiseParams) -> Tensor:
         vals = torch.exp2(torch.ceil(torch.log2(distinct_counts(xs).to(torch.float64)))).view(-1, 1, 1, 1)
         lam = xs.detach().to(torch.float64) * vals
         u = _uniform(xs, p.seed[i], 4)
-        k = torch.zeros_like(lam)
         live = lam > 0  # Poisson(0) is 0: only sample where the rate is positive (most of an MNIST digit)
-        k[live] = poisson_from_uniform(lam[live], u[live])
+        if bool(live.all()):
+            k = poisson_from_uniform(lam, u)
+        else:
+            at = live.reshape(-1).nonzero().squeeze(1)
+            k = torch.zeros(lam.numel(), dtype=lam.dtype, device=lam.device)
+            k[at] = poisson_from_uniform(lam.reshape(-1)[at], u.reshape(-1)[at])
+            k = k.view(lam.shape)
         return (k / vals).to(xs.dtype)
 
     def impulse(salt_prob: float | None):  # noqa: ANN202 - small closure factory

@@ -49,10 +49,12 @@ def swirl(x: Tensor, x0: Tensor, y0: Tensor, strength: Tensor, radius: Tensor) -
     s, r = strength.to(x).view(-1, 1, 1), radius.to(x).view(-1, 1, 1)
     dx, dy = xs - x0, ys - y0
     rho = torch.sqrt(dx * dx + dy * dy)
-    theta = s * torch.exp(-rho / (r * math.log(2) / 5)) + torch.atan2(dy, dx)
-    sx = x0 + rho * torch.cos(theta)
-    sy = y0 + rho * torch.sin(theta)
-    grid = torch.stack([2 * sx / max(w - 1, 1) - 1, 2 * sy / max(h - 1, 1) - 1], -1)
+    # rotate (dx, dy) by a = s exp(-rho / r'): rho (cos, sin)(a + atan2(dy, dx)) = (dx cos a - dy sin a, ...)
+    a = s * torch.exp(-rho / (r * math.log(2) / 5))
+    cos_a, sin_a = torch.cos(a), torch.sin(a)
+    sx = x0 + (dx * cos_a - dy * sin_a)
+    sy = y0 + (dx * sin_a + dy * cos_a)
+    grid = torch.stack([sx * (2 / max(w - 1, 1)) - 1, sy * (2 / max(h - 1, 1)) - 1], -1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
