@@ -21,9 +21,9 @@ import argparse
 import time
 
 import torch
+from _common import heldout, write
 from torch import nn
 
-from _common import heldout, write
 from bastion.attacks import PGD, bpda, eot, train_surrogate
 from bastion.data import load_dataset
 from bastion.defenses import Defended

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from _common import SHARED, heldout, write
+
 from bastion.attacks import FGSM, PGD
 from bastion.data import load_dataset
 from bastion.errors import WeightsError
