@@ -46,12 +46,12 @@ def attack_acc(atk, craft, judge, x, y, keys, batch=250):
     return judged(judge, xa, y), time.perf_counter() - t0
 
 
-def part_a(n: int, eot_n: int) -> dict:
+def part_a(n: int, eot_n: int, early_stop: bool = True) -> dict:
     data = heldout(n)
     x, y, keys = data.images, data.labels, data.indices
     model = pretrained("mnist-cnn-bart")
-    pgd = PGD(eps=0.3, steps=40, step_size=0.01)
-    out = {"n": n, "model": "mnist-cnn-bart", "bart": model.defense.to_dict(), "eot_n": eot_n}
+    pgd = PGD(eps=0.3, steps=40, step_size=0.01, early_stop=early_stop)
+    out = {"n": n, "model": "mnist-cnn-bart", "bart": model.defense.to_dict(), "eot_n": eot_n, "attack": pgd.to_dict()}
     model.reseed(0)
     out["clean_accuracy"] = judged(model, x, y)
     for label, craft in [("naive", model), ("bpda", bpda(model)), (f"eot{eot_n}_bpda", eot(bpda(model), n=eot_n))]:
@@ -75,7 +75,7 @@ def part_b(n: int, quick: bool) -> dict:
         defense = BaRT(k=1, groups=[transform]).eval()
         defended = Defended(defense, base).eval()
         t0 = time.perf_counter()
-        g, rep = train_surrogate(defense, train, epochs=2 if quick else 6)
+        g, rep = train_surrogate(defense, train, epochs=2 if quick else 20)
         res = {"surrogate": rep.to_dict(), "train_seconds": time.perf_counter() - t0,
                "clean_accuracy": judged(defended, x, y)}
         for eps in (0.1, 0.2):
@@ -96,7 +96,13 @@ def main() -> None:
     ap.add_argument("--eot", type=int, default=10)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--part", choices=["a", "b", "both"], default="both")
+    ap.add_argument("--no-early-stop", action="store_true",
+                    help="part A with PGD running all 40 steps: early stopping judges success on one random draw of "
+                         "the barrage, which the next draw often undoes (writes adaptive_a_no_early_stop.json)")
     args = ap.parse_args()
+    if args.no_early_stop:
+        print(write("adaptive_a_no_early_stop.json", {"bart": part_a(100 if args.quick else args.n, args.eot, False)}))
+        return
     n = 100 if args.quick else args.n
     result = {}
     if args.part in ("a", "both"):

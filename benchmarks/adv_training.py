@@ -82,6 +82,11 @@ def plot() -> None:
         d = json.loads(path.read_text())
         c = d["curve"]
         ax.plot([p["train_seconds"] / 60 for p in c], [p["pgd20_accuracy"] for p in c], "o-", label=d["args"]["recipe"])
+    shipped = RESULTS / "mnist-cnn-adv-training.json"
+    if shipped.exists():  # the per-epoch record of the run that produced the shipped weights (bastion train)
+        ep = json.loads(shipped.read_text())["epochs"]
+        t = [sum(e["seconds"] for e in ep[: i + 1]) / 60 for i in range(len(ep))]
+        ax.plot(t, [e["val_robust_acc"] for e in ep], "s--", label="pgd-5, shipped run (PGD-10, 512 test images)")
     ax.set_xlabel("training wall time (min, 2 CPU cores)")
     ax.set_ylabel("PGD-20 accuracy, eps 0.3 (1k test)")
     ax.grid(alpha=0.3)

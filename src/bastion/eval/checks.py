@@ -41,7 +41,8 @@ def check_outputs(model: nn.Module, data: ImageDataset, *, adaptive: bool, devic
                 meaning="The model gives different outputs for the same input, so a single gradient is a noisy "
                         "sample and gradient attacks underestimate what an attacker can do.",
                 advice="Evaluate with Expectation over Transformation: add eot(model, n=16) (and bpda(...) for "
-                       "non-differentiable steps) to the evaluation's adaptive attacks.",
+                       "non-differentiable steps) to the evaluation's adaptive attacks, and run PGD with "
+                       "early_stop=False: a success under one random draw is often undone by the next.",
                 evidence={"max_output_change": float((a - b).abs().max()), "prediction_flip_rate": changed}))
     rows_sum = a.sum(1)
     if bool((a >= 0).all()) and torch.allclose(rows_sum, torch.ones_like(rows_sum), atol=1e-4):

@@ -1,0 +1,172 @@
+"""Headline numbers of every committed benchmark result, as the Markdown table in the README.
+
+    python benchmarks/summarize.py
+
+Reads benchmarks/results/*.json (written by the other scripts in this folder) and prints one row per
+measurement: what, the number, the bar it is held to, and the script that produced it. Results that are
+missing are listed as such; nothing here is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def rows() -> list[tuple[str, str, str, str]]:
+    out: list[tuple[str, str, str, str]] = []
+    add = out.append
+
+    a = load("attacks.json")
+    if a:
+        s = a["strength"]
+        add(("mnist-cnn: clean / FGSM 0.1, 0.2, 0.3 / BIM 0.3 / PGD-40 0.3 (1,000 held-out)",
+             " / ".join(pct(v) for v in [s["clean_accuracy"]] + [s[k]["robust_accuracy"] for k in
+                                         ("fgsm_0.1", "fgsm_0.2", "fgsm_0.3", "bim_0.3", "pgd40_0.3")]),
+             "PGD-40 < 1%", "attacks.py"))
+        sp = a["speed"]
+        add(("PGD-40 time / hand-written 40-step loop (no early stop; default)",
+             f"{sp['ratio_no_early_stop_over_floor']:.3f}; {sp['ratio_default_over_floor']:.3f}", "<= 1.05", "attacks.py"))
+        p = a["peers"]
+        if "fastest_peer" in p:
+            peers = ", ".join(f"{k} {v['median_seconds']:.2f}s/{pct(v['robust_accuracy'])}" for k, v in p.items()
+                              if isinstance(v, dict))
+            add(("PGD-40 vs peers (median s / robust acc.)", peers,
+                 "as fast as the fastest, robust acc. <= strongest + 0.2 pp", "attacks.py"))
+        lr = a["logreg_fgsm"]
+        add((f"logreg FGSM error on {lr['data']}, eps " + "/".join(str(r["eps"]) for r in lr["rows"]),
+             " / ".join(pct(r["error"]) for r in lr["rows"]), "seed: 2.9% / 7.6% at 0.2 / 22.6% at 0.5", "attacks.py"))
+
+    j = load("jsma.json")
+    if j:
+        for out_kind in ("logits", "probs"):
+            r = j["paper_setting_targeted"][out_kind]
+            add((f"JSMA ({out_kind}) 100 images x 9 targets: success / mean L0", f"{pct(r['success_rate'])} / "
+                 f"{r['mean_l0_pct_all']:.2f}%", ">= 97% / <= 4.5%", "jsma.py"))
+        art = j.get("art", {})
+        if "speed" in art:
+            q = art["quality_all_pairs"]["art"]
+            add(("JSMA speed-up over ART SaliencyMapMethod (logits; probs)",
+                 f"{art['speed']['speedup_logits_vs_art']:.1f}x; {art['speed']['speedup_probs_vs_art']:.1f}x "
+                 f"(ART: {pct(q['success_rate'])}, L0 {q['mean_l0_pct_all']:.2f}%)", ">= 10x", "jsma.py"))
+    m = load("jsma_memory.json")
+    if m:
+        c = m["cases"]
+        add(("JSMA peak RSS: 100x3x32x32 / 1x3x224x224",
+             f"{c['cifar-batch100']['vm_hwm_mib']:.0f} MiB / {c['224-single']['vm_hwm_mib']:.0f} MiB", "< 2 GiB / < 4 GiB",
+             "jsma_memory.py"))
+
+    b = load("bart_speed.json")
+    if b:
+        r = b["results"]
+        add(("BaRT k=5 batched vs per-image scikit-image (1,000 MNIST; 1,000 RGB 32x32)",
+             f"{r['mnist']['speedup']:.1f}x; {r['rgb32']['speedup']:.1f}x", ">= 10x", "bart_speed.py"))
+    ba = load("bart_accuracy.json")
+    if ba:
+        mb, mc = ba["models"]["mnist-cnn-bart"], ba["models"]["mnist-cnn"]
+        add(("mnist-cnn-bart: clean (10k test) / naive FGSM 0.3 / naive PGD-40 0.3",
+             f"{pct(mb['clean_accuracy'])} / {pct(mb['fgsm_eps0.3']['robust_accuracy'])} / "
+             f"{pct(mb['pgd_eps0.3_40x0.01']['robust_accuracy'])} (mnist-cnn: {pct(mc['fgsm_eps0.3']['robust_accuracy'])}"
+             f" / {pct(mc['pgd_eps0.3_40x0.01']['robust_accuracy'])})", "clean >= 97%", "bart_accuracy.py"))
+
+    ad = load("adaptive.json") or load("adaptive_a.json")
+    if ad and "bart" in ad:
+        r = ad["bart"]
+        eot = next(k for k in r if k.startswith("pgd40_eot"))
+        add(("mnist-cnn-bart PGD-40 0.3: naive / bpda / eot(bpda)",
+             f"{pct(r['pgd40_naive']['accuracy'])} / {pct(r['pgd40_bpda']['accuracy'])} / {pct(r[eot]['accuracy'])}",
+             "adaptive <= naive / 2", "adaptive.py"))
+    if ad and "learned_bpda" in ad:
+        for name, r in ad["learned_bpda"].items():
+            add((f"BPDA through {name}: PGD-20 eps 0.1 success, identity / built-in / learned (g MAE)",
+                 f"{pct(r['pgd20_eps0.1_identity']['success_rate'])} / {pct(r['pgd20_eps0.1_builtin_surrogate']['success_rate'])}"
+                 f" / {pct(r['pgd20_eps0.1_learned']['success_rate'])} (MAE {r['surrogate'].get('mae', float('nan')):.4f})",
+                 "reported", "adaptive.py"))
+
+    t = load("transfer.json")
+    if t:
+        d = t["defense"]
+        add(("HideProbabilities(mnist-cnn): naive PGD-40 0.3", pct(d["naive_pgd_on_hidden"]["robust_accuracy"]),
+             "near clean", "transfer.py"))
+        for r in t["substitute"]["by_lambda"]:
+            ra = r["robust_accuracy_mean"]
+            add((f"... substitute (6,400 label queries, lambda {r['config']['lam']}): FGSM / PGD transferred",
+                 f"{pct(ra['fgsm'])} / {pct(ra['pgd'])}", "< 40%", "transfer.py"))
+    bb = load("blackbox.json")
+    if bb:
+        s = bb["bar_a_square_vs_pgd"]
+        add(("Square 5,000 queries vs PGD-40, mnist-cnn eps 0.3", f"{pct(s['square']['robust_accuracy'])} vs "
+             f"{pct(s['pgd']['robust_accuracy'])}", "within 5 pp", "blackbox.py"))
+        h = bb["bar_b_hsj_vs_min_norm"]
+        add(("HopSkipJump 5,000 queries: success / median L2 over min-norm PGD's",
+             f"{pct(h['hopskipjump']['success_rate'])} / {h['median_l2_ratio']:.2f}x", "100% / <= 1.5x", "blackbox.py"))
+    bba = load("blackbox-mnist-cnn-adv.json")
+    if bba:
+        s = bba["bar_a_square_vs_pgd"]
+        add(("Square 5,000 queries vs PGD-40, mnist-cnn-adv eps 0.3", f"{pct(s['square']['robust_accuracy'])} vs "
+             f"{pct(s['pgd']['robust_accuracy'])}", "reported", "blackbox.py --model mnist-cnn-adv"))
+
+    ev = load("mnist-cnn-adv-pgd50x10/results.json")
+    if ev:
+        add(("mnist-cnn-adv on 10,000 MNIST test: clean / PGD-50x10 (step 0.01) eps 0.3",
+             f"{pct(ev['clean_accuracy'])} / " + ", ".join(pct(r["accuracy"]) for r in ev["rows"]), ">= 98.5% / >= 89%", "bastion evaluate"))
+    tr = load("mnist-cnn-adv-training.json")
+    if tr:
+        add(("mnist-cnn-adv training time (PGD-5, 8 epochs, 2 cores; sum of epoch wall times)",
+             f"{sum(e['seconds'] for e in tr['epochs']) / 60:.1f} min", "<= 30 min", "bastion train"))
+    ta = load("transfer-mnist-cnn-adv.json")
+    if ta:
+        pt = ta["plain_transfer"]["mnist-cnn"]["attacks"]
+        add(("mnist-cnn-adv: white-box PGD-40 vs PGD / FGSM transferred from mnist-cnn (1,000 held-out)",
+             f"{pct(ta['defense']['white_box_pgd_on_target']['robust_accuracy'])} vs {pct(pt['pgd']['robust_accuracy'])}"
+             f" / {pct(pt['fgsm']['robust_accuracy'])}", "reported", "transfer.py --target mnist-cnn-adv"))
+    rb = load("regularization_baselines.json")
+    if rb:
+        for name, r in rb["results"].items():
+            if isinstance(r, dict):
+                add((f"{name}: test / FGSM 0.3 / PGD-40 0.1, 0.3", f"{pct(r['test_accuracy'])} / {pct(r['fgsm_0.3'])} / "
+                     f"{pct(r['pgd40_0.1'])}, {pct(r['pgd40_0.3'])}", "reported", "regularization_baselines.py"))
+    for recipe in ("fgsm-rs", "pgd", "trades"):
+        at = load(f"adv_training_{recipe}.json")
+        if at:
+            last = at["curve"][-1]
+            best = max(at["curve"], key=lambda c: c["pgd20_accuracy"])
+            add((f"adversarial training {recipe} from scratch: best PGD-20 (epoch, wall min) / final",
+                 f"{pct(best['pgd20_accuracy'])} (epoch {best['epoch']}, {best['train_seconds'] / 60:.1f} min) / "
+                 f"{pct(last['pgd20_accuracy'])}", "reported", "adv_training.py"))
+
+    w = load("web_latency.json")
+    if w:
+        add(("web demo: FGSM request, median (HTTP)", f"{w['http_fgsm']['threads=1']['median_ms']:.0f} ms", "< 300 ms",
+             "web_latency.py"))
+    di = load("distributed.json")
+    if di and "speedup_2_over_1" in di:
+        add(("evaluation, 2 processes over 1 (torchrun, gloo)", f"{di['speedup_2_over_1']:.2f}x", "reported", "distributed.py"))
+    de = load("demo_time.json")
+    if de:
+        add(("`bastion demo` wall time", ", ".join(f"{r['wall_seconds']:.0f} s" for r in de["runs"]), "< 180 s",
+             "demo_time.py"))
+    return out
+
+
+def main() -> None:
+    print("| measurement | measured | bar | command (`benchmarks/`) |")
+    print("|---|---|---|---|")
+    for what, value, bar, cmd in rows():
+        print(f"| {what} | {value} | {bar} | `{cmd}` |")
+
+
+if __name__ == "__main__":
+    main()

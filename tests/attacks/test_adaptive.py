@@ -1,0 +1,89 @@
+"""BPDA, EOT and the learned BPDA approximator (train_surrogate)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bastion.attacks import PGD, bpda, eot, train_surrogate
+from bastion.data import load_dataset
+from bastion.defenses import Defended
+from bastion.defenses.bart import BaRT, ColorPrecision, Noise
+from bastion.errors import ConfigError
+from bastion.models import pretrained
+
+
+@pytest.fixture(scope="module")
+def quantized():
+    """mnist-cnn behind a fixed 4-level colour-precision reduction: piecewise constant, zero gradient."""
+    defense = BaRT(k=1, groups=[ColorPrecision(levels=(4, 4), shared_prob=1.0)]).eval()
+    return Defended(defense, pretrained("mnist-cnn")).eval()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_dataset("mnist-5k", "test")
+    idx = torch.arange(0, 1000, 50)
+    return d.images[idx], d.labels[idx]
+
+
+def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    xg = x.clone().requires_grad_(True)
+    loss = nn.functional.cross_entropy(model(xg), y)
+    (g,) = torch.autograd.grad(loss, xg)
+    return g
+
+
+def test_bpda_forward_is_the_real_defense_and_its_gradient_is_not_zero(quantized, digits) -> None:
+    x, y = digits
+    adaptive = bpda(quantized)
+    with torch.no_grad():
+        assert torch.equal(adaptive(x), quantized(x))  # forward: the real, non-differentiable defense
+    assert _input_grad(quantized, x, y).abs().max() == 0  # the naive gradient is masked ...
+    assert _input_grad(adaptive, x, y).abs().sum(dim=(1, 2, 3)).gt(0).all()  # ... BPDA's is not
+
+
+def test_bpda_with_identity_surrogate_equals_gradient_of_the_undefended_model_at_fx(quantized, digits) -> None:
+    x, y = digits
+    adaptive = bpda(quantized, surrogate=nn.Identity())
+    fx = quantized.defense(x)
+    assert torch.allclose(_input_grad(adaptive, x, y), _input_grad(quantized.model, fx, y), atol=1e-6)
+
+
+def test_bpda_breaks_the_quantization_that_stops_naive_pgd(quantized, digits) -> None:
+    x, y = digits
+    pgd = PGD(eps=0.2, steps=20, step_size=0.025)
+    naive = pgd(quantized, x, y, generator=torch.Generator().manual_seed(0))
+    adaptive = pgd(bpda(quantized), x, y, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        judged = (quantized(adaptive.x_adv).argmax(1) == y).float().mean()
+    assert judged < naive.robust.float().mean() - 0.3
+
+
+def test_eot_averages_probabilities_over_draws() -> None:
+    torch.manual_seed(0)
+    noisy = Defended(BaRT(k=1, groups=[Noise()]), pretrained("mnist-cnn")).eval()
+    x = load_dataset("mnist-5k", "test").images[:4]
+    noisy.reseed(3)
+    with torch.no_grad():
+        out = eot(noisy, n=5)(x)
+    noisy.reseed(3)
+    with torch.no_grad():  # the same draws, one batch of n*B: draw i covers rows i*B .. (i+1)*B
+        probs = noisy(x.repeat(5, 1, 1, 1)).softmax(1).reshape(5, 4, -1).mean(0)
+    assert torch.allclose(out.exp(), probs, atol=1e-6)
+    with pytest.raises(ConfigError):
+        eot(noisy, n=0)
+
+
+def test_bpda_refuses_a_model_without_a_defense() -> None:
+    with pytest.raises(ConfigError, match="Defended"):
+        bpda(pretrained("mnist-cnn"))
+
+
+def test_learned_surrogate_beats_the_identity_and_leaves_no_trainable_state() -> None:
+    defense = BaRT(k=1, groups=[ColorPrecision(levels=(4, 4), shared_prob=1.0)]).eval()
+    data = load_dataset("mnist-5k", "train").take(1200)
+    g, report = train_surrogate(defense, data, epochs=3, width=16, depth=3)
+    assert report.mae < report.mae_identity
+    assert not g.training and not any(p.requires_grad for p in g.parameters())
