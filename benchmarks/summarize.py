@@ -82,17 +82,22 @@ def rows() -> list[tuple[str, str, str, str]]:
              f" / {pct(mc['pgd_eps0.3_40x0.01']['robust_accuracy'])})", "clean >= 97%", "bart_accuracy.py"))
 
     ad = load("adaptive.json") or load("adaptive_a.json")
-    if ad and "bart" in ad:
-        r = ad["bart"]
-        eot = next(k for k in r if k.startswith("pgd40_eot"))
-        add(("mnist-cnn-bart PGD-40 0.3: naive / bpda / eot(bpda)",
-             f"{pct(r['pgd40_naive']['accuracy'])} / {pct(r['pgd40_bpda']['accuracy'])} / {pct(r[eot]['accuracy'])}",
-             "adaptive <= naive / 2", "adaptive.py"))
+    for label, res, cmd in (("early stop", ad, "adaptive.py"),
+                            ("no early stop", load("adaptive_a_no_early_stop.json"), "adaptive.py --no-early-stop")):
+        if res and "bart" in res:
+            r = res["bart"]
+            eot = next(k for k in r if k.startswith("pgd40_eot"))
+            add((f"mnist-cnn-bart PGD-40 0.3 ({label}, {r['n']} held-out): naive / bpda / {eot[6:]}",
+                 f"{pct(r['pgd40_naive']['accuracy'])} / {pct(r['pgd40_bpda']['accuracy'])} / {pct(r[eot]['accuracy'])}",
+                 "adaptive <= naive / 2", cmd))
+    ad = load("adaptive_b.json") or ad
     if ad and "learned_bpda" in ad:
         for name, r in ad["learned_bpda"].items():
-            add((f"BPDA through {name}: PGD-20 eps 0.1 success, identity / built-in / learned (g MAE)",
-                 f"{pct(r['pgd20_eps0.1_identity']['success_rate'])} / {pct(r['pgd20_eps0.1_builtin_surrogate']['success_rate'])}"
-                 f" / {pct(r['pgd20_eps0.1_learned']['success_rate'])} (MAE {r['surrogate'].get('mae', float('nan')):.4f})",
+            cells = "; ".join(" / ".join(pct(r[f"pgd20_eps{e}_{k}"]["success_rate"])
+                                         for k in ("identity", "builtin_surrogate", "learned")) for e in (0.1, 0.2))
+            add((f"BPDA through {name} in front of mnist-cnn: PGD-20 success at eps 0.1; 0.2 with identity / built-in "
+                 "surrogate / learned g (g's MAE vs identity's)",
+                 f"{cells} (MAE {r['surrogate']['mae']:.4f} vs {r['surrogate']['mae_identity']:.4f})",
                  "reported", "adaptive.py"))
 
     t = load("transfer.json")

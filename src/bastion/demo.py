@@ -257,7 +257,8 @@ class _Ctx:
             clean = float((m(x).argmax(1) == y).float().mean())
         naive = self.attack(pgd, m, x, y)
         adaptive_model = eot(bpda(m), n=8)
-        adaptive = self.attack(pgd, adaptive_model, x, y)
+        # the adaptive attacker also runs every step: a success seen under one random draw is often undone by the next
+        adaptive = self.attack(PGD(eps=0.3, steps=40, step_size=0.01, early_stop=False), adaptive_model, x, y)
         with torch.no_grad():
             naive_acc = float((m(naive.x_adv).argmax(1) == y).float().mean())
             adaptive_acc = float((m(adaptive.x_adv).argmax(1) == y).float().mean())
@@ -271,7 +272,7 @@ class _Ctx:
             "5. BaRT under naive and adaptive attacks",
             paragraph(f"mnist-cnn-bart puts a random barrage of transforms in front of the classifier. Clean accuracy "
                       f"through the barrage: {clean:.1%} on {k} images."),
-            table(["attack (eps=0.3)", "accuracy"], [("PGD-40, naive", naive_acc), ("PGD-40 through eot(bpda(model), n=8)", adaptive_acc)]),
+            table(["attack (eps=0.3)", "accuracy"], [("PGD-40, naive", naive_acc), ("PGD-40 through eot(bpda(model), n=8), all 40 steps", adaptive_acc)]),
             verdict(("The adaptive attack cuts accuracy by at least half: BaRT's robustness against naive PGD comes "
                      "largely from randomness and non-differentiable steps, not from a robust decision." if holds else
                      "The adaptive attack did not halve accuracy in this run; see the adaptive-attacks benchmark for "
