@@ -148,9 +148,12 @@ def rows() -> list[tuple[str, str, str, str]]:
         if at:
             last = at["curve"][-1]
             best = max(at["curve"], key=lambda c: c["pgd20_accuracy"])
-            add((f"adversarial training {recipe} from scratch: best PGD-20 (epoch, wall min) / final",
-                 f"{pct(best['pgd20_accuracy'])} (epoch {best['epoch']}, {best['train_seconds'] / 60:.1f} min) / "
-                 f"{pct(last['pgd20_accuracy'])}", "reported", "adv_training.py"))
+            cpu = best.get("train_cpu_seconds")
+            add((f"adversarial training {recipe} from scratch, {len(at['curve'])} epochs: best PGD-20 accuracy "
+                 "(epoch; training time)",
+                 f"{pct(best['pgd20_accuracy'])} (epoch {best['epoch']}; {best['train_seconds'] / 60:.0f} min wall"
+                 + (f", {cpu / 60:.0f} min CPU on {at.get('torch_threads', '?')} thread(s)" if cpu else "") + ")",
+                 "reported", f"adv_training.py --recipe {recipe}"))
 
     w = load("web_latency.json")
     if w:
