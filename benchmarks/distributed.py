@@ -29,7 +29,7 @@ def run(nproc: int, n: int, out: Path) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(29500 + nproc),
            "-m", "bastion", "evaluate", "--model", "mnist-cnn", "--attacks", "fgsm,pgd", "--eps", "0.1,0.2,0.3",
-           "--n", str(n), "--out", str(out), "--quiet", "--no-cascade"]
+           "--images", str(n), "--out", str(out), "--quiet", "--no-cascade"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0

@@ -219,7 +219,9 @@ def evaluate(
     data: Annotated[str, typer.Option()] = "mnist-5k",
     split: Annotated[str, typer.Option()] = "all",
     data_dir: Annotated[Path | None, typer.Option()] = None,
-    n: Annotated[int, typer.Option(min=1, help="Number of images.")] = 1000,
+    n: Annotated[int, typer.Option("--n", "--images", min=1,
+                                   help="Number of images (--images under torchrun, whose parser takes --n for its own "
+                                        "--nnodes/--nproc-per-node).")] = 1000,
     batch_size: Annotated[int, typer.Option(min=1)] = 250,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option()] = Path("runs/evaluate"),
