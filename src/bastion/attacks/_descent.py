@@ -56,18 +56,22 @@ class Descent:
             return ok
 
         for _ in range(self.steps):
-            xa = x_adv[active]
-            t = None if target is None else target[active]
-            logits, values, grad = loss_and_grad(model, xa, y[active], t, self.loss)
+            whole = active.numel() == b  # every sample still moves: skip the gathers and scatters
+            xa = x_adv if whole else x_adv[active]
+            t = None if target is None else (target if whole else target[active])
+            logits, values, grad = loss_and_grad(model, xa, y if whole else y[active], t, self.loss)
             queries[active] += 1
             with torch.no_grad():
                 ok = record(active, xa, logits, values)
-                if self.early_stop:
+                if self.early_stop and bool(ok.any()):
                     keep = ~ok
                     active, xa, grad = active[keep], xa[keep], grad[keep]
                     if active.numel() == 0:
                         break
-                x_adv[active] = self.threat.project(xa + self.step_size * self.threat.steepest(grad), x[active])
+                if active.numel() == b:
+                    x_adv = self.threat.project(xa + self.step_size * self.threat.steepest(grad), x)
+                else:
+                    x_adv[active] = self.threat.project(xa + self.step_size * self.threat.steepest(grad), x[active])
         if active.numel():
             with torch.no_grad():
                 xa = x_adv[active]
