@@ -124,3 +124,11 @@ def test_inconsistent_launch_is_refused(monkeypatch):
     monkeypatch.setenv("MASTER_PORT", "1")
     with pytest.raises(LaunchError, match="not in"):
         World.from_env()
+
+
+def test_each_process_gets_its_own_gpu_for_a_bare_cuda_device():
+    world = World(rank=5, size=8, local_rank=1)
+    assert world.device("cuda") == torch.device("cuda", 1)
+    assert world.device("cuda:3") == torch.device("cuda", 3)  # an explicit index is kept
+    assert world.device("cpu") == torch.device("cpu")
+    assert World().device("cuda") == torch.device("cuda")  # single process: unchanged

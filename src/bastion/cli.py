@@ -95,6 +95,7 @@ def train(
 
     try:
         world = World.from_env()
+        device = str(world.device(device))
         train_ds = load_dataset(data, split, data_dir=data_dir)
         val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
@@ -238,6 +239,7 @@ def evaluate(
 
     try:
         world = World.from_env()
+        device = str(world.device(device))
         net = apply_defense(resolve_model(model, device=device), defense, seed=seed)
         ds = load_dataset(data, split, data_dir=data_dir).take(n)
         suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)

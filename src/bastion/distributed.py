@@ -10,7 +10,8 @@
 
 Backend: ``nccl`` when CUDA is available, else ``gloo``. Launch, e.g.::
 
-    torchrun --nproc_per_node 2 -m bastion evaluate --model mnist-cnn --n 1000
+    torchrun --nproc_per_node 2 -m bastion evaluate --model mnist-cnn --images 1000
+    torchrun --nproc_per_node 8 -m bastion evaluate --device cuda ...   # process i on cuda:LOCAL_RANK
     torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m bastion evaluate ...
 """
 
@@ -42,6 +43,15 @@ class World:
     size: int = 1
     backend: str | None = None
     owns_group: bool = False
+    local_rank: int = 0
+
+    def device(self, spec: str | torch.device) -> torch.device:
+        """The device this process should use for ``spec``: a bare ``"cuda"`` becomes ``cuda:LOCAL_RANK`` in a
+        multi-process job (one GPU per process, as torchrun lays them out); anything else is kept."""
+        dev = torch.device(spec)
+        if dev.type == "cuda" and dev.index is None and self.distributed:
+            return torch.device("cuda", self.local_rank)
+        return dev
 
     @property
     def distributed(self) -> bool:
@@ -66,13 +76,16 @@ class World:
         if size == 1:
             return cls()
         chosen = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        if chosen == "nccl":
+            torch.cuda.set_device(local)
         owns = False
         if not dist.is_initialized():
             dist.init_process_group(backend=chosen)
             owns = True
         if dist.get_world_size() != size or dist.get_rank() != rank:
             raise LaunchError("the process group disagrees with RANK/WORLD_SIZE")
-        return cls(rank=rank, size=size, backend=chosen, owns_group=owns)
+        return cls(rank=rank, size=size, backend=chosen, owns_group=owns, local_rank=local)
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
