@@ -146,7 +146,6 @@ def rows() -> list[tuple[str, str, str, str]]:
     for recipe in ("fgsm-rs", "pgd", "trades"):
         at = load(f"adv_training_{recipe}.json")
         if at:
-            last = at["curve"][-1]
             best = max(at["curve"], key=lambda c: c["pgd20_accuracy"])
             cpu = best.get("train_cpu_seconds")
             add((f"adversarial training {recipe} from scratch, {len(at['curve'])} epochs: best PGD-20 accuracy "
