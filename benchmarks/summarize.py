@@ -109,19 +109,19 @@ def rows() -> list[tuple[str, str, str, str]]:
             ra = r["robust_accuracy_mean"]
             add((f"... substitute (6,400 label queries, lambda {r['config']['lam']}): FGSM / PGD transferred",
                  f"{pct(ra['fgsm'])} / {pct(ra['pgd'])}", "< 40%", "transfer.py"))
-    bb = load("blackbox.json")
-    if bb:
+    for model, name, bar, cmd in (("mnist-cnn", "blackbox.json", "within 5 pp", "blackbox.py"),
+                                  ("mnist-cnn-adv", "blackbox-mnist-cnn-adv.json", "reported",
+                                   "blackbox.py --model mnist-cnn-adv")):
+        bb = load(name)
+        if not bb:
+            continue
         s = bb["bar_a_square_vs_pgd"]
-        add(("Square 5,000 queries vs PGD-40, mnist-cnn eps 0.3", f"{pct(s['square']['robust_accuracy'])} vs "
-             f"{pct(s['pgd']['robust_accuracy'])}", "within 5 pp", "blackbox.py"))
-        h = bb["bar_b_hsj_vs_min_norm"]
-        add(("HopSkipJump 5,000 queries: success / median L2 over min-norm PGD's",
-             f"{pct(h['hopskipjump']['success_rate'])} / {h['median_l2_ratio']:.2f}x", "100% / <= 1.5x", "blackbox.py"))
-    bba = load("blackbox-mnist-cnn-adv.json")
-    if bba:
-        s = bba["bar_a_square_vs_pgd"]
-        add(("Square 5,000 queries vs PGD-40, mnist-cnn-adv eps 0.3", f"{pct(s['square']['robust_accuracy'])} vs "
-             f"{pct(s['pgd']['robust_accuracy'])}", "reported", "blackbox.py --model mnist-cnn-adv"))
+        add((f"Square 5,000 queries vs PGD-40, {model} eps 0.3", f"{pct(s['square']['robust_accuracy'])} vs "
+             f"{pct(s['pgd']['robust_accuracy'])}", bar, cmd))
+        h = bb.get("bar_b_hsj_vs_min_norm")
+        if h:
+            add(("HopSkipJump 5,000 queries: success / median L2 over min-norm PGD's",
+                 f"{pct(h['hopskipjump']['success_rate'])} / {h['median_l2_ratio']:.2f}x", "100% / <= 1.5x", cmd))
 
     ev = load("mnist-cnn-adv-pgd50x10/results.json")
     if ev:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bastion.defenses.bart._keyed import fast_keyed_uniform as keyed_uniform
+from bastion._rng import keyed_uniform
 from bastion.defenses.bart.base import Params, RandomTransform, check_range, expect, seeds, uniform
 
 _SEED = 0x666674

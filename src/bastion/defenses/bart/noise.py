@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bastion.defenses.bart._keyed import fast_keyed_uniform as keyed_uniform
+from bastion._rng import keyed_uniform
 from bastion.defenses.bart.base import (
     Params,
     RandomTransform,
