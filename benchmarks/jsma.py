@@ -18,8 +18,9 @@ Writes ``benchmarks/results/jsma.json`` (``jsma_quick.json`` with --quick) and
   untargeted (100 images; seconds are the median of 3 interleaved runs) and targeted (the 900 pairs).
 
 Timing is noisy on a shared machine; ratios are measured within one run. ``--threads`` sets torch's
-intra-op threads for bastion and ART alike (default 1: with other jobs on the 2 cores, 2 OpenMP threads
-slow small operations down many times over).
+intra-op threads for bastion and ART alike (default: torch's own default, one per core; on a machine
+shared with other jobs pass ``--threads 1``, as 2 OpenMP threads then slow small operations down many times
+over).
 """
 
 from __future__ import annotations
@@ -254,12 +255,14 @@ def figure(model, x0: torch.Tensor, y0: int, advs: dict[str, torch.Tensor], path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="20 images, ART speed on 3 (a smoke run)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                    help="torch intra-op threads for bastion and ART alike (default: torch's, one per core)")
+    ap.add_argument("--speed-images", type=int, default=40, help="images (x 9 targets) in the timed subset")
     ap.add_argument("--no-art", action="store_true", help="skip the ART comparison")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     n = 20 if args.quick else 100
-    n_speed = 3 if args.quick else 20
+    n_speed = 3 if args.quick else args.speed_images
 
     def log(msg: str) -> None:
         print(msg, flush=True)

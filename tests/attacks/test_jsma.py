@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bastion.attacks.jsma import JSMA, L0Fraction, best_features, best_pairs, max_changed_features
+from bastion.attacks.jsma import JSMA, L0Fraction, best_features, best_pairs, best_pairs_opposed, max_changed_features
 from bastion.errors import ConfigError
 from tests.conftest import tiny_cnn
 
@@ -159,6 +159,25 @@ def test_pair_search_is_exact(seed, n, chunk, reduce, zeros):
     assert bool((p[found] != q[found]).all())
     assert bool((domain[rows, p] & domain[rows, q])[found].all())
     got = -(a[rows, p] + a[rows, q]) * (b[rows, p] + b[rows, q])
+    torch.testing.assert_close(got[found], expected[found], atol=0, rtol=0)
+
+
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 70), zeros=st.booleans())
+@SETTINGS
+def test_opposed_pair_search_equals_the_general_one(seed, n, zeros):
+    """Softmax outputs have beta = -alpha: the top-two shortcut scores as well as the exhaustive search."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(6, n, generator=g, dtype=torch.float64)
+    if zeros:
+        a = a.masked_fill(torch.rand(6, n, generator=g) < 0.5, 0.0)
+    domain = torch.rand(6, n, generator=g) < 0.8
+    domain[:, :2] = True  # the attack only searches rows with at least two domain features
+    p, q, found = best_pairs_opposed(a, domain)
+    expected = brute_force_pairs(a, -a, domain)
+    assert torch.equal(found, expected > 0)
+    rows = torch.arange(6)
+    assert bool((p != q).all()) and bool((domain[rows, p] & domain[rows, q]).all())
+    got = (a[rows, p] + a[rows, q]) ** 2
     torch.testing.assert_close(got[found], expected[found], atol=0, rtol=0)
 
 

@@ -205,7 +205,10 @@ class JSMA(Attack):
             a = direction * alpha.reshape(active.numel(), n)
             c = direction * beta.reshape(active.numel(), n)
             dom = domain[active]
-            if self.pairs:
+            if self.pairs and self.output == "probs":  # beta = -alpha: the best pair is the top two alphas
+                p, q, found = best_pairs_opposed(a, dom)
+                chosen = torch.stack((p, q), 1)
+            elif self.pairs:
                 p, q, found = best_pairs(a, c, dom, self.chunk_elements)
                 chosen = torch.stack((p, q), 1)
             else:
@@ -270,6 +273,19 @@ def best_features(a: Tensor, b: Tensor, domain: Tensor) -> tuple[Tensor, Tensor]
     score = torch.where(valid, -(a * b), torch.zeros((), dtype=a.dtype, device=a.device))
     best, p = score.max(1)
     return p, best > 0
+
+
+def best_pairs_opposed(a: Tensor, domain: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`best_pairs` for ``b = -a`` (softmax outputs, whose class scores sum to one).
+
+    The pair score is then ``(a_p + a_q) ** 2`` under ``a_p + a_q > 0``, largest for the two largest ``a``
+    of the domain: one ``topk`` per row instead of the pair search (same pair, up to ties).
+
+    Shape:
+        a, domain: (B, N), at least two domain features per row. Returns ``(p, q, found)``, each (B,).
+    """
+    top, idx = a.masked_fill(~domain, float("-inf")).topk(2, dim=1)
+    return idx[:, 0], idx[:, 1], top.sum(1) > 0
 
 
 def best_pairs(

@@ -148,3 +148,36 @@ def test_no_grad_and_autograd_give_the_same_values(images: torch.Tensor) -> None
         with torch.no_grad():
             y = bart.apply(x, draw)
         assert torch.equal(bart.apply(x.clone().requires_grad_(True), draw).detach(), y)
+
+
+def test_schedule_runs_each_image_through_its_own_order_once() -> None:
+    """The merged schedule: every image gets its groups exactly in its order, and costly groups run in fewer,
+    larger calls than the k slot-by-slot rounds would need."""
+    from bastion.defenses.bart.barrage import _schedule
+
+    bart = BaRT(k=5)
+    draw = bart.sample(1000, 1, generator=gen(7))
+    costs = [bart.group(n).call_cost for n in draw.names]
+    calls = _schedule(draw.order, costs)
+    seen: list[list[int]] = [[] for _ in range(1000)]
+    for g, idx in calls:
+        assert idx.numel() > 0 and len(set(idx.tolist())) == idx.numel()
+        for i in idx.tolist():
+            seen[i].append(g)
+    assert seen == draw.order.tolist()
+    per_group = torch.bincount(torch.tensor([g for g, _ in calls]), minlength=len(costs))
+    costly = max(range(len(costs)), key=lambda j: costs[j])
+    assert int(per_group[costly]) < draw.k
+
+
+def test_scheduled_barrage_equals_each_image_chained_by_hand(images: torch.Tensor) -> None:
+    bart = BaRT(k=5)
+    x = images.float()
+    draw = bart.sample(x.shape[0], x.shape[1], generator=gen(8))
+    with torch.no_grad():
+        y = bart.apply(x, draw)
+        for i in range(x.shape[0]):
+            xi = x[i : i + 1]
+            for name in draw.groups_of(i):
+                xi = bart.group(name).apply(xi, draw.params[name].select([i]))
+            torch.testing.assert_close(xi[0], y[i], atol=1e-6, rtol=0)

@@ -2,10 +2,11 @@
 
 For every image, ``k`` transform groups are picked at random (without replacement) and applied in a
 random order, each with its own random parameters (https://arxiv.org/abs/1903.08778). The orders of a
-whole batch are drawn at once, ``torch.rand(B, N).argsort(1)[:, :k]``; then for each slot and each group,
-the images that picked that group at that slot are transformed together and the step's results are put
-back in image order (in place into a fresh buffer without autograd; by one out-of-place gather with it, so
-autograd works, with the same values), with no Python loop over images.
+whole batch are drawn at once, ``torch.rand(B, N).argsort(1)[:, :k]``; then each batched call transforms
+all the images whose next group is the same (:func:`_schedule` picks which group runs next, so that the
+costly groups run on many images at once) and puts the results back in image order (in place into a
+private copy without autograd; by an out-of-place ``index_copy`` with it, so autograd works, with the same
+values), with no Python loop over images.
 
 A draw (:class:`BarrageDraw`: the orders and every group's parameters) can be returned and replayed
 exactly with :meth:`BaRT.apply`. :meth:`BaRT.bpda_forward` runs one draw whose forward value is the real
@@ -107,6 +108,33 @@ def _build(spec: str | RandomTransform | Mapping[str, Any]) -> RandomTransform:
         raise ConfigError(f"bad options for BaRT group {name!r}: {e}") from None
 
 
+def _schedule(order: Tensor, call_cost: Sequence[float]) -> list[tuple[int, Tensor]]:
+    """The batched calls that run a draw: ``(group, images)`` pairs, in execution order.
+
+    Every image must go through its groups in its own order (row ``i`` of ``order``), but nothing forces the
+    images to move in lock-step, slot by slot: a call may take every image whose *next* group is ``g``,
+    whichever step that is for it. Each round runs the group with the lowest fixed cost per waiting image
+    (``call_cost[g] / waiting[g]``), so cheap groups run often on few images and the costly ones (many small
+    kernels, iterations or codec calls a call) run rarely on many. Each image still sees exactly its own
+    sequence, and every group is batch-invariant, so the output equals the slot-by-slot one; only the number
+    of calls changes (a k=5 barrage over 1,000 MNIST images: denoise runs 2 times instead of 5).
+    """
+    order = order.cpu()
+    n, k = order.shape
+    step = torch.zeros(n, dtype=torch.long)
+    live = torch.arange(n)
+    calls: list[tuple[int, Tensor]] = []
+    while live.numel():
+        nxt = order[live, step[live]]
+        waiting = torch.bincount(nxt, minlength=len(call_cost)).tolist()
+        g = min((j for j, w in enumerate(waiting) if w), key=lambda j: call_cost[j] / waiting[j])
+        idx = live[nxt == g]
+        calls.append((g, idx))
+        step[idx] += 1
+        live = live[step[live] < k]
+    return calls
+
+
 class BaRT(InputDefense):
     """The barrage of random transforms.
 
@@ -183,46 +211,37 @@ class BaRT(InputDefense):
     def _run(self, x: Tensor, draw: BarrageDraw, mode: str) -> Tensor:
         if len(draw) != x.shape[0]:
             raise ConfigError(f"the draw is for {len(draw)} images, the batch has {x.shape[0]}")
-        order = draw.order.to(x.device)
         ts = [self.group(n) for n in draw.names]
-        # Without autograd, every step writes its groups' results into a fresh buffer in place (each image
-        # is in exactly one group per step, so every row is written once); with autograd, the step's results
-        # are concatenated and put back in image order with one gather (out of place, differentiable).
+        n, k = x.shape[0], draw.k
+        if n == 0 or k == 0:
+            return x
+        # Without autograd, results are written in place into one private copy of the input; with autograd,
+        # each call's results go back by an out-of-place (differentiable) index_copy.
         inplace = not (torch.is_grad_enabled() and x.requires_grad)
-        n = x.shape[0]
-        for s in range(draw.k):
-            col = order[:, s]
-            perm = torch.argsort(col, stable=True)  # images grouped by their group at this step
-            counts = torch.bincount(col, minlength=len(ts)).tolist()
-            parts, start = [], 0
-            for t, c in zip(ts, counts, strict=True):
-                if c == 0:
-                    continue
-                idx = perm[start : start + c]
-                start += c
-                xs = x if c == n else x.index_select(0, idx)
-                p = draw.params[t.name]
-                p = p if c == n else p.select(idx)
-                if mode == "real":
-                    ys = t.apply(xs, p)
-                elif mode == "surrogate":
-                    ys = t.apply_surrogate(xs, p)
-                elif t.grad == "exact":
-                    ys = t.apply(xs, p)
-                else:
-                    ys = _exact_straight_through(t.apply(xs, p), t.apply_surrogate(xs, p))
-                parts.append((idx, ys.to(x.dtype)))
-            if not parts:  # an empty batch
-                continue
-            if len(parts) == 1:
-                x = parts[0][1]
-            elif inplace:
-                out = torch.empty_like(x)
-                for idx, ys in parts:
-                    out.index_copy_(0, idx, ys)
-                x = out
+        if inplace:
+            x = x.clone()
+        for g, idx in _schedule(draw.order, [t.call_cost for t in ts]):
+            t = ts[g]
+            idx = idx.to(x.device)
+            full = idx.numel() == n
+            xs = x if full else x.index_select(0, idx)
+            p = draw.params[t.name]
+            p = p if full else p.select(idx)
+            if mode == "real":
+                ys = t.apply(xs, p)
+            elif mode == "surrogate":
+                ys = t.apply_surrogate(xs, p)
+            elif t.grad == "exact":
+                ys = t.apply(xs, p)
             else:
-                x = torch.cat([ys for _, ys in parts]).index_select(0, torch.argsort(perm))
+                ys = _exact_straight_through(t.apply(xs, p), t.apply_surrogate(xs, p))
+            ys = ys.to(x.dtype)
+            if full:
+                x = x.copy_(ys) if inplace else ys
+            elif inplace:
+                x.index_copy_(0, idx, ys)
+            else:
+                x = x.index_copy(0, idx, ys)
         return x
 
     def apply(self, x: Tensor, draw: BarrageDraw | None = None) -> Tensor:  # type: ignore[override]

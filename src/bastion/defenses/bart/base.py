@@ -134,11 +134,16 @@ class RandomTransform(nn.Module, ABC):
             (identity surrogate for BPDA).
         channels: channel counts the group supports (``(1, 3)`` or ``(3,)``: colour-only groups are skipped by
             :class:`~bastion.defenses.bart.BaRT` on grayscale inputs).
+        call_cost: the fixed cost of one batched call in milliseconds on a CPU core (what a call costs
+            beyond its per-image work: many small kernels, iterations, codec calls; measured with
+            ``benchmarks/bart_speed.py``). :class:`~bastion.defenses.bart.BaRT` only uses it to decide in which
+            order to run the groups' calls; results do not depend on it.
     """
 
     name: ClassVar[str]
     grad: ClassVar[GradKind]
     channels: ClassVar[tuple[int, ...]] = (1, 3)
+    call_cost: ClassVar[float] = 1.0
 
     def supports(self, c: int) -> bool:
         """Whether the group applies to images with ``c`` channels."""

@@ -46,6 +46,7 @@ class ColorPrecision(RandomTransform):
 
     name = "color_precision"
     grad = "approx"
+    call_cost = 0.05
     channels = (1, 3)
 
     def __init__(self, *, levels: tuple[int, int] = (8, 200), shared_prob: float = 0.5) -> None:

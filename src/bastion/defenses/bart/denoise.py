@@ -414,6 +414,7 @@ class Denoise(RandomTransform):
 
     name = "denoise"
     grad = "approx"
+    call_cost = 5.0
     channels = (1, 3)
 
     def __init__(

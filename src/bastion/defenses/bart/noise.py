@@ -162,6 +162,7 @@ class Noise(RandomTransform):
 
     name = "noise"
     grad = "approx"
+    call_cost = 1.4
     channels = (1, 3)
 
     def __init__(
