@@ -13,7 +13,7 @@ from skimage.util import random_noise
 
 from bastion.data import load_dataset
 from bastion.defenses.bart import Noise
-from bastion.defenses.bart.noise import KINDS, NoiseParams, poisson_from_uniform
+from bastion.defenses.bart.noise import KINDS, NoiseParams, poisson_from_uniform, sample_poisson
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +100,46 @@ def test_poisson_inversion_equals_the_single_step_walk() -> None:
         u = torch.randint(0, 2**24, (20000,), generator=g).double() / 2**24
         u[:10], u[10:20] = 0.0, 1 - 2**-24
         assert torch.equal(poisson_from_uniform(lam, u), walk(lam, u))
+
+
+def _stream_source(n: int, seed: int):  # noqa: ANN202
+    g = torch.Generator().manual_seed(seed)
+    streams: dict[int, torch.Tensor] = {}
+
+    def uniform(s: int) -> torch.Tensor:
+        if s not in streams:
+            streams[s] = torch.rand(n, generator=g, dtype=torch.float64)
+        return streams[s]
+
+    return uniform
+
+
+@pytest.mark.parametrize("lam", [0.5, 10.0, 37.5, 255.0, 4096.0])
+def test_sample_poisson_follows_the_poisson_law(lam: float) -> None:
+    """Transformed rejection (rates >= 10) with inversion fallback: a chi-square test against the pmf."""
+    from scipy import stats
+
+    n = 300_000
+    k = sample_poisson(torch.full((n,), lam, dtype=torch.float64), _stream_source(n, int(lam * 7))).numpy()
+    assert np.all(k == np.floor(k)) and k.min() >= 0
+    lo, hi = int(stats.poisson.ppf(1e-6, lam)), int(stats.poisson.ppf(1 - 1e-6, lam))
+    obs = np.bincount(np.clip(k.astype(np.int64), lo, hi) - lo, minlength=hi - lo + 1)
+    pmf = stats.poisson.pmf(np.arange(lo, hi + 1), lam)
+    pmf[0] += stats.poisson.cdf(lo - 1, lam)
+    pmf[-1] += stats.poisson.sf(hi, lam)
+    exp = pmf * n
+    big = exp >= 5
+    chi2 = float(((obs[big] - exp[big]) ** 2 / exp[big]).sum())
+    assert stats.chi2.sf(chi2, int(big.sum()) - 1) > 1e-3
+    assert abs(k.mean() - lam) < 5 * np.sqrt(lam / n)
+
+
+def test_sample_poisson_inverts_what_every_rejection_round_refused() -> None:
+    """Streams that make every rejection round refuse (u = 0: a zero-width hat) leave all values to the exact
+    inversion of stream 0."""
+    n = 2000
+    g = torch.Generator().manual_seed(3)
+    lam = 10 + 500 * torch.rand(n, generator=g, dtype=torch.float64)
+    u0 = torch.rand(n, generator=g, dtype=torch.float64)
+    streams = {0: u0, 1: torch.zeros(n), 2: torch.rand(n, generator=g), 3: torch.zeros(n), 4: torch.rand(n, generator=g)}
+    assert torch.equal(sample_poisson(lam, streams.__getitem__), poisson_from_uniform(lam, u0))

@@ -202,7 +202,7 @@ class Contrast(RandomTransform):
 
     name = "contrast"
     grad = "approx"
-    call_cost = 1.3
+    call_cost = 1.6
     channels = (1, 3)
 
     def __init__(self, *, kinds: tuple[str, ...] = KINDS, nbins: tuple[int, int] = (40, 256),

@@ -52,7 +52,7 @@ class FFTPerturbation(RandomTransform):
 
     name = "fft"
     grad = "exact"
-    call_cost = 0.2
+    call_cost = 0.35
     channels = (1, 3)
 
     def __init__(self, *, fraction: tuple[float, float] = (0.0, 0.8)) -> None:

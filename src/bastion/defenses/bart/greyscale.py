@@ -49,7 +49,7 @@ class Greyscale(RandomTransform):
 
     name = "greyscale"
     grad = "exact"
-    call_cost = 0.02
+    call_cost = 0.1
     channels = (3,)
 
     def __init__(self, *, amount: tuple[float, float] = (0.0, 1.0), full_prob: float = 0.5,

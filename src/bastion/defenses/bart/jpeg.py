@@ -173,7 +173,7 @@ class JPEG(RandomTransform):
 
     name = "jpeg"
     grad = "approx"
-    call_cost = 1.8
+    call_cost = 0.8
     channels = (1, 3)
 
     def __init__(self, *, quality: tuple[int, int] = (55, 95)) -> None:

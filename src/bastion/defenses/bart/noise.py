@@ -9,7 +9,8 @@ The noise models are scikit-image's ``random_noise`` ones (output clipped to [0,
 
 Every image carries a 62-bit seed, and its noise is a pure function of that seed and the pixel position
 (the counter-based generator of :mod:`bastion._rng`): replaying the parameters replays the noise, and an
-image gets the same noise in any batch. Poisson variates come from inverting the CDF (regularised incomplete gamma) at keyed uniforms.
+image gets the same noise in any batch. Poisson variates come from transformed rejection (rates >= 10) and
+exact CDF inversion (regularised incomplete gamma) at keyed uniforms (:func:`sample_poisson`).
 Gaussian, speckle and impulse noise are differentiable in the image (almost everywhere), Poisson sampling
 is not: the group declares ``grad = "approx"`` and its surrogate passes the gradient straight through the
 Poisson kind (``x + stop_gradient(noisy - x)``).
@@ -19,6 +20,7 @@ Raff et al., CVPR 2019, https://arxiv.org/abs/1903.08778
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +108,82 @@ def poisson_from_uniform(lam: Tensor, u: Tensor) -> Tensor:
     return kf.reshape(k.shape)
 
 
+#: rates from which Poisson variates come from transformed rejection (PTRS) rather than CDF inversion
+_PTRS_MIN = 10.0
+#: PTRS rounds (two keyed uniform streams each) before the rare rejected values fall back to inversion
+_PTRS_ROUNDS = 2
+#: values per block of a PTRS round
+_BLOCK = 1 << 15
+
+
+def sample_poisson(lam: Tensor, uniform: Callable[[int], Tensor]) -> Tensor:
+    """Exact Poisson(``lam``) variates (float64, ``lam``'s shape) from the uniform streams ``uniform(s)``
+    (``s`` = 0, 1, ...; each a tensor of uniforms in [0, 1) shaped like ``lam``; a stream is only drawn when
+    needed, so keyed streams replay exactly).
+
+    Rates of at least 10 use Hörmann's transformed rejection with squeeze (PTRS, "The transformed rejection
+    method for generating Poisson random variables", 1993, the method of NumPy's generator) for
+    ``_PTRS_ROUNDS`` rounds of two streams each (most values are accepted in the first);
+    smaller rates and the values rejected in every round are inverted exactly
+    (:func:`poisson_from_uniform` on stream 0). Every accepted value is Poisson(``lam``) distributed, so
+    the mixture is too. Inversion alone costs an incomplete gamma function per value, which at the rates of
+    a colour image (``lam`` up to 4096) is several times slower than the rejection rounds.
+    """
+    lam = lam.to(torch.float64)
+    flat = lam.reshape(-1)
+    k = torch.zeros_like(flat)
+    big = (flat >= _PTRS_MIN).nonzero().squeeze(1)
+    invert = ((flat > 0) & (flat < _PTRS_MIN)).nonzero().squeeze(1)  # Poisson(0) is 0: nothing to draw
+    if big.numel():
+        kb, left = _ptrs(flat if big.numel() == flat.numel() else flat[big], big, uniform)
+        k.index_put_((big,), kb)
+        invert = torch.cat((invert, big[left]))
+    if invert.numel():
+        k[invert] = poisson_from_uniform(flat[invert], uniform(0).reshape(-1)[invert])
+    return k.view(lam.shape)
+
+
+def _ptrs(lb: Tensor, big: Tensor, uniform: Callable[[int], Tensor]) -> tuple[Tensor, Tensor]:
+    """PTRS rounds for the rates ``lb`` (>= 10) at the flat positions ``big``: ``(k, left)``, ``left`` indexing
+    the values no round accepted (their ``k`` is meaningless). Each round runs in blocks of ``_BLOCK`` values,
+    so its temporaries stay small (a fresh multi-megabyte temporary per operation, each paged in anew, made
+    this several times slower)."""
+    kb = torch.empty_like(lb)
+    whole = int(big[-1]) == big.numel() - 1  # ``big`` is every position, in order (a colour image)
+    left = torch.arange(lb.numel(), device=lb.device)  # the values not accepted yet
+    for r in range(_PTRS_ROUNDS):
+        u_all = uniform(1 + 2 * r).reshape(-1)
+        v_all = uniform(2 + 2 * r).reshape(-1)
+        pos = big if left.numel() == lb.numel() else big[left]
+        ok = torch.empty(left.numel(), dtype=torch.bool, device=lb.device)
+        for s0 in range(0, left.numel(), _BLOCK):
+            sl = slice(s0, s0 + _BLOCK)
+            j = left[sl]
+            at = None if (whole and r == 0) else pos[sl]
+            u = (u_all[sl] if at is None else u_all[at]).to(torch.float64) - 0.5
+            v = (v_all[sl] if at is None else v_all[at]).to(torch.float64)
+            l_ = lb[sl] if r == 0 else lb[j]
+            b_ = l_.sqrt().mul_(2.53).add_(0.931)
+            a2_ = b_.mul(0.02483).sub_(0.059).mul_(2.0)
+            vr_ = (b_ - 2.0).reciprocal_().mul_(-3.6224).add_(0.9277)
+            us = 0.5 - u.abs()
+            kk = torch.floor((a2_ / us + b_) * u + l_ + 0.43)
+            okb = (us >= 0.07) & (v <= vr_)  # the squeeze: about 86% of the values
+            # the others: the exact acceptance test (NumPy's ``random_poisson_ptrs``)
+            hard = (~okb & (kk >= 0) & (us > 0) & ~((us < 0.013) & (v > us))).nonzero().squeeze(1)
+            if hard.numel():
+                lh, bh, uh, kh = l_[hard], b_[hard], us[hard], kk[hard]
+                log_invalpha = torch.log(1.1239 + 1.1328 / (bh - 3.4))
+                lhs = torch.log(v[hard]) + log_invalpha - torch.log(0.5 * a2_[hard] / (uh * uh) + bh)
+                okb[hard] = lhs <= -lh + kh * torch.log(lh) - torch.lgamma(kh + 1.0)
+            kb[j[okb]] = kk[okb]
+            ok[sl] = okb
+        left = left[~ok]
+        if left.numel() == 0:
+            break
+    return kb, left
+
+
 def _poisson_step(kk: Tensor, ll: Tensor, uu: Tensor) -> Tensor:
     """+1 where ``P(X <= kk) < uu`` (X ~ Poisson(``ll``)), -1 where ``P(X <= kk - 1) >= uu`` (and kk > 0), else 0."""
     cdf = torch.special.gammaincc(kk + 1.0, ll)
@@ -125,15 +203,7 @@ def add_noise(x: Tensor, p: NoiseParams) -> Tensor:
     def poisson(xs: Tensor, i: Tensor) -> Tensor:
         vals = torch.exp2(torch.ceil(torch.log2(distinct_counts(xs).to(torch.float64)))).view(-1, 1, 1, 1)
         lam = xs.detach().to(torch.float64) * vals
-        u = _uniform(xs, p.seed[i], 4)
-        live = lam > 0  # Poisson(0) is 0: only sample where the rate is positive (most of an MNIST digit)
-        if bool(live.all()):
-            k = poisson_from_uniform(lam, u)
-        else:
-            at = live.reshape(-1).nonzero().squeeze(1)
-            k = torch.zeros(lam.numel(), dtype=lam.dtype, device=lam.device)
-            k[at] = poisson_from_uniform(lam.reshape(-1)[at], u.reshape(-1)[at])
-            k = k.view(lam.shape)
+        k = sample_poisson(lam, lambda s: _uniform(xs, p.seed[i], 4 + s))  # streams 4 (inversion), 5-8 (PTRS)
         return (k / vals).to(xs.dtype)
 
     def impulse(salt_prob: float | None):  # noqa: ANN202 - small closure factory
@@ -162,7 +232,7 @@ class Noise(RandomTransform):
 
     name = "noise"
     grad = "approx"
-    call_cost = 1.4
+    call_cost = 1.6
     channels = (1, 3)
 
     def __init__(

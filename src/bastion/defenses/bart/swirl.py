@@ -68,7 +68,7 @@ class Swirl(RandomTransform):
 
     name = "swirl"
     grad = "exact"
-    call_cost = 0.1
+    call_cost = 0.3
     channels = (1, 3)
 
     def __init__(self, *, strength: tuple[float, float] = (0.01, 2.0), radius: tuple[float, float] = (0.05, 0.9)) -> None:

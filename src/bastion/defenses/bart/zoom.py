@@ -49,7 +49,7 @@ class Zoom(RandomTransform):
 
     name = "zoom"
     grad = "exact"
-    call_cost = 0.1
+    call_cost = 0.25
     channels = (1, 3)
 
     def __init__(self, *, scale: tuple[float, float] = (0.7, 1.0)) -> None:
