@@ -146,11 +146,17 @@ def art_comparison(model, art_model, x, y, n_speed: int, log) -> dict[str, Any]:
     xs, ys, ts = all_targets(x, y)
     # speed: a subset, interleaved, median of 3
     xs_s, ys_s, ts_s = all_targets(x[:n_speed], y[:n_speed])
-    times: dict[str, list[float]] = {"art": [], "bastion_logits": [], "bastion_probs": []}
+    times: dict[str, list[float]] = {"art": [], "bastion_logits": [], "bastion_probs": [],
+                                     "floor_logits": [], "floor_probs": []}
+    evaluations = {}
     for rep in range(3):
         times["art"].append(run_art(art_atk, art_model, xs_s, ts_s)[2])
         for output in ("logits", "probs"):
-            times[f"bastion_{output}"].append(run_bastion(JSMA(output=output), model, xs_s, ys_s, ts_s)[1])
+            res, sec = run_bastion(JSMA(output=output), model, xs_s, ys_s, ts_s)
+            times[f"bastion_{output}"].append(sec)
+            evaluations[output] = int(res.queries.sum())
+            times[f"floor_{output}"].append(timed(lambda o=output: jacobian_floor(model, xs_s, ys_s, ts_s, o,
+                                                                                  evaluations[o]))[1])
         log(f"speed rep {rep}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
     med = {k: statistics.median(v) for k, v in times.items()}
     speed = {
@@ -160,6 +166,11 @@ def art_comparison(model, art_model, x, y, n_speed: int, log) -> dict[str, Any]:
         "seconds_per_attack_median": {k: v / xs_s.shape[0] for k, v in med.items()},
         "speedup_logits_vs_art": med["art"] / med["bastion_logits"],
         "speedup_probs_vs_art": med["art"] / med["bastion_probs"],
+        "jacobian_evaluations": evaluations,
+        "floor": "the same number of sample-evaluations of the model's forward pass and the attack's backward "
+                 "pass(es) (one for probs, two for logits), in full batches, without any attack logic",
+        "bastion_over_floor": {o: med[f"bastion_{o}"] / med[f"floor_{o}"] for o in ("logits", "probs")},
+        "art_over_probs_floor": med["art"] / med["floor_probs"],
     }
     # quality: every (image, target) pair
     x_art, ok_art, sec_art = run_art(art_atk, art_model, xs, ts)
@@ -177,10 +188,24 @@ def art_comparison(model, art_model, x, y, n_speed: int, log) -> dict[str, Any]:
     # a second, non-interleaved speed reading: the single runs on all pairs above (ART first, then bastion)
     speed["speedup_all_pairs_single_run"] = {
         output: quality["art"]["seconds"] / quality[f"bastion_{output}"]["seconds"] for output in ("logits", "probs")}
+    log(f"bastion / floor: {speed['bastion_over_floor']}; ART / probs floor: {speed['art_over_probs_floor']:.1f}")
     log(f"speedups: subset median logits {speed['speedup_logits_vs_art']:.1f}x, probs {speed['speedup_probs_vs_art']:.1f}x; "
         f"all pairs single run {speed['speedup_all_pairs_single_run']}")
     return {"art_version": art.__version__, "art_batch_size": art_atk.batch_size, "speed": speed,
             "quality_all_pairs": quality}
+
+
+def jacobian_floor(model, x, y, t, output: str, evaluations: int) -> None:  # noqa: ANN001
+    """``evaluations`` sample-evaluations of what every JSMA step needs (one forward pass and the target's
+    gradient summaries), on full batches of ``x`` and nothing else: the cost no JSMA can go below."""
+    from bastion.attacks.jsma import _CPU_JACOBIAN_FEATURES, _target_gradients
+
+    micro = max(1, _CPU_JACOBIAN_FEATURES // x[0].numel())
+    done = 0
+    while done < evaluations:
+        m = min(x.shape[0], evaluations - done)
+        _target_gradients(model, x[:m], y[:m], t[:m], probs=output == "probs", micro=micro)
+        done += m
 
 
 ATTACKS = {
