@@ -317,3 +317,40 @@ def test_untargeted_breaks_trained_model(trained, rule, max_l0):
     res = JSMA(theta=1.0, gamma=0.145, untargeted=rule)(model, x, y)
     assert bool(res.success.all()) and bool((res.pred_adv != y).all())
     assert float(res.norms["l0"].mean()) / 784 < max_l0
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(output="probs"), dict(gamma=0.05), dict(pairs=False)])
+def test_reported_logits_are_the_models_outputs_at_the_result(kw):
+    """JSMA hands back the outputs it already computed at each sample's final point (only samples that moved
+    after their last evaluation are evaluated again): they must equal the model's outputs at x_adv."""
+    model = tiny_double(1, shape=(1, 6, 6), classes=5)
+    x = tiny_inputs(4, b=12, shape=(1, 6, 6))
+    y = model(x).argmax(1)
+    target = (y + 1 + torch.arange(12) % 4) % 5
+    for t in (target, None):
+        res = JSMA(theta=1.0, **kw)(model, x, y, target=t)
+        with torch.no_grad():
+            expected = model(res.x_adv)
+        assert not torch.isnan(res.logits_adv).any()
+        torch.testing.assert_close(res.logits_adv, expected, atol=1e-12, rtol=0)
+        assert torch.equal(res.success, (res.pred_adv == t) if t is not None else (res.pred_adv != y))
+
+
+def test_final_logits_fill_only_the_missing_rows():
+    from bastion.attacks.base import _final_logits
+
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return x.flatten(1)[:, :3] * 2
+
+    x = torch.rand(5, 1, 2, 2)
+    known = torch.full((5, 3), float("nan"))
+    known[[0, 3]] = torch.tensor([[7.0, 8.0, 9.0], [1.0, 2.0, 3.0]])
+    out = _final_logits(Counting(), x, known)
+    assert calls == [3]
+    assert torch.equal(out[[0, 3]], known[[0, 3]])
+    assert torch.equal(out[[1, 2, 4]], x.flatten(1)[[1, 2, 4], :3] * 2)
+    assert torch.isnan(known[1]).all()  # the caller's tensor is not filled in place

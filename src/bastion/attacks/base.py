@@ -158,11 +158,10 @@ class Attack(ABC):
             check_labels(y, x.shape[0], num_classes=logits_clean.shape[1])
             tgt = resolve_target(target, logits_clean, y, keys, seed)
             t0 = time.perf_counter()
-            x_adv, queries = self._run(model, x, y, tgt, seed=seed, keys=keys, logits_clean=logits_clean)
+            out = self._run(model, x, y, tgt, seed=seed, keys=keys, logits_clean=logits_clean)
             seconds = time.perf_counter() - t0
-            x_adv = x_adv.detach()
-            with torch.no_grad():
-                logits_adv = model(x_adv)
+            x_adv, queries = out[0].detach(), out[1]
+            logits_adv = _final_logits(model, x_adv, out[2] if len(out) > 2 else None)
         inside = threat.contains(x_adv, x)
         if not bool(inside.all()):  # an internal invariant; never expected to fire
             raise RuntimeError(f"{type(self).__name__} produced points outside its threat model {threat}")
@@ -182,8 +181,10 @@ class Attack(ABC):
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *, seed: int, keys: Tensor,
         logits_clean: Tensor,
-    ) -> tuple[Tensor, Tensor]:
-        """Return ``(x_adv, queries)``: adversarial inputs inside the threat model and per-sample query counts."""
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+        """Return ``(x_adv, queries)``: adversarial inputs inside the threat model and per-sample query counts;
+        optionally a third element, the model's outputs at ``x_adv`` where the attack already computed them
+        (NaN rows elsewhere), so that only the other rows are evaluated again."""
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data (for reports and the CLI)."""
@@ -191,6 +192,19 @@ class Attack(ABC):
         if is_dataclass(self):
             d.update({f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.repr})
         return d
+
+
+def _final_logits(model: nn.Module, x_adv: Tensor, known: Tensor | None) -> Tensor:
+    """The model's outputs at ``x_adv``: ``known`` rows as given, the rest (all when None, NaN rows) computed."""
+    if known is None:
+        with torch.no_grad():
+            return model(x_adv)
+    out = known.detach().clone()
+    missing = torch.isnan(out).any(1).nonzero().squeeze(1)
+    if missing.numel():
+        with torch.no_grad():
+            out[missing] = model(x_adv[missing]).to(out.dtype)
+    return out
 
 
 def _plain(v: Any) -> Any:

@@ -163,7 +163,7 @@ class JSMA(Attack):
         return L0Fraction(eps=self.gamma, bounds=self.bounds)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *, seed: int, keys: Tensor,
-             logits_clean: Tensor) -> tuple[Tensor, Tensor]:
+             logits_clean: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, shape = x.shape[0], x.shape[1:]
         n = x[0].numel()
         lo, hi = self.bounds
@@ -183,6 +183,9 @@ class JSMA(Attack):
         n_changed = torch.zeros(b, dtype=torch.int64, device=x.device)
         queries = torch.zeros(b, dtype=torch.int64, device=x.device)
         active = torch.arange(b, device=x.device)
+        # the outputs at each sample's current point, where the last step computed them (NaN once it moves):
+        # returned so that the final evaluation only repeats the samples that moved after their last one
+        final = torch.full_like(logits_clean, float("nan"))
 
         while active.numel():
             # Budget and domain first: a sample that cannot take another full step is finished.
@@ -194,6 +197,7 @@ class JSMA(Attack):
             logits, alpha, beta = _target_gradients(model, xf[active].reshape(-1, *shape), y[active], t,
                                                     probs=self.output == "probs", micro=micro)
             queries[active] += 1
+            final[active] = logits.to(final.dtype)
             pred = logits.argmax(1)
             done = pred != y[active] if target is None else pred == t
             keep = ~done
@@ -222,7 +226,8 @@ class JSMA(Attack):
             xf[rows, chosen] = moved
             domain[rows, chosen] = moved < hi if up else moved > lo
             n_changed[active] = (xf[active] != x0[active]).sum(1)
-        return xf.reshape(x.shape), queries
+            final[active] = float("nan")
+        return xf.reshape(x.shape), queries, final
 
 
 #: default input features per forward/backward pass on CPU (see ``JSMA.jacobian_batch``)
