@@ -12,7 +12,7 @@ Writes ``benchmarks/results/jsma.json`` (``jsma_quick.json`` with --quick) and
   (softmax; "JSMA-F").
 * ART: ``SaliencyMapMethod(classifier, theta=1.0, gamma=0.145)`` (its default batch_size=1) on a
   ``PyTorchClassifier`` wrapping the same model (clip_values=(0, 1)), same images, same one-hot targets:
-  all 900 (image, target) pairs, ART and bastion interleaved, median of 3 rounds (``--reps``), beside the
+  all 900 (image, target) pairs, ART and bastion interleaved, median of 5 rounds (``--reps``), beside the
   "floor": the time of the same number of forward and backward passes without any attack logic.
 * The seed's claim "FGSM is faster; JSMA perturbs fewer pixels and stays closer to the original": FGSM
   (eps=0.3), BIM (eps=0.3, steps=10), PGD (eps=0.3, steps=40, step_size=0.01) and JSMA on the same images,
@@ -281,7 +281,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="20 images, one timing round (a smoke run)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
                     help="torch intra-op threads for bastion and ART alike (default: torch's, one per core)")
-    ap.add_argument("--reps", type=int, default=3, help="interleaved timing rounds against ART (median reported)")
+    ap.add_argument("--reps", type=int, default=5, help="interleaved timing rounds against ART (median reported)")
     ap.add_argument("--no-art", action="store_true", help="skip the ART comparison")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
