@@ -8,7 +8,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bastion.attacks.jsma import JSMA, L0Fraction, best_features, best_pairs, best_pairs_opposed, max_changed_features
+from bastion.attacks.jsma import (
+    JSMA,
+    L0Fraction,
+    best_features,
+    best_pairs,
+    best_pairs_opposed,
+    max_changed_features,
+)
 from bastion.errors import ConfigError
 from tests.conftest import tiny_cnn
 
