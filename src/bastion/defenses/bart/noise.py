@@ -135,7 +135,7 @@ def sample_poisson(lam: Tensor, uniform: Callable[[int], Tensor]) -> Tensor:
     big = (flat >= _PTRS_MIN).nonzero().squeeze(1)
     invert = ((flat > 0) & (flat < _PTRS_MIN)).nonzero().squeeze(1)  # Poisson(0) is 0: nothing to draw
     if big.numel():
-        kb, left = _ptrs(flat if big.numel() == flat.numel() else flat[big], big, uniform)
+        kb, left = _ptrs(flat[big], big, uniform)
         k.index_put_((big,), kb)
         invert = torch.cat((invert, big[left]))
     if invert.numel():
@@ -149,20 +149,18 @@ def _ptrs(lb: Tensor, big: Tensor, uniform: Callable[[int], Tensor]) -> tuple[Te
     so its temporaries stay small (a fresh multi-megabyte temporary per operation, each paged in anew, made
     this several times slower)."""
     kb = torch.empty_like(lb)
-    whole = int(big[-1]) == big.numel() - 1  # ``big`` is every position, in order (a colour image)
     left = torch.arange(lb.numel(), device=lb.device)  # the values not accepted yet
     for r in range(_PTRS_ROUNDS):
         u_all = uniform(1 + 2 * r).reshape(-1)
         v_all = uniform(2 + 2 * r).reshape(-1)
-        pos = big if left.numel() == lb.numel() else big[left]
+        pos = big[left]  # their flat positions in the streams
         ok = torch.empty(left.numel(), dtype=torch.bool, device=lb.device)
         for s0 in range(0, left.numel(), _BLOCK):
             sl = slice(s0, s0 + _BLOCK)
-            j = left[sl]
-            at = None if (whole and r == 0) else pos[sl]
-            u = (u_all[sl] if at is None else u_all[at]).to(torch.float64) - 0.5
-            v = (v_all[sl] if at is None else v_all[at]).to(torch.float64)
-            l_ = lb[sl] if r == 0 else lb[j]
+            j, at = left[sl], pos[sl]
+            u = u_all[at].to(torch.float64) - 0.5
+            v = v_all[at].to(torch.float64)
+            l_ = lb[j]
             b_ = l_.sqrt().mul_(2.53).add_(0.931)
             a2_ = b_.mul(0.02483).sub_(0.059).mul_(2.0)
             vr_ = (b_ - 2.0).reciprocal_().mul_(-3.6224).add_(0.9277)
