@@ -1,10 +1,17 @@
 """JPEG noise: a real JPEG encode/decode at a random quality (BaRT group 2).
 
-``apply`` runs the real codec (Pillow's libjpeg, baseline, 4:2:0 chroma subsampling for RGB): it is the
-only BaRT op that loops in Python, because the codec is a C library taking one image at a time. Grayscale
-images of the same quality are encoded together as tiles of one JPEG, which decodes to exactly the pixels
-of each image encoded alone (see :func:`pillow_jpeg`); colour images go one per call. The real codec has no gradient, so
-the group declares ``grad = "approx"`` and ``apply_surrogate`` is a differentiable JPEG written in torch:
+``apply`` runs a baseline JPEG round trip that equals Pillow's libjpeg(-turbo) pixel for pixel (``save(...,
+quality=q)`` with its defaults, then decode: islow integer DCT, quality-scaled tables, 4:2:0 chroma subsampling for
+RGB), by one of two implementations that the tests hold to identical output:
+
+* :func:`bastion.defenses.bart.jpeg_codec.jpeg_roundtrip`, the codec's integer arithmetic on whole batches of
+  tensors (any device, no loop over images): used for colour images, and for every image off the CPU;
+* :func:`pillow_jpeg`, the C library itself: used for grayscale images on the CPU, where it is faster, since
+  grayscale images of the same quality can be encoded together as tiles of one JPEG, which decodes to exactly
+  the pixels of each image encoded alone.
+
+The codec rounds at every step and has no gradient, so the group declares ``grad = "approx"`` and
+``apply_surrogate`` is a differentiable JPEG written in torch:
 colour conversion to YCbCr, 2x2 chroma averaging, 8x8 block DCT, division by the quality-scaled standard
 quantisation tables (ITU-T T.81 Annex K), *soft* rounding (:func:`soft_round`), and the inverse path.
 
@@ -28,21 +35,8 @@ from torch import Tensor
 
 from bastion.defenses.bart.base import Params, RandomTransform, expect, randint
 from bastion.defenses.bart.functional import soft_round
+from bastion.defenses.bart.jpeg_codec import jpeg_roundtrip, quant_table_ints
 from bastion.errors import ConfigError
-
-_LUMA = [
-    [16, 11, 10, 16, 24, 40, 51, 61],
-    [12, 12, 14, 19, 26, 58, 60, 55],
-    [14, 13, 16, 24, 40, 57, 69, 56],
-    [14, 17, 22, 29, 51, 87, 80, 62],
-    [18, 22, 37, 56, 68, 109, 103, 77],
-    [24, 35, 55, 64, 81, 104, 113, 92],
-    [49, 64, 78, 87, 103, 121, 120, 101],
-    [72, 92, 95, 98, 112, 100, 103, 99],
-]
-_CHROMA = [[17, 18, 24, 47] + [99] * 4, [18, 21, 26, 66] + [99] * 4, [24, 26, 56] + [99] * 5, [47, 66] + [99] * 6] + [
-    [99] * 8
-] * 4
 
 
 @dataclass(frozen=True)
@@ -54,13 +48,8 @@ class JPEGParams(Params):
 
 def quant_tables(quality: Tensor, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
     """(n, 8, 8) luminance and chrominance tables scaled for each quality, as libjpeg does."""
-    q = quality.to(device=device, dtype=torch.float64).clamp(1, 100)
-    scale = torch.where(q < 50, 5000.0 / q, 200.0 - 2.0 * q).view(-1, 1, 1)
-    out = []
-    for base in (_LUMA, _CHROMA):
-        t = torch.tensor(base, dtype=torch.float64, device=device)
-        out.append(torch.floor((t * scale + 50.0) / 100.0).clamp(1, 255).to(dtype))
-    return out[0], out[1]
+    q = quality.to(device)
+    return quant_table_ints(q, chroma=False).to(dtype), quant_table_ints(q, chroma=True).to(dtype)
 
 
 def _dct_matrix(dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -105,6 +94,15 @@ def differentiable_jpeg(x: Tensor, quality: Tensor) -> Tensor:
         cb, cr = chroma[:, 0], chroma[:, 1]
         out = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
     return (out[:, :, :h, :w] / 255.0).clamp(0.0, 1.0)
+
+
+def real_jpeg(x: Tensor, quality: Tensor) -> Tensor:
+    """The real codec's round trip of each image of ``x`` (N, 1|3, H, W) at its ``quality`` (no gradient): Pillow
+    for grayscale on the CPU, the batched torch codec otherwise (the same pixels; see the module docstring)."""
+    if x.shape[1] == 1 and x.device.type == "cpu":
+        return pillow_jpeg(x, quality)
+    samples = (x.detach().clamp(0, 1) * 255.0).round()
+    return jpeg_roundtrip(samples, quality.to(x.device)).to(x.dtype) / 255.0
 
 
 def pillow_jpeg(x: Tensor, quality: Tensor) -> Tensor:
@@ -190,7 +188,7 @@ class JPEG(RandomTransform):
         return JPEGParams(quality=randint(n, *self.quality, generator)).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:
-        return pillow_jpeg(x, expect(p, JPEGParams).quality)
+        return real_jpeg(x, expect(p, JPEGParams).quality)
 
     def apply_surrogate(self, x: Tensor, p: Params) -> Tensor:
         return differentiable_jpeg(x, expect(p, JPEGParams).quality)
