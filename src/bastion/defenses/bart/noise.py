@@ -132,54 +132,73 @@ def sample_poisson(lam: Tensor, uniform: Callable[[int], Tensor]) -> Tensor:
     lam = lam.to(torch.float64)
     flat = lam.reshape(-1)
     k = torch.zeros_like(flat)
-    big = (flat >= _PTRS_MIN).nonzero().squeeze(1)
-    invert = ((flat > 0) & (flat < _PTRS_MIN)).nonzero().squeeze(1)  # Poisson(0) is 0: nothing to draw
-    if big.numel():
-        kb, left = _ptrs(flat[big], big, uniform)
-        k.index_put_((big,), kb)
-        invert = torch.cat((invert, big[left]))
+    is_big = flat >= _PTRS_MIN
+    invert = ((flat > 0) & ~is_big).nonzero().squeeze(1)  # Poisson(0) is 0: nothing to draw
+    left = _ptrs(flat, is_big, k, uniform)
+    invert = torch.cat((invert, left))
     if invert.numel():
         k[invert] = poisson_from_uniform(flat[invert], uniform(0).reshape(-1)[invert])
     return k.view(lam.shape)
 
 
-def _ptrs(lb: Tensor, big: Tensor, uniform: Callable[[int], Tensor]) -> tuple[Tensor, Tensor]:
-    """PTRS rounds for the rates ``lb`` (>= 10) at the flat positions ``big``: ``(k, left)``, ``left`` indexing
-    the values no round accepted (their ``k`` is meaningless). Each round runs in blocks of ``_BLOCK`` values,
-    so its temporaries stay small (a fresh multi-megabyte temporary per operation, each paged in anew, made
-    this several times slower)."""
-    kb = torch.empty_like(lb)
-    left = torch.arange(lb.numel(), device=lb.device)  # the values not accepted yet
+def _ptrs(flat: Tensor, todo: Tensor, k: Tensor, uniform: Callable[[int], Tensor]) -> Tensor:
+    """PTRS rounds for the rates ``flat`` at the positions where ``todo`` (a mask of rates >= 10), writing the
+    accepted variates into ``k``; returns the positions no round accepted.
+
+    A round over most of the values runs on contiguous blocks of every value (the others masked out), a round
+    over few of them gathers those; either way in blocks of ``_BLOCK`` values, so the temporaries stay small (a
+    fresh multi-megabyte temporary per operation, each paged in anew, made this several times slower)."""
+    m = flat.numel()
+    left = None  # positions still to draw, once they are few
     for r in range(_PTRS_ROUNDS):
+        count = int(todo.sum()) if left is None else left.numel()
+        if count == 0:
+            return torch.zeros(0, dtype=torch.int64, device=flat.device)
         u_all = uniform(1 + 2 * r).reshape(-1)
         v_all = uniform(2 + 2 * r).reshape(-1)
-        pos = big[left]  # their flat positions in the streams
-        ok = torch.empty(left.numel(), dtype=torch.bool, device=lb.device)
+        if left is None and 4 * count >= m:  # dense: every value, masked
+            for s0 in range(0, m, _BLOCK):
+                sl = slice(s0, s0 + _BLOCK)
+                kk, ok = _ptrs_attempt(flat[sl], u_all[sl], v_all[sl], todo[sl])
+                k[sl] = torch.where(ok, kk, k[sl])
+                todo[sl] &= ~ok
+            continue
+        if left is None:
+            left = todo.nonzero().squeeze(1)
+        ok_all = torch.empty(left.numel(), dtype=torch.bool, device=flat.device)
         for s0 in range(0, left.numel(), _BLOCK):
             sl = slice(s0, s0 + _BLOCK)
-            j, at = left[sl], pos[sl]
-            u = u_all[at].to(torch.float64) - 0.5
-            v = v_all[at].to(torch.float64)
-            l_ = lb[j]
-            b_ = l_.sqrt().mul_(2.53).add_(0.931)
-            a2_ = b_.mul(0.02483).sub_(0.059).mul_(2.0)
-            vr_ = (b_ - 2.0).reciprocal_().mul_(-3.6224).add_(0.9277)
-            us = 0.5 - u.abs()
-            kk = torch.floor((a2_ / us + b_) * u + l_ + 0.43)
-            okb = (us >= 0.07) & (v <= vr_)  # the squeeze: about 86% of the values
-            # the others: the exact acceptance test (NumPy's ``random_poisson_ptrs``)
-            hard = (~okb & (kk >= 0) & (us > 0) & ~((us < 0.013) & (v > us))).nonzero().squeeze(1)
-            if hard.numel():
-                lh, bh, uh, kh = l_[hard], b_[hard], us[hard], kk[hard]
-                log_invalpha = torch.log(1.1239 + 1.1328 / (bh - 3.4))
-                lhs = torch.log(v[hard]) + log_invalpha - torch.log(0.5 * a2_[hard] / (uh * uh) + bh)
-                okb[hard] = lhs <= -lh + kh * torch.log(lh) - torch.lgamma(kh + 1.0)
-            kb[j[okb]] = kk[okb]
-            ok[sl] = okb
-        left = left[~ok]
-        if left.numel() == 0:
-            break
-    return kb, left
+            at = left[sl]
+            kk, ok = _ptrs_attempt(flat[at], u_all[at], v_all[at], None)
+            k[at[ok]] = kk[ok]
+            ok_all[sl] = ok
+        left = left[~ok_all]
+    return todo.nonzero().squeeze(1) if left is None else left
+
+
+def _ptrs_attempt(lam: Tensor, u: Tensor, v: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One PTRS attempt per value (NumPy's ``random_poisson_ptrs``): ``(k, accepted)`` for the rates ``lam``
+    (>= 10 where ``valid``; elsewhere never accepted) and the uniforms ``u``, ``v``."""
+    u = u.to(torch.float64) - 0.5
+    v = v.to(torch.float64)
+    b_ = lam.sqrt().mul_(2.53).add_(0.931)
+    a2_ = b_.mul(0.02483).sub_(0.059).mul_(2.0)
+    vr_ = (b_ - 2.0).reciprocal_().mul_(-3.6224).add_(0.9277)
+    us = 0.5 - u.abs()
+    kk = torch.floor((a2_ / us + b_) * u + lam + 0.43)
+    ok = (us >= 0.07) & (v <= vr_)  # the squeeze: about 86% of the values
+    # the others: the exact acceptance test
+    hard = ~ok & (kk >= 0) & (us > 0) & ~((us < 0.013) & (v > us))
+    if valid is not None:
+        ok &= valid
+        hard &= valid
+    hard = hard.nonzero().squeeze(1)
+    if hard.numel():
+        lh, bh, uh, kh = lam[hard], b_[hard], us[hard], kk[hard]
+        log_invalpha = torch.log(1.1239 + 1.1328 / (bh - 3.4))
+        lhs = torch.log(v[hard]) + log_invalpha - torch.log(0.5 * a2_[hard] / (uh * uh) + bh)
+        ok[hard] = lhs <= -lh + kh * torch.log(lh) - torch.lgamma(kh + 1.0)
+    return kk, ok
 
 
 def _poisson_step(kk: Tensor, ll: Tensor, uu: Tensor) -> Tensor:
