@@ -95,7 +95,7 @@ def time_groups(bart: BaRT, x: torch.Tensor, seed: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="200 images, 1 repeat")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--k", type=int, default=5)
     args = ap.parse_args()
     n, repeats = (200, 1) if args.quick else (1000, args.repeats)
