@@ -18,8 +18,9 @@ rounds once per output, so it is computed as a float64 matrix product (every par
 2**53, hence exact) followed by that rounding. The test suite checks the result against Pillow's codec
 (:func:`bastion.defenses.bart.jpeg.pillow_jpeg`) over many images, sizes and qualities.
 
-Everything is batched (no loop over images) and runs on any device; there is no gradient (the values are
-rounded at every step); :func:`bastion.defenses.bart.jpeg.differentiable_jpeg` is the smooth stand-in.
+Everything is batched (a loop over chunks of many images, never over single images) and runs on any device;
+there is no gradient (the values are rounded at every step): :func:`bastion.defenses.bart.jpeg.differentiable_jpeg`
+is the smooth stand-in.
 """
 
 from __future__ import annotations
