@@ -46,6 +46,24 @@ def test_shape_dtype_range_kept(name: str, dtype: torch.dtype, images: torch.Ten
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_chunked_apply_equals_one_piece(name: str, images: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large batches go through ``transform`` in chunks of whole images: the same values as in one piece."""
+    t = make(name)
+    if not t.supports(images.shape[1]):
+        pytest.skip("colour-only group")
+    x = images.float()
+    p = draw(t, x.shape[0], 4)
+    calls: list[int] = []
+    transform = t.transform
+    monkeypatch.setattr(t, "transform", lambda xs, ps: calls.append(xs.shape[0]) or transform(xs, ps))
+    monkeypatch.setattr(t, "chunk_values", None)
+    whole = t.apply(x, p)
+    monkeypatch.setattr(t, "chunk_values", 3 * x[0].numel())  # chunks of 3 images, the last of 2
+    torch.testing.assert_close(t.apply(x, p), whole, rtol=0, atol=1e-6)
+    assert calls == [8, 3, 3, 2]
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_batch_equals_per_image_and_replay(name: str, images: torch.Tensor) -> None:
     t = make(name)
     if not t.supports(images.shape[1]):

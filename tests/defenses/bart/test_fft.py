@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from bastion.defenses.bart import FFTPerturbation
@@ -30,14 +29,3 @@ def test_zero_fraction_is_identity(rgb: torch.Tensor) -> None:
     p = FFTParams(fraction=torch.zeros(rgb.shape[0], 3, dtype=torch.float64), seed=torch.arange(rgb.shape[0]))
     torch.testing.assert_close(FFTPerturbation().apply(rgb, p), rgb, atol=1e-12, rtol=0)
 
-
-def test_chunked_batches_equal_one_piece(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Large batches are transformed in chunks of images: the same values as in one piece."""
-    import bastion.defenses.bart.fft as fft_module
-
-    t = FFTPerturbation()
-    x = torch.rand(7, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    p = t.sample(7, generator=torch.Generator().manual_seed(1))
-    whole = t.apply(x, p)
-    monkeypatch.setattr(fft_module, "_CHUNK_VALUES", 2 * 3 * 8 * 8)  # chunks of 2 images (and a last of 1)
-    assert torch.equal(t.apply(x, p), whole)

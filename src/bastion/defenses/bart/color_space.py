@@ -76,6 +76,7 @@ class ColorSpace(RandomTransform):
     name = "color_space"
     grad = "exact"
     call_cost = 1.5
+    chunk_values = None
     channels = (3,)
 
     def __init__(self, *, spaces: tuple[str, ...] = SPACES, delta: tuple[float, float] = (0.0, 0.1)) -> None:

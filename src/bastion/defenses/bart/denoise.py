@@ -425,6 +425,7 @@ class Denoise(RandomTransform):
     name = "denoise"
     grad = "approx"
     call_cost = 4.5
+    chunk_values = None
     channels = (1, 3)
 
     def __init__(

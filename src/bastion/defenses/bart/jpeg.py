@@ -172,6 +172,7 @@ class JPEG(RandomTransform):
     name = "jpeg"
     grad = "approx"
     call_cost = 0.8
+    chunk_values = None
     channels = (1, 3)
 
     def __init__(self, *, quality: tuple[int, int] = (55, 95)) -> None:

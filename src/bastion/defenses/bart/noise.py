@@ -250,6 +250,7 @@ class Noise(RandomTransform):
     name = "noise"
     grad = "approx"
     call_cost = 1.6
+    chunk_values = None
     channels = (1, 3)
 
     def __init__(
