@@ -48,15 +48,16 @@ def test_differentiable_jpeg_tracks_the_codec(images: torch.Tensor) -> None:
 
 
 def test_grayscale_tiling_equals_one_image_per_call() -> None:
-    """Grayscale images of one quality go through one tiled JPEG; every tile must decode exactly as the image
-    encoded alone (padding to whole 8x8 blocks by edge replication, as libjpeg pads a single image)."""
+    """The reference codec (``pillow_jpeg``) encodes grayscale images of one quality as one tiled JPEG; every tile
+    must decode exactly as the image encoded alone (padding to whole 8x8 blocks by edge replication, as libjpeg
+    pads a single image)."""
     g = torch.Generator().manual_seed(3)
     for shape in [(60, 1, 28, 28), (30, 1, 30, 30), (20, 1, 9, 17), (5, 1, 1, 1), (12, 1, 32, 40), (3, 1, 70, 600)]:
         x = torch.rand(shape, generator=g)
         x[: shape[0] // 2] = torch.nn.functional.interpolate(  # smooth images too (most JPEG content)
             torch.rand(shape[0] // 2, 1, 4, 4, generator=g), size=shape[2:], mode="bilinear", align_corners=False)
         q = torch.randint(50, 53, (shape[0],), generator=g)  # a few qualities: several images per tile sheet
-        y = JPEG().apply(x, JPEGParams(quality=q))
+        y = pillow_jpeg(x, q)
         for i in range(shape[0]):
             u8 = np.round(x[i, 0].numpy() * 255).astype(np.uint8)
             np.testing.assert_array_equal(y[i, 0].numpy(), pillow_round_trip(u8, int(q[i])).astype(np.float32))
