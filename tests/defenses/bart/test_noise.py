@@ -143,3 +143,22 @@ def test_sample_poisson_inverts_what_every_rejection_round_refused() -> None:
     u0 = torch.rand(n, generator=g, dtype=torch.float64)
     streams = {0: u0, 1: torch.zeros(n), 2: torch.rand(n, generator=g), 3: torch.zeros(n), 4: torch.rand(n, generator=g)}
     assert torch.equal(sample_poisson(lam, streams.__getitem__), poisson_from_uniform(lam, u0))
+
+
+def test_sample_poisson_values_do_not_depend_on_the_rest_of_the_array() -> None:
+    """A value depends only on its rate and its position's uniforms: with few rates >= 10 (their positions
+    gathered) or many (every value in contiguous blocks, masked), the same positions get the same variates."""
+    n = 3 * 2**15 + 123  # several blocks
+    g = torch.Generator().manual_seed(4)
+    lam = torch.zeros(n, dtype=torch.float64)
+    some = torch.randperm(n, generator=g)[: n // 10]
+    lam[some] = 10 + 4000 * torch.rand(some.numel(), generator=g, dtype=torch.float64)
+    lam[some[:50]] = 3.0  # a few small rates (inversion)
+    dense = lam.clone()
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[some] = False
+    dense[rest] = 10 + 4000 * torch.rand(int(rest.sum()), generator=g, dtype=torch.float64)
+    src = _stream_source(n, 9)
+    sparse_k, dense_k = sample_poisson(lam, src), sample_poisson(dense, src)
+    assert torch.equal(sparse_k[some], dense_k[some])
+    assert torch.equal(sparse_k[rest], torch.zeros(int(rest.sum()), dtype=torch.float64))

@@ -142,8 +142,8 @@ def sample_poisson(lam: Tensor, uniform: Callable[[int], Tensor]) -> Tensor:
 
 
 def _ptrs(flat: Tensor, todo: Tensor, k: Tensor, uniform: Callable[[int], Tensor]) -> Tensor:
-    """PTRS rounds for the rates ``flat`` at the positions where ``todo`` (a mask of rates >= 10), writing the
-    accepted variates into ``k``; returns the positions no round accepted.
+    """PTRS rounds for the rates ``flat`` at the positions where ``todo`` (a mask of rates >= 10; cleared in place
+    as values are accepted), writing the accepted variates into ``k``; returns the positions no round accepted.
 
     A round over most of the values runs on contiguous blocks of every value (the others masked out), a round
     over few of them gathers those; either way in blocks of ``_BLOCK`` values, so the temporaries stay small (a
