@@ -96,7 +96,10 @@ def differentiable_jpeg(x: Tensor, quality: Tensor) -> Tensor:
 
 def real_jpeg(x: Tensor, quality: Tensor) -> Tensor:
     """The real codec's round trip of each image of ``x`` (N, 1|3, H, W) at its ``quality`` (no gradient), by the
-    batched torch codec (Pillow's pixels; see the module docstring)."""
+    batched torch codec (Pillow's pixels; see the module docstring). The codec's exact integer arithmetic needs
+    float64, which Apple's MPS backend lacks: there it runs on the CPU."""
+    if x.device.type == "mps":
+        return real_jpeg(x.detach().cpu(), quality.cpu()).to(x.device)
     samples = (x.detach().clamp(0, 1) * 255.0).round()
     return jpeg_roundtrip(samples, quality.to(x.device)).to(x.dtype) / 255.0
 
