@@ -30,7 +30,7 @@ try:  # kornia's CLAHE pieces (private): its batched version with one clip limit
     from kornia.enhance.equalization import _compute_luts, _compute_tiles
     from kornia.enhance.equalization import _equalize_clahe as _equalize_clahe_per_image
 except ImportError:  # pragma: no cover - other kornia versions: the per-clip loop over the public function
-    _equalize_clahe_per_image = _compute_luts = _compute_tiles = None
+    _equalize_clahe_per_image = _compute_luts = _compute_tiles = None  # type: ignore[assignment]
 from torch import Tensor
 
 from bastion.defenses.bart.base import (

@@ -371,7 +371,7 @@ def _nl_means(x: Tensor, h: Tensor, s: int, d: int) -> Tensor:
         neg = box.mul_(nsc) if ip else box * nsc
         below = _just_below(-5.0, neg.dtype)
         if ip:
-            wgt = F.threshold_(F.threshold_(neg, below, -6.0).exp_(), _EXP_GAP, 0.0)
+            wgt = F.threshold_(F.threshold_(neg, below, -6.0).exp_(), _EXP_GAP, 0.0)  # type: ignore[attr-defined]
         else:
             wgt = F.threshold(F.threshold(neg, below, -6.0).exp(), _EXP_GAP, 0.0)
         wgt = wgt.view(m, 1, k, k, hh, ww)
