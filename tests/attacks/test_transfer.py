@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion.attacks.fgsm import FGSM
+from bastion.attacks.jsma import JSMA
 from bastion.attacks.pgd import PGD
 from bastion.attacks.substitute import (
     SubstituteAttack,
@@ -118,7 +119,10 @@ TINY = SubstituteTraining(arch="logreg", rounds=3, epochs_per_round=5, lr=1e-2, 
 
 
 @pytest.mark.parametrize(
-    "atk", [FGSM(eps=0.1), PGD(eps=0.1, steps=5), PGD(eps=0.2, steps=3, restarts=2, loss="margin")], ids=repr
+    "atk",
+    # JSMA's _run also returns its outputs at x_adv (a third element), which the transfer must not trip over
+    [FGSM(eps=0.1), PGD(eps=0.1, steps=5), PGD(eps=0.2, steps=3, restarts=2, loss="margin"), JSMA(gamma=0.05)],
+    ids=repr,
 )
 def test_transfer_to_itself_equals_white_box(cnn, batch, atk):
     x, y = batch

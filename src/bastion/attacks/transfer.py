@@ -60,8 +60,8 @@ def craft_on_source(
                 f"the source model returned shape {tuple(logits_src.shape)}, but the target has {num_classes} "
                 "classes; source and target must classify the same label set"
             )
-        x_adv, _source_queries = attack._run(source, x, y, target, seed=seed, keys=keys, logits_clean=logits_src)
-    return x_adv.detach()
+        out = attack._run(source, x, y, target, seed=seed, keys=keys, logits_clean=logits_src)
+    return out[0].detach()  # (x_adv, queries[, outputs at x_adv]): the source's queries and outputs are not needed
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
