@@ -16,11 +16,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from bastion.progress import Progress as ProgressCallback
+
 console = Console(stderr=True)
 
 
 @contextmanager
-def progress_bar(*, enabled: bool = True) -> Iterator[object]:
+def progress_bar(*, enabled: bool = True) -> Iterator[ProgressCallback]:
     """Yield a ``progress(task, done, total)`` callback rendered as rich progress bars (one per task name)."""
     if not enabled:
         yield lambda task, done, total: None

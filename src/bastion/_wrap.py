@@ -30,3 +30,12 @@ class ModelWrapper(nn.Module):
                 if inner is not None:
                     return getattr(inner, name)
             raise
+
+
+def innermost(model: nn.Module) -> nn.Module:
+    """The model at the bottom of a stack of wrappers (defenses, adaptive-attack transforms): the classifier."""
+    seen = 0
+    while isinstance(model, ModelWrapper) and seen < 64:
+        model = getattr(model, model.wrapped_attr)
+        seen += 1
+    return model

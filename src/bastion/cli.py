@@ -8,12 +8,15 @@ import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from bastion._cli_render import console, progress_bar
 from bastion.errors import BastionError
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 app = typer.Typer(
     name="bastion",
@@ -80,16 +83,19 @@ def train(
     alpha: Annotated[float | None, typer.Option(help="With --defense adv: step size (default per recipe).")] = None,
     adv_steps: Annotated[int | None, typer.Option(help="With --defense adv: PGD/TRADES steps.")] = None,
     hidden: Annotated[int | None, typer.Option(help="Hidden units of mnist-cnn's dense layer (default 100).")] = None,
-    init: Annotated[str | None, typer.Option(help="Start from this model (name or file) instead of scratch.")] = None,
+    init: Annotated[str | None, typer.Option(
+        help="Start from this model (name or file) instead of scratch; for a defended model, its classifier.")] = None,
     out: Annotated[Path, typer.Option(help="Run folder (checkpoint, metrics.json, model.safetensors).")] = Path("runs/train"),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
     device: Annotated[str, typer.Option()] = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train a classifier (optionally with a defense); writes OUT/model.safetensors."""
+    from bastion._wrap import innermost
     from bastion.data import load_dataset
     from bastion.distributed import World
     from bastion.models import create_model, resolve_model, save_model
+    from bastion.models.classifier import Classifier
     from bastion.recipes import build_training
     from bastion.train import TrainConfig, accuracy, fit
 
@@ -100,8 +106,16 @@ def train(
         val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
                           schedule=schedule, weight_decay=weight_decay, seed=seed)  # type: ignore[arg-type]
+        net: Classifier
         if init:
-            net = resolve_model(init, device=device)
+            loaded = resolve_model(init, device=device)
+            start = innermost(loaded)  # a defended model: the classifier inside it
+            if not isinstance(start, Classifier):
+                raise BastionError(f"--init {init}: no classifier inside ({type(start).__name__}); nothing to train")
+            if start is not loaded and not quiet:
+                console.print(f"--init {init}: starting from the classifier inside its {type(loaded).__name__} "
+                              "(the saved model is a plain classifier; add --defense to train with one)")
+            net = start
         else:
             opts: dict[str, object] = {"dropout": dropout} if dropout else {}
             if hidden:
@@ -135,13 +149,15 @@ def train(
     console.print(f"saved {path}  val accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else f"saved {path}")
 
 
-def _target(spec: str | None, n: int) -> object:
+def _target(spec: str | None, n: int) -> Literal["random", "least-likely"] | Tensor | None:
     import torch
 
     if spec is None:
         return None
-    if spec in ("random", "least-likely"):
-        return spec
+    if spec == "random":
+        return "random"
+    if spec == "least-likely":
+        return "least-likely"
     try:
         return torch.full((n,), int(spec), dtype=torch.int64)
     except ValueError:
@@ -182,7 +198,7 @@ def attack(
         atk = make_attack(attack, eps=eps, steps=steps, step_size=step_size, norm=norm)
         x, y = ds.images.to(device), ds.labels.to(device)
         res = atk(net, x, y, target=_target(target, len(ds)), generator=torch.Generator().manual_seed(seed),
-                  keys=ds.indices.to(device))
+                  keys=ds.indices.to(device) if ds.indices is not None else None)
     except BastionError as e:
         _fail(e)
         return
@@ -267,7 +283,7 @@ def evaluate(
     world.close()
 
 
-def _adaptive_models(net: object, adaptive: str, eot_n: int) -> dict[str, object]:
+def _adaptive_models(net: nn.Module, adaptive: str, eot_n: int) -> dict[str, nn.Module]:
     from bastion.attacks import bpda, eot
     from bastion.defenses import Defended
 

@@ -21,10 +21,11 @@ from bastion import __version__
 from bastion.attacks import BIM, FGSM, PGD, Attack, bpda, eot
 from bastion.data import load_dataset
 from bastion.data.base import ImageDataset
-from bastion.defenses import HideProbabilities
+from bastion.defenses import Defended, HideProbabilities
 from bastion.errors import WeightsError
 from bastion.eval import Evaluation, RobustnessReport
 from bastion.models import pretrained
+from bastion.models.classifier import Classifier
 from bastion.progress import Progress, no_progress
 from bastion.train import accuracy
 from bastion.viz import cam, upsample
@@ -104,8 +105,10 @@ class _Ctx:
         self.x, self.y = data.images.to(device), data.labels.to(device)
         self.keys = data.indices.to(device) if data.indices is not None else None
         self.progress: Progress = no_progress
-        self.standard_model = pretrained("mnist-cnn", device=device)
-        self.classes = self.standard_model.classes
+        standard = pretrained("mnist-cnn", device=device)
+        assert isinstance(standard, Classifier)
+        self.standard_model: Classifier = standard
+        self.classes: tuple[str, ...] = standard.classes
 
     def gen(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed)
@@ -246,7 +249,7 @@ class _Ctx:
 
     def bart(self) -> None:
         m = _optional_model("mnist-cnn-bart", self.device)
-        if m is None:
+        if not isinstance(m, Defended):
             self.page.section("5. BaRT", verdict("mnist-cnn-bart is not shipped in this version.", "info"))
             self.results["bart"] = {"available": False}
             return

@@ -15,7 +15,7 @@ def make_attack(name: str, **options: Any) -> Attack:
     """Build a registered attack; ``None`` options are dropped, options the attack does not take are refused."""
     cls = ATTACKS.get(name)
     given = {k: v for k, v in options.items() if v is not None}
-    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    fields: set[str] = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     unknown = sorted(set(given) - fields)
     if unknown:
         raise ConfigError(f"attack {name!r} does not take {unknown}; its options: {sorted(fields)}")
@@ -25,7 +25,7 @@ def make_attack(name: str, **options: Any) -> Attack:
 def make_attack_lenient(name: str, **options: Any) -> Attack:
     """Like :func:`make_attack` but silently ignores options the attack does not take (for suites)."""
     cls = ATTACKS.get(name)
-    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    fields: set[str] = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     return ATTACKS.create(name, **{k: v for k, v in options.items() if k in fields and v is not None})
 
 

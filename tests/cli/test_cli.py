@@ -75,6 +75,20 @@ def test_train_then_resume(tmp_path):
     assert len(json.loads((tmp_path / "metrics.json").read_text())["epochs"]) == 2
 
 
+def test_train_from_a_defended_model_saves_a_loadable_classifier(tmp_path):
+    """--init with a defended model starts from the classifier inside it; the saved file is a plain classifier
+    (it used to be the wrapper's weights under 'model.*' keys, which load_model then refused)."""
+    args = ["train", "--data", "mnist-5k", "--split", "train[:200]", "--val-split", "test[:100]", "--init",
+            "mnist-cnn-bart", "--epochs", "1", "--out", str(tmp_path)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "starting from the classifier inside" in r.output
+    from bastion.models import Classifier, load_model
+
+    m = load_model(tmp_path / "model.safetensors")
+    assert isinstance(m, Classifier) and m.meta.arch == "mnist-cnn"
+
+
 def test_models_lists_shipped():
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0 and "mnist-cnn" in r.output

@@ -178,8 +178,10 @@ def train_surrogate(
             if isinstance(m, nn.Conv2d):
                 m.reset_parameters()
         last = g.body[-1]
+        assert isinstance(last, nn.Conv2d)
         nn.init.zeros_(last.weight)  # g starts as the identity (the plain BPDA approximation) and improves on it
-        nn.init.zeros_(last.bias)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
     gen = torch.Generator().manual_seed(seed)
     defense = defense.eval()
 

@@ -100,7 +100,7 @@ class Evaluation:
             for i, a in enumerate(self.suite):
                 if has_eps(a):
                     atk = with_eps(a, e)
-                    out.append((i, atk, float(atk.eps)))
+                    out.append((i, atk, float(getattr(atk, "eps"))))  # noqa: B009 - has_eps checked it
         for i, a in enumerate(self.suite):
             if not has_eps(a):
                 out.append((i, a, None))

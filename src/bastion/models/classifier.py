@@ -50,6 +50,9 @@ class Classifier(nn.Module):
         meta: a :class:`ModelMeta` describing architecture, data and provenance.
     """
 
+    mean: Tensor  # buffers (not saved: they come from ``meta``)
+    std: Tensor
+
     def __init__(self, net: nn.Module, meta: ModelMeta) -> None:
         super().__init__()
         self.net = net
@@ -92,6 +95,6 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
     if defense is not None and hasattr(defense, "to_dict"):
         d["defense"] = defense.to_dict()
     elif hasattr(model, "to_dict") and type(model).__name__ == "HideProbabilities":
-        d["defense"] = model.to_dict()
+        d["defense"] = model.to_dict()  # type: ignore[operator]
     d["parameters"] = int(sum(p.numel() for p in model.parameters()))
     return d

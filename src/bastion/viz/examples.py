@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bastion._wrap import ModelWrapper
+from bastion._wrap import innermost
 from bastion.attacks.base import Attack
 from bastion.data.base import ImageDataset
 from bastion.errors import BastionError
@@ -16,9 +16,7 @@ from bastion.viz.html import esc, img, paragraph
 
 def classifier_of(model: nn.Module) -> nn.Module:
     """The innermost classifier of a stack of wrappers (defenses, adaptive transforms)."""
-    while isinstance(model, ModelWrapper):
-        model = getattr(model, model.wrapped_attr)
-    return model
+    return innermost(model)
 
 
 def example_blocks(model: nn.Module, data: ImageDataset, attack: Attack, *, k: int = 4,

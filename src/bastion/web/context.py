@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from bastion._wrap import innermost
 from bastion.errors import BastionError, ConfigError, UnknownNameError
 from bastion.web.errors import BusyError, UnavailableError
 
@@ -130,15 +131,6 @@ class LoadedModel:
     classifier: nn.Module
     classes: tuple[str, ...]
     lock: threading.Lock
-
-
-def innermost(model: nn.Module) -> nn.Module:
-    """Follow ``.model`` through wrappers (``Defended``, ``HideProbabilities``) to the classifier."""
-    seen = 0
-    while isinstance(getattr(model, "model", None), nn.Module) and seen < 16:
-        model = model.model  # type: ignore[assignment]
-        seen += 1
-    return model
 
 
 @dataclass(frozen=True, eq=False)
