@@ -149,6 +149,23 @@ def train(
     console.print(f"saved {path}  val accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else f"saved {path}")
 
 
+def _parse_options(pairs: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` strings -> options (a VALUE that parses as JSON is taken as such: 0.1, 3, true, [0, 1])."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise BastionError(f"--set takes KEY=VALUE, got {pair!r}")
+        if key in out:
+            raise BastionError(f"--set {key} given twice")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
 def _target(spec: str | None, n: int) -> Literal["random", "least-likely"] | Tensor | None:
     import torch
 
@@ -169,10 +186,14 @@ def attack(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Shipped model name or a .safetensors file.")] = "mnist-cnn",
     attack: Annotated[str, typer.Option("--attack", help="fgsm, bim, pgd, jsma, ...")] = "pgd",
-    eps: Annotated[float | None, typer.Option(help="Perturbation budget.")] = 0.3,
+    eps: Annotated[float | None, typer.Option(
+        help="Perturbation budget (default 0.3 for the attacks that have one; JSMA's budget is --set gamma=...).")] = None,
     steps: Annotated[int | None, typer.Option(help="Iterations (iterative attacks).")] = None,
     step_size: Annotated[float | None, typer.Option(help="Step size (iterative attacks).")] = None,
     norm: Annotated[str | None, typer.Option(help="linf or l2.")] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any other option of the attack, KEY=VALUE (repeatable; values parsed as JSON when they can "
+                      "be), e.g. --set gamma=0.1 --set output=probs for JSMA.")] = None,
     target: Annotated[str | None, typer.Option(help="Target class, 'random' or 'least-likely'.")] = None,
     defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
     data: Annotated[str, typer.Option()] = "mnist-5k",
@@ -188,14 +209,17 @@ def attack(
     from safetensors.torch import save_file
 
     from bastion.data import load_dataset
-    from bastion.factory import apply_defense, make_attack
+    from bastion.factory import apply_defense, attack_options, make_attack
     from bastion.models import resolve_model
     from bastion.viz.figures import png_bytes, triptych
 
     try:
+        extra = _parse_options(option or [])
+        if eps is None and "eps" in attack_options(attack) and "eps" not in extra:
+            eps = 0.3
+        atk = make_attack(attack, eps=eps, steps=steps, step_size=step_size, norm=norm, **extra)
         net = apply_defense(resolve_model(model, device=device), defense)
         ds = load_dataset(data, split, data_dir=data_dir).take(n)
-        atk = make_attack(attack, eps=eps, steps=steps, step_size=step_size, norm=norm)
         x, y = ds.images.to(device), ds.labels.to(device)
         res = atk(net, x, y, target=_target(target, len(ds)), generator=torch.Generator().manual_seed(seed),
                   keys=ds.indices.to(device) if ds.indices is not None else None)

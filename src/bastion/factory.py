@@ -11,11 +11,16 @@ from bastion.attacks import ATTACKS, Attack
 from bastion.errors import ConfigError, UnknownNameError
 
 
+def attack_options(name: str) -> set[str]:
+    """The options (dataclass fields) of the registered attack ``name``."""
+    cls = ATTACKS.get(name)
+    return {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+
+
 def make_attack(name: str, **options: Any) -> Attack:
     """Build a registered attack; ``None`` options are dropped, options the attack does not take are refused."""
-    cls = ATTACKS.get(name)
     given = {k: v for k, v in options.items() if v is not None}
-    fields: set[str] = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    fields = attack_options(name)
     unknown = sorted(set(given) - fields)
     if unknown:
         raise ConfigError(f"attack {name!r} does not take {unknown}; its options: {sorted(fields)}")
@@ -24,8 +29,7 @@ def make_attack(name: str, **options: Any) -> Attack:
 
 def make_attack_lenient(name: str, **options: Any) -> Attack:
     """Like :func:`make_attack` but silently ignores options the attack does not take (for suites)."""
-    cls = ATTACKS.get(name)
-    fields: set[str] = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    fields = attack_options(name)
     return ATTACKS.create(name, **{k: v for k, v in options.items() if k in fields and v is not None})
 
 

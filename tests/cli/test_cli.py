@@ -43,6 +43,19 @@ def test_attack_writes_tensors_summary_and_figure(tmp_path):
     assert (tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_attack_without_eps_and_with_set_options(tmp_path):
+    """JSMA has no eps (its budget is gamma): the default eps applies only to attacks that have one, and --set passes
+    any other option (JSON values)."""
+    r = runner.invoke(app, ["attack", "--attack", "jsma", "--set", "gamma=0.1", "--set", "output=probs", "--n", "4",
+                            "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["attack"]["attack"] == "jsma" and s["attack"]["gamma"] == 0.1 and s["attack"]["output"] == "probs"
+    r = runner.invoke(app, ["attack", "--attack", "fgsm", "--n", "2", "--out", str(tmp_path / "f")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "f" / "summary.json").read_text())["attack"]["eps"] == 0.3
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -50,6 +63,10 @@ def test_attack_writes_tensors_summary_and_figure(tmp_path):
         (["attack", "--attack", "fgsm", "--steps", "3"], "does not take"),
         (["attack", "--attack", "warp"], "valid names"),
         (["attack", "--target", "cat"], "--target must be"),
+        (["attack", "--attack", "pgd", "--set", "gamma=0.1"], "does not take ['gamma']"),
+        (["attack", "--attack", "jsma", "--set", "gamma"], "--set takes KEY=VALUE"),
+        (["attack", "--attack", "jsma", "--set", "gamma=0.1", "--set", "gamma=0.2"], "given twice"),
+        (["attack", "--attack", "jsma", "--eps", "0.3"], "does not take ['eps']"),
         (["evaluate", "--eps", "a:b"], "cannot parse eps"),
         (["evaluate", "--data", "imagenet"], "valid names"),
         (["train", "--model", "vit", "--epochs", "1"], "valid names"),
