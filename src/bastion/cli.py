@@ -199,7 +199,9 @@ def attack(
     data: Annotated[str, typer.Option()] = "mnist-5k",
     split: Annotated[str, typer.Option()] = "all",
     data_dir: Annotated[Path | None, typer.Option()] = None,
-    n: Annotated[int, typer.Option(min=1, help="Number of images.")] = 16,
+    n: Annotated[int, typer.Option(min=1, help="Number of images, evenly spaced over the split (every class of a "
+                                                "label-sorted set such as mnist-5k); a slice like --split 'all[:16]' "
+                                                "takes the first ones.")] = 16,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option()] = Path("runs/attack"),
     device: Annotated[str, typer.Option()] = "cpu",
@@ -219,7 +221,7 @@ def attack(
             eps = 0.3
         atk = make_attack(attack, eps=eps, steps=steps, step_size=step_size, norm=norm, **extra)
         net = apply_defense(resolve_model(model, device=device), defense)
-        ds = load_dataset(data, split, data_dir=data_dir).take(n)
+        ds = load_dataset(data, split, data_dir=data_dir).spread(n)
         x, y = ds.images.to(device), ds.labels.to(device)
         res = atk(net, x, y, target=_target(target, len(ds)), generator=torch.Generator().manual_seed(seed),
                   keys=ds.indices.to(device) if ds.indices is not None else None)
@@ -261,8 +263,10 @@ def evaluate(
     split: Annotated[str, typer.Option()] = "all",
     data_dir: Annotated[Path | None, typer.Option()] = None,
     n: Annotated[int, typer.Option("--n", "--images", min=1,
-                                   help="Number of images (--images under torchrun, whose parser takes --n for its own "
-                                        "--nnodes/--nproc-per-node).")] = 1000,
+                                   help="Number of images, evenly spaced over the split (every class of a label-sorted "
+                                        "set such as mnist-5k; a slice like --split 'all[:1000]' takes the first ones); "
+                                        "--images under torchrun, whose parser takes --n for its own "
+                                        "--nnodes/--nproc-per-node.")] = 1000,
     batch_size: Annotated[int, typer.Option(min=1)] = 250,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option()] = Path("runs/evaluate"),
@@ -281,7 +285,7 @@ def evaluate(
         world = World.from_env()
         device = str(world.device(device))
         net = apply_defense(resolve_model(model, device=device), defense, seed=seed)
-        ds = load_dataset(data, split, data_dir=data_dir).take(n)
+        ds = load_dataset(data, split, data_dir=data_dir).spread(n)
         suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
                  for a in attacks.split(",") if a.strip()]
         adaptive_models = _adaptive_models(net, adaptive, eot_n)

@@ -66,3 +66,20 @@ def test_heldout_disjoint_from_shipped_training_images(shared_mnist_dir):
     full = load_dataset("mnist", "train[:5848]", data_dir=shared_mnist_dir)
     assert as_bytes(heldout.images) <= as_bytes(full.images)
     assert np.isclose(len(as_bytes(heldout.images)), 5000)
+
+
+def test_spread_sees_every_class_from_any_prefix():
+    """mnist-5k is stored sorted by label (its first 500 images are zeros): take(n) sees one class, spread(n)
+    evenly spaced images in a bit-reversed order, whose prefixes are spread too (here from 16 images on, every
+    digit)."""
+    full = load_dataset("mnist-5k", "all")
+    assert set(full.take(200).labels.tolist()) == {0}
+    s = full.spread(200)
+    assert len(s) == 200 and len(set(s.indices.tolist())) == 200
+    assert torch.bincount(s.labels, minlength=10).tolist() == [20] * 10
+    for k in (16, 24, 64, 100):
+        assert set(s.labels[:k].tolist()) == set(range(10)), k
+    assert torch.equal(s.images, full.images[s.indices])  # the items themselves, unchanged
+    assert full.spread(None) is full and full.spread(10_000) is full
+    with pytest.raises(BastionError, match="positive"):
+        full.spread(0)

@@ -11,6 +11,9 @@ Splits:
     ``all``   — the 5,000 images (a held-out set for bastion's shipped weights).
     ``train`` — for each class, the first 400 images in file order (4,000 images).
     ``test``  — for each class, the remaining 100 images (1,000 images).
+
+Every split keeps the file's order, sorted by class: the first images of a split are all zeros. For a sample
+of every class use :meth:`ImageDataset.spread` (what the CLI's ``--n`` does), not :meth:`~ImageDataset.take`.
 """
 
 from __future__ import annotations

@@ -198,6 +198,6 @@ def adversarial_recipe(
     callbacks: list[EpochCallback] = []
     meta: dict[str, Any] = {"training": {"defense": {"kind": "adv", **objective.to_dict()}}}
     if val is not None:
-        callbacks.append(OverfitGuard(data=val.take(guard_images), eps=eps, device=device))
+        callbacks.append(OverfitGuard(data=val.spread(guard_images), eps=eps, device=device))
         meta["monitor"] = "val_robust_acc"
     return objective, callbacks, meta, lambda m: m

@@ -239,7 +239,7 @@ class Evaluation:
         if self.checks:
             from bastion.eval.checks import run_checks
 
-            flags = run_checks(model, data.take(self.check_images), rows, adaptive=bool(self.adaptive),
+            flags = run_checks(model, data.spread(self.check_images), rows, adaptive=bool(self.adaptive),
                                eps_grid=self.eps_grid, device=device)
         return RobustnessReport(
             model=describe_model(model),
