@@ -125,8 +125,8 @@ def _schedule(order: Tensor, call_cost: Sequence[float]) -> list[tuple[int, Tens
     does not depend on the rest of its batch, so the output is the slot-by-slot one (up to last-bit
     differences of batch-size-dependent convolution kernels: within 1e-6 of chaining each image alone, which
     the tests check); only the number and size of the calls change (a k=5 barrage over 1,000 MNIST images:
-    37-39 calls, denoise 2-3 of them, where slot by slot takes 40 with 5 denoise calls, and the same rule without
-    the ``r_g / w_g`` weight 68).
+    37-39 calls, denoise 2-3 of them, where slot by slot takes 40 with 5 denoise calls, and the previous rule,
+    without the ``r_g / w_g`` weight and the overhead, 68).
     """
     order = order.cpu()
     n, k = order.shape
