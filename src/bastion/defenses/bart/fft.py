@@ -69,4 +69,17 @@ class FFTPerturbation(RandomTransform):
     def transform(self, x: Tensor, p: Params) -> Tensor:
         p = expect(p, FFTParams).to(x.device)
         keep = fft_mask(tuple(x.shape[1:]), p.fraction, p.seed, dtype=x.dtype)
-        return torch.fft.ifft2(torch.fft.fft2(x) * keep).real.clamp(0.0, 1.0)
+        return masked_real_ifft(x, keep).clamp(0.0, 1.0)
+
+
+def masked_real_ifft(x: Tensor, keep: Tensor) -> Tensor:
+    """``real(ifft2(fft2(x) * keep))`` for real ``x`` and a real ``keep`` (..., H, W), on half spectra.
+
+    The spectrum ``F`` of a real image is Hermitian (``F[-k] = conj(F[k])``), so the real part of the inverse
+    transform of ``F * keep`` is the inverse transform of ``F * (keep + keep[-k]) / 2``, which is Hermitian
+    too: ``irfft2`` of the half spectrum ``rfft2(x) * sym[..., :W // 2 + 1]`` gives it with half the work.
+    """
+    h, w = x.shape[-2:]
+    flipped = torch.roll(keep.flip(-2, -1), shifts=(1, 1), dims=(-2, -1))  # keep[(-i) % H, (-j) % W]
+    sym = (keep + flipped)[..., : w // 2 + 1] * 0.5
+    return torch.fft.irfft2(torch.fft.rfft2(x) * sym, s=(h, w))
