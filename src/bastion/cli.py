@@ -78,6 +78,8 @@ def train(
     attack: Annotated[str, typer.Option(help="With --defense adv: fgsm-rs, pgd or trades.")] = "fgsm-rs",
     eps: Annotated[float, typer.Option(help="With --defense adv: Linf radius.")] = 0.3,
     k: Annotated[int, typer.Option(help="With --defense bart: transforms per barrage.")] = 5,
+    variants: Annotated[int, typer.Option(min=1, help="With --defense bart: barrages of each image per step.")] = 1,
+    clean: Annotated[bool, typer.Option(help="With --defense bart: also train on the clean images.")] = True,
     ramp_epochs: Annotated[float, typer.Option(help="With --defense adv: eps ramp-up length in epochs.")] = 0.0,
     adv_ratio: Annotated[float, typer.Option(help="With --defense adv: share of adversarial examples per batch.")] = 1.0,
     alpha: Annotated[float | None, typer.Option(help="With --defense adv: step size (default per recipe).")] = None,
@@ -123,9 +125,11 @@ def train(
             net = create_model(model, dataset=data, classes=train_ds.classes, seed=seed, **opts)
         adv_opts = {"epochs": epochs, "ramp_epochs": ramp_epochs, "adv_ratio": adv_ratio, "alpha": alpha,
                     "steps": adv_steps} if defense == "adv" else {}
+        if defense == "bart":
+            adv_opts = {"variants": variants, "clean": clean}
         objective, callbacks, extra_meta, wrap = build_training(
             defense, net, attack=attack, eps=eps, k=k, val=val_ds, device=device, **adv_opts
-        )
+        )  # adv_opts: the chosen defense's own options
         world.broadcast_model(net)
         with progress_bar(enabled=not quiet and world.rank == 0) as bar:
             history = fit(net, train_ds, config=cfg, objective=objective, val=val_ds, out_dir=out, resume=resume,

@@ -33,5 +33,5 @@ def build_training(
     if defense == "bart":
         from bastion.defenses.bart.training import bart_recipe
 
-        return bart_recipe(model, k=k, val=val, device=device)
+        return bart_recipe(model, k=k, val=val, device=device, **options)
     raise UnknownNameError(f"unknown defense {defense!r}; valid: adv, bart")

@@ -106,6 +106,20 @@ def test_train_from_a_defended_model_saves_a_loadable_classifier(tmp_path):
     assert isinstance(m, Classifier) and m.meta.arch == "mnist-cnn"
 
 
+def test_train_bart_takes_variants_and_clean(tmp_path):
+    args = ["train", "--data", "mnist-5k", "--split", "train[:64]", "--val-split", "test[:40]", "--defense", "bart",
+            "--k", "2", "--variants", "3", "--no-clean", "--epochs", "1", "--batch-size", "32", "--out", str(tmp_path),
+            "--quiet"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    from bastion.models import load_model
+
+    d = load_model(tmp_path / "model.safetensors").meta.training["defense"]
+    assert d["kind"] == "bart" and d["bart"]["k"] == 2 and d["variants"] == 3 and d["clean"] is False
+    bad = runner.invoke(app, [*args[:-3], "--variants", "0", "--out", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and "variants" in bad.output
+
+
 def test_models_lists_shipped():
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0 and "mnist-cnn" in r.output
