@@ -181,3 +181,10 @@ def test_scheduled_barrage_equals_each_image_chained_by_hand(images: torch.Tenso
             for name in draw.groups_of(i):
                 xi = bart.group(name).apply(xi, draw.params[name].select([i]))
             torch.testing.assert_close(xi[0], y[i], atol=1e-6, rtol=0)
+
+
+def test_channel_counts_no_group_takes_are_refused_clearly() -> None:
+    with pytest.raises(ConfigError, match="no BaRT group transforms 4-channel images"):
+        BaRT(k=1)(torch.rand(2, 4, 8, 8))
+    with pytest.raises(ConfigError, match="only 8 of the groups apply to 1-channel"):
+        BaRT(k=9)(torch.rand(2, 1, 8, 8))

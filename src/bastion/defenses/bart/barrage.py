@@ -212,6 +212,10 @@ class BaRT(InputDefense):
                device: torch.device | str | None = None) -> BarrageDraw:
         """A draw for ``n`` images with ``channels`` channels (random on the CPU, returned on ``device``)."""
         ts = self.applicable(channels)
+        if not ts:
+            takes = sorted({c for t in self.groups for c in t.channels})
+            raise ConfigError(f"no BaRT group transforms {channels}-channel images (they take "
+                              f"{' or '.join(map(str, takes))} channels; drop an alpha channel first)")
         if self.k > len(ts):
             raise ConfigError(
                 f"k={self.k} but only {len(ts)} of the groups apply to {channels}-channel images "
