@@ -79,6 +79,13 @@ def rows() -> list[tuple[str, str, str, str]]:
         add(("BaRT k=5 batched vs per-image scikit-image, one thread each (1,000 MNIST; 1,000 random RGB 32x32"
              + ("; 1,000 32x32 photo crops)" if photos else ")"),
              f"{r['mnist']['speedup']:.1f}x; {r['rgb32']['speedup']:.1f}x{photos}", ">= 10x", "bart_speed.py"))
+    bk = load("bart_k.json")
+    if bk:
+        acc = bk["accuracy_through_bart_k"]
+        add(("Clean MNIST test accuracy through BaRT(k), k = 1..5: shipped (trained k=2, 2 epochs); k=5, 2 epochs; "
+             "k=5, 6 epochs",
+             "; ".join(" / ".join(f"{100 * a[f'k{k}']:.1f}" for k in range(1, 6)) for a in acc.values()) + " (%)",
+             "k documented", "bart_k.py"))
     ba = load("bart_accuracy.json")
     if ba:
         mb, mc = ba["models"]["mnist-cnn-bart"], ba["models"]["mnist-cnn"]
