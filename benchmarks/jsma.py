@@ -195,6 +195,7 @@ def art_comparison(model, art_model, x, y, reps: int, log) -> dict[str, Any]:  #
         "bastion_over_floor": {o: med[f"bastion_{o}"] / med[f"floor_{o}"] for o in ("logits", "probs")},
         "art_over_probs_floor": med["art"] / med["floor_probs"],
     }
+    speed["art_batch_size_check"] = art_batch_sizes(art_atk, art_model, xs, ts, log)
     for k, v in quality.items():
         log(f"quality {k}: {v['success_rate']:.4f} success, L0 {v['mean_l0_pct_success']:.2f}%, max L0 {v['max_l0']}")
     log(f"ART results over the {budget}-feature budget: {quality['art']['over_budget']}")
@@ -203,6 +204,24 @@ def art_comparison(model, art_model, x, y, reps: int, log) -> dict[str, Any]:  #
         f"{speed['speedup_probs_vs_art']:.1f}x (per round {speed['speedup_probs_vs_art_per_round']})")
     return {"art_version": art.__version__, "art_batch_size": art_atk.batch_size, "speed": speed,
             "quality_all_pairs": quality}
+
+
+def art_batch_sizes(art_atk, art_model, xs, ts, log, every: int = 5) -> dict[str, Any]:  # noqa: ANN001
+    """ART's time on every ``every``-th pair with its default batch size (1) and with the whole subset as one
+    batch, interleaved (1, whole, 1, whole): whether ART's default is its fast setting on this model."""
+    idx = torch.arange(0, xs.shape[0], every)
+    x, t = xs[idx], ts[idx]
+    default = art_atk.batch_size
+    runs: dict[str, list[float]] = {"1": [], str(idx.numel()): []}
+    try:
+        for _ in range(2):
+            for bs in (1, idx.numel()):
+                art_atk.batch_size = bs
+                runs[str(bs)].append(run_art(art_atk, art_model, x, t)[2])
+    finally:
+        art_atk.batch_size = default
+    log("ART batch-size check (s): " + ", ".join(f"batch {k}: {v}" for k, v in runs.items()))
+    return {"attacks": int(idx.numel()), "seconds_by_batch_size": runs}
 
 
 def jacobian_floor(model, x, y, t, output: str, evaluations: int) -> None:  # noqa: ANN001
