@@ -22,6 +22,9 @@ def test_demo_writes_a_report_with_every_section(tmp_path):
     assert all(res["sections"][k] for k in SECTIONS)
     assert len(res["seconds_per_section"]) == len(SECTIONS) and res["n"] == 10
     assert 0.0 <= res["sections"]["bart"]["clean_accuracy"] <= 1.0
+    # examples crafted on another model (all PGD steps, no early stop) do transfer to the one-hot model
+    hp = res["sections"]["hide_probabilities"]
+    assert hp["transfer_from_mnist_cnn_gap_0.3"] <= hp["pgd_naive_0.3"] - 0.2
     html = (tmp_path / "report.html").read_text()
     assert "BaRT" in html and "JSMA" in html and "https://" not in html
     assert (tmp_path / "predictions.png").stat().st_size > 1000

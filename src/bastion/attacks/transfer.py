@@ -74,8 +74,10 @@ class TransferAttack(Attack):
     Args:
         source: the attacker's own model (an ``nn.Module`` in eval mode, on the inputs' device, with the
             same classes as the target). It is not copied, moved or modified.
-        attack: the attack run on the source (e.g. ``FGSM(eps=0.3)`` or ``PGD(eps=0.3, steps=40)``); its
-            threat model is the threat model of the transfer attack.
+        attack: the attack run on the source (e.g. ``FGSM(eps=0.3)`` or
+            ``PGD(eps=0.3, steps=40, early_stop=False)``); its threat model is the threat model of the transfer
+            attack. Pass iterative attacks ``early_stop=False``: stopped at its first success on the source, an
+            example sits just past the source's boundary and rarely crosses the target's.
 
     Note:
         Targets given as ``"least-likely"`` are resolved by the base class from the target model's clean
@@ -84,7 +86,8 @@ class TransferAttack(Attack):
 
     Example:
         >>> from bastion.attacks import PGD                                         # doctest: +SKIP
-        >>> atk = TransferAttack(source=pretrained("mnist-cnn-gap"), attack=PGD(eps=0.3))  # doctest: +SKIP
+        >>> pgd = PGD(eps=0.3, steps=40, early_stop=False)                          # doctest: +SKIP
+        >>> atk = TransferAttack(source=pretrained("mnist-cnn-gap"), attack=pgd)     # doctest: +SKIP
         >>> res = atk(pretrained("mnist-cnn"), x, y)                                # doctest: +SKIP
         >>> res.robust.float().mean(), int(res.queries.sum())                       # doctest: +SKIP
     """
