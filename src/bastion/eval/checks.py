@@ -23,6 +23,10 @@ from bastion.eval.report import Flag, Row
 TOLERANCE = 0.01
 
 
+
+#: ``loss-not-increasing`` fires when an attack's mean loss stays within this fraction of the clean one
+_LOSS_RTOL = 1e-3
+
 def _noise(acc: float, n: int) -> float:
     return TOLERANCE + 2.0 * math.sqrt(max(acc * (1 - acc), 1e-4) / max(n, 1))
 
@@ -151,7 +155,9 @@ def check_rows(rows: Sequence[Row], *, n: int) -> list[Flag]:
                         advice="Use more steps/restarts, a step size relative to eps, and check for gradient masking.",
                         evidence={"eps": [e0, e1], "accuracy": [a0, a1]}))
         for r in rs:
-            if r.eps and r.access == "white-box" and r.attacked and r.loss_adv <= r.loss_clean + 1e-3:
+            # relative: on a robust model a working attack at small eps raises the mean loss only a little
+            # (mnist-cnn-adv, PGD at eps 0.05: 0.0161 -> 0.0167), which an absolute margin of 1e-3 called a failure
+            if r.eps and r.access == "white-box" and r.attacked and r.loss_adv <= r.loss_clean * (1 + _LOSS_RTOL) + 1e-7:
                 flags.append(Flag(
                     code="loss-not-increasing", severity="error",
                     title=f"{r.attack} at eps={r.eps:g} did not increase the loss ({mode})",
