@@ -69,3 +69,15 @@ def test_evaluation_html_is_self_contained():
     assert "http://" not in html and "https://" not in html
     assert html.count("data:image/png;base64,") >= 1
     assert "worst-case accuracy" in html
+
+
+def test_report_title_names_the_defense():
+    """A defended model's report must not read as the bare classifier's."""
+    from bastion.defenses import HideProbabilities
+    from bastion.models.classifier import describe_model
+    from bastion.viz.html import model_label
+
+    assert model_label(describe_model(pretrained("mnist-cnn"))) == "mnist-cnn"
+    assert model_label(describe_model(pretrained("mnist-cnn-bart"))) == "mnist-cnn with BaRT (k=2)"
+    assert model_label(describe_model(HideProbabilities(pretrained("mnist-cnn")))) == "mnist-cnn with HideProbabilities"
+

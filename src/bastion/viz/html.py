@@ -122,10 +122,23 @@ class HtmlReport:
         )
 
 
+def model_label(description: dict) -> str:
+    """``"mnist-cnn"``, or with a defense ``"mnist-cnn with BaRT (k=2)"``, from a model description
+    (:func:`bastion.models.classifier.describe_model`): the defense belongs in the title of what was evaluated."""
+    base = str(description.get("arch", description.get("class", "model")))
+    defense = description.get("defense")
+    if not isinstance(defense, dict):
+        return base
+    name = str(defense.get("defense") or ("BaRT" if "groups" in defense else description.get("class", "a defense")))
+    if "k" in defense:
+        name += f" (k={defense['k']})"
+    return f"{base} with {name}"
+
+
 def evaluation_html(report: RobustnessReport, *, title: str = "bastion robustness report",
                     extra: Sequence[str] = ()) -> str:
     """The report page of ``bastion evaluate``: verdict, curves, tables, flags, provenance."""
-    page = HtmlReport(title, f"{report.model.get('arch', report.model.get('class'))} on {report.data['name']} "
+    page = HtmlReport(title, f"{model_label(report.model)} on {report.data['name']} "
                              f"({report.data['split']}, n={report.data['n']})")
     page.add(summary_verdict(report))
     page.section("Accuracy against epsilon", img(accuracy_curves(report), "accuracy vs eps"))
