@@ -38,6 +38,10 @@ def _command_line(ctx: typer.Context | None = None) -> str:
         if value is None or not opts or not opts[0].startswith("-"):
             continue
         flag = opts[0]
+        if isinstance(value, (list, tuple)):  # a repeatable option: once per value, nothing when empty
+            for v in value:
+                parts += [flag, shlex.quote(str(v))]
+            continue
         if getattr(param, "is_flag", False) and isinstance(value, bool):
             if param.secondary_opts:
                 parts.append(flag if value else param.secondary_opts[0])

@@ -1,4 +1,5 @@
 import json
+import shlex
 
 import pytest
 from typer.testing import CliRunner
@@ -54,6 +55,11 @@ def test_attack_without_eps_and_with_set_options(tmp_path):
     r = runner.invoke(app, ["attack", "--attack", "fgsm", "--n", "2", "--out", str(tmp_path / "f")])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "f" / "summary.json").read_text())["attack"]["eps"] == 0.3
+    # the recorded command reproduces the run: a repeatable option once per value, nothing when not given
+    assert "--set gamma=0.1 --set output=probs" in s["command"]
+    assert "--set" not in json.loads((tmp_path / "f" / "summary.json").read_text())["command"]
+    again = runner.invoke(app, shlex.split(s["command"])[1:])
+    assert again.exit_code == 0, again.output
 
 
 @pytest.mark.parametrize(
