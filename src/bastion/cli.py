@@ -252,6 +252,10 @@ def attack(
     console.print(f"{atk.name}: success {summary['success_rate']:.1%}, robust accuracy {summary['robust_accuracy']:.1%}, "
                   f"mean Linf {summary['mean_linf']:.3f}, L2 {summary['mean_l2']:.3f}, L0 {summary['mean_l0']:.1f} "
                   f"in {summary['seconds']:.2f}s -> {out}")
+    if getattr(net, "randomized", False):
+        console.print("note: this model is randomized, so one naive run of an attack understates what an attacker "
+                      "can do; `bastion evaluate` adds adaptive (EOT/BPDA) attacks, and iterative attacks should run "
+                      "with --set early_stop=false")
 
 
 @app.command()

@@ -129,3 +129,11 @@ def test_train_bart_takes_variants_and_clean(tmp_path):
 def test_models_lists_shipped():
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0 and "mnist-cnn" in r.output
+
+
+def test_attack_on_a_randomized_model_says_naive_runs_understate(tmp_path):
+    r = runner.invoke(app, ["attack", "--model", "mnist-cnn-bart", "--attack", "fgsm", "--n", "2", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "randomized" in r.output and "bastion evaluate" in r.output
+    r = runner.invoke(app, ["attack", "--model", "mnist-cnn", "--attack", "fgsm", "--n", "2", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0 and "randomized" not in r.output
