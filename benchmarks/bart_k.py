@@ -27,11 +27,14 @@ from pathlib import Path
 
 import torch
 
-from bastion._wrap import innermost
-from bastion.data import load_dataset
-from bastion.defenses.bart import BaRT
-from bastion.defenses.base import Defended
-from bastion.models import load_model, pretrained
+sys.path.insert(0, str(Path(__file__).parent))
+from bart_accuracy import clean_accuracy  # noqa: E402
+
+from bastion._wrap import innermost  # noqa: E402
+from bastion.data import load_dataset  # noqa: E402
+from bastion.defenses.bart import BaRT  # noqa: E402
+from bastion.defenses.base import Defended  # noqa: E402
+from bastion.models import load_model, pretrained  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -49,14 +52,6 @@ def train_command(k: int, epochs: int, out: Path) -> list[str]:
             "--lr", "0.001", "--out", os.path.relpath(out, ROOT), "--quiet"]  # relative to ROOT, the cwd
 
 
-@torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
-    correct = 0
-    for i in range(0, x.shape[0], batch):
-        correct += int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
-    return correct / x.shape[0]
-
-
 def main() -> None:
     test = load_dataset("mnist", "test", data_dir=SHARED)
     x, y = test.images, test.labels
@@ -72,10 +67,10 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {}
     for name, clf in classifiers.items():
         clf.eval()
-        rows[name] = {"k0": accuracy(clf, x, y)}
+        rows[name] = {"k0": clean_accuracy(clf, x, y, batch=1000)}
         for k in range(1, 6):
             t0 = time.perf_counter()
-            rows[name][f"k{k}"] = accuracy(Defended(BaRT(k=k), clf, seed=k), x, y)
+            rows[name][f"k{k}"] = clean_accuracy(Defended(BaRT(k=k), clf, seed=k), x, y, batch=1000)
             print(f"{name}: through BaRT(k={k}) {rows[name][f'k{k}']:.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
     out = {"benchmark": "bart_k", "data": "mnist:test", "images": int(x.shape[0]), "torch": torch.__version__,
            "python": platform.python_version(), "train_commands": commands,

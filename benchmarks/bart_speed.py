@@ -82,12 +82,14 @@ def time_pair(bart: BaRT, x: torch.Tensor, repeats: int, seed: int) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(_DEFAULT_THREADS)
     multi = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            bart.apply(x, draw)
-        multi.append(time.perf_counter() - t0)
-    torch.set_num_threads(threads)
+    try:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                bart.apply(x, draw)
+            multi.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
     groups = {}
     for row in draw.order.tolist():
         for j in row:

@@ -127,13 +127,12 @@ def train(
             if hidden:
                 opts["hidden"] = hidden
             net = create_model(model, dataset=data, classes=train_ds.classes, seed=seed, **opts)
-        adv_opts = {"epochs": epochs, "ramp_epochs": ramp_epochs, "adv_ratio": adv_ratio, "alpha": alpha,
-                    "steps": adv_steps} if defense == "adv" else {}
-        if defense == "bart":
-            adv_opts = {"variants": variants, "clean": clean}
+        defense_opts: dict[str, object] = (
+            {"epochs": epochs, "ramp_epochs": ramp_epochs, "adv_ratio": adv_ratio, "alpha": alpha, "steps": adv_steps}
+            if defense == "adv" else {"variants": variants, "clean": clean} if defense == "bart" else {})
         objective, callbacks, extra_meta, wrap = build_training(
-            defense, net, attack=attack, eps=eps, k=k, val=val_ds, device=device, **adv_opts
-        )  # adv_opts: the chosen defense's own options
+            defense, net, attack=attack, eps=eps, k=k, val=val_ds, device=device, **defense_opts
+        )
         world.broadcast_model(net)
         with progress_bar(enabled=not quiet and world.rank == 0) as bar:
             history = fit(net, train_ds, config=cfg, objective=objective, val=val_ds, out_dir=out, resume=resume,

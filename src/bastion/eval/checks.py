@@ -21,11 +21,9 @@ from bastion.eval.report import Flag, Row
 
 #: accuracy differences below this are treated as noise (absolute, plus a binomial allowance)
 TOLERANCE = 0.01
-
-
-
 #: ``loss-not-increasing`` fires when an attack's mean loss stays within this fraction of the clean one
 _LOSS_RTOL = 1e-3
+
 
 def _noise(acc: float, n: int) -> float:
     return TOLERANCE + 2.0 * math.sqrt(max(acc * (1 - acc), 1e-4) / max(n, 1))

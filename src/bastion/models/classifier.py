@@ -93,7 +93,7 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
             d["metrics"] = meta.metrics
     defense = getattr(model, "defense", None)
     if defense is not None and hasattr(defense, "to_dict"):
-        d["defense"] = defense.to_dict()
+        d["defense"] = {"defense": type(defense).__name__, **defense.to_dict()}
     elif hasattr(model, "to_dict") and type(model).__name__ == "HideProbabilities":
         d["defense"] = model.to_dict()  # type: ignore[operator]
     d["parameters"] = int(sum(p.numel() for p in model.parameters()))

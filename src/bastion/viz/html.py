@@ -129,7 +129,7 @@ def model_label(description: dict) -> str:
     defense = description.get("defense")
     if not isinstance(defense, dict):
         return base
-    name = str(defense.get("defense") or ("BaRT" if "groups" in defense else description.get("class", "a defense")))
+    name = str(defense.get("defense", "a defense"))
     if "k" in defense:
         name += f" (k={defense['k']})"
     return f"{base} with {name}"
