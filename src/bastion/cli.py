@@ -18,6 +18,8 @@ from bastion.errors import BastionError
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
+    from bastion.data.base import ImageDataset
+
 app = typer.Typer(
     name="bastion",
     help="Attack, defend and honestly evaluate image classifiers with adversarial examples.",
@@ -188,6 +190,21 @@ def _target(spec: str | None, n: int) -> Literal["random", "least-likely"] | Ten
         raise BastionError(f"--target must be a class index, 'random' or 'least-likely', got {spec!r}") from None
 
 
+def _drop_target_class(ds: ImageDataset, target: str | None) -> ImageDataset:
+    """With a class index as ``--target``, the images already of that class are left out (a targeted attack
+    on them has nothing to do), with a note."""
+    if target is None or not target.lstrip("-").isdigit():
+        return ds
+    keep = (ds.labels != int(target)).nonzero().squeeze(1)
+    if keep.numel() == len(ds):
+        return ds
+    if keep.numel() == 0:
+        raise BastionError(f"every selected image is already of the target class {target}")
+    console.print(f"note: {len(ds) - keep.numel()} of the {len(ds)} images are already of class {target}; "
+                  "attacking the other ones")
+    return ds.subset(keep, split=ds.split)
+
+
 @app.command()
 def attack(
     ctx: typer.Context,
@@ -229,6 +246,7 @@ def attack(
         atk = make_attack(attack, eps=eps, steps=steps, step_size=step_size, norm=norm, **extra)
         net = apply_defense(resolve_model(model, device=device), defense)
         ds = load_dataset(data, split, data_dir=data_dir).spread(n)
+        ds = _drop_target_class(ds, target)
         x, y = ds.images.to(device), ds.labels.to(device)
         res = atk(net, x, y, target=_target(target, len(ds)), generator=torch.Generator().manual_seed(seed),
                   keys=ds.indices.to(device) if ds.indices is not None else None)

@@ -87,3 +87,26 @@ def test_learned_surrogate_beats_the_identity_and_leaves_no_trainable_state() ->
     g, report = train_surrogate(defense, data, epochs=3, width=16, depth=3)
     assert report.mae < report.mae_identity
     assert not g.training and not any(p.requires_grad for p in g.parameters())
+
+
+def test_bpda_of_a_multi_draw_defended_model_averages_like_it(digits) -> None:
+    """bpda(Defended(..., n_samples=3)) used to return one draw's logits: another model than the defended one."""
+    x, _ = digits
+    defended = Defended(BaRT(k=2), pretrained("mnist-cnn"), n_samples=3).eval()
+    adaptive = bpda(defended)
+    with torch.no_grad():
+        defended.reseed(5)
+        real = defended(x)
+        defended.reseed(5)
+        approx = adaptive(x)
+    torch.testing.assert_close(approx, real, atol=1e-5, rtol=0)
+    assert float(real.exp().sum(1).sub(1).abs().max()) < 1e-4  # log of a mean of softmaxes
+
+
+def test_train_surrogate_leaves_the_global_rng_and_the_defense_mode_alone() -> None:
+    defense = BaRT(k=1, groups=[ColorPrecision(levels=(4, 4), shared_prob=1.0)]).train()
+    data = load_dataset("mnist-5k", "train").take(200)
+    state = torch.random.get_rng_state()
+    train_surrogate(defense, data, epochs=1, width=8, depth=2)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert defense.training

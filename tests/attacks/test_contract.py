@@ -83,7 +83,7 @@ def test_fgsm_equals_closed_form_on_linear_model():
     model = torch.nn.Sequential(torch.nn.Flatten(), lin).eval()
     x = torch.rand(16, 1, 8, 8)
     y = torch.randint(0, 10, (16,))
-    t = torch.randint(0, 10, (16,))
+    t = (y + torch.randint(1, 10, (16,))) % 10  # targets are other classes (a target equal to y is refused)
     eps = 0.1
     p = torch.softmax(x.flatten(1) @ lin.weight.T + lin.bias, 1)
     grad = ((p - torch.nn.functional.one_hot(y, 10)) @ lin.weight).reshape(x.shape)
@@ -151,6 +151,8 @@ def test_bad_inputs_raise_typed_errors(x, y, err):
         lambda: PGD(eps=0.1, norm="l1"),
         lambda: PGD(eps=0.1, loss="hinge"),
         lambda: PGD(eps=float("nan")),
+        lambda: PGD(eps=float("inf")),
+        lambda: FGSM(eps="0.1"),  # used to be a TypeError from the comparison
     ],
 )
 def test_bad_configuration_raises(make):
@@ -167,3 +169,60 @@ def test_configs_are_immutable_and_serializable():
                  "norm": "linf", "loss": "ce", "early_stop": True, "bounds": [0.0, 1.0]}
     with pytest.raises(TypeError):
         PGD(0.3)  # type: ignore[misc]  # keyword-only
+
+
+def test_gradient_attacks_work_under_no_grad_and_inference_mode():
+    """Called under no_grad() the loss gradient used to be zero: the attack silently did nothing."""
+    model, x = tiny_cnn(), torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1).detach()
+    for atk in (FGSM(eps=0.3), PGD(eps=0.3, steps=5)):
+        ref = atk(model, x, y)
+        with torch.no_grad():
+            got = atk(model, x, y)
+        with torch.inference_mode():
+            xi, yi = x.clone(), y.clone()  # inference tensors
+            inf = atk(model, xi, yi)
+        assert not torch.equal(ref.x_adv, x)
+        assert torch.equal(got.x_adv, ref.x_adv) and torch.equal(inf.x_adv, ref.x_adv)
+        assert not inf.x_adv.is_inference()
+
+
+def test_inputs_the_model_cannot_take_get_a_clear_error():
+    model, x = tiny_cnn(), torch.rand(2, 1, 8, 8)
+    y = torch.tensor([0, 1])
+    with pytest.raises(InputShapeError, match="cannot take x of shape .2, 3, 8, 8"):
+        FGSM(eps=0.1)(model, x.repeat(1, 3, 1, 1), y)
+    with pytest.raises(InputShapeError, match="float64 but the model's parameters are torch.float32"):
+        FGSM(eps=0.1)(model, x.double(), y)
+
+    class Pair(torch.nn.Module):
+        def forward(self, v):
+            return model(v), v
+
+    with pytest.raises(InputShapeError, match="returned a tuple"):
+        FGSM(eps=0.1)(Pair().eval(), x, y)
+
+
+def test_target_equal_to_the_label_and_bad_generator_or_keys_are_refused():
+    model, x = tiny_cnn(), torch.rand(3, 1, 8, 8)
+    y = torch.tensor([0, 1, 2])
+    with pytest.raises(LabelError, match="target equals the true label for 1 of 3 inputs .indices .2.."):
+        FGSM(eps=0.1)(model, x, y, target=torch.tensor([1, 2, 2]))
+    with pytest.raises(ConfigError, match="torch.Generator"):
+        FGSM(eps=0.1)(model, x, y, generator=0)  # type: ignore[arg-type]
+    with pytest.raises(LabelError, match="int64"):
+        FGSM(eps=0.1)(model, x, y, keys=torch.zeros(3))
+
+
+def test_fgsm_and_bim_do_not_evaluate_their_result_twice():
+    model, x = tiny_cnn(), torch.rand(4, 1, 8, 8)
+    y = model(x).argmax(1).detach()
+    calls = []
+    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        res = FGSM(eps=0.1)(model, x, y)
+    finally:
+        handle.remove()
+    assert res.queries.tolist() == [1, 1, 1, 1]
+    assert len(calls) == 3  # clean outputs, the one gradient, the result (the base class's evaluation)
+    assert torch.equal(BIM(eps=0.1, steps=3)(model, x, y).queries, torch.full((4,), 3))

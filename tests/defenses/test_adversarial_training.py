@@ -112,3 +112,9 @@ def test_fit_rolls_back_to_best_epoch(small):
     assert len(h.epochs) == 3 and h.epochs[-1]["rolled_back"]
     for k, v in model.state_dict().items():
         assert torch.equal(v, snapshots[1][k])  # the best epoch (score 0.9)
+
+
+@pytest.mark.parametrize("bad", [{"alpha": -0.1}, {"alpha": 0.0}, {"beta": -1.0}, {"ramp_epochs": -1.0}])
+def test_negative_steps_and_weights_are_refused(bad):
+    with pytest.raises(ConfigError):
+        AdversarialTraining(recipe="pgd", eps=0.3, **bad)

@@ -159,3 +159,55 @@ def test_loss_not_increasing_is_relative():
     assert "loss-not-increasing" not in codes(row(0.0161, 0.0167))  # mnist-cnn-adv in the demo: a working attack
     assert "loss-not-increasing" in codes(row(0.0161, 0.0161))
     assert "loss-not-increasing" in codes(row(0.5, 0.4))
+
+
+def test_suite_entries_sharing_a_name_get_their_own_rows(cnn, data):
+    """Two PGDs used to share the key 'naive/pgd@0.15': the second overwrote the first, and the worst case
+    was the weaker attack's."""
+    strong, weak = PGD(eps=0.15, steps=20), PGD(eps=0.15, steps=2)
+    alone = Evaluation(suite=[strong], checks=False).run(cnn, data).rows[0].accuracy
+    rep = Evaluation(suite=[strong, weak], checks=False, cascade=False).run(cnn, data)
+    assert [r.attack for r in rep.rows] == ["pgd(steps=20)", "pgd(steps=2)"]
+    assert rep.rows[0].accuracy == alone
+    assert rep.rows[1].accuracy > rep.rows[0].accuracy  # two steps are weaker: the rows differ
+    assert rep.worst_case[0]["accuracy"] <= alone
+    swept = Evaluation(suite=[PGD(eps=0.1, steps=3), PGD(eps=0.2, steps=3)], eps_grid=[0.1], checks=False)
+    assert [r.attack for r in swept.run(cnn, data.take(8)).rows] == ["pgd#1", "pgd#2"]
+
+
+def test_transfer_attack_is_swept_and_counts_in_the_worst_case(cnn, data):
+    from bastion.attacks import TransferAttack
+
+    hidden = HideProbabilities(cnn)
+    tr = TransferAttack(source=pretrained("mnist-cnn-gap"), attack=PGD(eps=0.3, steps=10, early_stop=False))
+    rep = Evaluation(suite=[PGD(eps=0.3, steps=10), tr], eps_grid=[0.1, 0.3]).run(hidden, data)
+    rows = {(r.attack, r.eps): r.accuracy for r in rep.rows}
+    assert set(rows) == {("pgd", 0.1), ("transfer", 0.1), ("pgd", 0.3), ("transfer", 0.3)}
+    assert rows[("transfer", 0.3)] < rows[("transfer", 0.1)]  # the radius reached the inner attack
+    worst = {w["eps"]: w["accuracy"] for w in rep.worst_case}
+    assert worst[0.3] <= rows[("transfer", 0.3)] < 0.8
+    assert "blackbox-beats-whitebox" in {f.code for f in rep.flags}
+
+
+def test_same_evaluation_twice_gives_the_same_numbers_on_a_randomized_model(data):
+    bart = pretrained("mnist-cnn-bart")
+    state = bart.generator.get_state()
+    ev = Evaluation(suite=[FGSM(eps=0.2), PGD(eps=0.2, steps=3)], checks=False, seed=3)
+    a, b = ev.run(bart, data.take(24)), ev.run(bart, data.take(24))
+    assert [v["robust"] for v in a.per_image["rows"].values()] == [v["robust"] for v in b.per_image["rows"].values()]
+    assert torch.equal(bart.generator.get_state(), state)  # the model's own generator is left as it was
+
+
+def test_evaluation_under_no_grad_and_inference_mode(cnn, data):
+    """Gradient attacks used to find a zero gradient under no_grad() (accuracy unchanged), and the checks crashed."""
+    small = data.take(16)
+    ev = Evaluation(suite=[PGD(eps=0.3, steps=10)], checks=True, check_images=8)
+    with torch.no_grad():
+        rep = ev.run(cnn, small)
+    with torch.inference_mode():
+        rep2 = ev.run(cnn, small)
+    assert rep.rows[0].accuracy < 0.2 and rep2.rows[0].accuracy == rep.rows[0].accuracy
+    with pytest.raises(ConfigError, match="empty"):
+        ev.run(cnn, small.subset([]))
+    with pytest.raises(ConfigError, match="batch_size"):
+        Evaluation(suite=[FGSM(eps=0.1)], batch_size=2.5)

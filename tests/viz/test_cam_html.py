@@ -81,3 +81,21 @@ def test_report_title_names_the_defense():
     assert model_label(describe_model(pretrained("mnist-cnn-bart"))) == "mnist-cnn with BaRT (k=2)"
     assert model_label(describe_model(HideProbabilities(pretrained("mnist-cnn")))) == "mnist-cnn with HideProbabilities"
 
+
+
+def test_grad_cam_checks_class_idx_and_works_under_no_grad(x):
+    from bastion.errors import LabelError
+
+    model = pretrained("mnist-cnn")
+    ref = grad_cam(model, x)
+    with torch.no_grad():
+        assert torch.equal(grad_cam(model, x), ref)
+    assert torch.equal(grad_cam(model, x, class_idx=torch.tensor(3)), grad_cam(model, x, class_idx=3))
+    with pytest.raises(LabelError, match="2 entries for 6 images"):  # used to leave images 3-6 with zero maps
+        grad_cam(model, x, class_idx=torch.tensor([1, 2]))
+    with pytest.raises(LabelError, match="outside the model's 10 classes"):
+        grad_cam(model, x, class_idx=12)
+    with pytest.raises(LabelError, match="integer tensor"):
+        grad_cam(model, x, class_idx=torch.ones(6))
+    with pytest.raises(LabelError, match="outside"):
+        cam(pretrained("mnist-cnn-gap"), x, class_idx=-1)

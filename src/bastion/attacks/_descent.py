@@ -33,7 +33,11 @@ class Descent:
     def run(
         self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *, keys: Tensor, seed: int, stream: int
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Returns ``(x_adv, success, loss, queries)`` for one start."""
+        """Returns ``(x_adv, success, loss, queries)`` for one start.
+
+        With ``keep_best=False`` the samples still moving at the end return their last iterate unevaluated
+        (success False, loss NaN: the caller evaluates the result, as the attack base class does); success
+        and loss are then only those of samples stopped early."""
         b = x.shape[0]
         dev = x.device
         x_adv = self.threat.random_init(x, keys, seed=seed, stream=stream) if self.random_start else x.clone()
@@ -72,7 +76,11 @@ class Descent:
                     x_adv = self.threat.project(xa + self.step_size * self.threat.steepest(grad), x)
                 else:
                     x_adv[active] = self.threat.project(xa + self.step_size * self.threat.steepest(grad), x[active])
-        if active.numel():
+        if active.numel() and not self.keep_best:  # the last iterate is the result: the caller evaluates it
+            best_x[active] = x_adv[active]
+            best_ok[active] = False
+            best_loss[active] = float("nan")
+        elif active.numel():
             with torch.no_grad():
                 xa = x_adv[active]
                 t = None if target is None else target[active]

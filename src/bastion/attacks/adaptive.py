@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bastion._checks import frozen
+from bastion._checks import eval_mode, frozen
 from bastion._wrap import ModelWrapper
 from bastion.data.base import ImageDataset
 from bastion.defenses.base import Defended, InputDefense, straight_through
@@ -56,6 +56,14 @@ class BPDA(_Wrapper):
         return self.inner.randomized
 
     def forward(self, x: Tensor) -> Tensor:
+        d: Defended = self.inner
+        if d.n_samples == 1 or not d.randomized:
+            return self._one_draw(x)
+        # the defended model averages the softmax over n_samples draws: so does its BPDA version
+        probs = torch.stack([F.softmax(self._one_draw(x), dim=1) for _ in range(d.n_samples)]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+    def _one_draw(self, x: Tensor) -> Tensor:
         d: Defended = self.inner
         if self.surrogate is None:
             z = d.defense.bpda_forward(x, generator=d.generator)
@@ -171,35 +179,32 @@ def train_surrogate(
     criterion = F.l1_loss if loss == "l1" else F.mse_loss
     n_val = max(1, int(len(data) * val_fraction))
     train_ds, val_ds = data.subset(slice(n_val, None)), data.subset(slice(0, n_val))
-    g = SurrogateNet(channels=data.images.shape[1], width=width, depth=depth)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # the initialisation draws from torch's global RNG: left untouched
         torch.manual_seed(seed)
-        for m in g.modules():
-            if isinstance(m, nn.Conv2d):
-                m.reset_parameters()
+        g = SurrogateNet(channels=data.images.shape[1], width=width, depth=depth)
         last = g.body[-1]
         assert isinstance(last, nn.Conv2d)
         nn.init.zeros_(last.weight)  # g starts as the identity (the plain BPDA approximation) and improves on it
         if last.bias is not None:
             nn.init.zeros_(last.bias)
     gen = torch.Generator().manual_seed(seed)
-    defense = defense.eval()
 
     def objective(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         with torch.no_grad(), frozen(defense):
             target = defense(x, generator=gen)
         return criterion(model(x), target), {}
 
-    fit(g, train_ds, config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
-        objective=objective, device=device, progress=progress)
-    g.eval()
-    for p in g.parameters():
-        p.requires_grad_(False)
-    with torch.no_grad():
-        xv = val_ds.images.to(device)
-        fv = defense(xv, generator=torch.Generator().manual_seed(seed + 1))
-        mae = float((g(xv) - fv).abs().mean())
-        mae_id = float((xv - fv).abs().mean())
+    with eval_mode(defense):  # the defense runs in eval mode; the caller's mode flags are restored after
+        fit(g, train_ds, config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+            objective=objective, device=device, progress=progress)
+        g.eval()
+        for p in g.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            xv = val_ds.images.to(device)
+            fv = defense(xv, generator=torch.Generator().manual_seed(seed + 1))
+            mae = float((g(xv) - fv).abs().mean())
+            mae_id = float((xv - fv).abs().mean())
     report = SurrogateReport(mae=mae, mae_identity=mae_id, epochs=epochs, n_train=len(train_ds), n_val=n_val)
     log.info("surrogate: MAE %.4f (identity %.4f)", mae, mae_id)
     return g, report

@@ -11,6 +11,7 @@ Calling an attack never changes the caller's tensors, the model's mode, or its p
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields, is_dataclass
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, check_images, check_labels, frozen
 from bastion._rng import keyed_uniform, seed_from
-from bastion.errors import ConfigError, LabelError
+from bastion.errors import ConfigError, InputShapeError, LabelError
 from bastion.threat import ThreatModel, perturbation_norms
 
 TargetSpec = Tensor | Literal["random", "least-likely"] | None
@@ -94,7 +95,15 @@ def resolve_target(
     k = logits_clean.shape[1]
     if isinstance(spec, Tensor):
         check_labels(spec, y.shape[0], num_classes=k, name="target")
-        return spec.to(y.device)
+        spec = spec.to(y.device)
+        same = (spec == y).nonzero().squeeze(1)
+        if same.numel():
+            shown = same[:8].tolist()
+            raise LabelError(
+                f"target equals the true label for {same.numel()} of {y.shape[0]} inputs (indices {shown}"
+                f"{' ...' if same.numel() > 8 else ''}): a targeted attack needs another class; drop those inputs "
+                "or pick other targets (target='random' always picks a wrong class)")
+        return spec
     if spec == "least-likely":
         return logits_clean.argmin(1)
     if spec == "random":
@@ -141,18 +150,32 @@ class Attack(ABC):
         Returns:
             An :class:`AttackResult`.
         """
+        # gradient attacks need autograd even when called under ``torch.no_grad()`` or ``inference_mode()``
+        with torch.inference_mode(False), torch.enable_grad():
+            return self._call(model, x, y, target=target, generator=generator, keys=keys)
+
+    def _call(self, model: nn.Module, x: Tensor, y: Tensor, *, target: TargetSpec, generator: torch.Generator | None,
+              keys: Tensor | None) -> AttackResult:
         threat = self.threat
         check_images(x, bounds=threat.bounds)
         check_eval_mode(model)
+        # tensors made under inference_mode cannot enter autograd: normal copies can
+        x, y = _normal_tensor(x), _normal_tensor(y)
+        if isinstance(target, Tensor):
+            target = _normal_tensor(target)
         if keys is None:
             keys = torch.arange(x.shape[0], device=x.device)
-        elif keys.shape != (x.shape[0],):
-            raise LabelError(f"keys has shape {tuple(keys.shape)}, expected ({x.shape[0]},)")
+        elif not isinstance(keys, Tensor) or keys.dtype != torch.int64 or keys.shape != (x.shape[0],):
+            got = f"{keys.dtype} {tuple(keys.shape)}" if isinstance(keys, Tensor) else type(keys).__name__
+            raise LabelError(f"keys must be an int64 tensor of shape ({x.shape[0]},), got {got}")
+        keys = _normal_tensor(keys)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ConfigError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, "
+                              f"got {type(generator).__name__}")
         seed = seed_from(generator)
         x = x.detach()
         with frozen(model):
-            with torch.no_grad():
-                logits_clean = model(x)
+            logits_clean = clean_forward(model, x)
             if logits_clean.ndim != 2:
                 raise LabelError(f"the model returned shape {tuple(logits_clean.shape)}; expected (N, classes) logits")
             check_labels(y, x.shape[0], num_classes=logits_clean.shape[1])
@@ -194,6 +217,33 @@ class Attack(ABC):
         return d
 
 
+def _normal_tensor(t: Tensor) -> Tensor:
+    """``t``, or a normal copy of it when it was made under ``inference_mode`` (such tensors cannot enter autograd)."""
+    return t.clone() if isinstance(t, Tensor) and t.is_inference() else t
+
+
+def clean_forward(model: nn.Module, x: Tensor) -> Tensor:
+    """``model(x)`` without gradients; a model that cannot take ``x`` (wrong shape, channels or dtype) or does
+    not return a tensor gets a clear :class:`InputShapeError` instead of an error from deep inside torch."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if len(dtypes) == 1 and x.dtype not in dtypes:
+        (want,) = dtypes
+        raise InputShapeError(f"x has dtype {x.dtype} but the model's parameters are {want}: pass x.to({want}) "
+                              f"(or convert the model)")
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except RuntimeError as e:
+        if isinstance(e, torch.OutOfMemoryError) or "memory" in str(e).lower():
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputShapeError(f"the model cannot take x of shape {tuple(x.shape)} ({x.dtype}): {first}") from e
+    if not isinstance(out, Tensor):
+        raise InputShapeError(f"the model returned a {type(out).__name__}; bastion needs a model that returns a "
+                              "tensor of logits (wrap it to return only the logits)")
+    return out
+
+
 def _final_logits(model: nn.Module, x_adv: Tensor, known: Tensor | None) -> Tensor:
     """The model's outputs at ``x_adv``: ``known`` rows as given, the rest (all when None, NaN rows) computed."""
     if known is None:
@@ -218,8 +268,9 @@ def _plain(v: Any) -> Any:
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok or value != value:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = number and (value >= 0 if allow_zero else value > 0) and math.isfinite(value)
+    if not ok:
         raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 

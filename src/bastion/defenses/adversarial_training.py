@@ -21,6 +21,7 @@ deterministic and resumable.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -80,6 +81,12 @@ class AdversarialTraining:
             raise ConfigError(f"craft_labels must be 'predicted' or 'true', got {self.craft_labels!r}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if self.alpha is not None and not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < math.inf):
+            raise ConfigError(f"alpha (the step size) must be > 0, got {self.alpha!r}")
+        if not (isinstance(self.beta, (int, float)) and 0 <= self.beta < math.inf):
+            raise ConfigError(f"beta (TRADES' trade-off) must be >= 0, got {self.beta!r}")
+        if not (isinstance(self.ramp_epochs, (int, float)) and 0 <= self.ramp_epochs < math.inf):
+            raise ConfigError(f"ramp_epochs must be >= 0, got {self.ramp_epochs!r}")
 
     @property
     def step_size(self) -> float:

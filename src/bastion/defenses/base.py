@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion._wrap import ModelWrapper
+from bastion.errors import ConfigError
 
 GradKind = Literal["exact", "approx", "none"]
 
@@ -78,8 +79,10 @@ class Defended(ModelWrapper):
         super().__init__()
         if n_samples is None:
             n_samples = int(getattr(defense, "n_samples", 1))
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 1:
+            raise ConfigError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.defense = defense
         self.model = model
         self.n_samples = n_samples

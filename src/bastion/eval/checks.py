@@ -9,6 +9,7 @@ that the numbers overstate it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import torch
@@ -115,8 +116,8 @@ def check_rows(rows: Sequence[Row], *, n: int) -> list[Flag]:
         eps_values = sorted({r.eps for r in rs if r.eps is not None})
         for eps in eps_values:
             at = [r for r in rs if r.eps == eps]
-            single = [r for r in at if r.attack.startswith("fgsm")]
-            iterative = [r for r in at if r.attack.split("-")[0] in ("bim", "pgd") and r.access == "white-box"]
+            single = [r for r in at if _base_name(r.attack) == "fgsm"]
+            iterative = [r for r in at if _base_name(r.attack) in ("bim", "pgd") and r.access == "white-box"]
             if single and iterative:
                 s, it = min(r.accuracy for r in single), min(r.accuracy for r in iterative)
                 if s + _noise(it, n) < it:
@@ -182,3 +183,8 @@ def run_checks(
     n = max((r.attacked for r in rows), default=0)
     flags += check_rows(rows, n=n)
     return flags
+
+
+def _base_name(label: str) -> str:
+    """The attack's registry name in a row label (``pgd-l2``, ``pgd(steps=2)``, ``fgsm#2`` -> pgd, pgd, fgsm)."""
+    return re.split(r"[-(#]", label, maxsplit=1)[0]

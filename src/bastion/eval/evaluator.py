@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,20 +30,45 @@ from bastion.progress import Progress, no_progress
 log = logging.getLogger(__name__)
 
 
+def _inner(attack: Attack) -> Attack | None:
+    """The attack a wrapper runs (``TransferAttack``, ``SubstituteAttack``: their ``attack`` field), else None."""
+    inner = getattr(attack, "attack", None)
+    return inner if isinstance(inner, Attack) else None
+
+
+def _eps_fields(attack: Attack) -> set[str]:
+    return {f.name for f in dataclasses.fields(attack)} if dataclasses.is_dataclass(attack) else set()
+
+
 def with_eps(attack: Attack, eps: float | None) -> Attack:
-    """``attack`` at radius ``eps`` (attacks without an ``eps`` field are returned unchanged)."""
-    if eps is None or not dataclasses.is_dataclass(attack) or "eps" not in {f.name for f in dataclasses.fields(attack)}:
+    """``attack`` at radius ``eps`` (its step size scaled with it); a wrapper (transfer, substitute) gets its
+    inner attack replaced; attacks without a radius are returned unchanged."""
+    if eps is None or not has_eps(attack):
         return attack
+    if "eps" not in _eps_fields(attack):  # a wrapper whose inner attack has the radius
+        inner = _inner(attack)
+        assert inner is not None
+        return dataclasses.replace(attack, attack=with_eps(inner, eps))  # type: ignore[type-var]
     kwargs: dict[str, Any] = {"eps": eps}
-    if "step_size" in {f.name for f in dataclasses.fields(attack)} and attack.step_size is not None:
-        base_eps = attack.eps
-        if base_eps:
-            kwargs["step_size"] = attack.step_size * eps / base_eps  # keep the relative step
+    step_size = getattr(attack, "step_size", None)
+    base_eps = getattr(attack, "eps", None)
+    if step_size is not None and base_eps:
+        kwargs["step_size"] = step_size * eps / base_eps  # keep the relative step
     return dataclasses.replace(attack, **kwargs)  # type: ignore[type-var]
 
 
 def has_eps(attack: Attack) -> bool:
-    return dataclasses.is_dataclass(attack) and "eps" in {f.name for f in dataclasses.fields(attack)}
+    """Whether ``attack`` has a radius ``eps`` (its own, or its inner attack's for transfer/substitute)."""
+    if "eps" in _eps_fields(attack):
+        return True
+    inner = _inner(attack)
+    return inner is not None and has_eps(inner)
+
+
+def attack_eps(attack: Attack) -> float:
+    """The radius of an attack for which :func:`has_eps` holds."""
+    inner = _inner(attack)
+    return float(attack.eps) if "eps" in _eps_fields(attack) else attack_eps(inner)  # type: ignore[arg-type,attr-defined]
 
 
 def _label(attack: Attack) -> str:
@@ -54,18 +81,53 @@ def _label(attack: Attack) -> str:
     return name
 
 
+def suite_labels(suite: Sequence[Attack], *, swept: bool) -> list[str]:
+    """One distinct row label per suite entry: the attack's name (with a non-default norm or loss); entries
+    that share it get the options in which they differ, e.g. ``pgd(steps=20)`` and ``pgd(steps=2)`` (the
+    radius left out when ``swept``: every entry then runs at every radius), and ``#2``, ``#3``... when they
+    differ in nothing shown."""
+    base = [_label(a) for a in suite]
+    out = list(base)
+    skip = {"attack", "eps"} if swept else {"attack"}
+    for name in dict.fromkeys(base):
+        idx = [i for i, b in enumerate(base) if b == name]
+        if len(idx) < 2:
+            continue
+        dicts = [suite[i].to_dict() for i in idx]
+        keys = [k for k in dict.fromkeys(k for d in dicts for k in d) if k not in skip
+                and len({json.dumps(d.get(k), sort_keys=True, default=str) for d in dicts}) > 1]
+        if keys:
+            for i, d in zip(idx, dicts, strict=True):
+                out[i] = f"{name}(" + ", ".join(f"{k}={_short(d.get(k))}" for k in keys) + ")"
+    total = {lab: out.count(lab) for lab in out}
+    seen: dict[str, int] = {}
+    for i, lab in enumerate(list(out)):
+        if total[lab] > 1:
+            seen[lab] = seen.get(lab, 0) + 1
+            out[i] = f"{lab}#{seen[lab]}"
+    return out
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, dict):  # a nested attack or model description
+        return str(v.get("attack") or v.get("arch") or json.dumps(v, sort_keys=True, default=str))
+    return str(v)
+
+
 @dataclass(kw_only=True)
 class Evaluation:
     """Evaluate a model's robustness against a suite of attacks.
 
     Args:
-        suite: attacks, in cascade order (cheap first, e.g. FGSM, BIM, PGD). Attacks with an ``eps`` field are
-            run at every value of ``eps_grid`` (their step size scaled with eps); others (JSMA, minimum-norm
-            attacks) once.
+        suite: attacks, in cascade order (cheap first, e.g. FGSM, BIM, PGD). Attacks with a radius ``eps``
+            (their own, or their inner attack's for transfer and substitute attacks) are run at every value of
+            ``eps_grid`` (their step size scaled with eps); others (JSMA, minimum-norm attacks) once. Each
+            entry gets its own rows, labelled by :func:`suite_labels`.
         eps_grid: radii; None runs each attack at its own ``eps``.
         batch_size: images per attack call.
         cascade: run each attack only on points still robust (AutoAttack's protocol; worst case per image).
-        seed: seed of all randomness (per image, keyed by the image's index in its source split).
+        seed: seed of all randomness: the attacks' (per image, keyed by the image's index in its source split)
+            and, for the run, the own generators of randomized models (e.g. ``Defended``; restored afterwards).
         adaptive: extra attack models, ``{label: module}``: the suite is run again crafting on each module
             (e.g. ``eot(bpda(defended))``) and judging on the real model; rows get mode ``adaptive:<label>``.
         checks: run the sanity checks that flag gradient masking and broken evaluations.
@@ -84,8 +146,8 @@ class Evaluation:
     def __post_init__(self) -> None:
         if not self.suite:
             raise ConfigError("the evaluation suite is empty")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if self.eps_grid is not None:
             bad = [e for e in self.eps_grid if not (isinstance(e, (int, float)) and e >= 0 and math.isfinite(e))]
             if bad:
@@ -100,7 +162,7 @@ class Evaluation:
             for i, a in enumerate(self.suite):
                 if has_eps(a):
                     atk = with_eps(a, e)
-                    out.append((i, atk, float(getattr(atk, "eps"))))  # noqa: B009 - has_eps checked it
+                    out.append((i, atk, attack_eps(atk)))
         for i, a in enumerate(self.suite):
             if not has_eps(a):
                 out.append((i, a, None))
@@ -124,6 +186,7 @@ class Evaluation:
         keys_all = data.indices.to(device)
         x_all, y_all = data.images, data.labels
         plan = self.plan()
+        labels = suite_labels(self.suite, swept=self.eps_grid is not None)
         modes = ["naive", *[f"adaptive:{k}" for k in self.adaptive]]
         per: dict[str, Any] = {"index": data.indices.tolist(), "rows": {}, "order": []}
 
@@ -170,10 +233,10 @@ class Evaluation:
                     loss_adv[b] = F.cross_entropy(out, yb, reduction="none").double().cpu()
                 if self.cascade:
                     alive &= robust != 0
-                key = f"{mode}/{_label(atk)}@{eps}"
+                key = f"{mode}/{labels[ai]}@{eps}"
                 per["order"].append(key)
                 per["rows"][key] = {
-                    "attack": _label(atk), "mode": mode, "access": atk.access, "eps": eps, "robust": robust.tolist(),
+                    "attack": labels[ai], "mode": mode, "access": atk.access, "eps": eps, "robust": robust.tolist(),
                     **{k: _nan_to_none(v) for k, v in norms.items()}, "queries": queries.tolist(),
                     "loss_adv": _nan_to_none(loss_adv), "seconds": seconds,
                 }
@@ -230,17 +293,23 @@ class Evaluation:
         With ``world`` (a :class:`bastion.distributed.World`), each process evaluates its shard of ``data``
         and rank 0 gathers the per-image results; every process returns the same report.
         """
+        if len(data) == 0:
+            raise ConfigError("the evaluation data set is empty")
         shard = data if world is None else world.shard_dataset(data)
-        per = self.run_shard(model, shard, device=device, progress=progress)
-        if world is not None:
-            per = world.gather_per_image(per)
-        clean_acc, rows, worst = self.aggregate(per)
-        flags = []
-        if self.checks:
-            from bastion.eval.checks import run_checks
+        # autograd on even under no_grad()/inference_mode(); randomized models' own generators seeded from
+        # ``seed`` for the run (and restored after), so that the same evaluation gives the same numbers
+        with torch.inference_mode(False), torch.enable_grad(), _seeded_generators([model, *self.adaptive.values()],
+                                                                                  self.seed):
+            per = self.run_shard(model, shard, device=device, progress=progress)
+            if world is not None:
+                per = world.gather_per_image(per)
+            clean_acc, rows, worst = self.aggregate(per)
+            flags = []
+            if self.checks:
+                from bastion.eval.checks import run_checks
 
-            flags = run_checks(model, data.spread(self.check_images), rows, adaptive=bool(self.adaptive),
-                               eps_grid=self.eps_grid, device=device)
+                flags = run_checks(model, data.spread(self.check_images), rows, adaptive=bool(self.adaptive),
+                                   eps_grid=self.eps_grid, device=device)
         return RobustnessReport(
             model=describe_model(model),
             data={"name": data.name, "split": data.split, "n": len(data), "sha256": data.sha256},
@@ -257,6 +326,26 @@ class Evaluation:
             torch_version=torch.__version__,
             command=command,
         )
+
+
+@contextmanager
+def _seeded_generators(modules: Sequence[nn.Module], seed: int) -> Iterator[None]:
+    """Seed every ``torch.Generator`` a module holds (a randomized defense's own, e.g. ``Defended.generator``)
+    from ``seed`` for the block; their states are restored afterwards."""
+    gens: dict[int, torch.Generator] = {}
+    for m in modules:
+        for sub in m.modules():
+            g = getattr(sub, "generator", None)
+            if isinstance(g, torch.Generator):
+                gens.setdefault(id(g), g)
+    states = [(g, g.get_state()) for g in gens.values()]
+    try:
+        for i, g in enumerate(gens.values()):
+            g.manual_seed((seed * 1_000_003 + 7_919 * (i + 1)) % (2**63))
+        yield
+    finally:
+        for g, state in states:
+            g.set_state(state)
 
 
 def _nan_to_none(t: Tensor) -> list[float | None]:

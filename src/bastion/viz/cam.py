@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, check_images, frozen
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, LabelError
 
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid)
 
@@ -79,7 +79,7 @@ def grad_cam(model: nn.Module, x: Tensor, *, layer: str | None = None, class_idx
     check_images(x)
     check_eval_mode(model)
     layer = layer or default_layer(model)
-    with frozen(model):
+    with frozen(model), torch.inference_mode(False), torch.enable_grad():  # works under no_grad() too
         xi = x.detach().clone().requires_grad_(True)  # so activations are part of a graph
         a, scores = _activations_and_scores(model, xi, layer)
         cls = _classes(scores, class_idx)
@@ -118,11 +118,25 @@ def cam(model: nn.Module, x: Tensor, *, layer: str | None = None, fc: str | None
 
 
 def _classes(scores: Tensor, class_idx: Tensor | int | None) -> Tensor:
+    """One class index per image, checked against the model's classes."""
+    b, k = scores.shape
     if class_idx is None:
         return scores.argmax(1)
-    if isinstance(class_idx, int):
-        return torch.full((scores.shape[0],), class_idx, dtype=torch.int64, device=scores.device)
-    return class_idx.to(scores.device)
+    if isinstance(class_idx, int) and not isinstance(class_idx, bool):
+        cls = torch.full((b,), class_idx, dtype=torch.int64, device=scores.device)
+    elif isinstance(class_idx, Tensor) and not class_idx.is_floating_point() and class_idx.dtype != torch.bool:
+        cls = class_idx.to(scores.device, torch.int64).reshape(-1)
+        if cls.numel() == 1:
+            cls = cls.expand(b)
+        elif cls.numel() != b:
+            raise LabelError(f"class_idx has {cls.numel()} entries for {b} images: give one per image or one for all")
+    else:
+        raise LabelError(f"class_idx must be an int or an integer tensor of classes, got "
+                         f"{class_idx.dtype if isinstance(class_idx, Tensor) else type(class_idx).__name__}")
+    if bool(((cls < 0) | (cls >= k)).any()):
+        raise LabelError(f"class_idx has values in [{int(cls.min())}, {int(cls.max())}], outside the model's {k} "
+                         f"classes [0, {k - 1}]")
+    return cls
 
 
 def upsample(maps: Tensor, size: tuple[int, int], *, normalize: bool = True) -> Tensor:

@@ -419,6 +419,9 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
                              "prediction as the label to move away from.")
             else:
                 y = torch.tensor([label], device=device)
+            if req.target is not None and req.target == int(y[0]):
+                whose = "its label" if label is not None else "the model's prediction"
+                raise LabelError(f"the image is already of class {req.target} ({whose}): pick another target class")
             target = None if req.target is None else torch.tensor([req.target], device=device)
             res: AttackResult = attack(lm.model, x, y, target=target,
                                        generator=torch.Generator().manual_seed(req.seed))

@@ -188,3 +188,17 @@ def test_channel_counts_no_group_takes_are_refused_clearly() -> None:
         BaRT(k=1)(torch.rand(2, 4, 8, 8))
     with pytest.raises(ConfigError, match="only 8 of the groups apply to 1-channel"):
         BaRT(k=9)(torch.rand(2, 1, 8, 8))
+
+
+def test_small_images_and_draws_for_other_channel_counts_are_refused_clearly() -> None:
+    from bastion.errors import InputShapeError
+
+    bart = BaRT(k=2)
+    with pytest.raises(InputShapeError, match="at least 8x8"):  # used to be an error from inside kornia
+        bart(torch.rand(2, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    rgb_draw = bart.sample(4, 3, generator=torch.Generator().manual_seed(0))
+    if any(n in ("color_space", "greyscale") for n in rgb_draw.names):
+        with pytest.raises(ConfigError, match="sampled for another channel count"):
+            bart.apply(torch.rand(4, 1, 16, 16), rgb_draw)
+    with pytest.raises(ConfigError, match="n_samples"):
+        Defended(bart, tiny_cnn(), n_samples=0)

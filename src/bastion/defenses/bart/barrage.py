@@ -38,13 +38,15 @@ from bastion.defenses.bart.noise import Noise
 from bastion.defenses.bart.swirl import Swirl
 from bastion.defenses.bart.zoom import Zoom
 from bastion.defenses.base import InputDefense
-from bastion.errors import ConfigError, UnknownNameError
+from bastion.errors import ConfigError, InputShapeError, UnknownNameError
 
 #: the ten groups of the paper, in its order
 GROUPS: tuple[type[RandomTransform], ...] = (
     ColorPrecision, JPEG, Swirl, Noise, FFTPerturbation, Zoom, ColorSpace, Contrast, Greyscale, Denoise,
 )
 _BY_NAME: dict[str, type[RandomTransform]] = {cls.name: cls for cls in GROUPS}
+#: the smallest image side a barrage takes (the default windows and CLAHE tiles need 5; JPEG's blocks are 8)
+MIN_SIZE = 8
 
 
 @dataclass(frozen=True, eq=False)
@@ -228,7 +230,17 @@ class BaRT(InputDefense):
     def _run(self, x: Tensor, draw: BarrageDraw, mode: str) -> Tensor:
         if len(draw) != x.shape[0]:
             raise ConfigError(f"the draw is for {len(draw)} images, the batch has {x.shape[0]}")
+        if x.ndim != 4:
+            raise InputShapeError(f"BaRT transforms images (N, C, H, W); got shape {tuple(x.shape)}")
+        if min(x.shape[-2:]) < MIN_SIZE:
+            raise InputShapeError(f"BaRT needs images of at least {MIN_SIZE}x{MIN_SIZE} pixels (its windows and "
+                                  f"tiles do not fit smaller ones); got {tuple(x.shape[-2:])}")
         ts = [self.group(n) for n in draw.names]
+        unfit = [t.name for t in ts if not t.supports(x.shape[1])]
+        if unfit:
+            raise ConfigError(f"the draw includes {', '.join(unfit)}, which do not transform {x.shape[1]}-channel "
+                              f"images: it was sampled for another channel count; sample one with "
+                              f"channels={x.shape[1]}")
         n, k = x.shape[0], draw.k
         if n == 0 or k == 0:
             return x
