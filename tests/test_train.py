@@ -61,8 +61,21 @@ def test_training_learns_and_leaves_global_rng(small):
 def test_resume_with_other_config_is_refused(tmp_path, small):
     train, _ = small
     fit(create_model("logreg"), train, config=TrainConfig(epochs=1), out_dir=tmp_path)
-    with pytest.raises(ConfigError, match="different configuration"):
+    with pytest.raises(ConfigError, match="other settings; changed: epochs 1 -> 2"):
         fit(create_model("logreg"), train, config=TrainConfig(epochs=2), out_dir=tmp_path, resume=True)
+
+
+def test_resume_on_other_data_or_another_architecture_is_refused(tmp_path, small):
+    """A resumed run used to accept another split silently (and record it as the training data)."""
+    train, _ = small
+    fit(create_model("logreg"), train, config=TrainConfig(epochs=1), out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="other training data; changed: split"):
+        fit(create_model("logreg"), train.subset(slice(0, 100)), config=TrainConfig(epochs=1), out_dir=tmp_path,
+            resume=True)
+    with pytest.raises(ConfigError, match="another architecture"):
+        fit(create_model("mnist-cnn"), train, config=TrainConfig(epochs=1), out_dir=tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="empty"):
+        fit(create_model("logreg"), train.subset([]), config=TrainConfig(epochs=1))
 
 
 @pytest.mark.parametrize("kw", [{"epochs": 0}, {"lr": -1.0}, {"optimizer": "rmsprop"}, {"schedule": "step"}])

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from bastion._cli_render import console, progress_bar
+from bastion._device import check_device
 from bastion.errors import BastionError
 
 if TYPE_CHECKING:
@@ -57,6 +58,21 @@ def _command_line(ctx: typer.Context | None = None) -> str:
 def _fail(e: Exception) -> None:
     console.print(f"[bold red]error:[/] {e}")
     raise typer.Exit(2)
+
+
+def _prepare_out(out: Path) -> Path:
+    """Create the output folder before any work starts (a bad --out used to surface only after the run)."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        raise BastionError(f"--out {out} is an existing file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BastionError(f"cannot create --out {out}: {e.strerror or e}") from None
+    if not os.access(out, os.W_OK):
+        raise BastionError(f"--out {out} is not writable")
+    return out
 
 
 @app.callback()
@@ -110,6 +126,9 @@ def train(
     try:
         world = World.from_env()
         device = str(world.device(device))
+        _check_train_options(model, init, dropout=dropout, weight_decay=weight_decay, hidden=hidden)
+        if world.rank == 0:
+            _check_run_folder(out, resume=resume, quiet=quiet)
         train_ds = load_dataset(data, split, data_dir=data_dir)
         val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
@@ -156,6 +175,31 @@ def train(
     if world.rank != 0:
         return
     console.print(f"saved {path}  val accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else f"saved {path}")
+
+
+def _check_train_options(model: str, init: str | None, *, dropout: float, weight_decay: float,
+                         hidden: int | None) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise BastionError(f"--dropout must be in [0, 1), got {dropout}")
+    if weight_decay < 0:
+        raise BastionError(f"--weight-decay must be >= 0, got {weight_decay}")
+    if hidden is not None and hidden < 1:
+        raise BastionError(f"--hidden must be >= 1, got {hidden}")
+    if init is None and model != "mnist-cnn" and (dropout or hidden is not None):
+        given = " and ".join(o for o, v in (("--dropout", dropout), ("--hidden", hidden)) if v)
+        raise BastionError(f"{given} only apply to --model mnist-cnn, not {model}")
+
+
+def _check_run_folder(out: Path, *, resume: bool, quiet: bool) -> None:
+    """A folder holding a run is only continued (--resume), never silently overwritten."""
+    from bastion.train import CHECKPOINT
+
+    _prepare_out(out)
+    has_run = (out / CHECKPOINT).exists() or (out / "model.safetensors").exists()
+    if has_run and not resume:
+        raise BastionError(f"{out} already holds a training run; pass --resume to continue it, or choose another --out")
+    if resume and not (out / CHECKPOINT).exists() and not quiet:
+        console.print(f"note: no {CHECKPOINT} in {out}: nothing to resume, training from the start")
 
 
 def _parse_options(pairs: list[str]) -> dict[str, object]:
@@ -220,6 +264,7 @@ def attack(
                       "be), e.g. --set gamma=0.1 --set output=probs for JSMA.")] = None,
     target: Annotated[str | None, typer.Option(help="Target class, 'random' or 'least-likely'.")] = None,
     defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
+    k: Annotated[int, typer.Option(min=1, help="With --defense bart: transforms per barrage.")] = 5,
     data: Annotated[str, typer.Option()] = "mnist-5k",
     split: Annotated[str, typer.Option()] = "all",
     data_dir: Annotated[Path | None, typer.Option()] = None,
@@ -240,11 +285,17 @@ def attack(
     from bastion.viz.figures import png_bytes, triptych
 
     try:
+        check_device(device)
         extra = _parse_options(option or [])
+        own = {"eps": eps, "steps": steps, "step_size": step_size, "norm": norm}
+        twice = sorted(k for k in extra if own.get(k) is not None)
+        if twice:
+            raise BastionError(f"{', '.join(twice)} given twice: as --{twice[0].replace('_', '-')} and as --set")
         if eps is None and "eps" in attack_options(attack) and "eps" not in extra:
-            eps = 0.3
-        atk = make_attack(attack, eps=eps, steps=steps, step_size=step_size, norm=norm, **extra)
-        net = apply_defense(resolve_model(model, device=device), defense)
+            own["eps"] = 0.3
+        atk = make_attack(attack, **{**own, **extra}, checked=set(extra))
+        net = apply_defense(resolve_model(model, device=device), defense, k=k)
+        _prepare_out(out)
         ds = load_dataset(data, split, data_dir=data_dir).spread(n)
         ds = _drop_target_class(ds, target)
         x, y = ds.images.to(device), ds.labels.to(device)
@@ -253,7 +304,6 @@ def attack(
     except BastionError as e:
         _fail(e)
         return
-    out.mkdir(parents=True, exist_ok=True)
     tensors = {"x": x.cpu().contiguous(), "x_adv": res.x_adv.cpu().contiguous(), "y": y.cpu(),
                "pred_adv": res.pred_adv.cpu(), "success": res.success.cpu().to(torch.uint8)}
     if res.target is not None:
@@ -266,9 +316,11 @@ def attack(
     k = min(len(ds), 8)
     (out / "figure.png").write_bytes(png_bytes(triptych(x[:k], res.x_adv[:k], res.logits_clean[:k], res.logits_adv[:k],
                                                         classes, y=y[:k])))
-    console.print(f"{atk.name}: success {summary['success_rate']:.1%}, robust accuracy {summary['robust_accuracy']:.1%}, "
-                  f"mean Linf {summary['mean_linf']:.3f}, L2 {summary['mean_l2']:.3f}, L0 {summary['mean_l0']:.1f} "
-                  f"in {summary['seconds']:.2f}s -> {out}")
+    ok = int(res.success.sum())
+    norms = (f"over the {ok} successful: mean Linf {summary['mean_linf_success']:.3f}, L2 {summary['mean_l2_success']:.3f}, "
+             f"L0 {summary['mean_l0_success']:.1f}" if ok else "no successful example")
+    console.print(f"{atk.name}: success {summary['success_rate']:.1%}, robust accuracy {summary['robust_accuracy']:.1%}; "
+                  f"{norms}; {summary['seconds']:.2f}s -> {out}")
     if getattr(net, "randomized", False):
         console.print("note: this model is randomized, so one naive run of an attack understates what an attacker "
                       "can do; `bastion evaluate` adds adaptive (EOT/BPDA) attacks, and iterative attacks should run "
@@ -280,6 +332,7 @@ def evaluate(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Shipped model name or a .safetensors file.")] = "mnist-cnn",
     defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
+    k: Annotated[int, typer.Option(min=1, help="With --defense bart: transforms per barrage.")] = 5,
     attacks: Annotated[str, typer.Option(help="Comma-separated suite, in cascade order.")] = "fgsm,bim,pgd",
     eps: Annotated[str, typer.Option(help="start:stop:step or a comma list.")] = "0:0.3:0.05",
     steps: Annotated[int | None, typer.Option(help="Steps of iterative attacks (default per attack).")] = None,
@@ -313,7 +366,9 @@ def evaluate(
     try:
         world = World.from_env()
         device = str(world.device(device))
-        net = apply_defense(resolve_model(model, device=device), defense, seed=seed)
+        net = apply_defense(resolve_model(model, device=device), defense, k=k, seed=seed)
+        if world.rank == 0:
+            _prepare_out(out)
         ds = load_dataset(data, split, data_dir=data_dir).spread(n)
         suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
                  for a in attacks.split(",") if a.strip()]
@@ -326,7 +381,6 @@ def evaluate(
         _fail(e)
         return
     if world.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(report.to_json())
         (out / "results.csv").write_text(report.to_csv())
         from bastion.eval import with_eps
@@ -346,7 +400,8 @@ def _adaptive_models(net: nn.Module, adaptive: str, eot_n: int) -> dict[str, nn.
 
     if adaptive == "none" or not isinstance(net, Defended):
         if adaptive not in ("auto", "none"):
-            raise BastionError(f"--adaptive {adaptive} needs a defended model (use --defense bart)")
+            raise BastionError(f"--adaptive {adaptive} needs an input-transformation defense (--defense bart or a "
+                               "BaRT model); hide-probs changes the outputs, where transfer attacks apply")
         return {}
     choice = "eot-bpda" if adaptive == "auto" else adaptive
     if choice == "eot-bpda":
@@ -365,7 +420,8 @@ def _print_report(report: object) -> None:
     for c in ("attack", "mode", "eps", "accuracy", "success", "L2", "Linf", "s"):
         t.add_column(c, justify="right")
     for r in report.rows:  # type: ignore[attr-defined]
-        t.add_row(r.attack, r.mode, "-" if r.eps is None else f"{r.eps:g}", f"{r.accuracy:.1%}", f"{r.success_rate:.1%}",
+        t.add_row(r.attack, r.mode, "-" if r.eps is None else f"{r.eps:g}", f"{r.accuracy:.1%}",
+                  "-" if r.success_rate is None else f"{r.success_rate:.1%}",
                   "-" if r.l2_mean is None else f"{r.l2_mean:.2f}", "-" if r.linf_mean is None else f"{r.linf_mean:.3f}",
                   f"{r.seconds:.1f}")
     console.print(t)
@@ -386,6 +442,8 @@ def demo(
     from bastion.demo import run_demo
 
     try:
+        check_device(device)
+        _prepare_out(out)
         with progress_bar(enabled=not quiet) as bar:
             result = run_demo(out, n=n, seed=seed, device=device, progress=bar, command=_command_line(ctx))
     except BastionError as e:
@@ -403,6 +461,11 @@ def serve(
     """Start the local web demo (pick an image, an attack and eps; watch the prediction flip)."""
     from bastion.web.server import serve as run_server
 
+    try:
+        check_device(device)
+    except BastionError as e:
+        _fail(e)
+        return
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] binding to {host}: the demo has no authentication")
     run_server(host=host, port=port, device=device)
@@ -410,7 +473,7 @@ def serve(
 
 @app.command(name="models")
 def list_models() -> None:
-    """List the shipped models and their recorded accuracy."""
+    """List the shipped models, their recorded accuracy and the command that trained each."""
     from bastion.models import PRETRAINED, read_meta, weights_path
 
     for name, desc in PRETRAINED.items():
@@ -418,6 +481,9 @@ def list_models() -> None:
         if p.exists():
             m = read_meta(p)
             console.print(f"[bold]{name}[/]: {desc}; {m.metrics.get('val_split')}: {m.metrics.get('val_acc')}")
+            command = (m.training or {}).get("command")
+            if command:
+                console.print(f"  trained with: {command}", soft_wrap=True, highlight=False)
         else:
             console.print(f"[bold]{name}[/]: {desc} [dim](not shipped in this version)[/]")
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from typing import Any
 
 from torch import nn
@@ -17,14 +20,68 @@ def attack_options(name: str) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
 
 
-def make_attack(name: str, **options: Any) -> Attack:
-    """Build a registered attack; ``None`` options are dropped, options the attack does not take are refused."""
-    given = {k: v for k, v in options.items() if v is not None}
+def make_attack(name: str, *, checked: frozenset[str] | set[str] = frozenset(), **options: Any) -> Attack:
+    """Build a registered attack; ``None`` options are dropped, options the attack does not take are refused.
+
+    Options named in ``checked`` (values typed by a user, e.g. the CLI's ``--set``) are kept even when None
+    and must match the field's type (a bool for a flag, a number for a number, a pair for bounds...)."""
+    given = {k: v for k, v in options.items() if v is not None or k in checked}
     fields = attack_options(name)
     unknown = sorted(set(given) - fields)
     if unknown:
         raise ConfigError(f"attack {name!r} does not take {unknown}; its options: {sorted(fields)}")
+    if checked:
+        hints = typing.get_type_hints(ATTACKS.get(name))
+        for k in sorted(set(checked) & set(given)):
+            given[k] = _typed(name, k, hints.get(k, Any), given[k])
     return ATTACKS.create(name, **given)
+
+
+def _typed(attack: str, key: str, hint: Any, value: Any) -> Any:
+    """``value`` checked against the field type ``hint`` (lists become tuples for tuple fields)."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _typed(attack, key, inner[0] if len(inner) == 1 else Any, value)
+    bad = ConfigError(f"{attack} option {key} expects {_describe(hint)}, got {value!r}")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad
+    elif hint is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise bad
+    elif hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise bad
+        value = float(value)
+    elif hint is str or origin is typing.Literal:
+        if not isinstance(value, str):
+            raise bad
+    elif origin is tuple:
+        if not isinstance(value, (list, tuple)) or (len(args) == 2 and args[1] is not Ellipsis and len(value) != 2):
+            raise bad
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in value):
+            raise bad
+        value = tuple(float(v) for v in value)
+    elif hint is not Any:  # tensors and other objects (e.g. HSJ's starting points)
+        raise ConfigError(f"{attack} option {key} cannot be set from the command line")
+    return value
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        return "true or false"
+    if hint in (int, float):
+        return f"a number ({hint.__name__})"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(hint)))
+    if origin is tuple:
+        return "a pair of numbers, e.g. [0, 1]"
+    return getattr(hint, "__name__", str(hint))
 
 
 def make_attack_lenient(name: str, **options: Any) -> Attack:
@@ -49,20 +106,36 @@ def apply_defense(model: nn.Module, defense: str | None, *, k: int = 5, seed: in
         from bastion.defenses.bart import BaRT
 
         if isinstance(model, Defended):
-            return model
+            raise ConfigError("this model already has a defense inside (e.g. mnist-cnn-bart): drop --defense bart, "
+                              "or pass the plain classifier")
         return Defended(BaRT(k=k), model, seed=seed).eval()
     raise UnknownNameError(f"unknown defense {defense!r}; valid: {', '.join(DEFENSES)}")
+
+
+#: the most radii one evaluation takes (each is a full attack suite)
+MAX_EPS_VALUES = 100
 
 
 def parse_eps(spec: str) -> list[float]:
     """``"0:0.3:0.05"`` (start:stop:step, stop included) or ``"0.1,0.2,0.3"``."""
     try:
-        if ":" in spec:
-            start, stop, step = (float(v) for v in spec.split(":"))
-            if step <= 0:
-                raise ValueError
-            n = int(round((stop - start) / step))
-            return [round(start + i * step, 10) for i in range(n + 1)]
-        return [float(v) for v in spec.split(",") if v.strip()]
+        parts = [float(v) for v in spec.split(":")] if ":" in spec else None
+        values = None if parts else [float(v) for v in spec.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"cannot parse eps {spec!r}; use start:stop:step (e.g. 0:0.3:0.05) or a list (0.1,0.3)") from None
+        parts = values = None
+    if (parts is None and values is None) or (parts is not None and (len(parts) != 3 or not parts[2] > 0)):
+        raise ConfigError(f"cannot parse eps {spec!r}; use start:stop:step (e.g. 0:0.3:0.05) or a list (0.1,0.3)")
+    if parts is not None:
+        start_, stop, step = parts
+        if stop < start_:
+            raise ConfigError(f"eps range {spec!r} runs backwards: start:stop:step needs start <= stop")
+        n = math.floor((stop - start_) / step + 1e-9)  # values beyond stop are left out
+        if n + 1 > MAX_EPS_VALUES:
+            raise ConfigError(f"eps range {spec!r} has {n + 1} values; at most {MAX_EPS_VALUES} (use a larger step)")
+        values = [round(start_ + i * step, 10) for i in range(n + 1)]
+    assert values is not None
+    if not values:
+        raise ConfigError(f"eps {spec!r} gives no values")
+    if len(values) > MAX_EPS_VALUES:
+        raise ConfigError(f"eps {spec!r} has {len(values)} values; at most {MAX_EPS_VALUES}")
+    return values

@@ -149,6 +149,30 @@ def _atomic_save(obj: Any, path: Path) -> None:
             os.remove(tmp)
 
 
+def _data_identity(train: ImageDataset) -> dict[str, Any]:
+    """What a checkpoint records of its training data, so that a resumed run trains on the same images."""
+    return {"name": train.name, "split": train.split, "n": len(train), "sha256": train.sha256}
+
+
+def _check_resumable(path: Path, ckpt: dict[str, Any], config: TrainConfig, data: dict[str, Any],
+                     model: nn.Module) -> None:
+    """Refuse to continue a checkpoint with another configuration, other data or another architecture."""
+    saved = ckpt.get("config") or {}
+    changed = sorted(k for k in set(saved) | set(asdict(config)) if saved.get(k) != asdict(config).get(k))
+    if changed:
+        raise ConfigError(f"{path}: the run was started with other settings; changed: " + ", ".join(
+            f"{k} {saved.get(k)!r} -> {asdict(config).get(k)!r}" for k in changed))
+    old = ckpt.get("data")
+    if old is not None and old != data:
+        diff = [f"{k} {old.get(k)!r} -> {data.get(k)!r}" for k in ("name", "split", "n", "sha256") if old.get(k) != data.get(k)]
+        raise ConfigError(f"{path}: the run was started on other training data; changed: {', '.join(diff)}")
+    mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in ckpt["model"].items()}
+    if mine != theirs:
+        raise ConfigError(f"{path}: the checkpoint holds another architecture ({len(theirs)} tensors) than the model "
+                          f"being trained ({len(mine)}); use the same --model and options, or another --out")
+
+
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
@@ -209,6 +233,8 @@ def fit(
     model.to(device)
     optimizer = _make_optimizer(model, config)
     n = len(train)
+    if n == 0:
+        raise ConfigError(f"the training set {train.name}:{train.split} is empty (check the split and data set)")
     global_batch = config.batch_size
     steps_per_epoch = math.ceil(n / global_batch)
     total_steps = steps_per_epoch * config.epochs
@@ -220,9 +246,7 @@ def fit(
     ckpt_path = out / CHECKPOINT if out is not None else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ckpt.get("config") != asdict(config):
-            raise ConfigError(f"{ckpt_path}: the checkpoint was written with a different configuration; "
-                              f"saved {ckpt.get('config')}, now {asdict(config)}")
+        _check_resumable(ckpt_path, ckpt, config, _data_identity(train), model)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = int(ckpt["epoch"]) + 1
@@ -298,6 +322,7 @@ def fit(
                     "history": history.epochs,
                     "rng_state": torch.get_rng_state(),
                     "config": asdict(config),
+                    "data": _data_identity(train),
                     "best_score": best[0] if best else None,
                     "best_state": best[1] if best else None,
                 }

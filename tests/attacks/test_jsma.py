@@ -361,3 +361,16 @@ def test_final_logits_fill_only_the_missing_rows():
     assert torch.equal(out[[0, 3]], known[[0, 3]])
     assert torch.equal(out[[1, 2, 4]], x.flatten(1)[[1, 2, 4], :3] * 2)
     assert torch.isnan(known[1]).all()  # the caller's tensor is not filled in place
+
+
+def test_jsma_on_a_model_without_input_gradients_stops_cleanly():
+    """A masked model (one-hot outputs) used to crash JSMA inside autograd ('does not require grad')."""
+    from bastion.defenses import HideProbabilities
+    from bastion.models import pretrained
+
+    model = HideProbabilities(pretrained("mnist-cnn"))
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1)
+    for output in ("logits", "probs"):
+        res = JSMA(output=output)(model, x, y, target=(y + 1) % 10)
+        assert not bool(res.success.any()) and float(res.norms["l0"].max()) == 0.0

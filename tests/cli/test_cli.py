@@ -9,6 +9,10 @@ from bastion.cli import app
 runner = CliRunner()
 
 
+def _flat(result) -> str:  # noqa: ANN001 - the output with rich's line wrapping undone
+    return " ".join(result.output.split())
+
+
 def test_evaluate_small_run_writes_results_csv_and_html(tmp_path):
     out = tmp_path / "ev"
     r = runner.invoke(app, ["evaluate", "--model", "mnist-cnn", "--attacks", "fgsm,pgd", "--eps", "0.1,0.3",
@@ -76,6 +80,22 @@ def test_attack_without_eps_and_with_set_options(tmp_path):
         (["evaluate", "--eps", "a:b"], "cannot parse eps"),
         (["evaluate", "--data", "imagenet"], "valid names"),
         (["train", "--model", "vit", "--epochs", "1"], "valid names"),
+        (["attack", "--attack", "fgsm", "--set", "eps=0.1", "--eps", "0.2"], "eps given twice"),
+        (["attack", "--attack", "pgd", "--set", "early_stop=maybe"], "expects true or false"),
+        (["attack", "--attack", "pgd", "--set", "bounds=5"], "expects a pair of numbers"),
+        (["attack", "--attack", "pgd", "--set", "random_start=null"], "expects true or false"),
+        (["attack", "--device", "nope"], "unknown device"),
+        (["attack", "--model", "mnist-cnn-bart", "--defense", "bart"], "already has a defense"),
+        (["evaluate", "--eps", "0.3:0:0.1"], "runs backwards"),
+        (["evaluate", "--eps", "0:1:0.0001"], "at most 100"),
+        (["evaluate", "--data", "blobs2d", "--split", "test", "--attacks", "fgsm", "--eps", "0.1", "--n", "4"],
+         "the model cannot take x"),
+        (["evaluate", "--defense", "hide-probs", "--adaptive", "bpda"], "input-transformation defense"),
+        (["train", "--dropout", "2"], "--dropout must be in [0, 1)"),
+        (["train", "--weight-decay", "-1"], "--weight-decay must be >= 0"),
+        (["train", "--model", "logreg", "--hidden", "64"], "only apply to --model mnist-cnn"),
+        (["train", "--split", "train[5848:]", "--epochs", "1"], "is empty"),
+        (["demo", "--device", "cuda:7"], "device"),
     ],
 )
 def test_clear_errors(args, message, tmp_path):
@@ -138,3 +158,36 @@ def test_attack_on_a_randomized_model_says_naive_runs_understate(tmp_path):
     assert "this model is randomized" in text and "bastion evaluate" in text
     r = runner.invoke(app, ["attack", "--model", "mnist-cnn", "--attack", "fgsm", "--n", "2", "--out", str(tmp_path / "s")])
     assert r.exit_code == 0 and "this model is randomized" not in r.output
+
+
+def test_a_bad_out_fails_before_any_work_and_nothing_is_overwritten(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    for cmd in (["attack", "--n", "2"], ["evaluate", "--n", "4", "--eps", "0.1"], ["demo"]):
+        r = runner.invoke(app, [*cmd, "--out", str(afile)])
+        assert r.exit_code == 2 and "is an existing file" in _flat(r), r.output
+    assert afile.read_text() == "keep me"
+    run = tmp_path / "run"
+    args = ["train", "--model", "logreg", "--split", "train[:100]", "--val-split", "test[:50]", "--epochs", "1",
+            "--out", str(run), "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    before = (run / "model.safetensors").read_bytes()
+    r = runner.invoke(app, args)  # the same folder again, without --resume: refused, the run kept
+    assert r.exit_code == 2 and "already holds a training run" in _flat(r)
+    assert (run / "model.safetensors").read_bytes() == before
+    r = runner.invoke(app, [*args[:-3], "--split", "train[:60]", "--out", str(run), "--resume", "--quiet"])
+    assert r.exit_code == 2 and "other training data" in _flat(r)
+
+
+def test_attack_with_a_class_target_leaves_out_images_of_that_class(tmp_path):
+    r = runner.invoke(app, ["attack", "--attack", "fgsm", "--eps", "0.2", "--target", "3", "--n", "10",
+                            "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "1 of the 10 images are already of class 3" in _flat(r)
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["n"] == 9
+
+
+def test_models_prints_the_training_commands():
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and "trained with: bastion train" in _flat(r)

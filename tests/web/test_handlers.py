@@ -116,6 +116,9 @@ def test_targeted_fgsm(ctx: DemoContext) -> None:
     assert r["success"] == (r["adversarial"]["pred"] == 7)
     with pytest.raises(LabelError, match="needs a target"):
         attack(ctx, attack="fgsm-targeted")
+    label = attack(ctx)["label"]
+    with pytest.raises(LabelError, match=f"already of class {label}"):
+        attack(ctx, attack="fgsm-targeted", target=label)
 
 
 @pytest.mark.parametrize("name, steps", [("bim", 5), ("pgd", 10)])
@@ -193,6 +196,7 @@ def test_model_without_conv_layers_has_no_cam() -> None:
         ({"attack": "pgd", "steps": 101}, ConfigError, r"steps must be an integer in \[1, 100\]"),
         ({"attack": "pgd", "steps": 10**9}, ConfigError, r"\[1, 100\]"),
         ({"attack": "pgd", "steps": 2.5}, ConfigError, "must be an integer"),
+        ({"attack": "pgd", "steps": 1e300}, ConfigError, r"steps is out of range, got 1e\+300$"),
         ({"steps": 5}, ConfigError, "takes no steps"),
         ({"attack": "fgsm-targeted", "target": 10}, LabelError, r"target must be a class in \[0, 10\)"),
         ({"attack": "pgd", "target": -1}, LabelError, r"\[0, 10\)"),
@@ -242,3 +246,14 @@ def test_fgsm_answers_under_300_ms(ctx: DemoContext, one_thread: None) -> None:
         attack(ctx)
         times.append(time.perf_counter() - t0)
     assert statistics.median(times) < 0.3, f"median {statistics.median(times) * 1000:.0f} ms"
+
+
+def test_a_zero_gradient_through_the_barrage_is_explained() -> None:
+    """FGSM on a BaRT draw of only non-differentiable transforms changes nothing; the demo used to say nothing."""
+    def bart(device: str) -> nn.Module:
+        return Defended(BaRT(k=1, groups=["color_precision"]), pretrained("mnist-cnn", device=device)).eval()
+
+    c = DemoContext(models=[ModelSpec(key="bart", label="BaRT", description="", load=bart)])
+    r = handlers.run_attack({"model": "bart", "attack": "fgsm", "eps": 0.3, "image": {"gallery": FLIPS}}, c)
+    assert r["norms"]["l0"] == 0
+    assert any("gradient masking" in n and "BPDA" in n for n in r["notes"])

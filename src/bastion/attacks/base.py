@@ -67,14 +67,17 @@ class AttackResult:
         """bool (B,): still classified correctly after the attack."""
         return self.pred_adv == self.y
 
-    def summary(self) -> dict[str, float]:
-        """Batch averages: clean/robust accuracy, success rate, mean norms, seconds, mean queries."""
+    def summary(self) -> dict[str, float | None]:
+        """Batch averages: clean/robust accuracy, success rate, mean norms (``mean_<norm>`` over every input,
+        ``mean_<norm>_success`` over the successful ones, None when there are none), seconds, mean queries."""
+        ok = self.success.to(self.norms["l0"].device)
         return {
             "n": int(self.y.shape[0]),
             "clean_accuracy": float((self.pred_clean == self.y).float().mean()),
             "robust_accuracy": float(self.robust.float().mean()),
             "success_rate": float(self.success.float().mean()),
             **{f"mean_{k}": float(v.mean()) for k, v in self.norms.items()},
+            **{f"mean_{k}_success": float(v[ok].mean()) if bool(ok.any()) else None for k, v in self.norms.items()},
             "seconds": self.seconds,
             "mean_queries": float(self.queries.float().mean()),
         }

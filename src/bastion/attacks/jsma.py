@@ -257,14 +257,23 @@ def _target_gradients(
         if target is None:
             target = logits.detach().scatter(1, y[:, None], float("-inf")).argmax(1)
         onehot = torch.zeros_like(scores).scatter_(1, target[:, None], 1.0)
+        if not scores.requires_grad:  # the output does not depend on x differentiably (masked gradients)
+            zero = torch.zeros_like(xg)
+            return logits.detach(), zero, zero
         if probs:  # the softmax sums to one: the other classes' gradients sum to -alpha exactly
-            (alpha,) = torch.autograd.grad(scores, xg, grad_outputs=onehot)
+            (alpha,) = _grad(scores, xg, onehot)
             beta = -alpha
         else:
-            (alpha,) = torch.autograd.grad(scores, xg, grad_outputs=onehot, retain_graph=True)
-            (total,) = torch.autograd.grad(scores, xg, grad_outputs=torch.ones_like(scores))
+            (alpha,) = _grad(scores, xg, onehot, retain_graph=True)
+            (total,) = _grad(scores, xg, torch.ones_like(scores))
             beta = total - alpha
     return logits.detach(), alpha.detach(), beta.detach()
+
+
+def _grad(scores: Tensor, x: Tensor, weights: Tensor, *, retain_graph: bool = False) -> tuple[Tensor]:
+    """``d (weights . scores) / dx`` (zeros where the graph does not reach ``x``)."""
+    (g,) = torch.autograd.grad(scores, x, grad_outputs=weights, retain_graph=retain_graph, allow_unused=True)
+    return (torch.zeros_like(x) if g is None else g,)
 
 
 def best_features(a: Tensor, b: Tensor, domain: Tensor) -> tuple[Tensor, Tensor]:

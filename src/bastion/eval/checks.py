@@ -156,7 +156,8 @@ def check_rows(rows: Sequence[Row], *, n: int) -> list[Flag]:
         for r in rs:
             # relative: on a robust model a working attack at small eps raises the mean loss only a little
             # (mnist-cnn-adv, PGD at eps 0.05: 0.0161 -> 0.0167), which an absolute margin of 1e-3 called a failure
-            if r.eps and r.access == "white-box" and r.attacked and r.loss_adv <= r.loss_clean * (1 + _LOSS_RTOL) + 1e-7:
+            if (r.eps and r.access == "white-box" and r.loss_adv is not None and r.loss_clean is not None
+                    and r.loss_adv <= r.loss_clean * (1 + _LOSS_RTOL) + 1e-7):
                 flags.append(Flag(
                     code="loss-not-increasing", severity="error",
                     title=f"{r.attack} at eps={r.eps:g} did not increase the loss ({mode})",

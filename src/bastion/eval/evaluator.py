@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from bastion import __version__
 from bastion._checks import check_eval_mode, frozen
-from bastion.attacks.base import Attack
+from bastion.attacks.base import Attack, clean_forward
 from bastion.data.base import ImageDataset
 from bastion.errors import ConfigError
 from bastion.eval.report import RobustnessReport, Row
@@ -190,8 +190,9 @@ class Evaluation:
         modes = ["naive", *[f"adaptive:{k}" for k in self.adaptive]]
         per: dict[str, Any] = {"index": data.indices.tolist(), "rows": {}, "order": []}
 
-        with frozen(model), torch.no_grad():
-            logits = torch.cat([model(x_all[i : i + self.batch_size].to(device)) for i in range(0, n, self.batch_size)])
+        with frozen(model):
+            logits = torch.cat([clean_forward(model, x_all[i : i + self.batch_size].to(device))
+                                for i in range(0, n, self.batch_size)])
         y_dev = y_all.to(device)
         clean_correct = (logits.argmax(1) == y_dev).cpu()
         per["clean_correct"] = clean_correct.to(torch.int8).tolist()
@@ -266,13 +267,15 @@ class Evaluation:
                 return float(fn(v)) if v.size else None
             rows.append(Row(
                 attack=r["attack"], mode=r["mode"], access=r["access"], eps=r["eps"], accuracy=acc,
-                success_rate=float(broken.sum() / max(eligible.sum(), 1)), attacked=int(attacked.sum()),
+                success_rate=float(broken.sum() / eligible.sum()) if eligible.any() else None,
+                attacked=int(attacked.sum()),
                 succeeded=int(broken.sum()),
                 l0_mean=stat("l0", np.mean), l0_max=stat("l0", np.max), l2_mean=stat("l2", np.mean),
                 l2_max=stat("l2", np.max), linf_mean=stat("linf", np.mean), linf_max=stat("linf", np.max),
-                seconds=float(r["seconds"]), queries_mean=float(np.asarray(r["queries"])[attacked].mean()) if attacked.any() else 0.0,
-                loss_clean=float(loss_clean[attacked].mean()) if attacked.any() else 0.0,
-                loss_adv=float(np.asarray(r["loss_adv"], dtype=np.float64)[attacked].mean()) if attacked.any() else 0.0,
+                seconds=float(r["seconds"]),
+                queries_mean=float(np.asarray(r["queries"])[attacked].mean()) if attacked.any() else None,
+                loss_clean=float(loss_clean[attacked].mean()) if attacked.any() else None,
+                loss_adv=float(np.asarray(r["loss_adv"], dtype=np.float64)[attacked].mean()) if attacked.any() else None,
             ))
         worst_case = [{"mode": m, "eps": e, "accuracy": float(a.sum() / n)} for (m, e), a in worst.items()]
         return float(clean.mean()) if len(clean) else 0.0, rows, worst_case

@@ -9,9 +9,9 @@ Schema (``schema_version`` 1)::
       "eps_grid": [float], "cascade": bool, "suite": [attack.to_dict()],
       "clean_accuracy": float,
       "rows": [ {"attack": label, "mode": "naive" | "adaptive:<name>", "access": str, "eps": float | null,
-                 "accuracy": float, "success_rate": float, "attacked": int, "succeeded": int,
+                 "accuracy": float, "success_rate": float | null, "attacked": int, "succeeded": int,
                  "l0_mean", "l0_max", "l2_mean", "l2_max", "linf_mean", "linf_max": float | null,
-                 "seconds": float, "queries_mean": float, "loss_clean": float, "loss_adv": float} ],
+                 "seconds": float, "queries_mean", "loss_clean", "loss_adv": float | null} ],
       "worst_case": [ {"mode": str, "eps": float | null, "accuracy": float} ],
       "flags": [ {"code", "severity", "title", "meaning", "advice", "evidence"} ],
       "per_image": {"index": [int], "clean_correct": [bool], "<row key>": {"robust": [0|1|-1], "l2": [...]}} | null
@@ -19,7 +19,8 @@ Schema (``schema_version`` 1)::
 
 ``accuracy`` of a row is the fraction of *all* evaluated images still classified correctly; in cascade
 mode (AutoAttack's protocol) it is the worst case over that attack and the suite's earlier attacks, since
-each attack only runs on points still robust. Norms are over successful adversarial examples only.
+each attack only runs on points still robust. Norms are over successful adversarial examples only; a row
+that attacked no image (the cascade left none) has null success rate, queries and losses.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Row:
     access: str
     eps: float | None
     accuracy: float
-    success_rate: float
+    success_rate: float | None
     attacked: int
     succeeded: int
     l0_mean: float | None
@@ -62,9 +63,9 @@ class Row:
     linf_mean: float | None
     linf_max: float | None
     seconds: float
-    queries_mean: float
-    loss_clean: float
-    loss_adv: float
+    queries_mean: float | None
+    loss_clean: float | None
+    loss_adv: float | None
 
     @property
     def key(self) -> str:

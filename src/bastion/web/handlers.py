@@ -252,7 +252,11 @@ def _integer(params: Mapping[str, Any], name: str) -> int | None:
     if isinstance(v, float):
         if not v.is_integer():
             raise ConfigError(f"{name} must be an integer, got {v!r}")
+        if abs(v) > 2**53:
+            raise ConfigError(f"{name} is out of range, got {v:.3g}")
         v = int(v)
+    if abs(v) > 2**53:
+        raise ConfigError(f"{name} is out of range, got {v:.3g}")
     return int(v)
 
 
@@ -444,6 +448,10 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
     if callable(getattr(lm.model, "reseed", None)):
         notes.append(f"Randomized defense: its random transforms are drawn from seed {req.seed}; "
                      "another seed gives other draws (and possibly another prediction).")
+        if req.eps > 0 and float(norms["l0"][0]) == 0:
+            notes.append("The attack did not change a pixel: through this draw's transforms (e.g. JPEG or colour "
+                         "precision reduction) the gradient was zero. That is gradient masking, not robustness: "
+                         "BPDA and EOT (bastion evaluate) attack through the transforms.")
     if req.attack == "jsma":
         notes.append(f"For JSMA the slider sets gamma: at most {int(req.eps * math.prod(INPUT_SHAPE))} pixels may change.")
     classes = lm.classes
