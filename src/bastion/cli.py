@@ -124,6 +124,7 @@ def train(
     from bastion.train import TrainConfig, accuracy, fit
 
     try:
+        check_device(device)
         world = World.from_env()
         device = str(world.device(device))
         _check_train_options(model, init, dropout=dropout, weight_decay=weight_decay, hidden=hidden)
@@ -364,6 +365,7 @@ def evaluate(
     from bastion.viz.html import evaluation_html
 
     try:
+        check_device(device)
         world = World.from_env()
         device = str(world.device(device))
         net = apply_defense(resolve_model(model, device=device), defense, k=k, seed=seed)

@@ -48,9 +48,7 @@ class World:
     def device(self, spec: str | torch.device) -> torch.device:
         """The device this process should use for ``spec``: a bare ``"cuda"`` becomes ``cuda:LOCAL_RANK`` in a
         multi-process job (one GPU per process, as torchrun lays them out); anything else is kept."""
-        from bastion._device import check_device
-
-        dev = check_device(spec)
+        dev = torch.device(spec)
         if dev.type == "cuda" and dev.index is None and self.distributed:
             return torch.device("cuda", self.local_rank)
         return dev
