@@ -228,17 +228,17 @@ def _normal_tensor(t: Tensor) -> Tensor:
 def clean_forward(model: nn.Module, x: Tensor) -> Tensor:
     """``model(x)`` without gradients; a model that cannot take ``x`` (wrong shape, channels or dtype) or does
     not return a tensor gets a clear :class:`InputShapeError` instead of an error from deep inside torch."""
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if len(dtypes) == 1 and x.dtype not in dtypes:
-        (want,) = dtypes
-        raise InputShapeError(f"x has dtype {x.dtype} but the model's parameters are {want}: pass x.to({want}) "
-                              f"(or convert the model)")
     try:
         with torch.no_grad():
             out = model(x)
     except RuntimeError as e:
         if isinstance(e, torch.OutOfMemoryError) or "memory" in str(e).lower():
             raise
+        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+        if len(dtypes) == 1 and x.dtype not in dtypes:
+            (want,) = dtypes
+            raise InputShapeError(f"x has dtype {x.dtype} but the model's parameters are {want}: pass x.to({want}) "
+                                  "(or convert the model)") from e
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputShapeError(f"the model cannot take x of shape {tuple(x.shape)} ({x.dtype}): {first}") from e
     if not isinstance(out, Tensor):

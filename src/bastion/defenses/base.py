@@ -72,7 +72,9 @@ class Defended(ModelWrapper):
         n_samples: for randomized defenses, average the softmax over this many draws and return its log
             (so ``argmax`` and cross-entropy keep working); 1 returns the logits of a single draw. None
             (default) takes the defense's own ``n_samples`` attribute if it has one (e.g. ``BaRT``), else 1.
-        seed: seed of the wrapper's own generator.
+        seed: seed of the wrapper's own generator. It advances on every call (each call draws new
+            transforms), so two runs of the same attack differ unless :meth:`reseed` is called first;
+            :class:`~bastion.eval.Evaluation` seeds it from its own ``seed`` for the run and restores it.
     """
 
     def __init__(self, defense: InputDefense, model: nn.Module, *, n_samples: int | None = None, seed: int = 0) -> None:

@@ -36,7 +36,7 @@ def _inner(attack: Attack) -> Attack | None:
     return inner if isinstance(inner, Attack) else None
 
 
-def _eps_fields(attack: Attack) -> set[str]:
+def _field_names(attack: Attack) -> set[str]:
     return {f.name for f in dataclasses.fields(attack)} if dataclasses.is_dataclass(attack) else set()
 
 
@@ -45,7 +45,7 @@ def with_eps(attack: Attack, eps: float | None) -> Attack:
     inner attack replaced; attacks without a radius are returned unchanged."""
     if eps is None or not has_eps(attack):
         return attack
-    if "eps" not in _eps_fields(attack):  # a wrapper whose inner attack has the radius
+    if "eps" not in _field_names(attack):  # a wrapper whose inner attack has the radius
         inner = _inner(attack)
         assert inner is not None
         return dataclasses.replace(attack, attack=with_eps(inner, eps))  # type: ignore[type-var]
@@ -59,7 +59,7 @@ def with_eps(attack: Attack, eps: float | None) -> Attack:
 
 def has_eps(attack: Attack) -> bool:
     """Whether ``attack`` has a radius ``eps`` (its own, or its inner attack's for transfer/substitute)."""
-    if "eps" in _eps_fields(attack):
+    if "eps" in _field_names(attack):
         return True
     inner = _inner(attack)
     return inner is not None and has_eps(inner)
@@ -68,7 +68,7 @@ def has_eps(attack: Attack) -> bool:
 def attack_eps(attack: Attack) -> float:
     """The radius of an attack for which :func:`has_eps` holds."""
     inner = _inner(attack)
-    return float(attack.eps) if "eps" in _eps_fields(attack) else attack_eps(inner)  # type: ignore[arg-type,attr-defined]
+    return float(attack.eps) if "eps" in _field_names(attack) else attack_eps(inner)  # type: ignore[arg-type,attr-defined]
 
 
 def _label(attack: Attack) -> str:
