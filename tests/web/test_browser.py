@@ -157,3 +157,21 @@ def test_drawing_on_the_canvas_runs_an_attack(browser: Any, server_url: str) -> 
         assert page.inner_text("#pred-clean") != "–"
     finally:
         page.close()
+
+
+def test_a_required_target_moves_off_the_selected_digits_own_class(browser: Any, server_url: str) -> None:
+    """Targeted FGSM starts at target 0; on a gallery "0" that target is the image's own class, which the server
+    refuses. The page now moves the target to the next class instead of showing that error."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(server_url + "/")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        zero = page.locator('.thumb[title$="label 0"]').first
+        page.select_option("#attack", "fgsm-targeted")
+        zero.click()
+        page.wait_for_selector('#results[data-attack="fgsm-targeted"]', timeout=30_000)
+        page.wait_for_function("document.getElementById('results').classList.contains('busy') === false")
+        assert page.input_value("#target") == "1"
+        assert page.locator("#error").is_hidden()
+    finally:
+        page.close()

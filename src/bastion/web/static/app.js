@@ -10,6 +10,7 @@
     eps: 0.1,
     steps: null,
     target: null,
+    imageLabel: null,   // label of the selected gallery image (null for uploads and drawings)
     attacks: {},        // key -> attack description from the server
     classes: [],
   };
@@ -171,9 +172,21 @@
     for (const p of document.querySelectorAll(".tabpane")) p.hidden = p.id !== "tab-" + name;
   }
 
-  function selectGallery(id) {
+  // A targeted attack needs a class other than the image's own: move the target off it when they meet.
+  function avoidOwnClass() {
+    const a = state.attacks[state.attack];
+    if (!a || a.targeted === "no" || state.target === null || state.imageLabel === null) return;
+    if (state.target === state.imageLabel && state.classes.length > 1) {
+      state.target = (state.imageLabel + 1) % state.classes.length;
+      $("target").value = String(state.target);
+    }
+  }
+
+  function selectGallery(id, label) {
     for (const t of document.querySelectorAll(".thumb")) t.classList.toggle("selected", t.dataset.id === String(id));
     state.image = { gallery: id };
+    state.imageLabel = label === undefined ? null : label;
+    avoidOwnClass();
     schedule(0);
   }
 
@@ -188,7 +201,7 @@
         info.textContent = res.original_size[0] + "×" + res.original_size[1] + " px" + (res.inverted ? ", inverted" : "");
       }
       for (const t of document.querySelectorAll(".thumb")) t.classList.remove("selected");
-      state.image = { pixels: res.pixels };
+      state.image = { pixels: res.pixels }; state.imageLabel = null;
       showError("");
       schedule(0);
     } catch (e) {
@@ -266,6 +279,7 @@
     tsel.querySelector('option[value=""]').disabled = a.targeted === "required";
     if (a.targeted === "required" && state.target === null) { state.target = 0; tsel.value = "0"; }
     if (a.targeted === "no") { state.target = null; tsel.value = ""; }
+    avoidOwnClass();
     $("steps-row").hidden = !a.default_steps;
     if (a.default_steps) {
       state.steps = a.default_steps;
@@ -310,7 +324,7 @@
       const img = el("img");
       img.src = it.image; img.alt = "digit " + it.name;
       b.append(img);
-      b.addEventListener("click", () => selectGallery(it.id));
+      b.addEventListener("click", () => selectGallery(it.id, it.label));
       box.append(b);
     }
     $("gallery-source").textContent = g.source;
