@@ -289,7 +289,7 @@ def attack(
         check_device(device)
         extra = _parse_options(option or [])
         own = {"eps": eps, "steps": steps, "step_size": step_size, "norm": norm}
-        twice = sorted(k for k in extra if own.get(k) is not None)
+        twice = sorted(key for key in extra if own.get(key) is not None)
         if twice:
             raise BastionError(f"{', '.join(twice)} given twice: as --{twice[0].replace('_', '-')} and as --set")
         if eps is None and "eps" in attack_options(attack) and "eps" not in extra:

@@ -61,7 +61,7 @@ def _typed(attack: str, key: str, hint: Any, value: Any) -> Any:
         if not isinstance(value, str):
             raise bad
     elif origin is tuple:
-        if not isinstance(value, (list, tuple)) or (len(args) == 2 and args[1] is not Ellipsis and len(value) != 2):
+        if not isinstance(value, (list, tuple)) or (Ellipsis not in args and len(value) != len(args)):
             raise bad
         if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in value):
             raise bad
@@ -118,24 +118,29 @@ MAX_EPS_VALUES = 100
 
 def parse_eps(spec: str) -> list[float]:
     """``"0:0.3:0.05"`` (start:stop:step, stop included) or ``"0.1,0.2,0.3"``."""
-    try:
-        parts = [float(v) for v in spec.split(":")] if ":" in spec else None
-        values = None if parts else [float(v) for v in spec.split(",") if v.strip()]
-    except ValueError:
-        parts = values = None
-    if (parts is None and values is None) or (parts is not None and (len(parts) != 3 or not parts[2] > 0)):
-        raise ConfigError(f"cannot parse eps {spec!r}; use start:stop:step (e.g. 0:0.3:0.05) or a list (0.1,0.3)")
-    if parts is not None:
-        start_, stop, step = parts
-        if stop < start_:
+    usage = f"cannot parse eps {spec!r}; use start:stop:step (e.g. 0:0.3:0.05) or a list (0.1,0.3)"
+    numbers = _floats(spec.split(":") if ":" in spec else [v for v in spec.split(",") if v.strip()])
+    if numbers is None:
+        raise ConfigError(usage)
+    if ":" in spec:
+        if len(numbers) != 3 or not numbers[2] > 0 or not all(map(math.isfinite, numbers)):
+            raise ConfigError(usage)
+        start, stop, step = numbers
+        if stop < start:
             raise ConfigError(f"eps range {spec!r} runs backwards: start:stop:step needs start <= stop")
-        n = math.floor((stop - start_) / step + 1e-9)  # values beyond stop are left out
-        if n + 1 > MAX_EPS_VALUES:
-            raise ConfigError(f"eps range {spec!r} has {n + 1} values; at most {MAX_EPS_VALUES} (use a larger step)")
-        values = [round(start_ + i * step, 10) for i in range(n + 1)]
-    assert values is not None
-    if not values:
+        count = math.floor((stop - start) / step + 1e-9) + 1  # values beyond stop are left out
+        if count > MAX_EPS_VALUES:  # checked before the list is made
+            raise ConfigError(f"eps range {spec!r} has {count} values; at most {MAX_EPS_VALUES} (use a larger step)")
+        numbers = [round(start + i * step, 10) for i in range(count)]
+    if not numbers:
         raise ConfigError(f"eps {spec!r} gives no values")
-    if len(values) > MAX_EPS_VALUES:
-        raise ConfigError(f"eps {spec!r} has {len(values)} values; at most {MAX_EPS_VALUES}")
-    return values
+    if len(numbers) > MAX_EPS_VALUES:
+        raise ConfigError(f"eps {spec!r} has {len(numbers)} values; at most {MAX_EPS_VALUES}")
+    return numbers
+
+
+def _floats(parts: list[str]) -> list[float] | None:
+    try:
+        return [float(v) for v in parts]
+    except ValueError:
+        return None

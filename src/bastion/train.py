@@ -157,11 +157,11 @@ def _data_identity(train: ImageDataset) -> dict[str, Any]:
 def _check_resumable(path: Path, ckpt: dict[str, Any], config: TrainConfig, data: dict[str, Any],
                      model: nn.Module) -> None:
     """Refuse to continue a checkpoint with another configuration, other data or another architecture."""
-    saved = ckpt.get("config") or {}
-    changed = sorted(k for k in set(saved) | set(asdict(config)) if saved.get(k) != asdict(config).get(k))
+    saved, now = ckpt.get("config") or {}, asdict(config)
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if changed:
         raise ConfigError(f"{path}: the run was started with other settings; changed: " + ", ".join(
-            f"{k} {saved.get(k)!r} -> {asdict(config).get(k)!r}" for k in changed))
+            f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
     old = ckpt.get("data")
     if old is not None and old != data:
         diff = [f"{k} {old.get(k)!r} -> {data.get(k)!r}" for k in ("name", "split", "n", "sha256") if old.get(k) != data.get(k)]

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from bastion._checks import eval_mode, frozen
 from bastion._wrap import ModelWrapper
 from bastion.data.base import ImageDataset
-from bastion.defenses.base import Defended, InputDefense, straight_through
+from bastion.defenses.base import Defended, InputDefense, log_mean_softmax, straight_through
 from bastion.errors import ConfigError
 from bastion.progress import Progress, no_progress
 
@@ -60,8 +60,7 @@ class BPDA(_Wrapper):
         if d.n_samples == 1 or not d.randomized:
             return self._one_draw(x)
         # the defended model averages the softmax over n_samples draws: so does its BPDA version
-        probs = torch.stack([F.softmax(self._one_draw(x), dim=1) for _ in range(d.n_samples)]).mean(0)
-        return probs.clamp_min(1e-12).log()
+        return log_mean_softmax(torch.stack([self._one_draw(x) for _ in range(d.n_samples)]))
 
     def _one_draw(self, x: Tensor) -> Tensor:
         d: Defended = self.inner
@@ -102,8 +101,7 @@ class EOT(_Wrapper):
     def forward(self, x: Tensor) -> Tensor:
         b = x.shape[0]
         rep = x.repeat(self.n, *([1] * (x.ndim - 1)))
-        probs = F.softmax(self.inner(rep), dim=1).reshape(self.n, b, -1).mean(0)
-        return probs.clamp_min(1e-12).log()
+        return log_mean_softmax(self.inner(rep).reshape(self.n, b, -1))
 
 
 def eot(model: nn.Module, n: int = 16) -> EOT:

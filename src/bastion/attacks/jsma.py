@@ -261,19 +261,19 @@ def _target_gradients(
             zero = torch.zeros_like(xg)
             return logits.detach(), zero, zero
         if probs:  # the softmax sums to one: the other classes' gradients sum to -alpha exactly
-            (alpha,) = _grad(scores, xg, onehot)
+            alpha = _grad(scores, xg, onehot)
             beta = -alpha
         else:
-            (alpha,) = _grad(scores, xg, onehot, retain_graph=True)
-            (total,) = _grad(scores, xg, torch.ones_like(scores))
+            alpha = _grad(scores, xg, onehot, retain_graph=True)
+            total = _grad(scores, xg, torch.ones_like(scores))
             beta = total - alpha
     return logits.detach(), alpha.detach(), beta.detach()
 
 
-def _grad(scores: Tensor, x: Tensor, weights: Tensor, *, retain_graph: bool = False) -> tuple[Tensor]:
+def _grad(scores: Tensor, x: Tensor, weights: Tensor, *, retain_graph: bool = False) -> Tensor:
     """``d (weights . scores) / dx`` (zeros where the graph does not reach ``x``)."""
     (g,) = torch.autograd.grad(scores, x, grad_outputs=weights, retain_graph=retain_graph, allow_unused=True)
-    return (torch.zeros_like(x) if g is None else g,)
+    return torch.zeros_like(x) if g is None else g
 
 
 def best_features(a: Tensor, b: Tensor, domain: Tensor) -> tuple[Tensor, Tensor]:

@@ -58,6 +58,12 @@ class InputDefense(nn.Module, ABC):
         return {"defense": type(self).__name__}
 
 
+def log_mean_softmax(logits: Tensor) -> Tensor:
+    """The log of the mean softmax over the first dimension of ``logits`` (draws, B, K) -> (B, K): one model's
+    output for several random draws, averaged (``argmax`` and cross-entropy keep working on it)."""
+    return F.softmax(logits, dim=-1).mean(0).clamp_min(1e-12).log()
+
+
 def straight_through(real: Tensor, surrogate: Tensor) -> Tensor:
     """Forward value of ``real``, gradient of ``surrogate`` (the BPDA identity)."""
     return surrogate + (real - surrogate).detach()
@@ -104,7 +110,5 @@ class Defended(ModelWrapper):
     def forward(self, x: Tensor) -> Tensor:
         if self.n_samples == 1 or not self.randomized:
             return self.model(self.defense(x, generator=self.generator))
-        probs = torch.stack(
-            [F.softmax(self.model(self.defense(x, generator=self.generator)), dim=1) for _ in range(self.n_samples)]
-        ).mean(0)
-        return probs.clamp_min(1e-12).log()
+        return log_mean_softmax(
+            torch.stack([self.model(self.defense(x, generator=self.generator)) for _ in range(self.n_samples)]))

@@ -249,14 +249,11 @@ def _integer(params: Mapping[str, Any], name: str) -> int | None:
     v = _number(params, name)
     if v is None:
         return None
-    if isinstance(v, float):
-        if not v.is_integer():
-            raise ConfigError(f"{name} must be an integer, got {v!r}")
-        if abs(v) > 2**53:
-            raise ConfigError(f"{name} is out of range, got {v:.3g}")
-        v = int(v)
-    if abs(v) > 2**53:
-        raise ConfigError(f"{name} is out of range, got {v:.3g}")
+    if isinstance(v, float) and not v.is_integer():
+        raise ConfigError(f"{name} must be an integer, got {v!r}")
+    if abs(v) > 2**53:  # (JSON integers are unbounded: the message does not echo all their digits)
+        raise ConfigError(f"{name} is out of range, got {v:.3g}" if isinstance(v, float) else
+                          f"{name} is out of range, got an integer of {len(str(abs(v)))} digits")
     return int(v)
 
 
