@@ -14,7 +14,8 @@ Writes ``benchmarks/results/jsma.json`` (``jsma_quick.json`` with --quick) and
 * ART: ``SaliencyMapMethod(classifier, theta=1.0, gamma=0.145)`` (its default batch_size=1) on a
   ``PyTorchClassifier`` wrapping the same model (clip_values=(0, 1)), same images, same one-hot targets:
   all 900 (image, target) pairs, ART and bastion interleaved, median of 5 rounds (``--reps``), beside the
-  "floor": the time of the same number of forward and backward passes without any attack logic.
+  "floor": the time of the same number of forward and backward passes without any attack logic (in the
+  attack's channels-last layout), and bastion's probs attack with ``channels_last=False`` (the layout's share).
 * The seed's claim "FGSM is faster; JSMA perturbs fewer pixels and stays closer to the original": FGSM
   (eps=0.3), BIM (eps=0.3, steps=10), PGD (eps=0.3, steps=40, step_size=0.01) and JSMA on the same images,
   untargeted (100 images; seconds are the median of 3 interleaved runs) and targeted (the 900 pairs).
@@ -160,7 +161,7 @@ def art_comparison(model, art_model, x, y, reps: int, log) -> dict[str, Any]:  #
     xs, ys, ts = all_targets(x, y)
     budget = JSMA().threat.budget(N_PIXELS)
     times: dict[str, list[float]] = {"art": [], "bastion_logits": [], "bastion_probs": [],
-                                     "floor_logits": [], "floor_probs": []}
+                                     "floor_logits": [], "floor_probs": [], "bastion_probs_nchw": []}
     evaluations: dict[str, int] = {}
     quality: dict[str, Any] = {}
     for rep in range(reps):
@@ -179,6 +180,8 @@ def art_comparison(model, art_model, x, y, reps: int, log) -> dict[str, Any]:  #
             evaluations[output] = int(res.queries.sum())
             times[f"floor_{output}"].append(timed(lambda o=output: jacobian_floor(model, xs, ys, ts, o,
                                                                                   evaluations[o]))[1])
+        # the channels-last layout's share: the same attack calling the model as it is
+        times["bastion_probs_nchw"].append(run_bastion(JSMA(output="probs", channels_last=False), model, xs, ys, ts)[1])
         log(f"speed rep {rep}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
     med = {k: statistics.median(v) for k, v in times.items()}
     speed = {
@@ -189,9 +192,12 @@ def art_comparison(model, art_model, x, y, reps: int, log) -> dict[str, Any]:  #
         "speedup_logits_vs_art": med["art"] / med["bastion_logits"],
         "speedup_probs_vs_art": med["art"] / med["bastion_probs"],
         "speedup_probs_vs_art_per_round": [a / b for a, b in zip(times["art"], times["bastion_probs"], strict=True)],
+        "speedup_probs_nchw_vs_art": med["art"] / med["bastion_probs_nchw"],
+        "channels_last_gain_probs": med["bastion_probs_nchw"] / med["bastion_probs"],
         "jacobian_evaluations": evaluations,
         "floor": "the same number of sample-evaluations of the model's forward pass and the attack's backward "
-                 "pass(es) (one for probs, two for logits), in full batches, without any attack logic",
+                 "pass(es) (one for probs, two for logits), in full batches, in the attack's channels-last layout, "
+                 "without any attack logic",
         "bastion_over_floor": {o: med[f"bastion_{o}"] / med[f"floor_{o}"] for o in ("logits", "probs")},
         "art_over_probs_floor": med["art"] / med["floor_probs"],
     }
@@ -227,13 +233,15 @@ def art_batch_sizes(art_atk, art_model, xs, ts, log, every: int = 5) -> dict[str
 def jacobian_floor(model, x, y, t, output: str, evaluations: int) -> None:  # noqa: ANN001
     """``evaluations`` sample-evaluations of what every JSMA step needs (one forward pass and the target's
     gradient summaries), on full batches of ``x`` and nothing else: the cost no JSMA can go below."""
+    from bastion.attacks._layout import channels_last_forward
     from bastion.attacks.jsma import _CPU_JACOBIAN_FEATURES, _target_gradients
 
     micro = max(1, _CPU_JACOBIAN_FEATURES // x[0].numel())
+    forward = channels_last_forward(model, x)  # the layout JSMA evaluates the model in (its default)
     done = 0
     while done < evaluations:
         m = min(x.shape[0], evaluations - done)
-        _target_gradients(model, x[:m], y[:m], t[:m], probs=output == "probs", micro=micro)
+        _target_gradients(forward, x[:m], y[:m], t[:m], probs=output == "probs", micro=micro)
         done += m
 
 

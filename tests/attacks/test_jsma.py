@@ -289,7 +289,7 @@ def test_config_is_keyword_only_and_serializable():
     atk = JSMA()
     assert atk.to_dict() == {"attack": "jsma", "theta": 1.0, "gamma": 0.145, "pairs": True, "variant": "increase",
                              "output": "logits", "untargeted": "runner-up", "bounds": [0.0, 1.0], "chunk_elements": 1 << 24,
-                             "jacobian_batch": None}
+                             "jacobian_batch": None, "channels_last": True}
     with pytest.raises(TypeError):
         JSMA(1.0)  # type: ignore[misc]
 

@@ -230,7 +230,7 @@ def clean_forward(model: nn.Module, x: Tensor) -> Tensor:
     not return a tensor gets a clear :class:`InputShapeError` instead of an error from deep inside torch."""
     try:
         with torch.no_grad():
-            out = model(x)
+            out = forward_in_chunks(model, x)
     except RuntimeError as e:
         if isinstance(e, torch.OutOfMemoryError) or "memory" in str(e).lower():
             raise
@@ -251,13 +251,32 @@ def _final_logits(model: nn.Module, x_adv: Tensor, known: Tensor | None) -> Tens
     """The model's outputs at ``x_adv``: ``known`` rows as given, the rest (all when None, NaN rows) computed."""
     if known is None:
         with torch.no_grad():
-            return model(x_adv)
+            return forward_in_chunks(model, x_adv)
     out = known.detach().clone()
     missing = torch.isnan(out).any(1).nonzero().squeeze(1)
     if missing.numel():
         with torch.no_grad():
-            out[missing] = model(x_adv[missing]).to(out.dtype)
+            out[missing] = forward_in_chunks(model, x_adv[missing]).to(out.dtype)
     return out
+
+
+#: input features per chunk of a forward pass on CPU: a chunk's activations then stay in cache (bastion's
+#: ``mnist-cnn`` evaluates 900 images about 1.5x faster in chunks of 83 than in one batch)
+_CPU_CHUNK_FEATURES = 1 << 16
+
+
+def forward_in_chunks(model: nn.Module, x: Tensor) -> Any:  # the model's output, checked by callers
+    """``model(x)``, on CPU in chunks of about ``_CPU_CHUNK_FEATURES`` input features (concatenated); the first
+    chunk's output is returned as is when it is not a tensor (for the caller's check)."""
+    if x.device.type != "cpu" or x.ndim == 0 or x.shape[0] == 0:
+        return model(x)
+    chunk = max(1, _CPU_CHUNK_FEATURES // max(1, x[0].numel()))
+    if x.shape[0] <= chunk:
+        return model(x)
+    first = model(x[:chunk])
+    if not isinstance(first, Tensor):
+        return first
+    return torch.cat([first] + [model(x[i : i + chunk]) for i in range(chunk, x.shape[0], chunk)])
 
 
 def _plain(v: Any) -> Any:
