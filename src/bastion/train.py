@@ -83,6 +83,7 @@ class StepContext:
     total_steps: int
     keys: Tensor
     seed: int
+    steps_per_epoch: int = 0  # 0: unknown (an objective then assumes the run is one epoch)
 
     @property
     def progress(self) -> float:
@@ -278,7 +279,8 @@ def fit(
                 lr = config.lr_at(step, total_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                ctx = StepContext(epoch=epoch, step=step, total_steps=total_steps, keys=keys_all[idx], seed=config.seed)
+                ctx = StepContext(epoch=epoch, step=step, total_steps=total_steps, keys=keys_all[idx], seed=config.seed,
+                                  steps_per_epoch=steps_per_epoch)
                 model.train()
                 loss, stats = objective(model, x, y, ctx)
                 # Each process holds a shard of the global batch: weight its mean loss by its share and sum

@@ -94,7 +94,7 @@ def test_attack_without_eps_and_with_set_options(tmp_path):
         (["train", "--dropout", "2"], "--dropout must be in [0, 1)"),
         (["train", "--weight-decay", "-1"], "--weight-decay must be >= 0"),
         (["train", "--model", "logreg", "--hidden", "64"], "only apply to --model mnist-cnn"),
-        (["train", "--split", "train[5848:]", "--epochs", "1"], "is empty"),
+        (["train", "--split", "train[5848:]", "--epochs", "1"], "selects none"),
         (["demo", "--device", "cuda:7"], "device"),
     ],
 )

@@ -148,3 +148,37 @@ def test_cifar_pickle_cannot_run_code(tmp_path):
     (folder / "test_batch").write_bytes(pickle.dumps({b"data": _Evil(), b"labels": []}, protocol=2))
     with pytest.raises(DataError, match="refusing to load posix.system|refusing to load os.system"):
         load_dataset("cifar10", "test", data_dir=tmp_path, verify=False)
+
+
+def test_fashion_mnist_never_reads_mnist_files_from_the_data_root(tmp_path):
+    write_idx(tmp_path)  # MNIST-named files directly in the root (the same names as Fashion-MNIST's)
+    assert len(load_dataset("mnist", "test", data_dir=tmp_path, verify=False)) == 7  # MNIST may use the root
+    with pytest.raises(DataError, match="fashion-mnist"):
+        load_dataset("fashion-mnist", "test", data_dir=tmp_path, verify=False)
+
+
+def test_a_failed_download_leaves_no_partial_file(tmp_path, monkeypatch):
+    import http.client
+    import urllib.request
+
+    from bastion.data import _files
+
+    class Broken(io.BytesIO):
+        def read(self, *a):
+            raise http.client.IncompleteRead(b"partial")
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Broken())
+    target = tmp_path / "mnist"
+    target.mkdir()
+    with pytest.raises(DataError, match="IncompleteRead"):
+        _files._download("t10k-images-idx3-ubyte.gz", target, ["http://mirror-a", "http://mirror-b"])
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize("data", [np.full((2, 3072), 0.5), np.full((2, 3072), 300, dtype=np.int64)])
+def test_cifar_batch_with_non_byte_pixels_is_refused(tmp_path, data):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": data, b"labels": [0, 1]}, protocol=2))
+    with pytest.raises(DataError, match="0..255"):
+        load_dataset("cifar10", "test", data_dir=tmp_path, verify=False)

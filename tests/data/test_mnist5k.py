@@ -83,3 +83,40 @@ def test_spread_sees_every_class_from_any_prefix():
     assert full.spread(None) is full and full.spread(10_000) is full
     with pytest.raises(BastionError, match="positive"):
         full.spread(0)
+
+
+def test_subset_takes_a_boolean_mask_and_refuses_bad_indices():
+    from bastion.errors import DataError
+
+    ds = load_dataset("mnist-5k", "test")
+    ones = ds.subset(ds.labels == 1)
+    assert len(ones) == int((ds.labels == 1).sum()) and bool((ones.labels == 1).all())
+    with pytest.raises(DataError, match="mask"):
+        ds.subset(torch.ones(3, dtype=torch.bool))
+    with pytest.raises(DataError, match="integer"):
+        ds.subset(torch.tensor([0.0, 1.5]))
+    with pytest.raises(DataError, match="out of range"):
+        ds.subset([0, len(ds)])
+
+
+def test_spread_never_repeats_an_item_near_the_full_size():
+    # float32 positions repeated items here (59,999 spread over 60,000 gave 59,901 distinct)
+    ds = ImageDataset(name="x", split="s", images=torch.zeros(60000, 1, 1, 1),
+                      labels=torch.zeros(60000, dtype=torch.int64), classes=("a",))
+    for n in (52152, 59999):
+        assert ds.spread(n).indices.unique().numel() == n
+
+
+def test_bad_takes_splits_and_slices_are_refused():
+    from bastion.data import blobs, mnist5k
+    from bastion.errors import ConfigError, DataError
+
+    ds = load_dataset("mnist-5k", "test")
+    with pytest.raises(ConfigError):
+        ds.take(-3)
+    with pytest.raises(DataError, match="selects none"):
+        load_dataset("mnist-5k", "test[10:5]")
+    with pytest.raises(DataError, match="validation"):
+        mnist5k.load("validation")
+    with pytest.raises(DataError, match="validation"):
+        blobs.load("validation")

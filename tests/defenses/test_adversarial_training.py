@@ -118,3 +118,48 @@ def test_fit_rolls_back_to_best_epoch(small):
 def test_negative_steps_and_weights_are_refused(bad):
     with pytest.raises(ConfigError):
         AdversarialTraining(recipe="pgd", eps=0.3, **bad)
+
+
+@pytest.mark.parametrize("recipe", ["fgsm-rs", "pgd", "trades"])
+@pytest.mark.parametrize("batch", [2, 8])
+def test_mixed_batches_craft_only_their_share(recipe, batch):
+    # adv_ratio=0.5 used to pass the whole batch's keys with half the batch: a shape error, or (one image)
+    # one image crafted into B copies
+    model = create_model("mnist-cnn", seed=0).train()
+    x, y = torch.rand(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(batch) % 10
+    ctx = StepContext(epoch=0, step=0, total_steps=1, keys=torch.arange(batch), seed=0)
+    obj = AdversarialTraining(recipe=recipe, eps=0.3, steps=2, adv_ratio=0.5)
+    crafted = []
+    orig = obj.craft
+
+    def spy(m, xs, ys, c):
+        out = orig(m, xs, ys, c)
+        crafted.append((xs, out))
+        return out
+
+    object.__setattr__(obj, "craft", spy)
+    loss, _ = obj(model, x, y, ctx)
+    (xs, out), = crafted
+    assert xs.shape[0] == out.shape[0] == batch // 2 and torch.equal(xs, x[: batch // 2])
+    assert float((out - xs).abs().max()) <= 0.3 + 1e-6 and torch.isfinite(loss)
+
+
+def test_ramp_follows_fit_epochs_and_fgsm_step_follows_the_ramp():
+    obj = AdversarialTraining(recipe="fgsm-rs", eps=0.3, ramp_epochs=1)  # epochs left at its default of 1
+    ctx = lambda step: StepContext(epoch=0, step=step, total_steps=400, keys=torch.arange(1), seed=0,  # noqa: E731
+                                   steps_per_epoch=100)
+    assert obj.eps_at(ctx(50)) == pytest.approx(0.15) and obj.eps_at(ctx(100)) == 0.3  # one epoch of 4, not 4
+    assert obj.step_size_at(0.15) == pytest.approx(0.1875)  # 1.25 x the ramped eps keeps the random start alive
+    assert AdversarialTraining(recipe="trades").n_steps == 40
+
+
+def test_crafting_restores_each_modules_own_mode():
+    model = create_model("cifar-resnet", dataset="cifar10", seed=0).train()
+    frozen_bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)][:2]
+    for m in frozen_bn:
+        m.eval()
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
+    ctx = StepContext(epoch=0, step=0, total_steps=1, keys=torch.arange(2), seed=0)
+    flags = {id(m): m.training for m in model.modules()}
+    AdversarialTraining(recipe="pgd", eps=0.03, steps=1)(model, x, y, ctx)
+    assert {id(m): m.training for m in model.modules()} == flags

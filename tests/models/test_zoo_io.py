@@ -127,3 +127,42 @@ def test_pretrained_unknown_name():
     with pytest.raises(UnknownNameError) as e:
         pretrained("mnist-vit")
     assert all(n in str(e.value) for n in PRETRAINED)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"std": [0.0]}, "must be > 0"),
+    ({"std": [float("nan")]}, "finite"),
+    ({"mean": [0.1, 0.2, 0.3]}, "3 mean values for 1-channel"),
+    ({"input_shape": [1, 0, 28]}, "input_shape"),
+])
+def test_bad_normalization_metadata_is_refused_naming_the_file(tmp_path, change, message):
+    model = create_model("mnist-cnn")
+    meta = {**model.meta.to_dict(), **change}
+    path = tmp_path / "badmeta.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata={"bastion": json.dumps(meta)})
+    with pytest.raises(WeightsError, match=f"badmeta.safetensors.*{message}"):
+        load_model(path)
+
+
+def test_create_model_refuses_an_unknown_data_set_and_seeds_only_the_cpu_rng(monkeypatch):
+    with pytest.raises(UnknownNameError, match="cifar10"):
+        create_model("cifar-resnet", dataset="cifar-10")
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: calls.append(s))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda s: calls.append(s))
+    create_model("mnist-cnn", seed=7)
+    assert calls == []  # torch.manual_seed would have reseeded every CUDA device's generator
+
+
+def test_a_bart_trained_file_loads_with_its_barrage_by_path_too(tmp_path):
+    from bastion.defenses.base import Defended
+    from bastion.errors import ConfigError
+    from bastion.models import resolve_model
+
+    defended = pretrained("mnist-cnn-bart")
+    with pytest.raises(ConfigError, match="defended.model"):
+        save_model(defended, tmp_path / "x.safetensors")
+    path = save_model(defended.model, tmp_path / "bart.safetensors")
+    by_path = resolve_model(path)
+    assert isinstance(by_path, Defended) and by_path.defense.to_dict() == defended.defense.to_dict()
+    assert not isinstance(resolve_model("mnist-cnn"), Defended)

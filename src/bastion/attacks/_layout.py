@@ -41,7 +41,7 @@ def channels_last_forward(model: nn.Module, x: Tensor) -> Callable[[Tensor], Ten
         if not failed:
             try:
                 return functional_call(model, swapped, (inputs.contiguous(memory_format=torch.channels_last),))
-            except RuntimeError as e:
+            except Exception as e:  # noqa: BLE001 - any failure: the plain call below raises the model's own error
                 if isinstance(e, torch.OutOfMemoryError):
                     raise
                 failed = True

@@ -14,7 +14,7 @@ from dataclasses import replace
 from bastion.data import blobs, cifar, idx, mnist5k
 from bastion.data._files import data_root
 from bastion.data.base import ImageDataset, parse_split
-from bastion.errors import BastionError, UnknownNameError
+from bastion.errors import BastionError, DataError, UnknownNameError
 
 __all__ = ["ImageDataset", "load_dataset", "DATASETS", "data_root"]
 
@@ -67,5 +67,8 @@ def load_dataset(
     else:
         ds = blobs.load(base)
     if sl is not None:
+        total = len(ds)
         ds = replace(ds.subset(sl), split=split)
+        if len(ds) == 0:
+            raise DataError(f"{name} split {split!r} selects none of the {total} items of {base!r}")
     return ds

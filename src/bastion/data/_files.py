@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -49,12 +50,15 @@ def verify(data: bytes, expected: str, algo: str, *, what: str) -> None:
         )
 
 
-def resolve_dir(root: Path, subdir: str, files: Sequence[str], *, urls: Sequence[str], download: bool) -> Path:
-    """The folder holding ``files``: ``root/subdir`` or ``root`` itself; download into ``root/subdir`` if asked.
+def resolve_dir(root: Path, subdir: str, files: Sequence[str], *, urls: Sequence[str], download: bool,
+                root_fallback: bool = True) -> Path:
+    """The folder holding ``files``: ``root/subdir`` or (``root_fallback``) ``root`` itself; download into
+    ``root/subdir`` if asked. Data sets whose files share names with another's (Fashion-MNIST's are MNIST's)
+    pass ``root_fallback=False``, so that one is never read for the other.
 
     Raises a :class:`DataError` naming the missing files and where to put them.
     """
-    for d in (root / subdir, root):
+    for d in (root / subdir, root) if root_fallback else (root / subdir,):
         if all((d / f).exists() for f in files):
             return d
     target = root / subdir
@@ -75,14 +79,18 @@ def _download(name: str, target: Path, urls: Sequence[str]) -> None:
     errors = []
     for base in urls:
         url = base.rstrip("/") + "/" + name
+        tmp_name = None
         try:
             log.info("downloading %s", url)
             with urllib.request.urlopen(url, timeout=15) as r, tempfile.NamedTemporaryFile(
-                dir=target, delete=False
+                dir=target, delete=False, prefix=f".{name}.", suffix=".part"
             ) as tmp:
+                tmp_name = tmp.name
                 shutil.copyfileobj(r, tmp)
             os.replace(tmp.name, target / name)
             return
-        except OSError as e:  # URLError and socket errors are OSErrors
-            errors.append(f"{url}: {e}")
+        except (OSError, http.client.HTTPException) as e:  # URLError and socket errors are OSErrors
+            errors.append(f"{url}: {type(e).__name__}: {e}")
+            if tmp_name is not None and os.path.exists(tmp_name):
+                os.unlink(tmp_name)  # a partial download is never left behind
     raise DataError(f"could not download {name} into {target}: " + "; ".join(errors))

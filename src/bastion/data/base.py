@@ -57,11 +57,27 @@ class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
         return tuple(self.images.shape[1:])
 
     def subset(self, index: Tensor | slice | np.ndarray | list[int], *, split: str | None = None) -> ImageDataset:
-        """A new data set holding the selected items (indices into this one)."""
+        """A new data set holding the selected items: integer indices into this one, a boolean mask of its
+        length, or a slice."""
         if isinstance(index, slice):
             idx = torch.arange(len(self))[index]
         else:
-            idx = torch.as_tensor(np.asarray(index), dtype=torch.int64)
+            raw = torch.as_tensor(np.asarray(index))
+            if raw.numel() == 0 and raw.ndim == 1:  # an empty list arrives as float64
+                raw = raw.to(torch.int64)
+            if raw.dtype == torch.bool:
+                if raw.shape != (len(self),):
+                    raise DataError(f"{self.name}: a boolean mask must have shape ({len(self)},), got "
+                                    f"{tuple(raw.shape)}")
+                idx = raw.nonzero().squeeze(1)
+            elif raw.is_floating_point() or raw.is_complex() or raw.ndim != 1:
+                raise DataError(f"{self.name}: subset takes a 1-D tensor of integer indices, a boolean mask or a "
+                                f"slice, got {raw.dtype} of shape {tuple(raw.shape)}")
+            else:
+                idx = raw.to(torch.int64)
+                if idx.numel() and (int(idx.min()) < -len(self) or int(idx.max()) >= len(self)):
+                    raise DataError(f"{self.name}: subset index out of range for {len(self)} items "
+                                    f"(min {int(idx.min())}, max {int(idx.max())})")
         assert self.indices is not None
         return replace(
             self,
@@ -73,6 +89,8 @@ class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
 
     def take(self, n: int | None) -> ImageDataset:
         """The first ``n`` items (all when ``n`` is None or larger than the set)."""
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ConfigError(f"take needs a non-negative number of items, got {n!r}")
         if n is None or n >= len(self):
             return self
         return self.subset(slice(0, n), split=f"{self.split}[:{n}]")
@@ -88,7 +106,8 @@ class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
             return self
         if n < 1:
             raise ConfigError(f"spread needs a positive number of items, got {n}")
-        pos = torch.linspace(0, len(self) - 1, n).round().long()
+        # float64: in float32, positions one step apart could round to the same item once n nears the size
+        pos = torch.linspace(0, len(self) - 1, n, dtype=torch.float64).round().long()
         return self.subset(pos[_prefix_spread_order(n)], split=f"{self.split}<{n} spread>")
 
     def __repr__(self) -> str:

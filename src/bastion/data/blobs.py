@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from bastion.data.base import ImageDataset
+from bastion.errors import DataError
 
 CLASSES = ("red", "blue")
 CENTERS = ((0.35, 0.35), (0.65, 0.65))
@@ -17,6 +18,8 @@ SPREAD = 0.08
 
 
 def load(split: str, *, n: int = 400, seed: int = 0) -> ImageDataset:
+    if split not in ("train", "test"):
+        raise DataError(f"blobs2d has splits 'train' and 'test', not {split!r}")
     g = torch.Generator().manual_seed(seed * 2 + (0 if split == "train" else 1))
     labels = torch.arange(n) % 2
     centers = torch.tensor(CENTERS)[labels]

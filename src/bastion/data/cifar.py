@@ -67,7 +67,11 @@ def read_batch(data: bytes, *, what: str) -> tuple[np.ndarray, np.ndarray]:
     y = obj.get(b"labels", obj.get("labels"))
     if not isinstance(x, np.ndarray) or y is None:
         raise DataError(f"{what}: missing 'data' or 'labels'")
-    x = np.asarray(x, dtype=np.uint8)
+    if x.dtype != np.uint8:
+        if not np.issubdtype(x.dtype, np.integer) or (x.size and (x.min() < 0 or x.max() > 255)):
+            raise DataError(f"{what}: pixels must be integers in 0..255 (CIFAR's uint8), got {x.dtype}"
+                            + (f" in [{x.min()}, {x.max()}]" if x.size else ""))
+        x = x.astype(np.uint8)
     y = np.asarray(y, dtype=np.int64)
     if x.ndim != 2 or x.shape[1] != 3072 or y.shape != (x.shape[0],):
         raise DataError(f"{what}: data {x.shape} / labels {y.shape} are not (N, 3072) / (N,)")

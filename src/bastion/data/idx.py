@@ -124,15 +124,17 @@ def _read(path: Path, spec: IdxSpec, stem: str, *, verify_checksum: bool) -> tup
 def load(spec: IdxSpec, split: str, *, root: Path, download: bool, verify_checksum: bool = True) -> ImageDataset:
     stems = spec.files(split)
     gz = [s + ".gz" for s in stems]
+    fallback = spec is MNIST  # files directly in the data root are taken for MNIST's, never Fashion-MNIST's
     try:
-        folder = resolve_dir(root, spec.subdir, gz, urls=spec.urls, download=False)
+        folder = resolve_dir(root, spec.subdir, gz, urls=spec.urls, download=False, root_fallback=fallback)
         names = gz
     except DataError:
         try:
-            folder = resolve_dir(root, spec.subdir, list(stems), urls=spec.urls, download=False)
+            folder = resolve_dir(root, spec.subdir, list(stems), urls=spec.urls, download=False,
+                                     root_fallback=fallback)
             names = list(stems)
         except DataError:
-            folder = resolve_dir(root, spec.subdir, gz, urls=spec.urls, download=download)
+            folder = resolve_dir(root, spec.subdir, gz, urls=spec.urls, download=download, root_fallback=fallback)
             names = gz
     img_payload, img_sha = _read(folder / names[0], spec, stems[0], verify_checksum=verify_checksum)
     lab_payload, lab_sha = _read(folder / names[1], spec, stems[1], verify_checksum=verify_checksum)

@@ -60,6 +60,8 @@ def read_raw(*, verify_checksum: bool = True) -> tuple[np.ndarray, np.ndarray, s
 
 def split_indices(labels: np.ndarray, split: str) -> np.ndarray:
     """Indices of ``split`` ('all', 'train' or 'test'): the fixed stratified split documented above."""
+    if split not in ("all", "train", "test"):
+        raise DataError(f"mnist-5k has splits 'all', 'train' and 'test', not {split!r}")
     if split == "all":
         return np.arange(len(labels))
     train, test = [], []

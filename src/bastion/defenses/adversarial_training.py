@@ -23,14 +23,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bastion._checks import frozen
+from bastion._checks import eval_mode, frozen
 from bastion.attacks._descent import Descent
 from bastion.attacks.losses import loss_and_grad
 from bastion.attacks.pgd import PGD
@@ -52,10 +52,14 @@ class AdversarialTraining:
     Args:
         recipe: ``"fgsm-rs"``, ``"pgd"`` or ``"trades"``.
         eps: Linf radius of the training perturbations.
-        alpha: step size; default 1.25 eps (FGSM-RS), 0.01 (PGD and TRADES, the MNIST setting of Madry et al.).
-        steps: PGD/TRADES inner steps (default 40 for PGD, 10 for TRADES).
+        alpha: step size; default 1.25 times the current eps (FGSM-RS, Wong et al. 2020; during a ramp it
+            follows the ramped eps), 0.01 (PGD and TRADES: the MNIST setting of Madry et al. and of TRADES).
+        steps: PGD/TRADES inner steps (default 40 for both: with 0.01 steps they can cross the eps=0.3 ball;
+            TRADES' 10-step setting is its CIFAR one, at eps 0.031).
         adv_ratio: share of each batch replaced by adversarial examples (1.0: all adversarial; 0.5: mixed).
-        ramp_epochs: grow eps linearly from 0 over this many epochs (0: full eps from the start).
+        ramp_epochs: grow eps linearly from 0 over this many epochs (0: full eps from the start). Epochs are
+            :func:`bastion.train.fit`'s (``StepContext.steps_per_epoch``); an objective called outside ``fit``
+            without it takes the run to be ``epochs`` long.
         beta: TRADES trade-off.
         craft_labels: ``"predicted"`` (default, no label leaking) or ``"true"``.
     """
@@ -88,22 +92,26 @@ class AdversarialTraining:
         if not (isinstance(self.ramp_epochs, (int, float)) and 0 <= self.ramp_epochs < math.inf):
             raise ConfigError(f"ramp_epochs must be >= 0, got {self.ramp_epochs!r}")
 
-    @property
-    def step_size(self) -> float:
+    def step_size_at(self, eps: float) -> float:
+        """The inner step size when the current radius is ``eps``."""
         if self.alpha is not None:
             return self.alpha
-        return 1.25 * self.eps if self.recipe == "fgsm-rs" else 0.01
+        return 1.25 * eps if self.recipe == "fgsm-rs" else 0.01
+
+    @property
+    def step_size(self) -> float:
+        return self.step_size_at(self.eps)
 
     @property
     def n_steps(self) -> int:
         if self.steps is not None:
             return self.steps
-        return {"fgsm-rs": 1, "pgd": 40, "trades": 10}[self.recipe]
+        return {"fgsm-rs": 1, "pgd": 40, "trades": 40}[self.recipe]
 
     def eps_at(self, ctx: StepContext) -> float:
         if self.ramp_epochs <= 0:
             return self.eps
-        steps_per_epoch = ctx.total_steps / max(self.epochs, 1)
+        steps_per_epoch = ctx.steps_per_epoch or ctx.total_steps / max(self.epochs, 1)
         return self.eps * min(1.0, ctx.step / max(self.ramp_epochs * steps_per_epoch, 1))
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,7 +123,10 @@ class AdversarialTraining:
         eps = self.eps_at(ctx)
         if eps == 0:
             return x.detach()
+        if ctx.keys.shape[0] != x.shape[0]:
+            raise ConfigError(f"ctx.keys holds {ctx.keys.shape[0]} keys for a batch of {x.shape[0]}")
         threat = ThreatModel(norm="linf", eps=eps)
+        alpha = self.step_size_at(eps)
         seed = (ctx.seed * 1_000_003 + ctx.step) % (2**31)
         with frozen(model):
             if self.recipe == "trades":
@@ -126,7 +137,7 @@ class AdversarialTraining:
                     xa = x_adv.detach().requires_grad_(True)
                     kl = F.kl_div(F.log_softmax(model(xa), 1), p_clean, reduction="sum")
                     (g,) = torch.autograd.grad(kl, xa)
-                    x_adv = threat.project(xa.detach() + self.step_size * g.sign(), x)
+                    x_adv = threat.project(xa.detach() + alpha * g.sign(), x)
                 return x_adv.detach()
             if self.craft_labels == "predicted":
                 with torch.no_grad():
@@ -134,19 +145,16 @@ class AdversarialTraining:
             if self.recipe == "fgsm-rs":
                 start = threat.random_init(x, ctx.keys, seed=seed)
                 _, _, g = loss_and_grad(model, start, y, None, "ce")
-                return threat.project(start + self.step_size * g.sign(), x).detach()
-            d = Descent(threat, steps=self.n_steps, step_size=self.step_size, loss="ce", random_start=True,
+                return threat.project(start + alpha * g.sign(), x).detach()
+            d = Descent(threat, steps=self.n_steps, step_size=alpha, loss="ce", random_start=True,
                         keep_best=False, early_stop=False)
             x_adv, _, _, _ = d.run(model, x, y, None, keys=ctx.keys, seed=seed, stream=0)
             return x_adv.detach()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         n_adv = max(1, round(self.adv_ratio * x.shape[0]))
-        model.eval()
-        try:
-            x_adv = self.craft(model, x[:n_adv], y[:n_adv], ctx)
-        finally:
-            model.train()
+        with eval_mode(model):  # crafting in eval mode; each module's own flag back afterwards
+            x_adv = self.craft(model, x[:n_adv], y[:n_adv], replace(ctx, keys=ctx.keys[:n_adv]))
         if self.recipe == "trades":
             logits = model(x)
             logits_adv = model(x_adv)

@@ -91,6 +91,10 @@ class Defended(ModelWrapper):
             raise ConfigError(f"n_samples must be an integer >= 1, got {n_samples!r}")
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(defense, InputDefense):
+            hint = (f" (a single BaRT group: wrap it as BaRT(k=1, groups=[{getattr(defense, 'name', '...')!r}]))"
+                    if hasattr(defense, "sample") and hasattr(defense, "apply") else "")
+            raise ConfigError(f"defense must be an InputDefense such as BaRT(...), got {type(defense).__name__}{hint}")
         self.defense = defense
         self.model = model
         self.n_samples = n_samples

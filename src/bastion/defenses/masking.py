@@ -20,8 +20,9 @@ from bastion._wrap import ModelWrapper
 class HideProbabilities(ModelWrapper):
     """Wrap ``model`` so it outputs one-hot scores of its most likely class (a label-only model).
 
-    The output is returned as scores in {0, 1} (usable as "logits": ``argmax`` gives the label); it is
-    detached from the input, so gradients through it are exactly zero.
+    The output is returned as scores in {0, 1} (usable as "logits": ``argmax`` gives the label). It stays
+    attached to the graph (as ``onehot + 0 * logits``) so that autograd runs, but its gradient with respect to
+    the input is exactly zero: what a gradient attack sees.
     """
 
     def __init__(self, model: nn.Module) -> None:

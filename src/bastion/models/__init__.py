@@ -60,7 +60,12 @@ def pretrained(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
     path = weights_path(name)
     if not path.exists():
         raise WeightsError(f"pretrained model {name!r} is not shipped in this version of bastion ({path} missing)")
-    model = load_model(path, device=device)
+    return with_recorded_defense(load_model(path, device=device))
+
+
+def with_recorded_defense(model: Classifier) -> nn.Module:
+    """``model`` inside the inference-time defense its training recorded (``bastion train --defense bart``
+    weights: the barrage in front, as trained), else ``model`` itself."""
     defense = model.meta.training.get("defense") or {}
     if defense.get("kind") == "bart":
         from bastion.defenses.bart import BaRT  # late import: defenses depend on models
@@ -71,12 +76,13 @@ def pretrained(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
 
 
 def resolve_model(spec: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> nn.Module:
-    """A shipped model by name, or a model file by path."""
+    """A shipped model by name, or a model file by path; either way inside the inference-time defense its
+    training recorded (a BaRT-trained model comes with its barrage, as :func:`pretrained` gives it)."""
     if isinstance(spec, str) and spec in PRETRAINED:
         return pretrained(spec, device=device)
     path = Path(spec)
     if path.exists():
-        return load_model(path, device=device)
+        return with_recorded_defense(load_model(path, device=device))
     raise UnknownNameError(
         f"{str(spec)!r} is neither a shipped model ({', '.join(PRETRAINED)}) nor an existing weights file"
     )

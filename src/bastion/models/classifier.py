@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -39,6 +40,18 @@ class ModelMeta:
         kw = {k: v for k, v in d.items() if k in known}
         for k in ("input_shape", "classes", "mean", "std"):
             kw[k] = tuple(kw[k])
+        shape, mean, std = kw["input_shape"], kw["mean"], kw["std"]
+        if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+            raise WeightsError(f"model metadata has an invalid input_shape {list(shape)}")
+        channels = shape[0] if len(shape) == 3 else None  # images: one mean and std per channel (or one shared)
+        for name, vals in (("mean", mean), ("std", std)):
+            if not vals or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                   for v in vals):
+                raise WeightsError(f"model metadata has an invalid {name} {list(vals)} (finite numbers needed)")
+            if channels is not None and len(vals) not in (1, channels):
+                raise WeightsError(f"model metadata has {len(vals)} {name} values for {channels}-channel inputs")
+        if any(v <= 0 for v in std):
+            raise WeightsError(f"model metadata has std {list(std)}: every value must be > 0")
         return cls(**kw)
 
 

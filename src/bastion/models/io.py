@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from bastion.errors import WeightsError
+from bastion.errors import ConfigError, WeightsError
 from bastion.models.classifier import Classifier, ModelMeta
 from bastion.models.zoo import rebuild
 
@@ -24,7 +24,16 @@ FORMAT_VERSION = "1"
 
 
 def save_model(model: Classifier, path: str | os.PathLike[str]) -> Path:
-    """Write ``model`` (weights + metadata) to ``path`` atomically; returns the path."""
+    """Write ``model`` (weights + metadata) to ``path`` atomically; returns the path.
+
+    Raises:
+        ConfigError: ``model`` is not a :class:`Classifier` (e.g. a defended model: save the classifier it
+            wraps, ``defended.model``; a BaRT-trained classifier's metadata brings the barrage back when it is
+            loaded by name or path).
+    """
+    if not isinstance(model, Classifier):
+        raise ConfigError(f"save_model takes a bastion Classifier, got {type(model).__name__}; for a defended model "
+                          "save the classifier it wraps (defended.model)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bastion.errors import UnknownNameError
 from bastion.models.classifier import Classifier, ModelMeta
 from bastion.registry import Registry
 
@@ -162,19 +163,21 @@ def create_model(
         arch: an architecture name (``ARCHITECTURES.names()``).
         dataset: the data it is for; sets input shape and normalization (default per architecture).
             ``mnist-5k`` is treated as ``mnist``.
-        classes: class names (default ``"0"`` .. ``"9"``, or the data set's own names).
+        classes: class names (default ``"0"`` .. ``"9"``; ``("red", "blue")`` for ``blobs2d``).
         seed: initialisation seed.
         **arch_options: passed to the builder (e.g. ``dropout=0.5`` for ``mnist-cnn``).
     """
     builder: Callable[..., nn.Module] = ARCHITECTURES.get(arch)
     ds = dataset or DEFAULT_DATASET[arch]
     ds = "mnist" if ds == "mnist-5k" else ds
-    input_shape = _SHAPES.get(ds, _SHAPES["mnist"])
+    if ds not in _SHAPES:
+        raise UnknownNameError(f"unknown data set {ds!r} for create_model; valid: {', '.join(sorted(_SHAPES))}")
+    input_shape = _SHAPES[ds]
     if classes is None:
         classes = ("red", "blue") if ds == "blobs2d" else tuple(str(i) for i in range(10))
     mean, std = NORMALIZATION.get(ds, NORMALIZATION["mnist"])
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # CPU only: other devices' RNGs untouched
         net = builder(input_shape=input_shape, num_classes=len(classes), **arch_options)
     meta = ModelMeta(
         arch=arch, dataset=ds, input_shape=input_shape, classes=tuple(classes), mean=mean, std=std,
@@ -187,6 +190,6 @@ def rebuild(meta: ModelMeta) -> Classifier:
     """An uninitialised-weights model with the architecture ``meta`` describes."""
     builder = ARCHITECTURES.get(meta.arch)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.default_generator.manual_seed(0)  # CPU only (builders initialise on CPU)
         net = builder(input_shape=meta.input_shape, num_classes=len(meta.classes), **meta.arch_options)
     return Classifier(net, meta)

@@ -202,3 +202,33 @@ def test_small_images_and_draws_for_other_channel_counts_are_refused_clearly() -
             bart.apply(torch.rand(4, 1, 16, 16), rgb_draw)
     with pytest.raises(ConfigError, match="n_samples"):
         Defended(bart, tiny_cnn(), n_samples=0)
+
+
+def test_select_takes_a_boolean_mask_as_positions(rgb: torch.Tensor) -> None:
+    bart = BaRT(k=3)
+    d = bart.sample(rgb.shape[0], 3, generator=torch.Generator().manual_seed(5))
+    mask = torch.zeros(rgb.shape[0], dtype=torch.bool)
+    mask[[1, 3]] = True
+    by_mask, by_index = d.select(mask), d.select(torch.tensor([1, 3]))
+    assert torch.equal(by_mask.order, by_index.order)
+    torch.testing.assert_close(bart.apply(rgb[mask], by_mask), bart.apply(rgb, d)[mask])
+    with pytest.raises(ConfigError, match="mask"):
+        d.select(mask[:2])
+    with pytest.raises(ConfigError, match="integer"):
+        d.select(torch.tensor([0.0, 1.0]))
+
+
+def test_defended_refuses_a_bare_transform_group() -> None:
+    from bastion.defenses.bart import JPEG
+
+    with pytest.raises(ConfigError, match=r"BaRT\(k=1, groups=\['jpeg'\]\)"):
+        Defended(JPEG(), tiny_cnn(3))
+    with pytest.raises(ConfigError, match="InputDefense"):
+        Defended(torch.nn.Identity(), tiny_cnn(3))
+
+
+def test_jpeg_takes_a_non_contiguous_batch(rgb: torch.Tensor) -> None:
+    bart = BaRT(k=1, groups=["jpeg"])
+    xt = rgb.transpose(2, 3)  # a view, not contiguous
+    d = bart.sample(xt.shape[0], 3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(bart.apply(xt, d), bart.apply(xt.contiguous(), d))

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion._checks import check_images
-from bastion.defenses.bart.base import Params, RandomTransform, fresh_generator
+from bastion.defenses.bart.base import Params, RandomTransform, as_index, fresh_generator
 from bastion.defenses.bart.color_precision import ColorPrecision
 from bastion.defenses.bart.color_space import ColorSpace
 from bastion.defenses.bart.contrast import Contrast
@@ -73,8 +73,8 @@ class BarrageDraw:
 
     def select(self, idx: Tensor | list[int]) -> BarrageDraw:
         """The draw of the images ``idx`` (so ``apply(x[idx], d.select(idx)) == apply(x, d)[idx]``)."""
-        i = torch.as_tensor(idx, dtype=torch.long, device=self.order.device)
-        return BarrageDraw(self.names, self.order.index_select(0, i), {n: p.select(idx) for n, p in self.params.items()})
+        i = as_index(idx, self.order.shape[0]).to(self.order.device)
+        return BarrageDraw(self.names, self.order.index_select(0, i), {n: p.select(i) for n, p in self.params.items()})
 
     def to(self, device: torch.device | str) -> BarrageDraw:
         return BarrageDraw(self.names, self.order.to(device), {n: p.to(device) for n, p in self.params.items()})

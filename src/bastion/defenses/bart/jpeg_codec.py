@@ -251,7 +251,7 @@ def jpeg_roundtrip(x: Tensor, quality: Tensor) -> Tensor:
 
 def _roundtrip(x: Tensor, qy: Tensor, qc: Tensor) -> Tensor:
     n, c, h, w = x.shape
-    v = x.to(torch.float64)
+    v = x.to(torch.float64).contiguous()  # the colour transform views it as (n, 3, h * w)
     hb, wb = 8 * _ceil_div(h, 8), 8 * _ceil_div(w, 8)
     if c == 1:
         return _code_plane(_pad_edge(v[:, 0], hb, wb), qy)[:, None, :h, :w]
