@@ -211,3 +211,77 @@ def test_evaluation_under_no_grad_and_inference_mode(cnn, data):
         ev.run(cnn, small.subset([]))
     with pytest.raises(ConfigError, match="batch_size"):
         Evaluation(suite=[FGSM(eps=0.1)], batch_size=2.5)
+
+
+def test_norms_are_separate_threat_models(cnn, data):
+    """An L2 row never inherits Linf breaks in the cascade, and worst cases and checks stay within one norm."""
+    small = data.take(24)
+    suite = [FGSM(eps=0.3), PGD(eps=0.5, steps=5, norm="l2")]
+    rep = Evaluation(suite=suite, eps_grid=[0.3], cascade=True).run(cnn, small)
+    alone = Evaluation(suite=[suite[1]], eps_grid=[0.3], cascade=True).run(cnn, small)
+    rows = {r.attack: r for r in rep.rows}
+    assert rows["pgd-l2"].norm == "l2" and rows["fgsm"].norm == "linf"
+    assert rows["pgd-l2"].accuracy == alone.rows[0].accuracy > rows["fgsm"].accuracy  # its own, not FGSM's
+    assert {(w["norm"], w["eps"]) for w in rep.worst_case} == {("linf", 0.3), ("l2", 0.3)}
+    assert not {"single-step-beats-iterative", "blackbox-beats-whitebox"} & {f.code for f in rep.flags}
+
+
+def test_standalone_accuracy_counts_only_images_the_model_gets_right():
+    ev = Evaluation(suite=[FGSM(eps=0.1)], cascade=False, checks=False)
+    per = {"clean_correct": [1, 1, 0, 0], "loss_clean": [0.1] * 4, "order": ["naive/fgsm@0.1"],
+           "rows": {"naive/fgsm@0.1": {"attack": "fgsm", "mode": "naive", "access": "white-box", "eps": 0.1,
+                                       "norm": "linf", "robust": [1, 0, 1, 1], "l0": [None, 3, None, None],
+                                       "l2": [None, 1.0, None, None], "linf": [None, 0.1, None, None],
+                                       "queries": [1] * 4, "loss_adv": [0.2] * 4, "seconds": 0.0}}}
+    _, rows, worst = ev.aggregate(per)
+    assert rows[0].accuracy == 0.25 == worst[0]["accuracy"]  # image 0 only: 2 and 3 were wrong from the start
+
+
+def test_cascade_checks_see_a_weaker_attack_that_runs_after_a_stronger_one(cnn, data):
+    from bastion.eval.checks import check_rows
+    from bastion.eval.report import Row
+
+    def row(attack, acc, succeeded, access="white-box"):
+        return Row(attack=attack, mode="naive", access=access, eps=0.3, accuracy=acc, success_rate=0, attacked=100,
+                   succeeded=succeeded, l0_mean=None, l0_max=None, l2_mean=None, l2_max=None, linf_mean=None,
+                   linf_max=None, seconds=0, queries_mean=0, loss_clean=0.1, loss_adv=1.0, norm="linf")
+
+    # cascade accuracies are worst cases so far: the old comparison could never fire on them
+    stuck = [row("pgd", 0.6, 40), row("fgsm", 0.2, 400)]
+    assert "single-step-beats-iterative" in {f.code for f in check_rows(stuck, n=1000, cascade=True)}
+    healthy = [row("pgd", 0.2, 800), row("fgsm", 0.2, 0), row("square", 0.199, 1, access="score")]
+    assert check_rows(healthy, n=1000, cascade=True) == []
+    masked = [row("pgd", 0.9, 100), row("square", 0.3, 600, access="score")]
+    assert "blackbox-beats-whitebox" in {f.code for f in check_rows(masked, n=1000, cascade=True)}
+    # end to end: a crippled PGD (one step of 0.001) before FGSM, in the default cascade
+    weak = PGD(eps=0.3, steps=1, step_size=0.001, random_start=False)
+    rep = Evaluation(suite=[weak, FGSM(eps=0.3)], cascade=True).run(cnn, data.take(24))
+    assert "single-step-beats-iterative" in {f.code for f in rep.flags}
+
+
+def test_eps_grid_takes_numpy_and_refuses_repeats(cnn, data):
+    import numpy as np
+
+    rep = Evaluation(suite=[FGSM(eps=0.1)], eps_grid=np.array([0.1, 0.2]), checks=False).run(cnn, data.take(4))
+    assert [r.eps for r in rep.rows] == [0.1, 0.2] and isinstance(rep.rows[0].eps, float)
+    with pytest.raises(ConfigError, match="repeated"):
+        Evaluation(suite=[FGSM(eps=0.1)], eps_grid=[0.1, 0.3, 0.1])
+
+
+def test_attacks_without_radius_have_no_curve_point(cnn, data):
+    from bastion.attacks import JSMA
+
+    rep = Evaluation(suite=[FGSM(eps=0.1), JSMA(gamma=0.02)], eps_grid=[0.1], checks=False).run(cnn, data.take(4))
+    assert rep.curve("jsma") == [] and rep.worst() == [(0.1, rep.worst_case[0]["accuracy"])]
+
+
+def test_model_level_checks_use_the_adaptive_models(cnn, data):
+    from bastion.eval.checks import run_checks
+
+    hidden = HideProbabilities(cnn)  # zero gradients: naive PGD fails; crafting on the logits model does not
+    small = data.take(16)
+    naive = {f.code: f.severity for f in run_checks(hidden, small, [], device="cpu")}
+    assert naive["zero-gradients"] == "error" and "unbounded-attack-fails" in naive
+    with torch.no_grad():  # autograd is turned on inside
+        adaptive = {f.code: f.severity for f in run_checks(hidden, small, [], adaptive={"logits": cnn})}
+    assert adaptive["zero-gradients"] == "warning" and "unbounded-attack-fails" not in adaptive

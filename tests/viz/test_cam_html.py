@@ -52,7 +52,7 @@ def test_grad_cam_any_conv_net_and_errors(x):
         grad_cam(model, x, layer="net.nope")
     with pytest.raises(ConfigError, match="not a GAP model"):
         cam(model, x)
-    with pytest.raises(ConfigError, match="no Conv2d"):
+    with pytest.raises(ConfigError, match="no spatial feature map"):
         grad_cam(pretrained("logreg"), x)
 
 
@@ -99,3 +99,24 @@ def test_grad_cam_checks_class_idx_and_works_under_no_grad(x):
         grad_cam(model, x, class_idx=torch.ones(6))
     with pytest.raises(LabelError, match="outside"):
         cam(pretrained("mnist-cnn-gap"), x, class_idx=-1)
+
+
+def test_default_layer_follows_execution_order_on_a_residual_net():
+    # registration order ends in block3_1's 1x1 skip conv; the block's output is what the head pools
+    model = create_model("cifar-resnet", dataset="cifar10", seed=0).eval()
+    assert default_layer(model) == "net.features.block3_1.relu"
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    c = cam(model, x, class_idx=0)
+    fc = model.net.fc
+    with torch.no_grad():
+        logits = model(x)
+    # CAM's definition: its spatial mean plus the bias is the class score
+    torch.testing.assert_close(c.mean((1, 2)) + fc.bias[0], logits[:, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_cam_refuses_a_layer_that_is_not_the_pooled_one_and_grad_cam_a_non_spatial_one(x):
+    model = pretrained("mnist-cnn-gap")
+    with pytest.raises(ConfigError, match="not a GAP model"):
+        cam(model, x, layer="net.features.conv5")  # 128 channels, but the ReLU sits between it and the pooling
+    with pytest.raises(ConfigError, match="no 4-D feature map"):
+        grad_cam(model, x, layer="net.fc")

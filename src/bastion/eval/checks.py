@@ -8,9 +8,11 @@ that the numbers overstate it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,8 +66,10 @@ def check_outputs(model: nn.Module, data: ImageDataset, *, adaptive: bool, devic
     return flags
 
 
-def check_gradients(model: nn.Module, data: ImageDataset, *, device: torch.device | str, threshold: float = 0.1) -> list[Flag]:
-    """A large share of inputs whose loss gradient is exactly zero."""
+def check_gradients(model: nn.Module, data: ImageDataset, *, device: torch.device | str, threshold: float = 0.1,
+                    adaptive: bool = False) -> list[Flag]:
+    """A large share of inputs whose loss gradient is exactly zero (an error; a warning when the evaluation
+    has adaptive attacks, which exist to get around exactly that: their rows are then the ones to read)."""
     x = data.images.to(device).detach().requires_grad_(True)
     y = data.labels.to(device)
     with frozen(model):
@@ -77,7 +81,8 @@ def check_gradients(model: nn.Module, data: ImageDataset, *, device: torch.devic
         share = float((g.reshape(len(x), -1).abs().amax(1) == 0).float().mean())
     if share > threshold:
         return [Flag(
-            code="zero-gradients", severity="error", title=f"{share:.0%} of inputs have an exactly zero gradient",
+            code="zero-gradients", severity="warning" if adaptive else "error",
+            title=f"{share:.0%} of inputs have an exactly zero gradient",
             meaning="The loss gradient w.r.t. the input vanishes (shattered or masked gradients): gradient attacks "
                     "cannot make progress, whatever the true robustness.",
             advice="Use BPDA for non-differentiable components, the margin loss for saturated outputs, or "
@@ -86,13 +91,25 @@ def check_gradients(model: nn.Module, data: ImageDataset, *, device: torch.devic
     return []
 
 
-def check_unbounded(model: nn.Module, data: ImageDataset, *, device: torch.device | str, threshold: float = 0.1) -> list[Flag]:
-    """An unbounded attack (Linf eps = 1, which can reach any image) must bring accuracy to about 0."""
+def check_unbounded(model: nn.Module, data: ImageDataset, *, device: torch.device | str, threshold: float = 0.1,
+                    crafting: Mapping[str, nn.Module] | None = None) -> list[Flag]:
+    """An unbounded attack (Linf eps = 1, which can reach any image) must bring accuracy to about 0: PGD on the
+    model itself, else PGD crafted on each of the evaluation's adaptive models (``crafting``) and judged on
+    the model; the lowest accuracy counts."""
     from bastion.attacks import PGD
 
     x, y = data.images.to(device), data.labels.to(device)
-    res = PGD(eps=1.0, steps=20, step_size=0.1, restarts=1)(model, x, y, generator=torch.Generator().manual_seed(0))
+    pgd = PGD(eps=1.0, steps=20, step_size=0.1, restarts=1)
+    res = pgd(model, x, y, generator=torch.Generator().manual_seed(0))
     acc = float(res.robust.float().mean())
+    by_mode = {"naive": acc}
+    for label, m in (crafting or {}).items():
+        if acc <= threshold:
+            break
+        x_adv = pgd(m, x, y, generator=torch.Generator().manual_seed(0)).x_adv
+        with frozen(model), torch.no_grad():
+            by_mode[f"adaptive:{label}"] = float((model(x_adv).argmax(1) == y).float().mean())
+        acc = min(by_mode.values())
     if acc > threshold:
         return [Flag(
             code="unbounded-attack-fails", severity="error", title=f"PGD at eps=1 leaves {acc:.0%} accuracy",
@@ -101,47 +118,31 @@ def check_unbounded(model: nn.Module, data: ImageDataset, *, device: torch.devic
                     "smaller eps is suspect.",
             advice="Fix the attack before trusting the evaluation: adaptive attacks (BPDA/EOT), gradient-free "
                    "attacks, more steps, the margin loss.",
-            evidence={"accuracy_at_eps_1": acc, "n": len(x)})]
+            evidence={"accuracy_at_eps_1": acc, "by_mode": by_mode, "n": len(x)})]
     return []
 
 
-def check_rows(rows: Sequence[Row], *, n: int) -> list[Flag]:
+def check_rows(rows: Sequence[Row], *, n: int, cascade: bool = False) -> list[Flag]:
     """Checks on the results themselves: single-step vs iterative, black-box vs white-box, monotonicity,
-    loss increase."""
+    loss increase. Rows are compared within one threat model (mode, norm, eps).
+
+    Without ``cascade`` each row's accuracy is its attack's own, and a weaker attack (FGSM; a score, label or
+    transfer attack) must not end below the stronger ones. In a cascade a row's accuracy is the worst case so
+    far, so that comparison says nothing; instead, a weaker attack that runs *after* a stronger one must not
+    break more than noise of the images the stronger attacks left (its ``succeeded`` count). The suite's
+    usual order (FGSM first) leaves FGSM nothing to be compared with: its check needs ``cascade=False`` or
+    the iterative attacks first.
+    """
     flags: list[Flag] = []
     by_mode: dict[str, list[Row]] = {}
     for r in rows:
         by_mode.setdefault(r.mode, []).append(r)
     for mode, rs in by_mode.items():
-        eps_values = sorted({r.eps for r in rs if r.eps is not None})
-        for eps in eps_values:
-            at = [r for r in rs if r.eps == eps]
-            single = [r for r in at if _base_name(r.attack) == "fgsm"]
-            iterative = [r for r in at if _base_name(r.attack) in ("bim", "pgd") and r.access == "white-box"]
-            if single and iterative:
-                s, it = min(r.accuracy for r in single), min(r.accuracy for r in iterative)
-                if s + _noise(it, n) < it:
-                    flags.append(Flag(
-                        code="single-step-beats-iterative", severity="warning",
-                        title=f"FGSM beats iterative attacks at eps={eps:g} ({mode})",
-                        meaning="An iterative attack should be at least as strong as one step in the same direction. "
-                                "If FGSM wins, the iterative attack is stuck (gradient masking, bad step size).",
-                        advice="Check step sizes and steps, use restarts and the margin loss, try BPDA/EOT.",
-                        evidence={"eps": eps, "fgsm_accuracy": s, "iterative_accuracy": it}))
-            white = [r.accuracy for r in at if r.access == "white-box"]
-            other = [r for r in at if r.access in ("score", "label", "transfer")]
-            if white and other:
-                best_white = min(white)
-                for r in other:
-                    if r.accuracy + _noise(best_white, n) < best_white:
-                        flags.append(Flag(
-                            code="blackbox-beats-whitebox", severity="error",
-                            title=f"{r.attack} ({r.access}) beats the white-box attacks at eps={eps:g} ({mode})",
-                            meaning="An attack with less information should not be stronger than one with gradients. "
-                                    "The white-box gradients are uninformative (gradient masking).",
-                            advice="Treat the black-box number as the upper bound on robustness; build an adaptive "
-                                   "white-box attack (BPDA/EOT) before claiming robustness.",
-                            evidence={"eps": eps, "attack_accuracy": r.accuracy, "white_box_accuracy": best_white}))
+        groups = list(dict.fromkeys((r.norm, r.eps) for r in rs if r.eps is not None))
+        for norm, eps in groups:
+            at = [r for r in rs if r.eps == eps and r.norm == norm]
+            where = f"eps={eps:g}" + (f" ({norm})" if norm not in (None, "linf") else "")
+            flags += _compare(at, n=n, cascade=cascade, mode=mode, where=where, eps=eps)
         for attack in dict.fromkeys(r.attack for r in rs if r.eps is not None):
             curve = sorted((r.eps, r.accuracy) for r in rs if r.attack == attack and r.eps is not None)
             for (e0, a0), (e1, a1) in zip(curve, curve[1:], strict=False):
@@ -168,21 +169,89 @@ def check_rows(rows: Sequence[Row], *, n: int) -> list[Flag]:
     return flags
 
 
+def _single_step_flag(mode: str, where: str, evidence: dict[str, Any]) -> Flag:
+    return Flag(
+        code="single-step-beats-iterative", severity="warning",
+        title=f"FGSM beats iterative attacks at {where} ({mode})",
+        meaning="An iterative attack should be at least as strong as one step in the same direction. "
+                "If FGSM wins, the iterative attack is stuck (gradient masking, bad step size).",
+        advice="Check step sizes and steps, use restarts and the margin loss, try BPDA/EOT.",
+        evidence=evidence)
+
+
+def _blackbox_flag(r: Row, mode: str, where: str, evidence: dict[str, Any]) -> Flag:
+    return Flag(
+        code="blackbox-beats-whitebox", severity="error",
+        title=f"{r.attack} ({r.access}) beats the white-box attacks at {where} ({mode})",
+        meaning="An attack with less information should not be stronger than one with gradients. "
+                "The white-box gradients are uninformative (gradient masking).",
+        advice="Treat the black-box number as the upper bound on robustness; build an adaptive "
+               "white-box attack (BPDA/EOT) before claiming robustness.",
+        evidence=evidence)
+
+
+def _compare(at: list[Row], *, n: int, cascade: bool, mode: str, where: str, eps: float) -> list[Flag]:
+    """The weaker-beats-stronger checks among the rows of one threat model, in execution order."""
+    flags: list[Flag] = []
+    def is_iterative(r: Row) -> bool:
+        return _base_name(r.attack) in ("bim", "pgd") and r.access == "white-box"
+    def is_single(r: Row) -> bool:
+        return _base_name(r.attack) == "fgsm"
+    def is_blackbox(r: Row) -> bool:
+        return r.access in ("score", "label", "transfer")
+    if not cascade:
+        single, iterative = [r for r in at if is_single(r)], [r for r in at if is_iterative(r)]
+        if single and iterative:
+            s, it = min(r.accuracy for r in single), min(r.accuracy for r in iterative)
+            if s + _noise(it, n) < it:
+                flags.append(_single_step_flag(mode, where, {"eps": eps, "fgsm_accuracy": s, "iterative_accuracy": it}))
+        white = [r.accuracy for r in at if r.access == "white-box"]
+        if white:
+            best_white = min(white)
+            for r in at:
+                if is_blackbox(r) and r.accuracy + _noise(best_white, n) < best_white:
+                    flags.append(_blackbox_flag(r, mode, where, {"eps": eps, "attack_accuracy": r.accuracy,
+                                                                 "white_box_accuracy": best_white}))
+        return flags
+    for i, r in enumerate(at):
+        before = at[:i]
+        stronger = [b for b in before if is_iterative(b)] if is_single(r) else (
+            [b for b in before if b.access == "white-box"] if is_blackbox(r) else [])
+        if not stronger:
+            continue
+        left = before[-1].accuracy  # the worst-case accuracy the earlier attacks left
+        added = r.succeeded / max(n, 1)  # images this weaker attack broke that every earlier one missed
+        if added > _noise(left, n):
+            evidence = {"eps": eps, "broken_after_stronger_attacks": added, "accuracy_left_by_them": left,
+                        "stronger_attacks": [b.attack for b in stronger]}
+            flags.append(_single_step_flag(mode, where, evidence) if is_single(r)
+                         else _blackbox_flag(r, mode, where, evidence))
+    return flags
+
+
 def run_checks(
     model: nn.Module,
     data: ImageDataset,
     rows: Sequence[Row],
     *,
-    adaptive: bool,
-    eps_grid: Sequence[float] | None,
+    adaptive: Mapping[str, nn.Module] | bool = False,
+    cascade: bool = False,
+    n: int | None = None,
     device: torch.device | str = "cpu",
 ) -> list[Flag]:
-    """All checks; ``data`` is a small batch (e.g. 64 images) for the model-level checks."""
-    flags = check_outputs(model, data, adaptive=adaptive, device=device)
-    flags += check_gradients(model, data, device=device)
-    flags += check_unbounded(model, data, device=device)
-    n = max((r.attacked for r in rows), default=0)
-    flags += check_rows(rows, n=n)
+    """All checks; ``data`` is a small batch (e.g. 64 images) for the model-level checks, ``n`` the number of
+    evaluated images behind ``rows`` (default: the most any row attacked). ``adaptive``: the evaluation's
+    adaptive attack models (``{label: module}``), used by the model-level checks (True: some exist, not given).
+    Runs with autograd on, also when called under ``torch.no_grad()`` or ``inference_mode()``."""
+    crafting = dict(adaptive) if isinstance(adaptive, Mapping) else {}
+    with torch.inference_mode(False), torch.enable_grad():
+        if data.images.is_inference():
+            data = dataclasses.replace(data, images=data.images.clone(), labels=data.labels.clone())
+        flags = check_outputs(model, data, adaptive=bool(adaptive), device=device)
+        flags += check_gradients(model, data, device=device, adaptive=bool(adaptive))
+        flags += check_unbounded(model, data, device=device, crafting=crafting)
+    n = n if n is not None else max((r.attacked for r in rows), default=0)
+    flags += check_rows(rows, n=n, cascade=cascade)
     return flags
 
 

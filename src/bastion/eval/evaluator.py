@@ -65,6 +65,11 @@ def has_eps(attack: Attack) -> bool:
     return inner is not None and has_eps(inner)
 
 
+def attack_norm(attack: Attack) -> str | None:
+    """The norm of ``attack``'s threat model (``"linf"``, ``"l2"``, ``"l0"``; a wrapper's is its inner attack's)."""
+    return getattr(getattr(attack, "threat", None), "norm", None)
+
+
 def attack_eps(attack: Attack) -> float:
     """The radius of an attack for which :func:`has_eps` holds."""
     inner = _inner(attack)
@@ -149,9 +154,15 @@ class Evaluation:
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if self.eps_grid is not None:
-            bad = [e for e in self.eps_grid if not (isinstance(e, (int, float)) and e >= 0 and math.isfinite(e))]
+            grid = list(self.eps_grid)
+            bad = [e for e in grid if isinstance(e, bool) or not (isinstance(e, (int, float, np.floating, np.integer))
+                                                                    and e >= 0 and math.isfinite(e))]
             if bad:
                 raise ConfigError(f"eps_grid values must be finite and >= 0, got {bad}")
+            grid = [float(e) for e in grid]
+            if len(set(grid)) != len(grid):
+                raise ConfigError(f"eps_grid has repeated values: {grid}")
+            self.eps_grid = grid
 
     # ------------------------------------------------------------------------------------------------
     def plan(self) -> list[tuple[int, Attack, float | None]]:
@@ -202,16 +213,18 @@ class Evaluation:
         done = 0
         for mi, mode in enumerate(modes):
             craft = model if mode == "naive" else self.adaptive[mode.split(":", 1)[1]]
-            robust_now: dict[float | None, Tensor] = {}
+            # the cascade runs within one threat model: (norm, eps); an L2 row never inherits Linf breaks
+            robust_now: dict[tuple[str | None, float | None], Tensor] = {}
             for ai, atk, eps in plan:
-                alive = robust_now.setdefault(eps, clean_correct.clone())
+                norm = attack_norm(atk)
+                alive = robust_now.setdefault((norm, eps), clean_correct.clone())
                 idx = alive.nonzero().squeeze(1) if self.cascade else torch.arange(n)
                 robust = torch.full((n,), -1, dtype=torch.int8)
                 norms = {k: torch.full((n,), float("nan"), dtype=torch.float64) for k in ("l0", "l2", "linf")}
                 queries = torch.zeros(n, dtype=torch.int64)
                 loss_adv = torch.full((n,), float("nan"), dtype=torch.float64)
                 seconds = 0.0
-                ei = self.eps_grid.index(eps) if (eps is not None and self.eps_grid is not None) else 0
+                ei = list(self.eps_grid).index(eps) if (eps is not None and self.eps_grid is not None) else 0
                 seed = (self.seed * 1_000_003 + mi * 10_007 + ai * 101 + ei) % (2**63)
                 for s in range(0, idx.numel(), self.batch_size):
                     b = idx[s : s + self.batch_size]
@@ -237,7 +250,8 @@ class Evaluation:
                 key = f"{mode}/{labels[ai]}@{eps}"
                 per["order"].append(key)
                 per["rows"][key] = {
-                    "attack": labels[ai], "mode": mode, "access": atk.access, "eps": eps, "robust": robust.tolist(),
+                    "attack": labels[ai], "mode": mode, "access": atk.access, "eps": eps, "norm": norm,
+                    "robust": robust.tolist(),
                     **{k: _nan_to_none(v) for k, v in norms.items()}, "queries": queries.tolist(),
                     "loss_adv": _nan_to_none(loss_adv), "seconds": seconds,
                 }
@@ -251,14 +265,16 @@ class Evaluation:
         n = max(len(clean), 1)
         loss_clean = np.asarray(per["loss_clean"], dtype=np.float64)
         rows: list[Row] = []
-        worst: dict[tuple[str, float | None], np.ndarray] = {}
+        worst: dict[tuple[str, str | None, float | None], np.ndarray] = {}
         for key in per["order"]:
             r = per["rows"][key]
             robust = np.asarray(r["robust"], dtype=np.int8)
-            group = (r["mode"], r["eps"])
+            group = (r["mode"], r.get("norm"), r["eps"])
             alive = worst.setdefault(group, clean.copy())
             alive &= robust != 0
-            acc = float(alive.sum() / n) if self.cascade else float((robust == 1).sum() / n)
+            # only images the model gets right count as robust (a randomized model can get a misclassified
+            # image right under attack)
+            acc = float(alive.sum() / n) if self.cascade else float(((robust == 1) & clean).sum() / n)
             attacked = robust != -1
             eligible = attacked & clean
             broken = eligible & (robust == 0)
@@ -266,7 +282,7 @@ class Evaluation:
                 v = np.asarray(r[name], dtype=np.float64)[mask]
                 return float(fn(v)) if v.size else None
             rows.append(Row(
-                attack=r["attack"], mode=r["mode"], access=r["access"], eps=r["eps"], accuracy=acc,
+                attack=r["attack"], mode=r["mode"], access=r["access"], eps=r["eps"], norm=r.get("norm"), accuracy=acc,
                 success_rate=float(broken.sum() / eligible.sum()) if eligible.any() else None,
                 attacked=int(attacked.sum()),
                 succeeded=int(broken.sum()),
@@ -277,7 +293,7 @@ class Evaluation:
                 loss_clean=float(loss_clean[attacked].mean()) if attacked.any() else None,
                 loss_adv=float(np.asarray(r["loss_adv"], dtype=np.float64)[attacked].mean()) if attacked.any() else None,
             ))
-        worst_case = [{"mode": m, "eps": e, "accuracy": float(a.sum() / n)} for (m, e), a in worst.items()]
+        worst_case = [{"mode": m, "norm": nm, "eps": e, "accuracy": float(a.sum() / n)} for (m, nm, e), a in worst.items()]
         return float(clean.mean()) if len(clean) else 0.0, rows, worst_case
 
     def run(
@@ -311,8 +327,8 @@ class Evaluation:
             if self.checks:
                 from bastion.eval.checks import run_checks
 
-                flags = run_checks(model, data.spread(self.check_images), rows, adaptive=bool(self.adaptive),
-                                   eps_grid=self.eps_grid, device=device)
+                flags = run_checks(model, data.spread(self.check_images), rows, adaptive=self.adaptive,
+                                   cascade=self.cascade, n=len(per["clean_correct"]), device=device)
         return RobustnessReport(
             model=describe_model(model),
             data={"name": data.name, "split": data.split, "n": len(data), "sha256": data.sha256},

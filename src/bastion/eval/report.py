@@ -9,17 +9,19 @@ Schema (``schema_version`` 1)::
       "eps_grid": [float], "cascade": bool, "suite": [attack.to_dict()],
       "clean_accuracy": float,
       "rows": [ {"attack": label, "mode": "naive" | "adaptive:<name>", "access": str, "eps": float | null,
+                 "norm": "linf" | "l2" | "l0" | null,
                  "accuracy": float, "success_rate": float | null, "attacked": int, "succeeded": int,
                  "l0_mean", "l0_max", "l2_mean", "l2_max", "linf_mean", "linf_max": float | null,
                  "seconds": float, "queries_mean", "loss_clean", "loss_adv": float | null} ],
-      "worst_case": [ {"mode": str, "eps": float | null, "accuracy": float} ],
+      "worst_case": [ {"mode": str, "norm": str | null, "eps": float | null, "accuracy": float} ],
       "flags": [ {"code", "severity", "title", "meaning", "advice", "evidence"} ],
-      "per_image": {"index": [int], "clean_correct": [bool], "<row key>": {"robust": [0|1|-1], "l2": [...]}} | null
+      "per_image": {"index": [int], "clean_correct": [0|1], "loss_clean": [float], "order": [row key],
+                    "rows": {"<row key>": {"robust": [0|1|-1], "l0" / "l2" / "linf": [float | null], ...}}} | null
     }
 
 ``accuracy`` of a row is the fraction of *all* evaluated images still classified correctly; in cascade
 mode (AutoAttack's protocol) it is the worst case over that attack and the suite's earlier attacks, since
-each attack only runs on points still robust. Norms are over successful adversarial examples only; a row
+each attack only runs on points still robust within its threat model (the same norm and eps). Norms are over successful adversarial examples only; a row
 that attacked no image (the cascade left none) has null success rate, queries and losses.
 """
 
@@ -66,6 +68,7 @@ class Row:
     queries_mean: float | None
     loss_clean: float | None
     loss_adv: float | None
+    norm: str | None = None  # the attack's threat-model norm; rows compare and cascade within (norm, eps)
 
     @property
     def key(self) -> str:
@@ -98,12 +101,21 @@ class RobustnessReport:
         return list(dict.fromkeys(r.attack for r in self.rows if r.mode == mode))
 
     def curve(self, attack: str, mode: str = "naive") -> list[tuple[float, float]]:
-        """(eps, accuracy) points of one attack, sorted by eps."""
-        pts = [(r.eps if r.eps is not None else 0.0, r.accuracy) for r in self.rows if r.attack == attack and r.mode == mode]
-        return sorted(pts)
+        """(eps, accuracy) points of one attack, sorted by eps (attacks without a radius have none)."""
+        return sorted((r.eps, r.accuracy) for r in self.rows if r.attack == attack and r.mode == mode and r.eps is not None)
 
-    def worst(self, mode: str = "naive") -> list[tuple[float, float]]:
-        return sorted((w["eps"] if w["eps"] is not None else 0.0, w["accuracy"]) for w in self.worst_case if w["mode"] == mode)
+    def norms(self, mode: str = "naive") -> list[str | None]:
+        """The threat-model norms of the rows with a radius, in row order."""
+        return list(dict.fromkeys(r.norm for r in self.rows if r.mode == mode and r.eps is not None))
+
+    def norm_of(self, attack: str, mode: str = "naive") -> str | None:
+        return next((r.norm for r in self.rows if r.attack == attack and r.mode == mode), None)
+
+    def worst(self, mode: str = "naive", norm: str | None = None) -> list[tuple[float, float]]:
+        """(eps, worst-case accuracy) within one threat model (``norm``; None: the first norm with a radius)."""
+        norm = norm if norm is not None else next(iter(self.norms(mode)), None)
+        return sorted((w["eps"], w["accuracy"]) for w in self.worst_case
+                      if w["mode"] == mode and w.get("norm") == norm and w["eps"] is not None)
 
     # ---- (de)serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -25,22 +25,21 @@ from bastion.errors import ConfigError, LabelError
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid)
 
 
-def default_layer(model: nn.Module) -> str:
-    """Name of the default CAM layer: the last ``Conv2d``, or the activation right after it if there is one."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not names:
-        raise ConfigError("the model has no Conv2d layer; CAM and Grad-CAM need a conv net")
-    last = names[-1]
-    modules = list(model.named_modules())
-    pos = [n for n, _ in modules].index(last)
-    parent = last.rsplit(".", 1)[0] if "." in last else ""
-    for name, mod in modules[pos + 1 :]:
-        same_parent = (name.rsplit(".", 1)[0] if "." in name else "") == parent
-        if same_parent and isinstance(mod, _ACTIVATIONS):
-            return name
-        if same_parent:
-            break
-    return last
+def default_layer(model: nn.Module, x: Tensor | None = None) -> str:
+    """Name of the default CAM layer: the last spatial feature map the forward pass computes, found by running
+    ``x`` (default: one blank input of a bastion model's ``meta.input_shape``) with hooks on every module.
+
+    Execution order matters where registration order misleads: in a residual block the skip-connection conv
+    is registered last, but the block's output (after the addition) is the feature map the head pools.
+    """
+    if x is None:
+        shape = getattr(getattr(model, "meta", None), "input_shape", None)
+        if shape is None or len(shape) != 3:
+            raise ConfigError("default_layer needs an input x for a model without bastion metadata (meta.input_shape)")
+        dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+        x = torch.zeros(1, *shape, device=dev)
+    with torch.no_grad():
+        return _activations_and_scores(model, x, None)[2]
 
 
 def _module(model: nn.Module, layer: str) -> nn.Module:
@@ -51,20 +50,54 @@ def _module(model: nn.Module, layer: str) -> nn.Module:
     return modules[layer]
 
 
-def _activations_and_scores(model: nn.Module, x: Tensor, layer: str) -> tuple[Tensor, Tensor]:
-    store: dict[str, Tensor] = {}
+_POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.LPPool2d)
 
-    def hook(_m: nn.Module, _inp: Any, out: Tensor) -> None:
-        store["a"] = out
 
-    handle = _module(model, layer).register_forward_hook(hook)
+def _activations_and_scores(model: nn.Module, x: Tensor, layer: str | None) -> tuple[Tensor, Tensor, str]:
+    """The activations of ``layer`` (its last 4-D output in the forward pass), the model's scores, and the
+    layer's name. ``layer=None``: the last feature map the forward pass computes (by execution order, not
+    registration order: a residual block's skip-connection conv is registered last but is not the block's
+    output), skipping pooling outputs and 1x1 maps. A tensor keeps the name of the last leaf module that
+    returned it (an in-place ReLU returns its conv's tensor: the ReLU's name); a container that only passes
+    a tensor on does not rename it."""
+    found: list[tuple[str, Tensor]] = []
+    made_by: dict[int, str] = {}
+    alive: list[Tensor] = []  # every tensor seen stays referenced, so that no id() is reused mid-pass
+
+    def hook_for(name: str, mod: nn.Module):  # noqa: ANN202
+        leaf = next(mod.children(), None) is None
+
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+            if not isinstance(out, Tensor) or out.ndim != 4:
+                return
+            if layer is not None:
+                found.append((name, out))
+                return
+            alive.append(out)
+            if isinstance(mod, _POOLING) or out.shape[2] * out.shape[3] <= 1:
+                made_by[id(out)] = ""  # a pooling output: no container passing it on counts
+                return
+            if leaf or id(out) not in made_by:
+                made_by[id(out)] = name
+            if made_by[id(out)]:
+                found.append((made_by[id(out)], out))
+        return hook
+
+    targets = [(n, m) for n, m in model.named_modules() if n] if layer is None else [(layer, _module(model, layer))]
+    handles = [m.register_forward_hook(hook_for(n, m)) for n, m in targets]
     try:
         scores = model(x)
     finally:
-        handle.remove()
-    if "a" not in store:
-        raise ConfigError(f"layer {layer!r} was not used in the forward pass")
-    return store["a"], scores
+        for h in handles:
+            h.remove()
+    if not found:
+        if layer is None:
+            raise ConfigError("the model computes no spatial feature map (4-D, larger than 1x1); CAM and "
+                              "Grad-CAM need a conv net")
+        raise ConfigError(f"layer {layer!r} was not used in the forward pass, or produced no 4-D feature map "
+                          "(CAM and Grad-CAM need a conv layer's (B, C, h, w) output)")
+    name, a = found[-1]
+    return a, scores, name
 
 
 def grad_cam(model: nn.Module, x: Tensor, *, layer: str | None = None, class_idx: Tensor | int | None = None) -> Tensor:
@@ -73,15 +106,15 @@ def grad_cam(model: nn.Module, x: Tensor, *, layer: str | None = None, class_idx
     Args:
         model: a conv net in eval mode.
         x: images (B, C, H, W) in [0, 1].
-        layer: module name (``dict(model.named_modules())`` key); default :func:`default_layer`.
+        layer: module name (``dict(model.named_modules())`` key); default the last spatial feature map the
+            forward pass computes (see :func:`_activations_and_scores`).
         class_idx: class per image (tensor (B,) or int); default the predicted class.
     """
     check_images(x)
     check_eval_mode(model)
-    layer = layer or default_layer(model)
     with frozen(model), torch.inference_mode(False), torch.enable_grad():  # works under no_grad() too
         xi = x.detach().clone().requires_grad_(True)  # so activations are part of a graph
-        a, scores = _activations_and_scores(model, xi, layer)
+        a, scores, _ = _activations_and_scores(model, xi, layer)
         cls = _classes(scores, class_idx)
         picked = scores.gather(1, cls[:, None]).sum()
         (g,) = torch.autograd.grad(picked, a)
@@ -94,12 +127,11 @@ def cam(model: nn.Module, x: Tensor, *, layer: str | None = None, fc: str | None
     """CAM maps ``sum_k w_{c,k} A_k`` (B, h, w) for a model ending in global average pooling + linear.
 
     Args:
-        layer: the last conv activation (default :func:`default_layer`).
+        layer: the last conv activation (default: the last spatial feature map the forward pass computes).
         fc: the final linear layer (default the model's last ``nn.Linear``).
     """
     check_images(x)
     check_eval_mode(model)
-    layer = layer or default_layer(model)
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     fc = fc or (linears[-1] if linears else None)
     if fc is None:
@@ -107,11 +139,15 @@ def cam(model: nn.Module, x: Tensor, *, layer: str | None = None, fc: str | None
     lin = _module(model, fc)
     assert isinstance(lin, nn.Linear)
     with torch.no_grad():
-        a, scores = _activations_and_scores(model, x, layer)
-        if a.ndim != 4 or a.shape[1] != lin.in_features:
-            raise ConfigError(
-                f"CAM needs GAP between {layer!r} ({tuple(a.shape[1:])}) and {fc!r} (in_features={lin.in_features}); "
-                "this model is not a GAP model: use grad_cam")
+        a, scores, layer = _activations_and_scores(model, x, layer)
+        not_gap = (f"CAM needs global average pooling then {fc!r} right after {layer!r}; this model is not a GAP "
+                   "model there (pass layer=/fc=, or use grad_cam)")
+        if a.shape[1] != lin.in_features:
+            raise ConfigError(f"{not_gap}: {tuple(a.shape[1:])} activations, in_features={lin.in_features}")
+        # the definition's premise: the scores are the linear layer on the pooled activations
+        pooled = F.linear(a.mean((2, 3)), lin.weight, lin.bias)
+        if pooled.shape != scores.shape or not torch.allclose(pooled, scores, rtol=1e-3, atol=1e-4):
+            raise ConfigError(f"{not_gap}: the scores are not {fc!r} applied to the pooled activations")
         cls = _classes(scores, class_idx)
         w = lin.weight[cls]  # (B, K)
         return torch.einsum("bk,bkhw->bhw", w, a).detach()

@@ -36,13 +36,17 @@ def example_blocks(model: nn.Module, data: ImageDataset, attack: Attack, *, k: i
     net = classifier_of(model)
     try:
         size = (x.shape[2], x.shape[3])
-        maps = {
-            "clean, true class": upsample(grad_cam(net, x, class_idx=y), size),
-            "adv, true class": upsample(grad_cam(net, res.x_adv, class_idx=y), size),
-            "adv, adversarial class": upsample(grad_cam(net, res.x_adv, class_idx=res.pred_adv), size),
+        raw = {
+            "clean, true class": upsample(grad_cam(net, x, class_idx=y), size, normalize=False),
+            "adv, true class": upsample(grad_cam(net, res.x_adv, class_idx=y), size, normalize=False),
+            "adv, adversarial class": upsample(grad_cam(net, res.x_adv, class_idx=res.pred_adv), size, normalize=False),
         }
-    except BastionError:
-        return blocks + [paragraph("No Grad-CAM: the classifier has no convolutional layer.", "note")]
+    except BastionError as e:
+        return blocks + [paragraph(f"No Grad-CAM: {e}", "note")]
+    # one scale per example across its three maps (Grad-CAM is >= 0): a true-class map that fades under
+    # attack is drawn fainter, not stretched back to full strength
+    top = torch.stack(list(raw.values())).amax(dim=(0, 2, 3)).clamp_min(1e-12)[:, None, None]
+    maps = {t: (m / top).clamp(0.0, 1.0) for t, m in raw.items()}
     titles = [f"{classes[int(a)]} -> {classes[int(b)]}" for a, b in zip(y, res.pred_adv, strict=True)]
     blocks += ["<h3>Grad-CAM: where the classifier looks, clean vs adversarial</h3>",
                img(cam_panel(x.cpu(), res.x_adv.cpu(), {t: m.cpu() for t, m in maps.items()}, row_titles=titles), "grad-cam")]

@@ -84,24 +84,33 @@ def triptych(
 
 
 def accuracy_curves(report: RobustnessReport, *, title: str = "accuracy vs eps") -> Figure:
-    """Accuracy against eps for each attack (solid: naive, dashed: adaptive) and the worst case."""
+    """Accuracy against eps for each attack (solid: naive, dashed: adaptive) and the worst case of each threat
+    model (norm). Attacks without a radius (JSMA, minimum-norm attacks) have no curve: they are in the table."""
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     styles = {"naive": "-"}
+    all_norms: list[str | None] = []
     for mode in report.modes():
         ls = styles.get(mode, "--")
+        norms = report.norms(mode)
+        all_norms += [nm for nm in norms if nm not in all_norms]
+        tag = (lambda nm: f" ({nm})") if len(norms) > 1 else (lambda nm: "")
         for attack in report.attacks(mode):
             pts = report.curve(attack, mode)
-            if len(pts) < 1 or all(e == 0.0 for e, _ in pts) and len(pts) == 1 and report.eps_grid:
+            if not pts:
                 continue
             eps, acc = zip(*pts, strict=True)
             ax.plot((0.0, *eps), (report.clean_accuracy, *acc), ls, marker="o", ms=3,
                     label=f"{attack}" + ("" if mode == "naive" else f" [{mode}]"))
-        worst = report.worst(mode)
-        if worst and len(report.attacks(mode)) > 1:
-            eps, acc = zip(*worst, strict=True)
-            ax.plot((0.0, *eps), (report.clean_accuracy, *acc), ls, color="black", lw=2,
-                    label="worst case" + ("" if mode == "naive" else f" [{mode}]"))
-    ax.set_xlabel("eps (Linf)")
+        for nm in norms:
+            worst = report.worst(mode, nm)
+            if worst and sum(report.norm_of(a, mode) == nm and bool(report.curve(a, mode))
+                             for a in report.attacks(mode)) > 1:
+                eps, acc = zip(*worst, strict=True)
+                ax.plot((0.0, *eps), (report.clean_accuracy, *acc), ls, color="black", lw=2,
+                        label="worst case" + tag(nm) + ("" if mode == "naive" else f" [{mode}]"))
+    names = {"linf": "Linf", "l2": "L2", "l0": "L0"}
+    ax.set_xlabel("eps (" + ", ".join(names.get(nm or "", str(nm)) for nm in all_norms if nm) + ")"
+                  if any(all_norms) else "eps")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)

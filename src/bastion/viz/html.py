@@ -84,8 +84,9 @@ def flags_html(flags: Sequence[Flag]) -> str:
 def rows_table(report: RobustnessReport, *, mode: str | None = None) -> str:
     rows = [r for r in report.rows if mode is None or r.mode == mode]
     return table(
-        ["attack", "mode", "eps", "accuracy", "success", "L0 mean", "L2 mean", "Linf mean", "seconds", "queries"],
-        [(r.attack, r.mode, r.eps, r.accuracy, r.success_rate, r.l0_mean, r.l2_mean, r.linf_mean, r.seconds,
+        ["attack", "mode", "norm", "eps", "accuracy", "success", "L0 mean", "L2 mean", "Linf mean", "seconds",
+         "queries"],
+        [(r.attack, r.mode, r.norm, r.eps, r.accuracy, r.success_rate, r.l0_mean, r.l2_mean, r.linf_mean, r.seconds,
           r.queries_mean) for r in rows],
     )
 
@@ -143,21 +144,25 @@ def evaluation_html(report: RobustnessReport, *, title: str = "bastion robustnes
     page.add(summary_verdict(report))
     page.section("Accuracy against epsilon", img(accuracy_curves(report), "accuracy vs eps"))
     page.section("Results", rows_table(report),
-                 table(["mode", "eps", "worst-case accuracy"], [(w["mode"], w["eps"], w["accuracy"]) for w in report.worst_case]))
+                 table(["mode", "norm", "eps", "worst-case accuracy"],
+                       [(w["mode"], w.get("norm"), w["eps"], w["accuracy"]) for w in report.worst_case]))
     page.add(*extra)
     page.section("Sanity checks", flags_html(report.flags))
     return page.render(command=report.command, versions={"bastion": report.bastion_version, "torch": report.torch_version})
 
 
 def summary_verdict(report: RobustnessReport) -> str:
-    worst = [w for w in report.worst_case if w["eps"] is not None]
+    # the first threat model with a radius (the suite's first norm): eps values of different norms do not compare
+    norm = next(iter(report.norms()), None)
+    worst = [w for w in report.worst_case if w["eps"] is not None and w.get("norm") == norm]
     errors = [f for f in report.flags if f.severity == "error"]
     if not worst:
         return verdict(f"Clean accuracy {report.clean_accuracy:.1%}.", "info")
     top = max(worst, key=lambda w: (w["eps"], w["mode"] != "naive"))
     modes = {w["mode"] for w in worst if w["eps"] == top["eps"]}
     lowest = min(w["accuracy"] for w in worst if w["eps"] == top["eps"])
-    text = (f"Clean accuracy {report.clean_accuracy:.1%}; worst-case accuracy at eps={top['eps']:g} "
+    where = f"{norm} eps" if norm and len(report.norms()) > 1 else "eps"
+    text = (f"Clean accuracy {report.clean_accuracy:.1%}; worst-case accuracy at {where}={top['eps']:g} "
             f"over {len(modes)} attack mode(s): {lowest:.1%}.")
     if errors:
         return verdict(text + f" {len(errors)} sanity check(s) failed: these numbers likely overstate robustness.", "bad")
