@@ -261,8 +261,14 @@ def fit(
     assert train.indices is not None
     keys_all = train.indices.to(device)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+    # the run's own RNG streams (dropout): forked and restored, the caller's global state untouched; on a GPU
+    # the device's generator too (its state is not checkpointed: a resumed GPU run's dropout differs)
+    dev = torch.device(device)
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(config.seed)
+        if cuda:
+            torch.cuda.manual_seed(config.seed)
         if rng_state is not None:
             torch.set_rng_state(rng_state)
         for epoch in range(start_epoch, config.epochs):

@@ -232,3 +232,10 @@ def test_jpeg_takes_a_non_contiguous_batch(rgb: torch.Tensor) -> None:
     xt = rgb.transpose(2, 3)  # a view, not contiguous
     d = bart.sample(xt.shape[0], 3, generator=torch.Generator().manual_seed(1))
     assert torch.equal(bart.apply(xt, d), bart.apply(xt.contiguous(), d))
+
+
+def test_half_precision_images_get_a_clear_error(rgb: torch.Tensor) -> None:
+    from bastion.errors import InputShapeError
+
+    with pytest.raises(InputShapeError, match="float32 or float64"):
+        BaRT(k=2)(rgb.half(), generator=torch.Generator().manual_seed(0))

@@ -232,6 +232,8 @@ class BaRT(InputDefense):
             raise ConfigError(f"the draw is for {len(draw)} images, the batch has {x.shape[0]}")
         if x.ndim != 4:
             raise InputShapeError(f"BaRT transforms images (N, C, H, W); got shape {tuple(x.shape)}")
+        if x.dtype not in (torch.float32, torch.float64):  # e.g. the FFT group has no CPU half-precision kernel
+            raise InputShapeError(f"BaRT transforms float32 or float64 images, got {x.dtype}: pass x.float()")
         if min(x.shape[-2:]) < MIN_SIZE:
             raise InputShapeError(f"BaRT needs images of at least {MIN_SIZE}x{MIN_SIZE} pixels (its windows and "
                                   f"tiles do not fit smaller ones); got {tuple(x.shape[-2:])}")
