@@ -102,13 +102,14 @@ def test_two_process_training_equals_one_process_with_the_whole_batch(tmp_path):
 
 
 def test_shards_partition_the_data_and_merge_back():
-    data = _data()
+    data = _data().spread(20)  # not sorted by source index: merging must restore the data set's own order
     shards = [World(rank=r, size=3).shard_dataset(data) for r in range(3)]
     assert sorted(i for s in shards for i in s.indices.tolist()) == sorted(data.indices.tolist())
     ev = _evaluation()
     parts = [ev.run_shard(pretrained("mnist-cnn"), s) for s in shards]
     merged = merge_per_image(parts)
     whole = ev.run_shard(pretrained("mnist-cnn"), data)
+    assert merged["index"] == whole["index"] == data.indices.tolist()
     for key in whole["order"]:
         assert merged["rows"][key]["robust"] == whole["rows"][key]["robust"]
 
@@ -132,3 +133,17 @@ def test_each_process_gets_its_own_gpu_for_a_bare_cuda_device():
     assert world.device("cuda:3") == torch.device("cuda", 3)  # an explicit index is kept
     assert world.device("cpu") == torch.device("cpu")
     assert World().device("cuda") == torch.device("cuda")  # single process: unchanged
+
+
+def test_an_empty_shard_evaluates_to_nothing_and_merges():
+    data = _data().take(2)
+    shards = [World(rank=r, size=3).shard_dataset(data) for r in range(3)]
+    assert len(shards[2]) == 0
+    ev = _evaluation()
+    parts = [ev.run_shard(pretrained("mnist-cnn"), s) for s in shards]
+    assert parts[2]["clean_correct"] == [] and set(parts[2]["rows"]) == set(parts[0]["rows"])
+    merged = merge_per_image(parts)
+    whole = ev.run_shard(pretrained("mnist-cnn"), data)
+    assert merged["index"] == whole["index"]
+    for key in whole["order"]:
+        assert merged["rows"][key]["robust"] == whole["rows"][key]["robust"]

@@ -82,3 +82,36 @@ def test_resume_on_other_data_or_another_architecture_is_refused(tmp_path, small
 def test_bad_config(kw):
     with pytest.raises(ConfigError):
         TrainConfig(**kw)
+
+
+def test_resuming_a_rolled_back_run_trains_no_further(tmp_path, small):
+    train, _ = small
+    scores = iter([0.5, 0.9, 0.1, 0.95, 0.95])
+
+    def cb(m, epoch, metrics, history):
+        s = next(scores)
+        return {"score": s, **({"rollback": True} if s < 0.2 else {})}
+
+    model = create_model("logreg", seed=0)
+    h = fit(model, train.take(200), config=TrainConfig(epochs=5, batch_size=50), callbacks=[cb], monitor="score",
+            out_dir=tmp_path)
+    assert len(h.epochs) == 3 and h.epochs[-1]["rolled_back"]
+    again = create_model("logreg", seed=0)
+    h2 = fit(again, train.take(200), config=TrainConfig(epochs=5, batch_size=50), callbacks=[cb], monitor="score",
+             out_dir=tmp_path, resume=True)
+    assert len(h2.epochs) == 3  # the finished run is not continued past its rollback
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k])
+
+
+def test_resume_with_another_objective_or_model_options_is_refused(tmp_path, small):
+    from bastion.defenses.adversarial_training import AdversarialTraining
+
+    train, _ = small
+    fit(create_model("mnist-cnn"), train.take(64), config=TrainConfig(epochs=1, batch_size=64), out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="other model options"):
+        fit(create_model("mnist-cnn", dropout=0.5), train.take(64), config=TrainConfig(epochs=1, batch_size=64),
+            out_dir=tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="another objective"):
+        fit(create_model("mnist-cnn"), train.take(64), config=TrainConfig(epochs=1, batch_size=64), out_dir=tmp_path,
+            resume=True, objective=AdversarialTraining(recipe="pgd", eps=0.3, steps=1))

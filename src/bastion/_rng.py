@@ -69,7 +69,16 @@ def _keyed_uniform_torch(
 ) -> Tensor:
     """The reference :func:`keyed_uniform` on tensors (any device)."""
     bits = keyed_bits(keys, shape, seed=seed, stream=stream)
-    return (bits >> 8).to(dtype) * (1.0 / 16777216.0)
+    if dtype in (torch.float32, torch.float64):
+        return (bits >> 8).to(dtype) * (1.0 / 16777216.0)
+    return _low_precision((bits >> 8).to(torch.float32) * (1.0 / 16777216.0), dtype)
+
+
+def _low_precision(u: Tensor, dtype: torch.dtype) -> Tensor:
+    """Float32 uniforms in [0, 1) as ``dtype`` (half, bfloat16): scaled before the cast (2**24 overflows half)
+    and kept below 1 (rounding to the coarser dtype can reach it)."""
+    below_one = torch.nextafter(torch.ones((), dtype=dtype), torch.zeros((), dtype=dtype))
+    return u.to(dtype).clamp_max_(below_one)
 
 
 def keyed_normal(
@@ -142,6 +151,9 @@ def _keyed_uniform_np(
     n = keys.shape[0]
     bits = _keyed_bits_np(keys, math.prod(shape), seed=seed, stream=stream)
     bits >>= np.uint32(8)
-    out = torch.from_numpy(bits.view(np.int32)).to(dtype)
+    work = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    out = torch.from_numpy(bits.view(np.int32)).to(work)
     out *= 1.0 / 16777216.0
+    if work != dtype:
+        out = _low_precision(out, dtype)
     return out.reshape(n, *shape)

@@ -128,8 +128,9 @@ def train(
         world = World.from_env()
         device = str(world.device(device))
         _check_train_options(model, init, dropout=dropout, weight_decay=weight_decay, hidden=hidden)
-        if world.rank == 0:
-            _check_run_folder(out, resume=resume, quiet=quiet)
+        # every process checks (nothing is written before the first epoch ends), so that a refused --out stops
+        # them all with the same message instead of leaving the others to fail in a collective
+        _check_run_folder(out, resume=resume, quiet=quiet or world.rank != 0)
         train_ds = load_dataset(data, split, data_dir=data_dir)
         val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]

@@ -1,12 +1,19 @@
 """Scale-out on PyTorch's own distributed engine (``torch.distributed``, launched by ``torchrun``).
 
 * Evaluation: each process evaluates a deterministic shard of the images (image ``i`` goes to rank
-  ``i % world_size``); per-image randomness is keyed by the image's index in its source split, so the
-  gathered result is identical to a single-process run. Rank 0 writes the report.
+  ``i % world_size``); the attacks' per-image randomness is keyed by the image's index in its source split, so
+  the gathered result is identical to a single-process run. Rank 0 writes the report. Exception: a
+  randomized model (BaRT's ``Defended``) draws from its own generator call by call, so which transforms an
+  image gets depends on its shard; such an evaluation is valid but not equal to a single-process one (a
+  warning says so).
 * Training: each process crafts adversarial examples for, and back-propagates through, its contiguous slice of
   every global batch; gradients are summed across processes (each process weights its loss by its share of
-  the batch), so an update equals one process on the whole batch. Rank 0 writes checkpoints, which hold no
-  rank-specific state, so ``--resume`` works with a different number of processes.
+  the batch), so an update equals one process on the whole batch, up to float rounding, for plain and
+  adversarial training without dropout. Dropout masks, BaRT barrage draws and ``adv_ratio < 1`` (the first
+  images *of each shard* are made adversarial) are drawn per shard instead: such runs are valid but differ
+  from a single-process run (a warning says so). Rank 0 writes checkpoints, which hold no rank-specific state
+  apart from the random state of rank 0, so ``--resume`` works with a different number of processes (with
+  dropout, a resumed multi-process run's masks differ from an uninterrupted one's).
 
 Backend: ``nccl`` when CUDA is available, else ``gloo``. Launch, e.g.::
 
@@ -114,6 +121,16 @@ class World:
             return idx
         return idx.tensor_split(self.size)[self.rank]
 
+    def sum_metrics(self, seen: int, sums: dict[str, float], *, device: torch.device) -> tuple[int, dict[str, float]]:
+        """``seen`` and the per-key ``sums`` of a training epoch, summed over processes (same keys on each)."""
+        if not self.distributed:
+            return seen, sums
+        keys = sorted(sums)
+        t = torch.tensor([float(seen), *(sums[k] for k in keys)], dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        vals = t.tolist()
+        return int(vals[0]), dict(zip(keys, vals[1:], strict=True))
+
     def sum_gradients(self, model: nn.Module) -> None:
         if not self.distributed:
             return
@@ -130,9 +147,14 @@ class World:
 
 
 def merge_per_image(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Merge per-image result shards (as produced by ``Evaluation.run_shard``) by image index."""
+    """Merge per-image result shards (as produced by ``Evaluation.run_shard`` on the shards of
+    :meth:`World.shard_dataset`, in rank order) back into the data set's own order: rank ``r``'s ``k``-th
+    image is the data set's image at position ``r + k * size``. (Not by source index: a data set taken with
+    ``spread`` is not sorted by it.)"""
     index = [i for p in parts for i in p["index"]]
-    order = sorted(range(len(index)), key=lambda j: index[j])
+    size = len(parts)
+    position = [r + k * size for r, p in enumerate(parts) for k in range(len(p["index"]))]
+    order = sorted(range(len(index)), key=lambda j: position[j])
 
     def cat(get: Any) -> list[Any]:
         flat = [v for p in parts for v in get(p)]

@@ -6,6 +6,7 @@ distance for its norm, so no attack needs a Linf and an L2 twin.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -100,9 +101,15 @@ class ThreatModel:
         """Per-sample distance in this norm, shape (B,)."""
         return perturbation_norms(x_adv, x)[self.norm]
 
-    def contains(self, x_adv: Tensor, x: Tensor, *, atol: float = 1e-6) -> Tensor:
-        """Per-sample bool: inside the ball (``+atol``) and inside the bounds."""
+    def contains(self, x_adv: Tensor, x: Tensor, *, atol: float | None = None) -> Tensor:
+        """Per-sample bool: inside the ball (``+atol``) and inside the bounds. The default tolerance is float
+        rounding at the data's scale and dtype (``x + delta`` near 255 in float32 is off by ~1e-5; in half
+        precision near 1 by ~5e-4), plus 1e-6."""
         lo, hi = self.bounds
+        if atol is None:
+            scale = max(abs(lo), abs(hi), 1.0)
+            atol = 1e-6 + 4.0 * torch.finfo(x_adv.dtype).eps * scale * (
+                math.sqrt(x_adv[0].numel()) if self.norm == "l2" else 1.0)
         flat = _flat(x_adv)
         in_box = (flat >= lo - atol).all(1) & (flat <= hi + atol).all(1)
         return in_box & (self.distance(x_adv, x) <= self.eps + atol)

@@ -155,9 +155,28 @@ def _data_identity(train: ImageDataset) -> dict[str, Any]:
     return {"name": train.name, "split": train.split, "n": len(train), "sha256": train.sha256}
 
 
+def _objective_identity(objective: Any) -> str:
+    """What a checkpoint records of its objective (and so of the defense trained with): its ``identity`` or
+    ``to_dict()`` when it has one, else its name."""
+    ident = getattr(objective, "identity", None)
+    if ident is None and callable(getattr(objective, "to_dict", None)):
+        ident = objective.to_dict()
+    if ident is None:
+        ident = getattr(objective, "__qualname__", type(objective).__qualname__)
+    return json.dumps(ident, sort_keys=True, default=str)
+
+
+def _model_identity(model: nn.Module) -> str:
+    """A bastion model's architecture and options (dropout, hidden width: not all of them show in shapes)."""
+    meta = getattr(model, "meta", None)
+    return json.dumps({"arch": getattr(meta, "arch", type(model).__name__),
+                       "arch_options": getattr(meta, "arch_options", {})}, sort_keys=True, default=str)
+
+
 def _check_resumable(path: Path, ckpt: dict[str, Any], config: TrainConfig, data: dict[str, Any],
-                     model: nn.Module) -> None:
-    """Refuse to continue a checkpoint with another configuration, other data or another architecture."""
+                     model: nn.Module, objective: Any = None) -> None:
+    """Refuse to continue a checkpoint with another configuration, other data, another architecture or
+    architecture options, or another objective (defense)."""
     saved, now = ckpt.get("config") or {}, asdict(config)
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if changed:
@@ -172,6 +191,12 @@ def _check_resumable(path: Path, ckpt: dict[str, Any], config: TrainConfig, data
     if mine != theirs:
         raise ConfigError(f"{path}: the checkpoint holds another architecture ({len(theirs)} tensors) than the model "
                           f"being trained ({len(mine)}); use the same --model and options, or another --out")
+    if ckpt.get("model_options") is not None and ckpt["model_options"] != _model_identity(model):
+        raise ConfigError(f"{path}: the run was started with other model options: {ckpt['model_options']} -> "
+                          f"{_model_identity(model)}; use the same --model options (e.g. --dropout), or another --out")
+    if objective is not None and ckpt.get("objective") is not None and ckpt["objective"] != _objective_identity(objective):
+        raise ConfigError(f"{path}: the run was started with another objective (defense): {ckpt['objective']} -> "
+                          f"{_objective_identity(objective)}; use the same --defense options, or another --out")
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -247,7 +272,7 @@ def fit(
     ckpt_path = out / CHECKPOINT if out is not None else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        _check_resumable(ckpt_path, ckpt, config, _data_identity(train), model)
+        _check_resumable(ckpt_path, ckpt, config, _data_identity(train), model, objective)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = int(ckpt["epoch"]) + 1
@@ -255,7 +280,11 @@ def fit(
         rng_state = ckpt["rng_state"]
         if ckpt.get("best_state") is not None:
             best = (float(ckpt["best_score"]), ckpt["best_state"])
-        log.info("resuming from %s at epoch %d", ckpt_path, start_epoch + 1)
+        if ckpt.get("stopped"):  # the run rolled back to its best epoch and stopped: it is finished
+            log.info("%s: the run stopped after epoch %d (rolled back); nothing to resume", ckpt_path, start_epoch)
+            start_epoch = config.epochs
+        else:
+            log.info("resuming from %s at epoch %d", ckpt_path, start_epoch + 1)
 
     images, labels = train.images.to(device), train.labels.to(device)
     assert train.indices is not None
@@ -265,6 +294,14 @@ def fit(
     # the device's generator too (its state is not checkpointed: a resumed GPU run's dropout differs)
     dev = torch.device(device)
     cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    if world is not None and world.distributed:
+        per_shard = [what for what, used in (
+            ("dropout", any(isinstance(m, nn.Dropout | nn.Dropout2d) and m.p > 0 for m in model.modules())),
+            ("BaRT barrages", '"barrage"' in _objective_identity(objective)),
+            ("adv_ratio < 1", getattr(objective, "adv_ratio", 1.0) < 1.0)) if used]
+        if per_shard:
+            log.warning("%s: drawn per process shard, so this %d-process run is valid but differs from a "
+                        "single-process one", ", ".join(per_shard), world.size)
     with torch.random.fork_rng(devices=cuda):
         torch.default_generator.manual_seed(config.seed)
         if cuda:
@@ -304,6 +341,8 @@ def fit(
                     sums[k] = sums.get(k, 0.0) + float(v) * bs
                 progress(f"epoch {epoch + 1}/{config.epochs}", b + 1, steps_per_epoch)
             model.eval()
+            if world is not None:  # every rank's share of the epoch's training metrics, not rank 0's alone
+                seen, sums = world.sum_metrics(seen, sums, device=images.device)
             metrics: dict[str, Any] = {"epoch": epoch + 1, "lr_end": lr, "seconds": time.perf_counter() - t0}
             metrics.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
             if val is not None:
@@ -333,6 +372,9 @@ def fit(
                     "data": _data_identity(train),
                     "best_score": best[0] if best else None,
                     "best_state": best[1] if best else None,
+                    "stopped": bool(rollback and best is not None),
+                    "objective": _objective_identity(objective),
+                    "model_options": _model_identity(model),
                 }
                 _atomic_save(state, out / CHECKPOINT)
                 (out / METRICS).write_text(

@@ -343,3 +343,22 @@ def test_min_norm_on_the_shipped_cnn_beats_fixed_eps_pgd(mnist_cnn_batch):
     assert bool(res.success.all())
     ok = fixed.success
     assert float(res.norms["l2"][ok].median()) < float(fixed.norms["l2"][ok].median())
+
+
+def test_hsj_batch_equals_single_examples_when_features_are_not_a_multiple_of_16():
+    # torch's CPU normal sampler fills blocks of 16: unpadded, a sample's directions depended on how many
+    # its batch neighbours needed (17 of 64 five-feature points came out different)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(10)
+        model[0].bias.sub_(model[0].weight.sum(1) / 2)
+    x = torch.rand(32, 5, generator=gen(7))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    atk = HopSkipJump(max_queries=150, init_evals=20)
+    keys = torch.arange(32)
+    batch = atk(model, x, y, generator=gen(0), keys=keys)
+    singles = torch.cat([atk(model, x[i : i + 1], y[i : i + 1], generator=gen(0), keys=keys[i : i + 1]).x_adv
+                         for i in range(32)])
+    torch.testing.assert_close(batch.x_adv, singles, atol=1e-5, rtol=1e-5)

@@ -6,7 +6,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.attacks import BIM, FGSM, PGD
+from bastion.data import load_dataset
 from bastion.errors import ConfigError, InputRangeError, InputShapeError, LabelError, ModelModeError
+from bastion.models import pretrained
 from tests.conftest import tiny_cnn
 
 #: name -> factory(eps, norm) of a small configuration of each attack under test
@@ -226,3 +228,42 @@ def test_fgsm_and_bim_do_not_evaluate_their_result_twice():
     assert res.queries.tolist() == [1, 1, 1, 1]
     assert len(calls) == 3  # clean outputs, the one gradient, the result (the base class's evaluation)
     assert torch.equal(BIM(eps=0.1, steps=3)(model, x, y).queries, torch.full((4,), 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_keyed_uniforms_in_low_precision_stay_in_the_unit_interval(dtype):
+    from bastion._rng import keyed_uniform
+
+    keys = torch.arange(64)
+    u = keyed_uniform(keys, (1000,), seed=3, dtype=dtype)
+    assert u.dtype == dtype and bool(torch.isfinite(u).all()) and float(u.min()) >= 0 and float(u.max()) < 1
+    assert abs(float(u.float().mean()) - 0.5) < 0.01  # 2**24 overflowed half: nearly every value was inf
+
+
+def test_attacks_on_0_255_pixels_stay_inside_their_threat_model():
+    from bastion.attacks import FGSM, PGD
+
+    class Scaled(torch.nn.Module):  # a model taking 0-255 pixels
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m(x / 255.0)
+
+    model = Scaled(pretrained("mnist-cnn")).eval()
+    x = (load_dataset("mnist-5k", "test[:8]").images * 255.0).round()
+    y = load_dataset("mnist-5k", "test[:8]").labels
+    for atk in (FGSM(eps=7.65, bounds=(0.0, 255.0)), PGD(eps=7.65, steps=3, bounds=(0.0, 255.0))):
+        res = atk(model, x, y)  # the threat-model check's fixed 1e-6 tolerance used to raise here
+        assert float(res.norms["linf"].max()) <= 7.65 + 1e-3
+
+
+def test_transfer_source_that_cannot_take_x_gets_a_clear_error():
+    from bastion.attacks import PGD, TransferAttack
+    from bastion.errors import InputShapeError
+
+    src = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10)).eval()
+    data = load_dataset("mnist-5k", "test[:4]")
+    with pytest.raises(InputShapeError, match="source model"):
+        TransferAttack(source=src, attack=PGD(eps=0.1, steps=1))(pretrained("mnist-cnn"), data.images, data.labels)

@@ -17,8 +17,8 @@ class Descent:
     """How to walk: ``steps`` steps of size ``step_size`` along the threat's steepest direction, projected.
 
     Attributes:
-        keep_best: return, per sample, the best point visited (first success, else highest loss) instead of
-            the last iterate.
+        keep_best: return, per sample, the best point visited instead of the last iterate: a successful point
+            (the first one when ``early_stop``, else the highest-loss one), else the highest-loss point.
         early_stop: stop moving a sample once it is successful (its point is then frozen).
     """
 

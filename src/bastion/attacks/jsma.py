@@ -89,9 +89,11 @@ class L0Fraction(ThreatModel):
         """Per-sample fraction of changed features, shape (B,)."""
         return perturbation_norms(x_adv, x)["l0"] / x[0].numel()
 
-    def contains(self, x_adv: Tensor, x: Tensor, *, atol: float = 1e-6) -> Tensor:
-        """Per-sample bool: at most :meth:`budget` features changed, and inside the bounds (``+atol``)."""
+    def contains(self, x_adv: Tensor, x: Tensor, *, atol: float | None = None) -> Tensor:
+        """Per-sample bool: at most :meth:`budget` features changed, and inside the bounds (``+atol``,
+        default 1e-6)."""
         lo, hi = self.bounds
+        atol = 1e-6 if atol is None else atol
         flat = x_adv.reshape(x_adv.shape[0], -1)
         in_box = (flat >= lo - atol).all(1) & (flat <= hi + atol).all(1)
         return in_box & (perturbation_norms(x_adv, x)["l0"] <= self.budget(x[0].numel()))

@@ -2,7 +2,7 @@
 
 From a uniform random point of the eps-ball, ``steps`` steepest-ascent steps, each projected onto the ball
 and the valid range. Restarts run only on samples not yet successful; each sample keeps its best point
-(the first success, else the highest loss). Losses: cross-entropy or the Carlini-Wagner margin.
+(a successful point, the first one with early_stop, else the highest loss). Losses: cross-entropy or the Carlini-Wagner margin.
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ def square_linf(
     idx = (~done).nonzero().squeeze(1)
     if idx.numel():
         u = keyed_uniform(keys[idx], (c, 1, w), seed=seed, stream=_INIT_STREAM, dtype=x.dtype).to(dev)
-        stripes = torch.where(u < 0.5, -eps, eps)
+        stripes = torch.where(u < 0.5, -eps, eps).to(x.dtype)  # Python scalars would make it float32
         x_init = (x[idx] + stripes).clamp(lo, hi)
         l_init, ok = query(idx, x_init)
         x_best[idx], loss_best[idx], done[idx] = x_init, l_init, ok

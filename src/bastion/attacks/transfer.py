@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, frozen
-from bastion.attacks.base import Attack
+from bastion.attacks.base import Attack, clean_forward
 from bastion.errors import ConfigError, InputShapeError
 from bastion.models.classifier import describe_model
 from bastion.threat import ThreatModel
@@ -53,8 +53,10 @@ def craft_on_source(
         raise ConfigError(f"the source model is on {param.device} but the inputs are on {x.device}; "
                           "bastion does not move models: put the source on the inputs' device")
     with frozen(source):
-        with torch.no_grad():
-            logits_src = source(x)
+        try:
+            logits_src = clean_forward(source, x)
+        except InputShapeError as e:
+            raise InputShapeError(f"the source model: {e}") from e
         if logits_src.ndim != 2 or logits_src.shape[1] != num_classes:
             raise InputShapeError(
                 f"the source model returned shape {tuple(logits_src.shape)}, but the target has {num_classes} "

@@ -201,13 +201,17 @@ class Evaluation:
         modes = ["naive", *[f"adaptive:{k}" for k in self.adaptive]]
         per: dict[str, Any] = {"index": data.indices.tolist(), "rows": {}, "order": []}
 
-        with frozen(model):
-            logits = torch.cat([clean_forward(model, x_all[i : i + self.batch_size].to(device))
-                                for i in range(0, n, self.batch_size)])
-        y_dev = y_all.to(device)
-        clean_correct = (logits.argmax(1) == y_dev).cpu()
-        per["clean_correct"] = clean_correct.to(torch.int8).tolist()
-        per["loss_clean"] = F.cross_entropy(logits, y_dev, reduction="none").cpu().tolist()
+        if n == 0:  # an empty shard (more processes than images): no results, but every row, for the gather
+            clean_correct = torch.zeros(0, dtype=torch.bool)
+            per["clean_correct"], per["loss_clean"] = [], []
+        else:
+            with frozen(model):
+                logits = torch.cat([clean_forward(model, x_all[i : i + self.batch_size].to(device))
+                                    for i in range(0, n, self.batch_size)])
+            y_dev = y_all.to(device)
+            clean_correct = (logits.argmax(1) == y_dev).cpu()
+            per["clean_correct"] = clean_correct.to(torch.int8).tolist()
+            per["loss_clean"] = F.cross_entropy(logits, y_dev, reduction="none").cpu().tolist()
 
         total = len(plan) * len(modes)
         done = 0
@@ -315,6 +319,10 @@ class Evaluation:
         if len(data) == 0:
             raise ConfigError("the evaluation data set is empty")
         shard = data if world is None else world.shard_dataset(data)
+        if world is not None and getattr(world, "distributed", False) and any(
+                bool(getattr(m, "randomized", False)) for m in [model, *self.adaptive.values()]):
+            log.warning("a randomized model under %d processes: its random draws depend on the sharding, so the "
+                        "numbers are valid but differ from a single-process run", world.size)
         # autograd on even under no_grad()/inference_mode(); randomized models' own generators seeded from
         # ``seed`` for the run (and restored after), so that the same evaluation gives the same numbers
         with torch.inference_mode(False), torch.enable_grad(), _seeded_generators([model, *self.adaptive.values()],

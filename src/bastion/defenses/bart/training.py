@@ -49,6 +49,8 @@ def barrage_objective(barrage: BaRT, *, variants: int = 1, clean: bool = True) -
         hit = (logits.argmax(1) == yb).float()
         return loss, {"acc_bart": float(hit[:n_bart].mean()), "acc": float(hit.mean())}
 
+    objective.identity = {"objective": "barrage", "bart": barrage.to_dict(), "variants": variants,  # type: ignore[attr-defined]
+                          "clean": clean}
     return objective
 
 
