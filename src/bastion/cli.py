@@ -125,7 +125,7 @@ def train(
 
     try:
         check_device(device)
-        world = World.from_env()
+        world = World.from_env(device=device)
         device = str(world.device(device))
         _check_train_options(model, init, dropout=dropout, weight_decay=weight_decay, hidden=hidden)
         # every process checks (nothing is written before the first epoch ends), so that a refused --out stops
@@ -367,7 +367,7 @@ def evaluate(
 
     try:
         check_device(device)
-        world = World.from_env()
+        world = World.from_env(device=device)
         device = str(world.device(device))
         net = apply_defense(resolve_model(model, device=device), defense, k=k, seed=seed)
         if world.rank == 0:

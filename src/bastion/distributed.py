@@ -65,8 +65,11 @@ class World:
         return self.size > 1
 
     @classmethod
-    def from_env(cls, *, backend: str | None = None) -> World:
-        """Join the process group described by torchrun's environment variables, or a single-process world."""
+    def from_env(cls, *, backend: str | None = None, device: str | torch.device | None = None) -> World:
+        """Join the process group described by torchrun's environment variables, or a single-process world.
+
+        The backend (unless given) follows ``device``: ``nccl`` for CUDA devices, ``gloo`` for CPU ones (NCCL
+        cannot reduce CPU tensors); without a device, ``nccl`` when CUDA is available."""
         present = [k for k in _ENV if k in os.environ]
         if not present:
             return cls()
@@ -82,7 +85,8 @@ class World:
             raise LaunchError(f"RANK={rank} is not in [0, WORLD_SIZE={size})")
         if size == 1:
             return cls()
-        chosen = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        on_cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+        chosen = backend or ("nccl" if on_cuda and torch.cuda.is_available() else "gloo")
         local = int(os.environ.get("LOCAL_RANK", rank))
         if chosen == "nccl":
             torch.cuda.set_device(local)
@@ -125,17 +129,23 @@ class World:
         """``seen`` and the per-key ``sums`` of a training epoch, summed over processes (same keys on each)."""
         if not self.distributed:
             return seen, sums
-        keys = sorted(sums)
-        t = torch.tensor([float(seen), *(sums[k] for k in keys)], dtype=torch.float64, device=device)
+        every: list[Any] = [None] * self.size
+        dist.all_gather_object(every, sorted(sums))  # a process with only empty shards has no keys
+        keys = sorted(set().union(*every))
+        t = torch.tensor([float(seen), *(sums.get(k, 0.0) for k in keys)], dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         vals = t.tolist()
         return int(vals[0]), dict(zip(keys, vals[1:], strict=True))
 
     def sum_gradients(self, model: nn.Module) -> None:
+        """Sum every trainable parameter's gradient over processes. A process whose shard was empty (or that
+        did not use a parameter) contributes zeros, so all processes join the same collectives."""
         if not self.distributed:
             return
         for p in model.parameters():
-            if p.grad is not None:
+            if p.requires_grad:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
 
     def broadcast_model(self, model: nn.Module) -> None:

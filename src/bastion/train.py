@@ -325,20 +325,21 @@ def fit(
                 ctx = StepContext(epoch=epoch, step=step, total_steps=total_steps, keys=keys_all[idx], seed=config.seed,
                                   steps_per_epoch=steps_per_epoch)
                 model.train()
-                loss, stats = objective(model, x, y, ctx)
-                # Each process holds a shard of the global batch: weight its mean loss by its share and sum
-                # the gradients over processes, so the update equals one process on the whole batch.
-                share = x.shape[0] / global_idx.shape[0]
                 optimizer.zero_grad(set_to_none=True)
-                (loss * share).backward()
+                bs = int(x.shape[0])
+                if bs:
+                    loss, stats = objective(model, x, y, ctx)
+                    # Each process holds a shard of the global batch: weight its mean loss by its share and sum
+                    # the gradients over processes, so the update equals one process on the whole batch.
+                    (loss * (bs / global_idx.shape[0])).backward()
+                    seen += bs
+                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * bs
+                    for k, v in stats.items():
+                        sums[k] = sums.get(k, 0.0) + float(v) * bs
+                # (an empty shard, the last batch smaller than the process count: no loss, zero gradients)
                 if world is not None:
                     world.sum_gradients(model)
                 optimizer.step()
-                bs = int(x.shape[0])
-                seen += bs
-                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * bs
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * bs
                 progress(f"epoch {epoch + 1}/{config.epochs}", b + 1, steps_per_epoch)
             model.eval()
             if world is not None:  # every rank's share of the epoch's training metrics, not rank 0's alone
