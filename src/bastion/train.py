@@ -35,7 +35,12 @@ METRICS = "metrics.json"
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Hyper-parameters of :func:`fit` (validated at construction)."""
+    """Hyper-parameters of :func:`fit` (validated at construction).
+
+    ``schedule="onecycle"`` rises linearly from 0 over the first ``warmup`` fraction of the steps, then falls
+    linearly to 0; its first step has learning rate 0 (no update: a one-step run trains nothing). The shipped
+    weights' recorded commands use it as it is, so it stays that way.
+    """
 
     epochs: int = 5
     batch_size: int = 128
