@@ -4,8 +4,9 @@ uniformly random 32x32 RGB images, one CPU thread, best of 3 interleaved repeats
 
     python benchmarks/bart_kinds.py [group ...]      # default: denoise noise contrast jpeg color_space fft
 
-Prints one line per (data, group, kind): microseconds per image batched and per image, and their ratio.
-A diagnostic beside ``bart_speed.py`` (which measures the bar); it writes no results file.
+Prints one line per (data, group, kind): microseconds per image batched and per image, and their ratio, and
+writes them to ``benchmarks/results/bart_kinds.json`` (a diagnostic beside ``bart_speed.py``, which measures
+the bar). Each row's ``share_of_batched`` is its share of the group's batched time over the images drawn.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _common import write  # noqa: E402
 from bart_reference import FUNCS, _row  # noqa: E402
 from bart_speed import mnist_images  # noqa: E402
 
@@ -31,6 +33,7 @@ def main() -> None:
     bart = BaRT(k=5)
     xm, _ = mnist_images(300)
     xr = torch.rand(300, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    rows = []
     for dname, x in (("mnist", xm), ("rgb32", xr)):
         xn = x.permute(0, 2, 3, 1).double().numpy()
         for t in bart.applicable(x.shape[1]):
@@ -62,6 +65,14 @@ def main() -> None:
                 kind = gname if gname == "all" else t.kinds[int(gname)]  # default groups: every kind, in order
                 print(f"{dname:6s} {t.name:12s} {kind:10s} n={len(idx):3d}  batched {1e6 * b / len(idx):7.1f} us/image"
                       f"  per image {1e6 * q / len(idx):7.1f}  ratio {q / b:5.1f}x")
+                rows.append({"data": dname, "group": t.name, "kind": kind, "images": len(idx),
+                             "batched_us_per_image": 1e6 * b / len(idx), "per_image_us_per_image": 1e6 * q / len(idx),
+                             "speedup": q / b, "batched_seconds": b})
+    for r in rows:  # each kind's share of its group's batched time (the "all" row is the whole group)
+        whole = next(a for a in rows if a["data"] == r["data"] and a["group"] == r["group"] and a["kind"] == "all")
+        r["share_of_batched"] = r["batched_seconds"] / whole["batched_seconds"] if r["kind"] != "all" else 1.0
+    write("bart_kinds.json", {"benchmark": "bart_kinds", "images": 300, "torch_threads": 1, "groups": which,
+                              "repeats": "best of 3, interleaved", "rows": rows})
 
 
 if __name__ == "__main__":
