@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+from rich.markup import escape
 
 from bastion._cli_render import console, progress_bar
 from bastion._device import check_device
@@ -56,7 +57,7 @@ def _command_line(ctx: typer.Context | None = None) -> str:
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[bold red]error:[/] {e}")
+    console.print(f"[bold red]error:[/] {escape(str(e))}")  # a message's own brackets ('train[abc]') kept
     raise typer.Exit(2)
 
 
@@ -132,6 +133,11 @@ def train(
         # them all with the same message instead of leaving the others to fail in a collective
         _check_run_folder(out, resume=resume, quiet=quiet or world.rank != 0)
         train_ds = load_dataset(data, split, data_dir=data_dir)
+        present = int(train_ds.labels.unique().numel())
+        if present < train_ds.num_classes and not quiet and world.rank == 0:
+            console.print(f"[bold yellow]warning:[/] {escape(data)}:{escape(split)} holds only {present} of the "
+                          f"{train_ds.num_classes} classes (mnist-5k is sorted by class: a slice like train[:500] is "
+                          "zeros and ones); the model cannot learn the others")
         val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
                           schedule=schedule, weight_decay=weight_decay, seed=seed)  # type: ignore[arg-type]
@@ -296,9 +302,14 @@ def attack(
         if eps is None and "eps" in attack_options(attack) and "eps" not in extra:
             own["eps"] = 0.3
         atk = make_attack(attack, **{**own, **extra}, checked=set(extra))
+        _check_linf_eps([atk], [getattr(atk, "eps", 0.0)])
         net = apply_defense(resolve_model(model, device=device), defense, k=k)
         _prepare_out(out)
-        ds = load_dataset(data, split, data_dir=data_dir).spread(n)
+        full = load_dataset(data, split, data_dir=data_dir)
+        if n > len(full):
+            console.print(f"note: --n {n} is more than the {len(full)} images of {escape(data)}:{escape(split)}: "
+                          f"attacking all {len(full)}")
+        ds = full.spread(n)
         ds = _drop_target_class(ds, target)
         x, y = ds.images.to(device), ds.labels.to(device)
         res = atk(net, x, y, target=_target(target, len(ds)), generator=torch.Generator().manual_seed(seed),
@@ -311,6 +322,7 @@ def attack(
     if res.target is not None:
         tensors["target"] = res.target.cpu()
     save_file(tensors, str(out / "adversarial.safetensors"), metadata={"attack": json.dumps(atk.to_dict())})
+    (out / "adversarial.safetensors").chmod(0o644)
     summary = {"command": _command_line(ctx), "model": model, "defense": defense, "data": f"{data}:{split}",
                "attack": atk.to_dict(), "target": target, **res.summary()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -361,6 +373,7 @@ def evaluate(
     from bastion.data import load_dataset
     from bastion.distributed import World
     from bastion.eval import Evaluation
+    from bastion.eval.evaluator import has_eps
     from bastion.factory import apply_defense, make_attack_lenient, parse_eps
     from bastion.models import resolve_model
     from bastion.viz.html import evaluation_html
@@ -375,6 +388,13 @@ def evaluate(
         ds = load_dataset(data, split, data_dir=data_dir).spread(n)
         suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
                  for a in attacks.split(",") if a.strip()]
+        _check_linf_eps(suite, parse_eps(eps))
+        if not quiet and world.rank == 0:
+            _warn_training_overlap(net, data, split)
+            fixed = [a.name for a in suite if not has_eps(a)]
+            if fixed:
+                console.print(f"note: {', '.join(fixed)} has no radius: --eps does not apply to it (it runs once, "
+                              "with its own budget, and has no point on the accuracy-vs-eps chart)")
         adaptive_models = _adaptive_models(net, adaptive, eot_n)
         ev = Evaluation(suite=suite, eps_grid=parse_eps(eps), batch_size=batch_size, cascade=cascade, seed=seed,
                         adaptive=adaptive_models)
@@ -395,6 +415,32 @@ def evaluate(
         _print_report(report)
         console.print(f"wrote {out}/results.json, results.csv, report.html")
     world.close()
+
+
+def _check_linf_eps(suite: list, grid: list[float]) -> None:  # type: ignore[type-arg]
+    """Linf radii above 1 on [0, 1] pixels are the whole range again (rows at 1, 1.5 and 2 would be copies)."""
+    from bastion.eval.evaluator import attack_norm
+
+    big = [e for e in grid if e is not None and e > 1]
+    if big and any(attack_norm(a) == "linf" for a in suite):
+        raise BastionError(f"Linf eps above 1 is the whole [0, 1] pixel range, got {big[0]:g}; use eps in [0, 1]")
+
+
+def _warn_training_overlap(net: nn.Module, data: str, split: str) -> None:
+    """Warn when the evaluation images may include the model's own training images (a model trained on
+    mnist-5k:train, evaluated on mnist-5k:all, the default split)."""
+    from bastion._wrap import innermost
+    from bastion.data.base import parse_split
+
+    training = getattr(getattr(innermost(net), "meta", None), "training", None) or {}
+    trained_data, trained_split = training.get("data"), training.get("split")
+    if trained_data != data or not isinstance(trained_split, str):
+        return
+    tb, eb = parse_split(trained_split)[0], parse_split(split)[0]
+    if tb == eb or "all" in (tb, eb):
+        console.print(f"[bold yellow]warning:[/] the model was trained on {escape(trained_data)}:"
+                      f"{escape(trained_split)}; evaluating on {escape(data)}:{escape(split)} can include its own "
+                      "training images (use a held-out split, e.g. --split test)")
 
 
 def _adaptive_models(net: nn.Module, adaptive: str, eot_n: int) -> dict[str, nn.Module]:
@@ -420,14 +466,18 @@ def _print_report(report: object) -> None:
     from rich.table import Table
 
     t = Table(title=f"clean accuracy {report.clean_accuracy:.1%}")  # type: ignore[attr-defined]
-    for c in ("attack", "mode", "eps", "accuracy", "success", "L2", "Linf", "s"):
+    for c in ("attack", "mode", "eps", "accuracy", "attacked", "success", "L2", "Linf", "s"):
         t.add_column(c, justify="right")
     for r in report.rows:  # type: ignore[attr-defined]
-        t.add_row(r.attack, r.mode, "-" if r.eps is None else f"{r.eps:g}", f"{r.accuracy:.1%}",
+        t.add_row(r.attack, r.mode, "-" if r.eps is None else f"{r.eps:g}", f"{r.accuracy:.1%}", str(r.attacked),
                   "-" if r.success_rate is None else f"{r.success_rate:.1%}",
                   "-" if r.l2_mean is None else f"{r.l2_mean:.2f}", "-" if r.linf_mean is None else f"{r.linf_mean:.3f}",
                   f"{r.seconds:.1f}")
     console.print(t)
+    if report.cascade:  # type: ignore[attr-defined]
+        console.print("cascade: each row's accuracy is the worst case over it and the earlier attacks of its "
+                      "threat model; 'attacked' counts the images still standing when it started, 'success' is "
+                      "over those")
     for f in report.flags:  # type: ignore[attr-defined]
         console.print(f"[bold red]flag[/] {f.code}: {f.title}")
 

@@ -149,6 +149,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the run's other files are 0644
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -96,6 +96,9 @@ def test_attack_without_eps_and_with_set_options(tmp_path):
         (["train", "--model", "logreg", "--hidden", "64"], "only apply to --model mnist-cnn"),
         (["train", "--split", "train[5848:]", "--epochs", "1"], "selects none"),
         (["demo", "--device", "cuda:7"], "device"),
+        (["attack", "--attack", "fgsm", "--eps", "1.5", "--n", "4"], "whole [0, 1] pixel range"),
+        (["evaluate", "--attacks", "fgsm", "--eps", "0:2:0.5", "--n", "4"], "whole [0, 1] pixel range"),
+        (["train", "--split", "train[abc]"], "cannot parse split 'train[abc]'"),  # rich markup ate "[abc]"
     ],
 )
 def test_clear_errors(args, message, tmp_path):
@@ -191,3 +194,16 @@ def test_attack_with_a_class_target_leaves_out_images_of_that_class(tmp_path):
 def test_models_prints_the_training_commands():
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0 and "trained with: bastion train" in _flat(r)
+
+
+
+def test_train_and_evaluate_warn_about_one_class_slices_and_training_overlap(tmp_path):
+    r = runner.invoke(app, ["train", "--split", "train[:200]", "--epochs", "1", "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    assert "holds only 1 of the 10 classes" in " ".join(r.output.split())
+    r = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "m" / "model.safetensors"), "--attacks", "fgsm,jsma",
+                            "--eps", "0.1", "--n", "4", "--out", str(tmp_path / "e")])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert "can include its own training images" in out and "jsma has no radius" in out
+    assert "attacked" in out and "cascade:" in out

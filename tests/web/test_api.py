@@ -212,6 +212,17 @@ def test_attack_bad_json_and_big_body(client: TestClient) -> None:
                  "limit is 65,536 bytes")
 
 
+def test_huge_integers_and_deep_nesting_are_400s_not_500s(client: TestClient) -> None:
+    headers = {"content-type": "application/json"}
+    big = '{"model": "standard", "attack": "pgd", "eps": 0.3, "steps": 9' + "9" * 400 + ', "image": {"gallery": 0}}'
+    assert_error(client.post("/api/attack", content=big, headers=headers), 400, "401 digits")
+    longer = '{"attack": "fgsm", "eps": 0.1, "seed": 1' + "0" * 5000 + "}"  # Python's int() refuses > 4,300 digits
+    assert_error(client.post("/api/attack", content=longer, headers=headers), 400, "out of range")
+    nested = "[" * 30000 + "]" * 30000
+    assert_error(client.post("/api/attack", content=nested, headers=headers), 400, "nested too deeply")
+    assert_error(client.post("/api/attack", json={"eps": 0.1, "image": {"gallery": 0}}), 400, "attack is required")
+
+
 def test_server_keeps_serving_after_errors(client: TestClient) -> None:
     for body in (b"\x00" * 100, gif_bytes(), png_header_only(99999, 99999)):
         assert client.post("/api/upload", content=body, headers={"content-type": "image/png"}).status_code >= 400

@@ -114,7 +114,11 @@ def accuracy_curves(report: RobustnessReport, *, title: str = "accuracy vs eps")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:  # e.g. a suite of JSMA only: its rows are in the table
+        ax.text(0.5, 0.5, "no attack with a radius eps: see the table", ha="center", va="center",
+                transform=ax.transAxes, fontsize=8)
     ax.set_title(title, fontsize=10)
     return fig
 

@@ -278,6 +278,8 @@ def parse_attack(params: Any, ctx: DemoContext) -> AttackRequest:
         raise UnknownNameError(f"unknown model {model!r}; valid models: {', '.join(ctx.specs)}")
     attack = params.get("attack")
     if not isinstance(attack, str) or attack not in ATTACKS:
+        if attack is None:
+            raise ConfigError(f"attack is required; valid attacks: {', '.join(ATTACKS)}")
         raise UnknownNameError(f"unknown attack {attack!r}; valid attacks: {', '.join(ATTACKS)}")
     spec = ATTACKS[attack]
 

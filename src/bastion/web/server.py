@@ -55,6 +55,14 @@ _CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; scrip
         "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
 
+def _bounded_int(text: str) -> int:
+    """JSON integers of up to 18 digits (no request field needs more); longer ones are refused here, before
+    Python converts them (huge ones overflow float checks, over 4,300 digits ``int`` itself refuses)."""
+    if len(text.lstrip("-")) > 18:
+        raise ConfigError(f"the request holds an integer of {len(text.lstrip('-'))} digits; numbers that large are "
+                          "out of range for every field")
+    return int(text)
+
 def error_response(exc: BaseException) -> JSONResponse:
     """``{"error": message}`` with the status :func:`~bastion.web.errors.status_of` gives."""
     status = status_of(exc)
@@ -187,9 +195,11 @@ def create_app(ctx: DemoContext | None = None, *, allowed_hosts: Sequence[str] |
     async def attack(request: Request) -> Any:
         body = await read_body(request, ctx.limits.max_json_bytes)
         try:
-            params = json.loads(body)
+            params = json.loads(body, parse_int=_bounded_int)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"the request body must be a JSON object: {e}") from None
+        except RecursionError:
+            raise ConfigError("the request body is nested too deeply to be an attack request") from None
         return await ctx.limiter.run(handlers.run_attack, params, ctx)
 
     async def http_error(_request: Request, exc: Exception) -> Response:
