@@ -18,7 +18,10 @@ from rich.progress import (
 
 from bastion.progress import Progress as ProgressCallback
 
+#: progress, notes, warnings and errors (stderr)
 console = Console(stderr=True)
+#: results: summaries, tables and listings (stdout, so that ``bastion models > models.txt`` captures them)
+results = Console()
 
 
 @contextmanager

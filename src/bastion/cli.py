@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from rich.markup import escape
 
-from bastion._cli_render import console, progress_bar
+from bastion._cli_render import console, progress_bar, results
 from bastion._device import check_device
 from bastion.errors import BastionError
 
@@ -182,7 +182,7 @@ def train(
         return
     if world.rank != 0:
         return
-    console.print(f"saved {path}  val accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else f"saved {path}")
+    results.print(f"saved {path}  val accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else f"saved {path}")
 
 
 def _check_train_options(model: str, init: str | None, *, dropout: float, weight_decay: float,
@@ -333,8 +333,8 @@ def attack(
     ok = int(res.success.sum())
     norms = (f"over the {ok} successful: mean Linf {summary['mean_linf_success']:.3f}, L2 {summary['mean_l2_success']:.3f}, "
              f"L0 {summary['mean_l0_success']:.1f}" if ok else "no successful example")
-    console.print(f"{atk.name}: success {summary['success_rate']:.1%}, robust accuracy {summary['robust_accuracy']:.1%}; "
-                  f"{norms}; {summary['seconds']:.2f}s -> {out}")
+    results.print(f"{atk.name}: success {summary['success_rate']:.1%}, robust accuracy {summary['robust_accuracy']:.1%}; "
+                  f"{norms}; {summary['seconds']:.2f}s -> {out}", soft_wrap=True)
     if getattr(net, "randomized", False):
         console.print("note: this model is randomized, so one naive run of an attack understates what an attacker "
                       "can do; `bastion evaluate` adds adaptive (EOT/BPDA) attacks, and iterative attacks should run "
@@ -473,13 +473,13 @@ def _print_report(report: object) -> None:
                   "-" if r.success_rate is None else f"{r.success_rate:.1%}",
                   "-" if r.l2_mean is None else f"{r.l2_mean:.2f}", "-" if r.linf_mean is None else f"{r.linf_mean:.3f}",
                   f"{r.seconds:.1f}")
-    console.print(t)
+    results.print(t)
     if report.cascade:  # type: ignore[attr-defined]
         console.print("cascade: each row's accuracy is the worst case over it and the earlier attacks of its "
                       "threat model; 'attacked' counts the images still standing when it started, 'success' is "
                       "over those")
     for f in report.flags:  # type: ignore[attr-defined]
-        console.print(f"[bold red]flag[/] {f.code}: {f.title}")
+        results.print(f"[bold red]flag[/] {f.code}: {f.title}")
 
 
 @app.command()
@@ -533,12 +533,13 @@ def list_models() -> None:
         p = weights_path(name)
         if p.exists():
             m = read_meta(p)
-            console.print(f"[bold]{name}[/]: {desc}; {m.metrics.get('val_split')}: {m.metrics.get('val_acc')}")
+            results.print(f"[bold]{name}[/]: {desc}; {m.metrics.get('val_split')}: {m.metrics.get('val_acc')}",
+                          soft_wrap=True)
             command = (m.training or {}).get("command")
             if command:
-                console.print(f"  trained with: {command}", soft_wrap=True, highlight=False)
+                results.print(f"  trained with: {command}", soft_wrap=True, highlight=False)
         else:
-            console.print(f"[bold]{name}[/]: {desc} [dim](not shipped in this version)[/]")
+            results.print(f"[bold]{name}[/]: {desc} [dim](not shipped in this version)[/]", soft_wrap=True)
 
 
 def main() -> None:

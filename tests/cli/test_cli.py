@@ -207,3 +207,10 @@ def test_train_and_evaluate_warn_about_one_class_slices_and_training_overlap(tmp
     assert r.exit_code == 0, r.output
     assert "can include its own training images" in out and "jsma has no radius" in out
     assert "attacked" in out and "cascade:" in out
+
+
+def test_results_go_to_stdout_and_diagnostics_to_stderr():
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and "mnist-cnn:" in r.stdout and "0.99" in r.stdout  # `bastion models > file` works
+    r = runner.invoke(app, ["train", "--split", "train[abc]"])
+    assert r.exit_code == 2 and "cannot parse split" in r.stderr and r.stdout == ""
