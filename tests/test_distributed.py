@@ -38,6 +38,23 @@ def _objective():
     return AdversarialTraining(recipe="fgsm-rs", eps=0.3)
 
 
+#: training tasks: "train65"'s last batch holds one image, so one process's shard of it is empty
+_TRAIN_SPLITS = {"train": "train[:96]", "train65": "train[:65]"}
+
+
+def _train(split: str, world: World | None = None) -> torch.nn.Module:
+    model = create_model("mnist-cnn", seed=0)
+    fit(model, load_dataset("mnist-5k", split), config=TrainConfig(epochs=1, batch_size=32, seed=1),
+        objective=_objective(), world=world)
+    return model
+
+
+def _assert_two_processes_train_as_one(tmp_path, task: str) -> None:
+    state = torch.load(_launch(tmp_path, task), weights_only=True)
+    for k, v in _train(_TRAIN_SPLITS[task]).state_dict().items():
+        torch.testing.assert_close(state[k], v, atol=1e-5, rtol=1e-4)
+
+
 def _worker(rank: int, size: int, port: int, out: str, task: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -49,10 +66,7 @@ def _worker(rank: int, size: int, port: int, out: str, task: str) -> None:
                 with open(out, "w") as f:
                     f.write(rep.to_json())
         else:
-            model = create_model("mnist-cnn", seed=0)
-            # "train65": the last batch holds one image, so one process's shard of it is empty
-            data = load_dataset("mnist-5k", "train[:65]" if task == "train65" else "train[:96]")
-            fit(model, data, config=TrainConfig(epochs=1, batch_size=32, seed=1), objective=_objective(), world=world)
+            model = _train(_TRAIN_SPLITS[task], world=world)
             if world.rank == 0:
                 torch.save(model.state_dict(), out)
     finally:
@@ -101,12 +115,7 @@ def test_distributed_evaluation_equals_single_process(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_two_process_training_equals_one_process_with_the_whole_batch(tmp_path):
-    state = torch.load(_launch(tmp_path, "train"), weights_only=True)
-    model = create_model("mnist-cnn", seed=0)
-    fit(model, load_dataset("mnist-5k", "train[:96]"), config=TrainConfig(epochs=1, batch_size=32, seed=1),
-        objective=_objective())
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(state[k], v, atol=1e-5, rtol=1e-4)
+    _assert_two_processes_train_as_one(tmp_path, "train")
 
 
 def test_shards_partition_the_data_and_merge_back():
@@ -159,9 +168,4 @@ def test_an_empty_shard_evaluates_to_nothing_and_merges():
 
 @pytest.mark.timeout(600)
 def test_a_process_with_an_empty_last_shard_still_trains_in_step(tmp_path):
-    state = torch.load(_launch(tmp_path, "train65"), weights_only=True)
-    model = create_model("mnist-cnn", seed=0)
-    fit(model, load_dataset("mnist-5k", "train[:65]"), config=TrainConfig(epochs=1, batch_size=32, seed=1),
-        objective=_objective())
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(state[k], v, atol=1e-5, rtol=1e-4)
+    _assert_two_processes_train_as_one(tmp_path, "train65")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from bastion.errors import InputRangeError, InputShapeError, LabelError, ModelModeError
+from bastion.errors import ConfigError, InputRangeError, InputShapeError, LabelError, ModelModeError
 
 
 def check_images(x: Tensor, *, bounds: tuple[float, float] = (0.0, 1.0), name: str = "x") -> None:
@@ -91,3 +92,23 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, f in flags:
             m.training = f
+
+
+def as_index(idx: Any, n: int, *, error: type[Exception] = ConfigError, what: str = "select") -> Tensor:
+    """``idx`` as an int64 index tensor into ``n`` items: integer indices (in range), or a boolean mask of
+    length ``n`` as the positions it selects (cast to integers, a mask would select items 0 and 1).
+    Anything else raises ``error``, its message starting with ``what``."""
+    t = torch.as_tensor(idx)
+    if t.numel() == 0 and t.ndim == 1:  # an empty list arrives as float
+        return torch.zeros(0, dtype=torch.long, device=t.device)
+    if t.dtype == torch.bool:
+        if t.shape != (n,):
+            raise error(f"{what}: a boolean mask over {n} items must have shape ({n},), got {tuple(t.shape)}")
+        return t.nonzero().squeeze(1)
+    if t.is_floating_point() or t.is_complex() or t.ndim != 1:
+        raise error(f"{what} takes a 1-D tensor of integer indices or a boolean mask, got {t.dtype} of shape "
+                    f"{tuple(t.shape)}")
+    t = t.to(torch.long)
+    if t.numel() and (int(t.min()) < -n or int(t.max()) >= n):
+        raise error(f"{what}: index out of range for {n} items (min {int(t.min())}, max {int(t.max())})")
+    return t

@@ -18,8 +18,11 @@ from bastion._device import check_device
 from bastion.errors import BastionError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from torch import Tensor, nn
 
+    from bastion.attacks.base import Attack
     from bastion.data.base import ImageDataset
 
 app = typer.Typer(
@@ -417,7 +420,7 @@ def evaluate(
     world.close()
 
 
-def _check_linf_eps(suite: list, grid: list[float]) -> None:  # type: ignore[type-arg]
+def _check_linf_eps(suite: Sequence[Attack], grid: Sequence[float | None]) -> None:
     """Linf radii above 1 on [0, 1] pixels are the whole range again (rows at 1, 1.5 and 2 would be copies)."""
     from bastion.eval.evaluator import attack_norm
 

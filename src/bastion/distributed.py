@@ -100,14 +100,8 @@ class World:
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
-            # every process reaches the end before any tears the group down: a process that destroyed its
-            # group and exited while another still held a connection to it sometimes aborted at exit
-            # ("terminate called without an active exception"; about 1 run in 7 of the two-process tests)
-            try:
-                dist.barrier()
-            finally:
-                dist.destroy_process_group()
-                self.owns_group = False
+            dist.destroy_process_group()
+            self.owns_group = False
 
     # ---- evaluation ---------------------------------------------------------------------------------
     def shard_dataset(self, data: ImageDataset) -> ImageDataset:

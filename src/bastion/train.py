@@ -179,8 +179,13 @@ def _model_identity(model: nn.Module) -> str:
                        "arch_options": getattr(meta, "arch_options", {})}, sort_keys=True, default=str)
 
 
+#: what a checkpoint records beyond config, data and shapes: (key, what a mismatch means, how to fix it)
+_IDENTITY_CHECKS = (("model_options", "other model options", "use the same --model options (e.g. --dropout)"),
+                    ("objective", "another objective (defense)", "use the same --defense options"))
+
+
 def _check_resumable(path: Path, ckpt: dict[str, Any], config: TrainConfig, data: dict[str, Any],
-                     model: nn.Module, objective: Any = None) -> None:
+                     model: nn.Module, identity: dict[str, str]) -> None:
     """Refuse to continue a checkpoint with another configuration, other data, another architecture or
     architecture options, or another objective (defense)."""
     saved, now = ckpt.get("config") or {}, asdict(config)
@@ -197,12 +202,10 @@ def _check_resumable(path: Path, ckpt: dict[str, Any], config: TrainConfig, data
     if mine != theirs:
         raise ConfigError(f"{path}: the checkpoint holds another architecture ({len(theirs)} tensors) than the model "
                           f"being trained ({len(mine)}); use the same --model and options, or another --out")
-    if ckpt.get("model_options") is not None and ckpt["model_options"] != _model_identity(model):
-        raise ConfigError(f"{path}: the run was started with other model options: {ckpt['model_options']} -> "
-                          f"{_model_identity(model)}; use the same --model options (e.g. --dropout), or another --out")
-    if objective is not None and ckpt.get("objective") is not None and ckpt["objective"] != _objective_identity(objective):
-        raise ConfigError(f"{path}: the run was started with another objective (defense): {ckpt['objective']} -> "
-                          f"{_objective_identity(objective)}; use the same --defense options, or another --out")
+    for key, meaning, advice in _IDENTITY_CHECKS:  # older checkpoints do not record these
+        if ckpt.get(key) is not None and ckpt[key] != identity[key]:
+            raise ConfigError(f"{path}: the run was started with {meaning}: {ckpt[key]} -> {identity[key]}; "
+                              f"{advice}, or another --out")
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -275,10 +278,11 @@ def fit(
     best: tuple[float, dict[str, Tensor]] | None = None
     rng_state: Tensor | None = None
 
+    identity = {"objective": _objective_identity(objective), "model_options": _model_identity(model)}
     ckpt_path = out / CHECKPOINT if out is not None else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        _check_resumable(ckpt_path, ckpt, config, _data_identity(train), model, objective)
+        _check_resumable(ckpt_path, ckpt, config, _data_identity(train), model, identity)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = int(ckpt["epoch"]) + 1
@@ -303,7 +307,7 @@ def fit(
     if world is not None and world.distributed:
         per_shard = [what for what, used in (
             ("dropout", any(isinstance(m, nn.Dropout | nn.Dropout2d) and m.p > 0 for m in model.modules())),
-            ("BaRT barrages", '"barrage"' in _objective_identity(objective)),
+            ("BaRT barrages", (getattr(objective, "identity", None) or {}).get("objective") == "barrage"),
             ("adv_ratio < 1", getattr(objective, "adv_ratio", 1.0) < 1.0)) if used]
         if per_shard:
             log.warning("%s: drawn per process shard, so this %d-process run is valid but differs from a "
@@ -380,8 +384,7 @@ def fit(
                     "best_score": best[0] if best else None,
                     "best_state": best[1] if best else None,
                     "stopped": bool(rollback and best is not None),
-                    "objective": _objective_identity(objective),
-                    "model_options": _model_identity(model),
+                    **identity,
                 }
                 _atomic_save(state, out / CHECKPOINT)
                 (out / METRICS).write_text(

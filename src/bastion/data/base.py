@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from bastion._checks import as_index
 from bastion.errors import BastionError, ConfigError, DataError
 
 
@@ -62,22 +63,7 @@ class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
         if isinstance(index, slice):
             idx = torch.arange(len(self))[index]
         else:
-            raw = torch.as_tensor(np.asarray(index))
-            if raw.numel() == 0 and raw.ndim == 1:  # an empty list arrives as float64
-                raw = raw.to(torch.int64)
-            if raw.dtype == torch.bool:
-                if raw.shape != (len(self),):
-                    raise DataError(f"{self.name}: a boolean mask must have shape ({len(self)},), got "
-                                    f"{tuple(raw.shape)}")
-                idx = raw.nonzero().squeeze(1)
-            elif raw.is_floating_point() or raw.is_complex() or raw.ndim != 1:
-                raise DataError(f"{self.name}: subset takes a 1-D tensor of integer indices, a boolean mask or a "
-                                f"slice, got {raw.dtype} of shape {tuple(raw.shape)}")
-            else:
-                idx = raw.to(torch.int64)
-                if idx.numel() and (int(idx.min()) < -len(self) or int(idx.max()) >= len(self)):
-                    raise DataError(f"{self.name}: subset index out of range for {len(self)} items "
-                                    f"(min {int(idx.min())}, max {int(idx.max())})")
+            idx = as_index(np.asarray(index), len(self), error=DataError, what=f"{self.name}: subset")
         assert self.indices is not None
         return replace(
             self,

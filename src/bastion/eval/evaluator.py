@@ -228,7 +228,7 @@ class Evaluation:
                 queries = torch.zeros(n, dtype=torch.int64)
                 loss_adv = torch.full((n,), float("nan"), dtype=torch.float64)
                 seconds = 0.0
-                ei = list(self.eps_grid).index(eps) if (eps is not None and self.eps_grid is not None) else 0
+                ei = self.eps_grid.index(eps) if (eps is not None and self.eps_grid is not None) else 0
                 seed = (self.seed * 1_000_003 + mi * 10_007 + ai * 101 + ei) % (2**63)
                 for s in range(0, idx.numel(), self.batch_size):
                     b = idx[s : s + self.batch_size]

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bastion._checks import check_images
-from bastion.defenses.bart.base import Params, RandomTransform, as_index, fresh_generator
+from bastion._checks import as_index, check_images
+from bastion.defenses.bart.base import Params, RandomTransform, fresh_generator
 from bastion.defenses.bart.color_precision import ColorPrecision
 from bastion.defenses.bart.color_space import ColorSpace
 from bastion.defenses.bart.contrast import Contrast

@@ -29,26 +29,12 @@ from typing import Any, ClassVar, Literal, TypeVar
 import torch
 from torch import Tensor, nn
 
+from bastion._checks import as_index
 from bastion.errors import ConfigError, InputShapeError
 
 GradKind = Literal["exact", "approx", "none"]
 
 P = TypeVar("P", bound="Params")
-
-
-def as_index(idx: Tensor | list[int] | list[bool], n: int) -> Tensor:
-    """``idx`` as an int64 index tensor into ``n`` images: integer indices as they are, a boolean mask of
-    length ``n`` as the positions it selects (a mask cast to integers would select images 0 and 1)."""
-    t = torch.as_tensor(idx)
-    if t.numel() == 0 and t.ndim == 1:
-        return torch.zeros(0, dtype=torch.long, device=t.device)
-    if t.dtype == torch.bool:
-        if t.shape != (n,):
-            raise ConfigError(f"a boolean mask over {n} images must have shape ({n},), got {tuple(t.shape)}")
-        return t.nonzero().squeeze(1)
-    if t.is_floating_point() or t.is_complex() or t.ndim != 1:
-        raise ConfigError(f"select takes integer indices or a boolean mask, got {t.dtype} of shape {tuple(t.shape)}")
-    return t.to(torch.long)
 
 
 @dataclass(frozen=True)
