@@ -11,8 +11,8 @@ import torch.multiprocessing as mp
 
 from bastion.attacks import FGSM, PGD
 from bastion.data import load_dataset
-from bastion.distributed import LaunchError, World, merge_per_image
-from bastion.eval import Evaluation
+from bastion.distributed import LaunchError, World
+from bastion.eval import Evaluation, PerImage
 from bastion.models import create_model, pretrained
 from bastion.train import TrainConfig, fit
 
@@ -124,11 +124,13 @@ def test_shards_partition_the_data_and_merge_back():
     assert sorted(i for s in shards for i in s.indices.tolist()) == sorted(data.indices.tolist())
     ev = _evaluation()
     parts = [ev.run_shard(pretrained("mnist-cnn"), s) for s in shards]
-    merged = merge_per_image(parts)
+    merged = PerImage.merge(parts)
     whole = ev.run_shard(pretrained("mnist-cnn"), data)
-    assert merged["index"] == whole["index"] == data.indices.tolist()
-    for key in whole["order"]:
-        assert merged["rows"][key]["robust"] == whole["rows"][key]["robust"]
+    assert merged.index.tolist() == whole.index.tolist() == data.indices.tolist()
+    assert [r.key for r in merged.rows] == [r.key for r in whole.rows]
+    for a, b in zip(merged.rows, whole.rows, strict=True):
+        torch.testing.assert_close(a.robust, b.robust, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(a.queries, b.queries)
 
 
 def test_inconsistent_launch_is_refused(monkeypatch):
@@ -158,12 +160,12 @@ def test_an_empty_shard_evaluates_to_nothing_and_merges():
     assert len(shards[2]) == 0
     ev = _evaluation()
     parts = [ev.run_shard(pretrained("mnist-cnn"), s) for s in shards]
-    assert parts[2]["clean_correct"] == [] and set(parts[2]["rows"]) == set(parts[0]["rows"])
-    merged = merge_per_image(parts)
+    assert len(parts[2]) == 0 and [r.key for r in parts[2].rows] == [r.key for r in parts[0].rows]
+    merged = PerImage.merge(parts)
     whole = ev.run_shard(pretrained("mnist-cnn"), data)
-    assert merged["index"] == whole["index"]
-    for key in whole["order"]:
-        assert merged["rows"][key]["robust"] == whole["rows"][key]["robust"]
+    assert merged.index.tolist() == whole.index.tolist()
+    for a, b in zip(merged.rows, whole.rows, strict=True):
+        torch.testing.assert_close(a.robust, b.robust, rtol=0, atol=0, equal_nan=True)
 
 
 @pytest.mark.timeout(600)

@@ -376,7 +376,6 @@ def evaluate(
     from bastion.data import load_dataset
     from bastion.distributed import World
     from bastion.eval import Evaluation
-    from bastion.eval.evaluator import has_eps
     from bastion.factory import apply_defense, make_attack_lenient, parse_eps
     from bastion.models import resolve_model
     from bastion.viz.html import evaluation_html
@@ -394,7 +393,7 @@ def evaluate(
         _check_linf_eps(suite, parse_eps(eps))
         if not quiet and world.rank == 0:
             _warn_training_overlap(net, data, split)
-            fixed = [a.name for a in suite if not has_eps(a)]
+            fixed = [a.name for a in suite if a.radius is None]
             if fixed:
                 console.print(f"note: {', '.join(fixed)} has no radius: --eps does not apply to it (it runs once, "
                               "with its own budget, and has no point on the accuracy-vs-eps chart)")
@@ -409,10 +408,9 @@ def evaluate(
     if world.rank == 0:
         (out / "results.json").write_text(report.to_json())
         (out / "results.csv").write_text(report.to_csv())
-        from bastion.eval import with_eps
         from bastion.viz.examples import example_blocks
 
-        strongest = with_eps(suite[-1], max(parse_eps(eps)))
+        strongest = suite[-1].at_eps(max(parse_eps(eps)))
         extra = ["<h2>Examples</h2>", *example_blocks(net, ds, strongest, device=device, seed=seed)]
         (out / "report.html").write_text(evaluation_html(report, extra=extra))
         _print_report(report)
@@ -422,10 +420,8 @@ def evaluate(
 
 def _check_linf_eps(suite: Sequence[Attack], grid: Sequence[float | None]) -> None:
     """Linf radii above 1 on [0, 1] pixels are the whole range again (rows at 1, 1.5 and 2 would be copies)."""
-    from bastion.eval.evaluator import attack_norm
-
     big = [e for e in grid if e is not None and e > 1]
-    if big and any(attack_norm(a) == "linf" for a in suite):
+    if big and any(a.threat.norm == "linf" for a in suite):
         raise BastionError(f"Linf eps above 1 is the whole [0, 1] pixel range, got {big[0]:g}; use eps in [0, 1]")
 
 

@@ -110,13 +110,13 @@ class World:
             return data
         return data.subset(torch.arange(self.rank, len(data), self.size), split=f"{data.split}<rank {self.rank}/{self.size}>")
 
-    def gather_per_image(self, per: dict[str, Any]) -> dict[str, Any]:
-        """Gather per-image results from every rank and merge them in the original image order."""
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """``obj`` from every rank, in rank order (just ``[obj]`` in a single process)."""
         if not self.distributed:
-            return per
+            return [obj]
         parts: list[Any] = [None] * self.size
-        dist.all_gather_object(parts, per)
-        return merge_per_image(parts)
+        dist.all_gather_object(parts, obj)
+        return parts
 
     # ---- training -----------------------------------------------------------------------------------
     def shard(self, idx: Tensor) -> Tensor:
@@ -154,35 +154,3 @@ class World:
             return
         for t in model.state_dict().values():
             dist.broadcast(t, src=0)
-
-
-def merge_per_image(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Merge per-image result shards (as produced by ``Evaluation.run_shard`` on the shards of
-    :meth:`World.shard_dataset`, in rank order) back into the data set's own order: rank ``r``'s ``k``-th
-    image is the data set's image at position ``r + k * size``. (Not by source index: a data set taken with
-    ``spread`` is not sorted by it.)"""
-    index = [i for p in parts for i in p["index"]]
-    size = len(parts)
-    position = [r + k * size for r, p in enumerate(parts) for k in range(len(p["index"]))]
-    order = sorted(range(len(index)), key=lambda j: position[j])
-
-    def cat(get: Any) -> list[Any]:
-        flat = [v for p in parts for v in get(p)]
-        return [flat[j] for j in order]
-
-    merged: dict[str, Any] = {
-        "index": [index[j] for j in order],
-        "order": parts[0]["order"],
-        "clean_correct": cat(lambda p: p["clean_correct"]),
-        "loss_clean": cat(lambda p: p["loss_clean"]),
-        "rows": {},
-    }
-    for key in parts[0]["order"]:
-        first = parts[0]["rows"][key]
-        row = {k: v for k, v in first.items() if not isinstance(v, list)}
-        for k, v in first.items():
-            if isinstance(v, list):
-                row[k] = cat(lambda p, k=k, key=key: p["rows"][key][k])
-        row["seconds"] = max(p["rows"][key]["seconds"] for p in parts)  # wall time of the slowest rank
-        merged["rows"][key] = row
-    return merged

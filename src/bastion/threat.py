@@ -58,21 +58,30 @@ class ThreatModel:
         if not lo < hi:
             raise ConfigError(f"bounds must satisfy low < high, got {self.bounds}")
 
-    def random_init(self, x: Tensor, keys: Tensor, *, seed: int, stream: int = 0) -> Tensor:
-        """A random point of the ball around ``x`` (uniform in the ball), clipped to the bounds."""
+    def random_init(self, x: Tensor, keys: Tensor, *, seed: int, stream: int = 0, eps: Tensor | None = None) -> Tensor:
+        """A random point of the ball around ``x`` (uniform in the ball), clipped to the bounds; ``eps`` (B,)
+        overrides the radius per sample."""
         shape = tuple(x.shape[1:])
+        radius = self._radius(eps, x)
         if self.norm == "linf":
             u = keyed_uniform(keys, shape, seed=seed, stream=stream, dtype=x.dtype)
-            delta = (2.0 * u - 1.0) * self.eps
+            delta = (2.0 * u - 1.0) * radius
         elif self.norm == "l2":
             g = keyed_normal(keys, shape, seed=seed, stream=stream, dtype=x.dtype)
             g = g / _per_sample(_flat(g).norm(dim=1).clamp_min(1e-12), g)
             dim = g[0].numel()
             r = keyed_uniform(keys, (1,), seed=seed, stream=stream + 7919, dtype=x.dtype).reshape(-1)
-            delta = g * _per_sample(self.eps * r ** (1.0 / dim), g)
+            scale = (self.eps if eps is None else eps.to(device=r.device, dtype=r.dtype)) * r ** (1.0 / dim)
+            delta = g * _per_sample(scale, g)
         else:
             raise ConfigError("random_init is not defined for the l0 threat model")
         return (x + delta.to(x.device)).clamp(*self.bounds)
+
+    def _radius(self, eps: Tensor | None, like: Tensor) -> float | Tensor:
+        """The radius, as a number or as a per-sample tensor shaped to broadcast against ``like``."""
+        if eps is None:
+            return self.eps
+        return _per_sample(eps.to(device=like.device, dtype=like.dtype), like)
 
     def steepest(self, grad: Tensor) -> Tensor:
         """The unit-norm steepest-ascent direction for ``grad`` under this norm."""
@@ -83,14 +92,19 @@ class ThreatModel:
             return grad / _per_sample(n, grad)
         raise ConfigError("steepest is not defined for the l0 threat model")
 
-    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
-        """Project ``x_adv`` onto the eps-ball around ``x``, then into the bounds."""
+    def project(self, x_adv: Tensor, x: Tensor, *, eps: Tensor | None = None) -> Tensor:
+        """Project ``x_adv`` onto the eps-ball around ``x``, then into the bounds; ``eps`` (B,) overrides the
+        radius per sample."""
         delta = x_adv - x
         if self.norm == "linf":
-            delta = delta.clamp(-self.eps, self.eps)
+            if eps is None:
+                delta = delta.clamp(-self.eps, self.eps)
+            else:
+                radius = _per_sample(eps.to(device=x.device, dtype=x.dtype), x)
+                delta = torch.maximum(torch.minimum(delta, radius), -radius)
         elif self.norm == "l2":
-            n = _flat(delta).norm(dim=1)
-            factor = (self.eps / n.clamp_min(1e-12)).clamp(max=1.0)
+            n = _flat(delta).norm(dim=1).clamp_min(1e-12)
+            factor = (self.eps / n if eps is None else (eps.to(n.device) / n).to(delta.dtype)).clamp(max=1.0)
             delta = delta * _per_sample(factor, delta)
         else:
             raise ConfigError("project is not defined for the l0 threat model")

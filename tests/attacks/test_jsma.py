@@ -344,7 +344,7 @@ def test_reported_logits_are_the_models_outputs_at_the_result(kw):
 
 
 def test_final_logits_fill_only_the_missing_rows():
-    from bastion.attacks.base import _final_logits
+    from bastion._model import judge
 
     calls = []
 
@@ -356,11 +356,12 @@ def test_final_logits_fill_only_the_missing_rows():
     x = torch.rand(5, 1, 2, 2)
     known = torch.full((5, 3), float("nan"))
     known[[0, 3]] = torch.tensor([[7.0, 8.0, 9.0], [1.0, 2.0, 3.0]])
-    out = _final_logits(Counting(), x, known)
+    out, preds = judge(Counting(), x, known=known)
     assert calls == [3]
     assert torch.equal(out[[0, 3]], known[[0, 3]])
     assert torch.equal(out[[1, 2, 4]], x.flatten(1)[[1, 2, 4], :3] * 2)
     assert torch.isnan(known[1]).all()  # the caller's tensor is not filled in place
+    assert torch.equal(preds, out.argmax(1)[None])
 
 
 def test_jsma_on_a_model_without_input_gradients_stops_cleanly():

@@ -1,4 +1,4 @@
-"""Channels-last evaluation (bastion.attacks._layout) and chunked forward passes (bastion.attacks.base)."""
+"""Channels-last evaluation (bastion.attacks._layout) and chunked forward passes (bastion._model)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from bastion._model import forward_in_chunks
 from bastion.attacks._layout import channels_last_forward
-from bastion.attacks.base import forward_in_chunks
 from bastion.attacks.jsma import JSMA
 
 
@@ -84,7 +84,7 @@ def test_channels_last_forward_is_the_model_where_it_does_not_apply():
 
 @pytest.mark.parametrize("n", [0, 1, 5, 130])
 def test_forward_in_chunks_equals_one_pass(n, monkeypatch):
-    import bastion.attacks.base as base
+    import bastion._model as base
 
     monkeypatch.setattr(base, "_CPU_CHUNK_FEATURES", 3 * 8 * 8 * 7)  # chunks of 7 images
     model = _cnn(3)
@@ -96,7 +96,7 @@ def test_forward_in_chunks_equals_one_pass(n, monkeypatch):
 
 
 def test_forward_in_chunks_returns_a_non_tensor_output_for_the_callers_check(monkeypatch):
-    import bastion.attacks.base as base
+    import bastion._model as base
 
     monkeypatch.setattr(base, "_CPU_CHUNK_FEATURES", 4)
     calls = []

@@ -120,13 +120,16 @@ TINY = SubstituteTraining(arch="logreg", rounds=3, epochs_per_round=5, lr=1e-2, 
 
 @pytest.mark.parametrize(
     "atk",
-    # JSMA's _run also returns its outputs at x_adv (a third element), which the transfer must not trip over
+    # JSMA's run also returns its outputs at x_adv, which the transfer must not trip over
     [FGSM(eps=0.1), PGD(eps=0.1, steps=5), PGD(eps=0.2, steps=3, restarts=2, loss="margin"), JSMA(gamma=0.05)],
     ids=repr,
 )
 def test_transfer_to_itself_equals_white_box(cnn, batch, atk):
+    """Transferred to the source itself, the examples are the white-box ones, without early stopping (an example
+    frozen just past the source's boundary rarely crosses another model's: transfer never stops early)."""
     x, y = batch
-    white = atk(cnn, x, y, generator=torch.Generator().manual_seed(5))
+    white_atk = replace(atk, early_stop=False) if isinstance(atk, PGD) else atk
+    white = white_atk(cnn, x, y, generator=torch.Generator().manual_seed(5))
     trans = TransferAttack(source=cnn, attack=atk)(cnn, x, y, generator=torch.Generator().manual_seed(5))
     assert torch.equal(trans.x_adv, white.x_adv)
     assert torch.equal(trans.success, white.success)
@@ -138,7 +141,7 @@ def test_transfer_targeted_equals_white_box(cnn, batch):
     x, y = batch
     tgt = (y + 3) % 10
     atk = PGD(eps=0.3, steps=4)
-    white = atk(cnn, x, y, target=tgt, generator=torch.Generator().manual_seed(1))
+    white = replace(atk, early_stop=False)(cnn, x, y, target=tgt, generator=torch.Generator().manual_seed(1))
     trans = TransferAttack(source=cnn, attack=atk)(cnn, x, y, target=tgt, generator=torch.Generator().manual_seed(1))
     assert torch.equal(trans.x_adv, white.x_adv)
     assert torch.equal(trans.target, tgt)
@@ -149,7 +152,9 @@ def test_transfer_queries_the_target_only_for_evaluation(cnn, logreg, batch):
     target = Counting(cnn).eval()
     flags = [p.requires_grad for p in logreg.parameters()]
     res = TransferAttack(source=logreg, attack=PGD(eps=0.3, steps=5, early_stop=False))(target, x, y)
-    assert target.calls == [(x.shape[0], False), (x.shape[0], False)]  # base class: clean + final evaluation
+    # the base class only: the probe on 8 inputs (twice: the target does not declare whether it is randomized),
+    # then the clean and the final evaluation
+    assert target.calls == [(8, False), (8, False), (x.shape[0], False), (x.shape[0], False)]
     assert res.queries.dtype == torch.int64 and int(res.queries.abs().sum()) == 0
     assert res.success.any()  # logreg -> cnn transfer does something at eps 0.3 (about 20% on mnist-5k)
     assert float(res.norms["linf"].max()) <= 0.3 + 1e-6
@@ -339,10 +344,10 @@ def test_substitute_attack_end_to_end_counts_queries(cnn, seeds, batch):
     target = Counting(cnn).eval()
     atk = SubstituteAttack(attack=FGSM(eps=0.3), seed_images=seeds, training=replace(TINY, num_classes=10))
     res = atk(target, x, y, generator=torch.Generator().manual_seed(0))
-    # the attack spent exactly the training budget; the base class evaluated the batch twice
+    # the attack spent exactly the training budget; the base class probed 8 inputs twice and evaluated the batch twice
     assert int(res.queries.sum()) == 130
     assert int(res.queries.max() - res.queries.min()) <= 1
-    assert sum(n for n, _ in target.calls) == 130 + 2 * x.shape[0]
+    assert sum(n for n, _ in target.calls) == 130 + 2 * 8 + 2 * x.shape[0]
     assert not any(g for _, g in target.calls)
     assert float(res.norms["linf"].max()) <= 0.3 + 1e-6
     assert res.success.any()  # a 130-query logreg substitute transfers a little at eps 0.3 (~20%)

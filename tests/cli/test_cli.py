@@ -19,7 +19,7 @@ def test_evaluate_small_run_writes_results_csv_and_html(tmp_path):
                             "--steps", "5", "--n", "12", "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
-    assert res["schema_version"] == 1 and res["data"]["n"] == 12
+    assert res["schema_version"] == 2 and res["data"]["n"] == 12
     assert [row["eps"] for row in res["rows"]] == [0.1, 0.1, 0.3, 0.3]
     assert "bastion evaluate" in res["command"]
     assert (out / "results.csv").read_text().startswith("attack,")

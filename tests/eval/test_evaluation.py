@@ -55,6 +55,7 @@ def test_rows_and_cascade(report, data):
     assert worst[0.3] == accs[("pgd", 0.3)]
     per = report.per_image
     assert len(per["index"]) == len(data) and per["index"] == data.indices.tolist()
+    assert set(per["clean"]) <= {0.0, 1.0}  # a deterministic model: one draw, shares of 0 or 1
     row = next(r for r in report.rows if r.attack == "pgd" and r.eps == 0.3)
     assert row.attacked < len(data)  # cascade: PGD only ran on points FGSM and BIM left robust
     assert row.linf_max is None or row.linf_max <= 0.3 + 1e-6
@@ -72,7 +73,8 @@ def test_schema_round_trip_json_and_csv(report):
     back = RobustnessReport.from_json(text)
     assert back.to_json() == text
     d = json.loads(text)
-    assert d["schema_version"] == 1 and d["rows"][0]["attack"] == "fgsm"
+    assert d["schema_version"] == 2 and d["rows"][0]["attack"] == "fgsm"
+    assert d["draws"] == 1 and d["randomized"] is False
     csv = report.to_csv().splitlines()
     assert csv[0].startswith("attack,mode,access,eps,accuracy") and len(csv) == 1 + len(report.rows)
     d["schema_version"] = 99
@@ -227,14 +229,38 @@ def test_norms_are_separate_threat_models(cnn, data):
 
 
 def test_standalone_accuracy_counts_only_images_the_model_gets_right():
+    from bastion.eval import PerImage
+
     ev = Evaluation(suite=[FGSM(eps=0.1)], cascade=False, checks=False)
-    per = {"clean_correct": [1, 1, 0, 0], "loss_clean": [0.1] * 4, "order": ["naive/fgsm@0.1"],
-           "rows": {"naive/fgsm@0.1": {"attack": "fgsm", "mode": "naive", "access": "white-box", "eps": 0.1,
-                                       "norm": "linf", "robust": [1, 0, 1, 1], "l0": [None, 3, None, None],
-                                       "l2": [None, 1.0, None, None], "linf": [None, 0.1, None, None],
-                                       "queries": [1] * 4, "loss_adv": [0.2] * 4, "seconds": 0.0}}}
+    per = PerImage.from_dict({
+        "index": [0, 1, 2, 3], "clean": [1, 1, 0, 0], "loss_clean": [0.1] * 4, "order": ["naive/fgsm@0.1"],
+        "rows": {"naive/fgsm@0.1": {"attack": "fgsm", "mode": "naive", "access": "white-box", "eps": 0.1,
+                                    "norm": "linf", "robust": [1, 0, 1, 1], "l0": [None, 3, None, None],
+                                    "l2": [None, 1.0, None, None], "linf": [None, 0.1, None, None],
+                                    "queries": [1] * 4, "loss_adv": [0.2] * 4, "seconds": 0.0}}})
     _, rows, worst = ev.aggregate(per)
     assert rows[0].accuracy == 0.25 == worst[0]["accuracy"]  # image 0 only: 2 and 3 were wrong from the start
+
+
+def test_shares_of_a_randomized_model_average_and_cascade_by_their_minimum():
+    """Per image, the share of correct draws: accuracy is the mean share, the cascade keeps attacking an image
+    until no draw is correct, and its worst case is the lowest share any attack left."""
+    from bastion.eval import PerImage
+
+    def row(attack, robust):
+        return {"attack": attack, "mode": "naive", "access": "white-box", "eps": 0.3, "norm": "linf",
+                "robust": robust, "l0": [None] * 3, "l2": [None] * 3, "linf": [None] * 3, "queries": [1] * 3,
+                "loss_adv": [0.2 if v is not None else None for v in robust], "seconds": 0.0}
+
+    per = PerImage.from_dict({
+        "index": [0, 1, 2], "clean": [1.0, 0.75, 0.0], "loss_clean": [0.1] * 3, "draws": 8,
+        "order": ["naive/fgsm@0.3", "naive/pgd@0.3"],
+        "rows": {"naive/fgsm@0.3": row("fgsm", [0.5, 0.25, None]), "naive/pgd@0.3": row("pgd", [0.625, 0.125, None])}})
+    clean, rows, worst = Evaluation(suite=[FGSM(eps=0.3), PGD(eps=0.3)], cascade=True).aggregate(per)
+    assert clean == pytest.approx(1.75 / 3)
+    assert rows[0].accuracy == pytest.approx(0.75 / 3) and rows[1].accuracy == pytest.approx(0.625 / 3)
+    assert worst[0]["accuracy"] == pytest.approx(0.625 / 3)
+    assert rows[0].succeeded == 1 and rows[1].succeeded == 1  # image 1: fewer than half of the draws correct
 
 
 def test_cascade_checks_see_a_weaker_attack_that_runs_after_a_stronger_one(cnn, data):

@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion._checks import eval_mode, frozen
+from bastion._model import declared_randomized, log_mean_softmax
 from bastion._wrap import ModelWrapper
 from bastion.data.base import ImageDataset
-from bastion.defenses.base import Defended, InputDefense, log_mean_softmax, straight_through
+from bastion.defenses.base import Defended, InputDefense, straight_through
 from bastion.errors import ConfigError
 from bastion.progress import Progress, no_progress
 
@@ -95,8 +96,10 @@ class EOT(_Wrapper):
         self.adopt_mode(model)
 
     @property
-    def randomized(self) -> bool:
-        return False  # averaged; still random in principle, but far less so
+    def randomized(self) -> bool | None:
+        """Whether the averaged output still changes from call to call: it does whenever the model's does (the
+        average of n draws varies less, but a success under one call can still be undone by the next)."""
+        return declared_randomized(self.inner)
 
     def forward(self, x: Tensor) -> Tensor:
         b = x.shape[0]

@@ -4,6 +4,22 @@ Every attack is an immutable, keyword-only, validated configuration. The model a
 each call, targeting is a per-call argument, and randomness comes only from an explicit
 ``torch.Generator`` (see :mod:`bastion._rng`).
 
+Three families share one call (:meth:`Attack.__call__`), which checks the inputs, prepares a :class:`Task`
+and judges the result:
+
+* white-box attacks (:class:`GradientAttack` for the norm-ball attacks FGSM, BIM, PGD; JSMA, min-norm PGD)
+  get the model itself in :meth:`Attack._run`;
+* :class:`QueryAttack` (score- or label-only: Square, HopSkipJump, the substitute attack) get only a
+  query-counting :class:`~bastion.attacks.oracle.Oracle` built by the base class, never the model;
+* transfer attacks get neither: they craft on a model of their own.
+
+Randomized models (a BaRT barrage, noise injection: their output changes from call to call on the same input)
+are detected (:mod:`bastion._model`), attacked without early stopping (a success seen under one random draw
+is often undone by the next), and judged over several draws: ``logits_adv`` is the log of the mean softmax over
+``draws`` calls (``success`` and ``robust`` follow its argmax, the mean-probability prediction), and
+``robust_share`` is the share of the draws that still classify each input correctly; the accuracies of
+:meth:`AttackResult.summary` are the means of those shares.
+
 Calling an attack never changes the caller's tensors, the model's mode, or its parameters'
 ``requires_grad`` flags, and leaves no ``.grad`` on parameters. A model in training mode is refused with a
 :class:`~bastion.errors.ModelModeError` (call ``model.eval()``); bastion never silently switches modes.
@@ -11,6 +27,7 @@ Calling an attack never changes the caller's tensors, the model's mode, or its p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from abc import ABC, abstractmethod
@@ -21,11 +38,16 @@ import torch
 from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, check_images, check_labels, frozen
+from bastion._model import DEFAULT_DRAWS, PROBE_SAMPLES, checked_forward, declared_randomized, judge
 from bastion._rng import keyed_uniform, seed_from
-from bastion.errors import ConfigError, InputShapeError, LabelError
+from bastion.attacks.losses import LOSSES
+from bastion.attacks.oracle import Oracle, OracleOutput
+from bastion.errors import ConfigError, LabelError
 from bastion.threat import ThreatModel, perturbation_norms
 
 TargetSpec = Tensor | Literal["random", "least-likely"] | None
+#: "white-box" (needs gradients), "score" (needs scores), "label" (needs only labels), "transfer" (needs nothing)
+Access = Literal["white-box", "score", "label", "transfer"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,14 +56,19 @@ class AttackResult:
 
     Attributes:
         x_adv: adversarial inputs, same shape, dtype and device as ``x``.
-        success: bool (B,): misclassified (untargeted) or classified as the target (targeted).
-        logits_adv: model outputs at ``x_adv`` (B, K).
-        logits_clean: model outputs at ``x`` (B, K).
+        success: bool (B,): misclassified (untargeted) or classified as the target (targeted), by the
+            model's output at ``x_adv`` (on a randomized model: its mean-probability prediction over ``draws``).
+        logits_adv: model outputs at ``x_adv`` (B, K); on a randomized model the log of the mean softmax over
+            the draws.
+        logits_clean: model outputs at ``x`` (B, K), likewise.
         norms: per-sample ``"l0"``, ``"l2"``, ``"linf"`` of ``x_adv - x`` (float64, (B,)).
         queries: int64 (B,), model evaluations the attack itself spent on each sample (bastion's own
-            clean and final evaluations are not counted).
+            clean and final evaluations, and the few calls that check whether a model is randomized, are not
+            counted).
         seconds: wall time of the attack.
         y: true labels; ``target``: target labels or None.
+        preds_adv: (draws, B) the class each judging draw predicts at ``x_adv`` (one row on a deterministic
+            model); ``preds_clean`` likewise at ``x``.
     """
 
     x_adv: Tensor
@@ -53,6 +80,8 @@ class AttackResult:
     seconds: float
     y: Tensor
     target: Tensor | None = None
+    preds_adv: Tensor | None = None
+    preds_clean: Tensor | None = None
 
     @property
     def pred_adv(self) -> Tensor:
@@ -63,24 +92,103 @@ class AttackResult:
         return self.logits_clean.argmax(1)
 
     @property
+    def draws(self) -> int:
+        """How many calls of the model judged the result (1 on a deterministic model)."""
+        return 1 if self.preds_adv is None else int(self.preds_adv.shape[0])
+
+    @property
     def robust(self) -> Tensor:
-        """bool (B,): still classified correctly after the attack."""
+        """bool (B,): still classified correctly after the attack (mean-probability prediction)."""
         return self.pred_adv == self.y
 
+    @property
+    def robust_share(self) -> Tensor:
+        """float (B,): share of the judging draws that classify ``x_adv`` correctly (0 or 1 when deterministic)."""
+        preds = self.pred_adv[None] if self.preds_adv is None else self.preds_adv
+        return (preds == self.y).float().mean(0)
+
+    @property
+    def clean_share(self) -> Tensor:
+        """float (B,): share of the judging draws that classify ``x`` correctly."""
+        preds = self.pred_clean[None] if self.preds_clean is None else self.preds_clean
+        return (preds == self.y).float().mean(0)
+
     def summary(self) -> dict[str, float | None]:
-        """Batch averages: clean/robust accuracy, success rate, mean norms (``mean_<norm>`` over every input,
-        ``mean_<norm>_success`` over the successful ones, None when there are none), seconds, mean queries."""
+        """Batch averages: clean/robust accuracy (on a randomized model: expected over its randomness, the mean
+        share of correct draws), success rate, mean norms (``mean_<norm>`` over every input,
+        ``mean_<norm>_success`` over the successful ones, None when there are none), seconds, mean queries,
+        and the number of judging draws."""
         ok = self.success.to(self.norms["l0"].device)
         return {
             "n": int(self.y.shape[0]),
-            "clean_accuracy": float((self.pred_clean == self.y).float().mean()),
-            "robust_accuracy": float(self.robust.float().mean()),
+            "clean_accuracy": float(self.clean_share.mean()),
+            "robust_accuracy": float(self.robust_share.mean()),
             "success_rate": float(self.success.float().mean()),
             **{f"mean_{k}": float(v.mean()) for k, v in self.norms.items()},
             **{f"mean_{k}_success": float(v[ok].mean()) if bool(ok.any()) else None for k, v in self.norms.items()},
             "seconds": self.seconds,
             "mean_queries": float(self.queries.float().mean()),
+            "draws": self.draws,
         }
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """One attack call's work, checked and prepared by :meth:`Attack.__call__`.
+
+    Attributes:
+        x: the inputs (detached, inside the threat model's bounds); ``y`` their labels.
+        target: target labels, or None (untargeted).
+        keys: int64 per-sample randomness keys; ``seed``: the call's seed (see :mod:`bastion._rng`).
+        num_classes: the model's number of outputs.
+        randomized: the model's output changes from call to call on the same input.
+        may_stop_early: whether freezing a sample at its first success is sound: False on a randomized model
+            (the next draw may undo it) and when the result is judged on another model (a transfer attack).
+        draws: how many calls of the model judge a point (1 on a deterministic model).
+    """
+
+    x: Tensor
+    y: Tensor
+    target: Tensor | None
+    keys: Tensor
+    seed: int
+    num_classes: int
+    randomized: bool = False
+    may_stop_early: bool = True
+    draws: int = 1
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, idx: Tensor) -> Task:
+        """The task restricted to the samples ``idx`` (same seed: keyed randomness follows the samples)."""
+        return dataclasses.replace(self, x=self.x[idx], y=self.y[idx], keys=self.keys[idx],
+                                   target=None if self.target is None else self.target[idx])
+
+    def success(self, logits: Tensor, idx: Tensor | None = None) -> Tensor:
+        """bool: the attack's goal is met at outputs ``logits`` (of the samples ``idx``, default all)."""
+        y = self.y if idx is None else self.y[idx]
+        target = self.target if self.target is None or idx is None else self.target[idx]
+        return is_success(logits, y, target)
+
+
+@dataclass(frozen=True, eq=False)
+class Outcome:
+    """What an attack's run returns.
+
+    Attributes:
+        x_adv: adversarial inputs inside the threat model.
+        queries: int64 (B,) model evaluations spent per sample.
+        logits_adv: the model's outputs at ``x_adv`` where the run already computed them (NaN rows elsewhere),
+            so that only the other rows are evaluated again (ignored on randomized models, judged afresh).
+        logits_clean: the model's outputs at ``x`` when the run computed them all (e.g. FGSM's gradient pass).
+    """
+
+    x_adv: Tensor
+    queries: Tensor
+    logits_adv: Tensor | None = None
+    logits_clean: Tensor | None = None
 
 
 def is_success(logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
@@ -89,13 +197,13 @@ def is_success(logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
 
 
 def resolve_target(
-    spec: TargetSpec, logits_clean: Tensor, y: Tensor, keys: Tensor, seed: int
+    spec: TargetSpec, y: Tensor, keys: Tensor, seed: int, *, num_classes: int, logits_clean: Tensor | None = None,
 ) -> Tensor | None:
     """Turn a target spec into int64 labels: explicit tensor, ``"random"`` (uniform over wrong classes,
-    keyed per sample) or ``"least-likely"`` (the clean model's least likely class)."""
+    keyed per sample) or ``"least-likely"`` (the clean model's least likely class, from ``logits_clean``)."""
     if spec is None:
         return None
-    k = logits_clean.shape[1]
+    k = num_classes
     if isinstance(spec, Tensor):
         check_labels(spec, y.shape[0], num_classes=k, name="target")
         spec = spec.to(y.device)
@@ -108,6 +216,8 @@ def resolve_target(
                 "or pick other targets (target='random' always picks a wrong class)")
         return spec
     if spec == "least-likely":
+        if logits_clean is None:
+            raise ConfigError("'least-likely' targets need the clean logits")
         return logits_clean.argmin(1)
     if spec == "random":
         u = keyed_uniform(keys, (1,), seed=seed, stream=99991).reshape(-1).to(y.device)
@@ -117,16 +227,30 @@ def resolve_target(
 
 
 class Attack(ABC):
-    """Base of all attacks. Subclasses are frozen keyword-only dataclasses and implement :meth:`_run`."""
+    """Base of all attacks: frozen keyword-only dataclasses called as ``attack(model, x, y, ...)``.
+
+    A white-box attack implements :meth:`_run`; :class:`QueryAttack` and transfer attacks override
+    :meth:`_execute`, which decides what of the model an attack gets to see.
+    """
 
     name: ClassVar[str]
-    #: "white-box" (needs gradients), "score" (needs scores), "label" (needs only labels), "transfer"
-    access: ClassVar[str] = "white-box"
+    access: ClassVar[Access] = "white-box"
 
     @property
     @abstractmethod
     def threat(self) -> ThreatModel:
         """The threat model results are guaranteed to satisfy."""
+
+    @property
+    def radius(self) -> float | None:
+        """The attack's budget in its threat model's norm, when it has one that can be swept (None: a
+        minimum-norm attack, or JSMA, whose budget is a share of features)."""
+        return None
+
+    def at_eps(self, eps: float) -> Attack:
+        """This attack at radius ``eps`` (step sizes scaled with it); attacks without a radius are returned as
+        they are."""
+        return self
 
     @final
     def __call__(
@@ -138,6 +262,7 @@ class Attack(ABC):
         target: TargetSpec = None,
         generator: torch.Generator | None = None,
         keys: Tensor | None = None,
+        draws: int | None = None,
     ) -> AttackResult:
         """Attack ``model`` on the batch ``(x, y)``.
 
@@ -149,16 +274,18 @@ class Attack(ABC):
             generator: source of randomness (one seed is drawn from it); None means seed 0.
             keys: int64 (N,) per-sample randomness keys (default ``arange(N)``). Pass the samples' global
                 indices to make results independent of how samples are batched.
+            draws: calls of the model that judge the clean and adversarial inputs; default 1 on a deterministic
+                model and :data:`~bastion._model.DEFAULT_DRAWS` (8) on a randomized one.
 
         Returns:
             An :class:`AttackResult`.
         """
         # gradient attacks need autograd even when called under ``torch.no_grad()`` or ``inference_mode()``
         with torch.inference_mode(False), torch.enable_grad():
-            return self._call(model, x, y, target=target, generator=generator, keys=keys)
+            return self._call(model, x, y, target=target, generator=generator, keys=keys, draws=draws)
 
     def _call(self, model: nn.Module, x: Tensor, y: Tensor, *, target: TargetSpec, generator: torch.Generator | None,
-              keys: Tensor | None) -> AttackResult:
+              keys: Tensor | None, draws: int | None) -> AttackResult:
         threat = self.threat
         check_images(x, bounds=threat.bounds)
         check_eval_mode(model)
@@ -175,19 +302,32 @@ class Attack(ABC):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ConfigError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, "
                               f"got {type(generator).__name__}")
+        if draws is not None and (not isinstance(draws, int) or isinstance(draws, bool) or draws < 1):
+            raise ConfigError(f"draws must be an integer >= 1 or None, got {draws!r}")
         seed = seed_from(generator)
         x = x.detach()
         with frozen(model):
-            logits_clean = clean_forward(model, x)
-            if logits_clean.ndim != 2:
-                raise LabelError(f"the model returned shape {tuple(logits_clean.shape)}; expected (N, classes) logits")
-            check_labels(y, x.shape[0], num_classes=logits_clean.shape[1])
-            tgt = resolve_target(target, logits_clean, y, keys, seed)
+            num_classes, randomized = probe_model(model, x)
+            check_labels(y, x.shape[0], num_classes=num_classes)
+            n_draws = draws if draws is not None else (DEFAULT_DRAWS if randomized else 1)
+            clean: tuple[Tensor, Tensor] | None = None
+            if isinstance(target, str) and target == "least-likely":
+                clean = judge(model, x, draws=n_draws)
+            tgt = resolve_target(target, y, keys, seed, num_classes=num_classes,
+                                 logits_clean=None if clean is None else clean[0])
+            task = Task(x=x, y=y, target=tgt, keys=keys, seed=seed, num_classes=num_classes, randomized=randomized,
+                        may_stop_early=not randomized, draws=n_draws)
             t0 = time.perf_counter()
-            out = self._run(model, x, y, tgt, seed=seed, keys=keys, logits_clean=logits_clean)
+            out = self._execute(model, task)
             seconds = time.perf_counter() - t0
-            x_adv, queries = out[0].detach(), out[1]
-            logits_adv = _final_logits(model, x_adv, out[2] if len(out) > 2 else None)
+            x_adv = out.x_adv.detach()
+            if clean is None:
+                if out.logits_clean is not None and n_draws == 1 and not randomized:
+                    clean = (out.logits_clean.detach(), out.logits_clean.argmax(1)[None])
+                else:
+                    clean = judge(model, x, draws=n_draws)
+            known = out.logits_adv if (n_draws == 1 and not randomized) else None
+            logits_adv, preds_adv = judge(model, x_adv, draws=n_draws, known=known)
         inside = threat.contains(x_adv, x)
         if not bool(inside.all()):  # an internal invariant; never expected to fire
             raise RuntimeError(f"{type(self).__name__} produced points outside its threat model {threat}")
@@ -195,22 +335,24 @@ class Attack(ABC):
             x_adv=x_adv,
             success=is_success(logits_adv, y, tgt),
             logits_adv=logits_adv.detach(),
-            logits_clean=logits_clean.detach(),
+            logits_clean=clean[0].detach(),
             norms=perturbation_norms(x_adv, x),
-            queries=queries.to(torch.int64),
+            queries=out.queries.to(torch.int64),
             seconds=seconds,
             y=y,
             target=tgt,
+            preds_adv=preds_adv,
+            preds_clean=clean[1],
         )
 
-    @abstractmethod
-    def _run(
-        self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *, seed: int, keys: Tensor,
-        logits_clean: Tensor,
-    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
-        """Return ``(x_adv, queries)``: adversarial inputs inside the threat model and per-sample query counts;
-        optionally a third element, the model's outputs at ``x_adv`` where the attack already computed them
-        (NaN rows elsewhere), so that only the other rows are evaluated again."""
+    def _execute(self, model: nn.Module, task: Task) -> Outcome:
+        """Run the attack on a prepared task. White-box attacks see the model (this default calls
+        :meth:`_run`); query and transfer attacks override this to see less."""
+        return self._run(model, task)
+
+    def _run(self, model: nn.Module, task: Task) -> Outcome:
+        """A white-box attack's work: return adversarial inputs inside the threat model and per-sample queries."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _run nor _execute")
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data (for reports and the CLI)."""
@@ -220,63 +362,93 @@ class Attack(ABC):
         return d
 
 
+def probe_model(model: nn.Module, x: Tensor) -> tuple[int, bool]:
+    """(number of classes, randomized) from a checked call of the model on the first few inputs (and, when the
+    model declares nothing about its randomness, a second call to compare)."""
+    xs = x[:PROBE_SAMPLES]
+    first = checked_forward(model, xs)
+    randomized = declared_randomized(model)
+    if randomized is None:
+        with torch.no_grad():
+            second = model(xs)
+        randomized = not torch.allclose(first, second, rtol=1e-4, atol=1e-5, equal_nan=True)
+    return int(first.shape[1]), bool(randomized)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientAttack(Attack):
+    """Base of the white-box attacks inside a norm ball (FGSM, BIM, PGD): the radius ``eps``, the norm, the
+    loss and the bounds, validated once.
+
+    Args:
+        eps: perturbation budget in the chosen norm.
+        norm: ``"linf"`` or ``"l2"``.
+        loss: ``"ce"`` (cross-entropy) or ``"margin"`` (Carlini-Wagner).
+        bounds: the valid input range.
+    """
+
+    access: ClassVar[Access] = "white-box"
+    #: fields that scale with eps in :meth:`at_eps` (a step size keeps its ratio to the radius)
+    scaled_with_eps: ClassVar[tuple[str, ...]] = ()
+    eps: float
+    norm: Literal["linf", "l2"] = "linf"
+    loss: str = "ce"
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        check_positive("eps", self.eps, allow_zero=True)
+        check_choice("norm", self.norm, ("linf", "l2"))
+        check_choice("loss", self.loss, LOSSES)
+        _ = self.threat
+        self._check()
+
+    def _check(self) -> None:
+        """Checks of a subclass's own options (called after the common ones)."""
+
+    @property
+    def threat(self) -> ThreatModel:
+        return ThreatModel(norm=self.norm, eps=self.eps, bounds=self.bounds)
+
+    @property
+    def radius(self) -> float:
+        return float(self.eps)
+
+    def at_eps(self, eps: float) -> GradientAttack:
+        changes: dict[str, Any] = {"eps": eps}
+        for name in self.scaled_with_eps:
+            value = getattr(self, name)
+            if value is not None and self.eps:
+                changes[name] = value * eps / self.eps
+        return dataclasses.replace(self, **changes)
+
+
+class QueryAttack(Attack):
+    """Base of the black-box attacks: their run gets a query-counting :class:`~bastion.attacks.oracle.Oracle`
+    of the model (probabilities for ``output="scores"``, labels for ``"labels"``), built here, never the model
+    itself and never the clean outputs. Subclasses implement :meth:`_query`."""
+
+    access: ClassVar[Access] = "score"
+    #: what the oracle returns
+    output: ClassVar[OracleOutput] = "scores"
+
+    @property
+    def per_sample_budget(self) -> int | None:
+        """The oracle's per-sample query budget (None: unlimited)."""
+        return None
+
+    @final
+    def _execute(self, model: nn.Module, task: Task) -> Outcome:
+        oracle = Oracle(model, self.output, n=task.n, budget=self.per_sample_budget, on_exceed="raise")
+        return self._query(oracle, task)
+
+    @abstractmethod
+    def _query(self, oracle: Oracle, task: Task) -> Outcome:
+        """The attack, on the oracle (sample ``i`` of the task is oracle index ``i``)."""
+
+
 def _normal_tensor(t: Tensor) -> Tensor:
     """``t``, or a normal copy of it when it was made under ``inference_mode`` (such tensors cannot enter autograd)."""
     return t.clone() if isinstance(t, Tensor) and t.is_inference() else t
-
-
-def clean_forward(model: nn.Module, x: Tensor) -> Tensor:
-    """``model(x)`` without gradients; a model that cannot take ``x`` (wrong shape, channels or dtype) or does
-    not return a tensor gets a clear :class:`InputShapeError` instead of an error from deep inside torch."""
-    try:
-        with torch.no_grad():
-            out = forward_in_chunks(model, x)
-    except RuntimeError as e:
-        if isinstance(e, torch.OutOfMemoryError) or "memory" in str(e).lower():
-            raise
-        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-        if len(dtypes) == 1 and x.dtype not in dtypes:
-            (want,) = dtypes
-            raise InputShapeError(f"x has dtype {x.dtype} but the model's parameters are {want}: pass x.to({want}) "
-                                  "(or convert the model)") from e
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputShapeError(f"the model cannot take x of shape {tuple(x.shape)} ({x.dtype}): {first}") from e
-    if not isinstance(out, Tensor):
-        raise InputShapeError(f"the model returned a {type(out).__name__}; bastion needs a model that returns a "
-                              "tensor of logits (wrap it to return only the logits)")
-    return out
-
-
-def _final_logits(model: nn.Module, x_adv: Tensor, known: Tensor | None) -> Tensor:
-    """The model's outputs at ``x_adv``: ``known`` rows as given, the rest (all when None, NaN rows) computed."""
-    if known is None:
-        with torch.no_grad():
-            return forward_in_chunks(model, x_adv)
-    out = known.detach().clone()
-    missing = torch.isnan(out).any(1).nonzero().squeeze(1)
-    if missing.numel():
-        with torch.no_grad():
-            out[missing] = forward_in_chunks(model, x_adv[missing]).to(out.dtype)
-    return out
-
-
-#: input features per chunk of a forward pass on CPU: a chunk's activations then stay in cache (bastion's
-#: ``mnist-cnn`` evaluates 900 images about 1.5x faster in chunks of 83 than in one batch)
-_CPU_CHUNK_FEATURES = 1 << 16
-
-
-def forward_in_chunks(model: nn.Module, x: Tensor) -> Any:  # the model's output, checked by callers
-    """``model(x)``, on CPU in chunks of about ``_CPU_CHUNK_FEATURES`` input features (concatenated); the first
-    chunk's output is returned as is when it is not a tensor (for the caller's check)."""
-    if x.device.type != "cpu" or x.ndim == 0 or x.shape[0] == 0:
-        return model(x)
-    chunk = max(1, _CPU_CHUNK_FEATURES // max(1, x[0].numel()))
-    if x.shape[0] <= chunk:
-        return model(x)
-    first = model(x[:chunk])
-    if not isinstance(first, Tensor):
-        return first
-    return torch.cat([first] + [model(x[i : i + chunk]) for i in range(chunk, x.shape[0], chunk)])
 
 
 def _plain(v: Any) -> Any:

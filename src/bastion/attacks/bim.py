@@ -8,18 +8,16 @@ the valid range. It starts at ``x`` (no random start) and returns the last itera
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-from torch import Tensor, nn
+from torch import nn
 
-from bastion.attacks._descent import Descent
-from bastion.attacks.base import Attack, check_choice, check_int, check_positive
-from bastion.attacks.losses import LOSSES
-from bastion.threat import ThreatModel
+from bastion.attacks.base import GradientAttack, Outcome, Task, check_int, check_positive
+from bastion.attacks.descent import Descent, misclassified, named_loss
 
 
 @dataclass(frozen=True, kw_only=True)
-class BIM(Attack):
+class BIM(GradientAttack):
     """Iterative FGSM.
 
     Args:
@@ -28,39 +26,29 @@ class BIM(Attack):
         step_size: ``alpha``; default ``eps / steps``.
         norm: ``"linf"`` or ``"l2"``.
         loss: ``"ce"`` or ``"margin"``.
-        early_stop: freeze a sample once it succeeds (default False: the textbook T steps).
+        early_stop: freeze a sample once it succeeds (default False: the textbook T steps). Never on a
+            randomized model, where a success under one random draw is often undone by the next.
         bounds: the valid input range.
     """
 
     name: ClassVar[str] = "bim"
-    eps: float
+    scaled_with_eps: ClassVar[tuple[str, ...]] = ("step_size",)
     steps: int = 10
     step_size: float | None = None
-    norm: Literal["linf", "l2"] = "linf"
-    loss: str = "ce"
     early_stop: bool = False
-    bounds: tuple[float, float] = (0.0, 1.0)
 
-    def __post_init__(self) -> None:
-        check_positive("eps", self.eps, allow_zero=True)
+    def _check(self) -> None:
         check_int("steps", self.steps)
         if self.step_size is not None:
             check_positive("step_size", self.step_size)
-        check_choice("norm", self.norm, ("linf", "l2"))
-        check_choice("loss", self.loss, LOSSES)
-        _ = self.threat
-
-    @property
-    def threat(self) -> ThreatModel:
-        return ThreatModel(norm=self.norm, eps=self.eps, bounds=self.bounds)
 
     @property
     def alpha(self) -> float:
         return self.step_size if self.step_size is not None else self.eps / self.steps
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *, seed: int, keys: Tensor,
-             logits_clean: Tensor) -> tuple[Tensor, Tensor]:
-        d = Descent(self.threat, steps=self.steps, step_size=self.alpha, loss=self.loss, random_start=False,
-                    keep_best=False, early_stop=self.early_stop)
-        x_adv, _, _, queries = d.run(model, x, y, target, keys=keys, seed=seed, stream=0)
-        return x_adv, queries
+    def _run(self, model: nn.Module, task: Task) -> Outcome:
+        stop = self.early_stop and task.may_stop_early
+        d = Descent(self.threat, steps=self.steps, step_size=self.alpha, early_stop=stop)
+        out = d.run(model, task.x, named_loss(self.loss, task.y, task.target),
+                    success=misclassified(task.y, task.target) if stop else None, keys=task.keys, seed=task.seed)
+        return Outcome(out.x_adv, out.queries, logits_adv=out.logits, logits_clean=out.start_logits)

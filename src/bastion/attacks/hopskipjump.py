@@ -43,12 +43,12 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from bastion._checks import check_images
 from bastion._rng import keyed_bits, keyed_uniform
-from bastion.attacks.base import Attack, check_choice, check_int, check_positive
-from bastion.attacks.oracle import Oracle
+from bastion.attacks.base import Access, Outcome, QueryAttack, Task, check_choice, check_int, check_positive
+from bastion.attacks.oracle import Oracle, OracleOutput
 from bastion.errors import ConfigError, InputShapeError
 from bastion.threat import ThreatModel
 
@@ -64,7 +64,7 @@ def _view(v: Tensor, like: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True, kw_only=True)
-class HopSkipJump(Attack):
+class HopSkipJump(QueryAttack):
     """HopSkipJump, label-only, minimum-norm (L2 or Linf), untargeted or targeted.
 
     Args:
@@ -90,7 +90,8 @@ class HopSkipJump(Attack):
     """
 
     name: ClassVar[str] = "hsj"
-    access: ClassVar[str] = "label"
+    access: ClassVar[Access] = "label"
+    output: ClassVar[OracleOutput] = "labels"
     max_queries: int = 5000
     norm: Literal["l2", "linf"] = "l2"
     gamma: float = 1.0
@@ -119,11 +120,12 @@ class HopSkipJump(Attack):
     def threat(self) -> ThreatModel:
         return ThreatModel(norm=self.norm, eps=float("inf"), bounds=self.bounds)
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *, seed: int, keys: Tensor,
-             logits_clean: Tensor) -> tuple[Tensor, Tensor]:
-        # ``logits_clean`` is deliberately ignored: the attack only learns labels by querying.
-        oracle = Oracle(model, "labels", n=x.shape[0], budget=self.max_queries, on_exceed="raise")
-        del model
+    @property
+    def per_sample_budget(self) -> int:
+        return self.max_queries
+
+    def _query(self, oracle: Oracle, task: Task) -> Outcome:
+        x = task.x
         pool = self.starting_points
         if pool is not None:
             if tuple(pool.shape[1:]) != tuple(x.shape[1:]):
@@ -131,8 +133,8 @@ class HopSkipJump(Attack):
                     f"starting_points has inputs of shape {tuple(pool.shape[1:])}, x has {tuple(x.shape[1:])}"
                 )
             pool = pool.to(device=x.device, dtype=x.dtype)
-        x_adv = _HSJRun(self, oracle, x, y, target, keys=keys, seed=seed, pool=pool).run()
-        return x_adv, oracle.counts.to(x.device)
+        x_adv = _HSJRun(self, oracle, x, task.y, task.target, keys=task.keys, seed=task.seed, pool=pool).run()
+        return Outcome(x_adv, oracle.counts.to(x.device))
 
 
 class _HSJRun:

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion.attacks._layout import channels_last_forward
-from bastion.attacks.base import Attack, check_choice, check_int, check_positive
+from bastion.attacks.base import Attack, Outcome, Task, check_choice, check_int, check_positive
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel, perturbation_norms
 
@@ -174,8 +174,8 @@ class JSMA(Attack):
     def threat(self) -> L0Fraction:
         return L0Fraction(eps=self.gamma, bounds=self.bounds)
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *, seed: int, keys: Tensor,
-             logits_clean: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _run(self, model: nn.Module, task: Task) -> Outcome:
+        x, y, target = task.x, task.y, task.target
         b, shape = x.shape[0], x.shape[1:]
         n = x[0].numel()
         lo, hi = self.bounds
@@ -198,7 +198,8 @@ class JSMA(Attack):
         active = torch.arange(b, device=x.device)
         # the outputs at each sample's current point, where the last step computed them (NaN once it moves):
         # returned so that the final evaluation only repeats the samples that moved after their last one
-        final = torch.full_like(logits_clean, float("nan"))
+        final = torch.full((b, task.num_classes), float("nan"), dtype=x.dtype, device=x.device)
+        clean: Tensor | None = None  # the first step's forward pass is at x: the clean outputs
 
         while active.numel():
             # Budget and domain first: a sample that cannot take another full step is finished.
@@ -210,6 +211,8 @@ class JSMA(Attack):
             logits, alpha, beta = _target_gradients(forward, xf[active].reshape(-1, *shape), y[active], t,
                                                     probs=self.output == "probs", micro=micro)
             queries[active] += 1
+            if clean is None and active.numel() == b:
+                clean = logits
             final[active] = logits.to(final.dtype)
             pred = logits.argmax(1)
             done = pred != y[active] if target is None else pred == t
@@ -240,7 +243,7 @@ class JSMA(Attack):
             domain[rows, chosen] = moved < hi if up else moved > lo
             n_changed[active] = (xf[active] != x0[active]).sum(1)
             final[active] = float("nan")
-        return xf.reshape(x.shape), queries, final
+        return Outcome(xf.reshape(x.shape), queries, logits_adv=final, logits_clean=clean)
 
 
 #: default input features per forward/backward pass on CPU (see ``JSMA.jacobian_batch``)

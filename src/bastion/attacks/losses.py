@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -30,16 +29,3 @@ def attack_loss(name: str, logits: Tensor, y: Tensor, target: Tensor | None) -> 
             return _other_max(logits, y) - logits.gather(1, y[:, None]).squeeze(1)
         return logits.gather(1, target[:, None]).squeeze(1) - _other_max(logits, target)
     raise ValueError(f"unknown loss {name!r}; valid: {LOSSES}")
-
-
-def loss_and_grad(model: torch.nn.Module, x: Tensor, y: Tensor, target: Tensor | None, loss: str) -> tuple[Tensor, Tensor, Tensor]:
-    """``(logits, per-sample loss, d loss / d x)`` at ``x`` (gradients w.r.t. the input only)."""
-    x = x.detach().requires_grad_(True)
-    logits = model(x)
-    values = attack_loss(loss, logits, y, target)
-    if not values.requires_grad:  # the model's output does not depend on x differentiably (masked gradients)
-        return logits.detach(), values.detach(), torch.zeros_like(x)
-    (grad,) = torch.autograd.grad(values.sum(), x, allow_unused=True)
-    if grad is None:
-        grad = torch.zeros_like(x)
-    return logits.detach(), values.detach(), grad

@@ -9,30 +9,29 @@ https://arxiv.org/abs/1706.06083) finds an adversarial example:
 2. **Bisect** ``search_steps`` times: PGD at ``(lo + hi) / 2`` for every bracketed sample at once.
 
 The best (smallest-norm) adversarial point is returned. PGD runs with one radius *per sample*
-(``eps`` is a (B,) tensor), so the whole batch moves together; this needs the small per-sample-eps
-descent below rather than :class:`~bastion.attacks.PGD`, whose radius is one number. It is a reference for
+(``eps`` is a (B,) tensor) through :class:`~bastion.attacks.descent.Descent`, so the whole batch moves together. It is a reference for
 the black-box minimum-norm attacks (HopSkipJump): its threat model is unbounded (``eps = inf``) and the
 result is judged by the norms reached. It is an upper bound on the true minimal distance, like any attack.
+Its search stops at each sample's first success: on a randomized model that success may not hold under the
+next draw (the base class judges the result over several draws, so the reported success is honest, but the
+norms are then those of points that only sometimes fool the model).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack, check_choice, check_int, check_positive, is_success
-from bastion.attacks.losses import LOSSES, loss_and_grad
+from bastion.attacks.base import Attack, Outcome, Task, check_choice, check_int, check_positive
+from bastion.attacks.descent import Descent, misclassified, named_loss
+from bastion.attacks.losses import LOSSES
 from bastion.threat import ThreatModel
 
 log = logging.getLogger(__name__)
-
-
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 def _l2(v: Tensor) -> Tensor:
@@ -41,54 +40,7 @@ def _l2(v: Tensor) -> Tensor:
 
 def project_l2(x_adv: Tensor, x: Tensor, eps: Tensor, bounds: tuple[float, float]) -> Tensor:
     """Project onto the L2 balls of per-sample radii ``eps`` (B,) around ``x``, then into ``bounds``."""
-    delta = x_adv - x
-    factor = (eps / _l2(delta).clamp_min(1e-12)).clamp(max=1.0)
-    return (x + delta * _view(factor.to(x.dtype), delta)).clamp(*bounds)
-
-
-def pgd_l2_per_sample(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    target: Tensor | None,
-    eps: Tensor,
-    *,
-    steps: int,
-    rel_step: float,
-    loss: str,
-    bounds: tuple[float, float],
-) -> tuple[Tensor, Tensor, Tensor]:
-    """PGD-L2 from ``x`` with a radius per sample; each sample stops at its first success.
-
-    Returns ``(x_adv, success, queries)``; ``x_adv`` is the first successful point (else the last iterate).
-    """
-    b = x.shape[0]
-    x_adv = x.clone()
-    alpha = rel_step * eps / steps
-    success = torch.zeros(b, dtype=torch.bool, device=x.device)
-    queries = torch.zeros(b, dtype=torch.int64, device=x.device)
-    active = torch.arange(b, device=x.device)
-    for _ in range(steps):
-        xa = x_adv[active]
-        t = None if target is None else target[active]
-        logits, _, grad = loss_and_grad(model, xa, y[active], t, loss)
-        queries[active] += 1
-        with torch.no_grad():
-            ok = is_success(logits, y[active], t)
-            success[active[ok]] = True
-            active, xa, grad = active[~ok], xa[~ok], grad[~ok]
-            if active.numel() == 0:
-                break
-            step = grad / _view(_l2(grad).clamp_min(1e-12), grad)
-            x_adv[active] = project_l2(xa + _view(alpha[active].to(x.dtype), xa) * step, x[active],
-                                       eps[active], bounds)
-    if active.numel():
-        with torch.no_grad():
-            t = None if target is None else target[active]
-            ok = is_success(model(x_adv[active]), y[active], t)
-            queries[active] += 1
-            success[active[ok]] = True
-    return x_adv, success, queries
+    return ThreatModel(norm="l2", eps=0.0, bounds=bounds).project(x_adv, x, eps=eps)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,7 +62,6 @@ class MinNormPGD(Attack):
     """
 
     name: ClassVar[str] = "min-norm"
-    access: ClassVar[str] = "white-box"
     steps: int = 100
     rel_step: float = 2.5
     eps_init: float = 1.0
@@ -132,22 +83,29 @@ class MinNormPGD(Attack):
     def threat(self) -> ThreatModel:
         return ThreatModel(norm="l2", eps=float("inf"), bounds=self.bounds)
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *, seed: int, keys: Tensor,
-             logits_clean: Tensor) -> tuple[Tensor, Tensor]:
+    def _run(self, model: nn.Module, task: Task) -> Outcome:
+        x = task.x
         b = x.shape[0]
         dev = x.device
         best = x.clone()
         best_norm = torch.full((b,), float("inf"), dtype=torch.float64, device=dev)
-        best_norm[is_success(logits_clean, y, target)] = 0.0
         lo = torch.zeros(b, dtype=torch.float64, device=dev)
         hi = best_norm.clone()
         queries = torch.zeros(b, dtype=torch.int64, device=dev)
+        clean: list[Tensor] = []  # the first walk's first forward pass is at x: the clean outputs
+        # each radius: PGD-L2 from x, per-sample radii and steps, a sample stopping at its first success
+        walk = Descent(ThreatModel(norm="l2", eps=0.0, bounds=self.bounds), steps=self.steps, step_size=0.0,
+                       keep_best=True, early_stop=True)
 
         def attempt(idx: Tensor, eps: Tensor) -> None:
-            t = None if target is None else target[idx]
-            xa, ok, q = pgd_l2_per_sample(model, x[idx], y[idx], t, eps, steps=self.steps, rel_step=self.rel_step,
-                                          loss=self.loss, bounds=self.bounds)
-            queries[idx] += q
+            sub = task.subset(idx)
+            d = replace(walk, step_size=self.rel_step * eps / self.steps)
+            out = d.run(model, sub.x, named_loss(self.loss, sub.y, sub.target), success=misclassified(sub.y, sub.target),
+                        keys=sub.keys, seed=task.seed, eps=eps)
+            xa, ok = out.x_adv, out.success
+            if not clean and out.start_logits is not None and idx.numel() == b:
+                clean.append(out.start_logits)
+            queries[idx] += out.queries
             norm = _l2((xa - x[idx]).to(torch.float64))
             better = ok & (norm < best_norm[idx])
             best[idx[better]] = xa[better]
@@ -168,4 +126,4 @@ class MinNormPGD(Attack):
                 break
             attempt(idx, (lo[idx] + hi[idx]) / 2)
         log.debug("min-norm: %d of %d samples found", int(torch.isfinite(best_norm).sum()), b)
-        return best, queries
+        return Outcome(best, queries, logits_clean=clean[0] if clean else None)

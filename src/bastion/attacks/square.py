@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from bastion._rng import keyed_uniform
-from bastion.attacks.base import Attack, check_choice, check_int, check_positive
+from bastion.attacks.base import Access, Outcome, QueryAttack, Task, check_choice, check_int, check_positive
 from bastion.attacks.oracle import Oracle
 from bastion.errors import ConfigError, InputShapeError
 from bastion.threat import ThreatModel
@@ -75,7 +75,7 @@ def _succeeded(probs: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Square(Attack):
+class Square(QueryAttack):
     """Square Attack in the Linf norm (score-based, gradient-free).
 
     Args:
@@ -96,7 +96,7 @@ class Square(Attack):
     """
 
     name: ClassVar[str] = "square"
-    access: ClassVar[str] = "score"
+    access: ClassVar[Access] = "score"
     eps: float
     max_queries: int = 5000
     p_init: float = 0.8
@@ -116,16 +116,24 @@ class Square(Attack):
     def threat(self) -> ThreatModel:
         return ThreatModel(norm="linf", eps=self.eps, bounds=self.bounds)
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *, seed: int, keys: Tensor,
-             logits_clean: Tensor) -> tuple[Tensor, Tensor]:
-        # ``logits_clean`` is deliberately ignored: the attack learns about the clean input by querying.
-        oracle = Oracle(model, "scores", n=x.shape[0], budget=self.max_queries, on_exceed="raise")
-        del model
+    @property
+    def radius(self) -> float:
+        return float(self.eps)
+
+    def at_eps(self, eps: float) -> Square:
+        return replace(self, eps=eps)
+
+    @property
+    def per_sample_budget(self) -> int:
+        return self.max_queries
+
+    def _query(self, oracle: Oracle, task: Task) -> Outcome:
+        x = task.x
         if x.ndim != 4:
             raise InputShapeError(f"Square needs (N, C, H, W) images, got shape {tuple(x.shape)}")
-        x_adv, _ = square_linf(oracle, x, y, target, eps=self.eps, max_queries=self.max_queries,
-                               p_init=self.p_init, loss=self.loss, bounds=self.bounds, keys=keys, seed=seed)
-        return x_adv, oracle.counts.to(x.device)
+        x_adv, _ = square_linf(oracle, x, task.y, task.target, eps=self.eps, max_queries=self.max_queries,
+                               p_init=self.p_init, loss=self.loss, bounds=self.bounds, keys=task.keys, seed=task.seed)
+        return Outcome(x_adv, oracle.counts.to(x.device))
 
 
 def square_linf(

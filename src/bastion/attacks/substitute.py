@@ -31,11 +31,12 @@ Two ways to use it:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import torch
@@ -44,8 +45,8 @@ from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, check_images, frozen
 from bastion._rng import seed_from
-from bastion.attacks.base import Attack, check_int, check_positive
-from bastion.attacks.oracle import Oracle
+from bastion.attacks.base import Access, Attack, Outcome, QueryAttack, Task, check_int, check_positive
+from bastion.attacks.oracle import Oracle, OracleOutput
 from bastion.attacks.transfer import TransferAttack, craft_on_source
 from bastion.data.base import ImageDataset
 from bastion.errors import ConfigError, LabelError
@@ -61,21 +62,21 @@ Monitor = Callable[[nn.Module], dict[str, Any]]
 
 
 class _LabelBudget:
-    """Label queries through :class:`~bastion.attacks.oracle.Oracle` under one *total* budget.
+    """Label queries through an :class:`~bastion.attacks.oracle.Oracle` under one *total* budget.
 
-    Every queried point is its own oracle sample (charged one query), so ``oracle.total`` is the number of
-    label queries spent. The budget is planned by the caller; exceeding it is an internal error.
+    Every queried point is its own oracle sample (charged one query), so the number of label queries spent
+    is counted here. The budget is planned by the caller; exceeding it is an internal error.
     """
 
-    def __init__(self, model: nn.Module, *, max_queries: int, num_classes: int, batch_size: int = 1000) -> None:
-        self.oracle = Oracle(model, output="labels")
+    def __init__(self, oracle: Oracle, *, max_queries: int, num_classes: int, batch_size: int = 1000) -> None:
+        if oracle.output != "labels":
+            raise ConfigError("the substitute attack learns from labels: it needs an Oracle with output='labels'")
+        self.oracle = oracle
         self.max_queries = max_queries
         self.num_classes = num_classes
         self.batch_size = batch_size
-
-    @property
-    def queries(self) -> int:
-        return self.oracle.total
+        self.queries = 0
+        self._first = oracle.total  # the oracle's samples this training charges start after those already used
 
     def __call__(self, x: Tensor) -> Tensor:
         n = int(x.shape[0])
@@ -85,8 +86,10 @@ class _LabelBudget:
         out = []
         for i in range(0, n, self.batch_size):
             xb = x[i : i + self.batch_size]
-            idx = torch.arange(start + i, start + i + xb.shape[0], device=x.device)
+            base = self._first + start + i
+            idx = torch.arange(base, base + xb.shape[0], device=x.device)
             out.append(self.oracle(xb, idx).to(x.device))
+        self.queries += n
         labels = torch.cat(out)
         if int(labels.max()) >= self.num_classes:
             raise LabelError(f"the target returned label {int(labels.max())}, but {self.num_classes} classes were "
@@ -243,7 +246,7 @@ class SubstituteTraining:
 
     def train(
         self,
-        target: nn.Module,
+        target: nn.Module | Oracle,
         seed_images: Tensor,
         *,
         generator: torch.Generator | None = None,
@@ -254,8 +257,9 @@ class SubstituteTraining:
         """Train a substitute of ``target`` from its labels only.
 
         Args:
-            target: the model under attack (eval mode). It is only called under ``no_grad`` through a
-                label oracle that counts queries; its mode, flags and parameters are left as they were.
+            target: the model under attack (eval mode), or a label :class:`~bastion.attacks.oracle.Oracle` of
+                it. A model is only called under ``no_grad`` through a label oracle that counts queries; its mode,
+                flags and parameters are left as they were.
             seed_images: the attacker's unlabelled seed set ``S_0``, (N, C, H, W) in ``bounds``.
             generator: randomness (substitute initialisation, data order, reservoir and budget subsets);
                 the same generator state gives the same substitute.
@@ -274,7 +278,8 @@ class SubstituteTraining:
         """
         t_start = time.perf_counter()
         check_images(seed_images, bounds=self.bounds, name="seed_images")
-        check_eval_mode(target)
+        if isinstance(target, nn.Module):
+            check_eval_mode(target)
         n_seed = int(seed_images.shape[0])
         if n_seed > self.max_queries:
             raise ConfigError(f"the seed set has {n_seed} images but max_queries is {self.max_queries}; "
@@ -295,10 +300,11 @@ class SubstituteTraining:
                 f"but the seed images have shape {tuple(seed_images.shape[1:])}"
             )
         substitute = substitute.to(dev)
-        oracle = _LabelBudget(target, max_queries=self.max_queries, num_classes=len(classes))
+        labeller = target if isinstance(target, Oracle) else Oracle(target, output="labels")
+        oracle = _LabelBudget(labeller, max_queries=self.max_queries, num_classes=len(classes))
         images = seed_images.detach().to(dev).clone()
         history: list[dict[str, Any]] = []
-        with frozen(target):
+        with frozen(target) if isinstance(target, nn.Module) else contextlib.nullcontext():
             labels = oracle(images)
             for rnd in range(self.rounds):
                 t0 = time.perf_counter()
@@ -349,7 +355,7 @@ def _default(f: Field[Any]) -> Any:
     return f.default_factory() if f.default_factory is not MISSING else MISSING
 
 
-def _class_names(target: nn.Module, num_classes: int | None) -> tuple[str, ...]:
+def _class_names(target: nn.Module | Oracle, num_classes: int | None) -> tuple[str, ...]:
     """The label set of the substitute: ``num_classes`` labels, else the target's declared ``.classes``
     (part of the task the attacker knows; a label oracle cannot reveal classes it never returns)."""
     declared = getattr(target, "classes", None)
@@ -374,7 +380,7 @@ def _tensor_digest(x: Tensor) -> str:
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class SubstituteAttack(Attack):
+class SubstituteAttack(QueryAttack):
     """Papernot et al. 2017's black-box attack as one :class:`~bastion.attacks.base.Attack`: label-only.
 
     Each call trains a substitute of the target from ``seed_images`` and the target's labels (at most
@@ -396,7 +402,8 @@ class SubstituteAttack(Attack):
     """
 
     name: ClassVar[str] = "substitute"
-    access: ClassVar[str] = "label"
+    access: ClassVar[Access] = "label"
+    output: ClassVar[OracleOutput] = "labels"
     attack: Attack
     seed_images: Tensor
     training: SubstituteTraining = SubstituteTraining()
@@ -433,13 +440,20 @@ class SubstituteAttack(Attack):
         return self.training.train(target, seeds, generator=generator, device=device, progress=progress,
                                    monitor=monitor)
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *, seed: int, keys: Tensor,
-             logits_clean: Tensor) -> tuple[Tensor, Tensor]:
-        g = torch.Generator().manual_seed(seed)
-        sub = self.training.train(model, self.seed_images.to(x.device), generator=g, device=x.device)
-        x_adv = craft_on_source(self.attack, sub.model, x, y, target, seed=seed, keys=keys,
-                                num_classes=logits_clean.shape[1])
-        return x_adv, _spread(sub.queries, x.shape[0], x.device)
+    @property
+    def radius(self) -> float | None:
+        return self.attack.radius
+
+    def at_eps(self, eps: float) -> SubstituteAttack:
+        return replace(self, attack=self.attack.at_eps(eps))
+
+    def _query(self, oracle: Oracle, task: Task) -> Outcome:
+        x = task.x
+        g = torch.Generator().manual_seed(task.seed)
+        training = replace(self.training, num_classes=task.num_classes)
+        sub = training.train(oracle, self.seed_images.to(x.device), generator=g, device=x.device)
+        x_adv = craft_on_source(self.attack, sub.model, task)
+        return Outcome(x_adv, _spread(sub.queries, x.shape[0], x.device))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able configuration (the seed set is described by its size, shape and a digest)."""

@@ -10,14 +10,15 @@ with a substitute trained from the target's labels (see :mod:`bastion.attacks.su
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, frozen
-from bastion.attacks.base import Attack, clean_forward
+from bastion._model import DEFAULT_DRAWS
+from bastion.attacks.base import Access, Attack, Outcome, Task, probe_model
 from bastion.errors import ConfigError, InputShapeError
 from bastion.models.classifier import describe_model
 from bastion.threat import ThreatModel
@@ -30,40 +31,32 @@ def short_model_repr(model: nn.Module) -> str:
     return f"{type(model).__name__}(arch={arch!r})" if arch is not None else f"{type(model).__name__}(...)"
 
 
-def craft_on_source(
-    attack: Attack,
-    source: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    target: Tensor | None,
-    *,
-    seed: int,
-    keys: Tensor,
-    num_classes: int,
-) -> Tensor:
+def craft_on_source(attack: Attack, source: nn.Module, task: Task) -> Tensor:
     """Run ``attack`` white-box on ``source`` and return the adversarial inputs (for another model).
 
-    The inner attack gets the same ``seed`` and ``keys`` it would get if called directly, so transferring
-    from a model to itself gives exactly the white-box result. The source is checked (eval mode, output
-    shape) and its parameters are frozen for the call, as the base class does for a target.
+    The inner attack gets the same seed and keys it would get if called directly, so transferring from a
+    model to itself gives the white-box result (without early stopping: an example frozen just past the
+    source's boundary rarely crosses the target's). The source is checked (eval mode, device, its number of
+    classes) and its parameters are frozen for the call, as the base class does for a target.
     """
     check_eval_mode(source)
     param = next(iter(source.parameters()), None)
-    if param is not None and param.device != x.device:
-        raise ConfigError(f"the source model is on {param.device} but the inputs are on {x.device}; "
+    if param is not None and param.device != task.x.device:
+        raise ConfigError(f"the source model is on {param.device} but the inputs are on {task.x.device}; "
                           "bastion does not move models: put the source on the inputs' device")
     with frozen(source):
         try:
-            logits_src = clean_forward(source, x)
+            num_classes, randomized = probe_model(source, task.x)
         except InputShapeError as e:
             raise InputShapeError(f"the source model: {e}") from e
-        if logits_src.ndim != 2 or logits_src.shape[1] != num_classes:
+        if num_classes != task.num_classes:
             raise InputShapeError(
-                f"the source model returned shape {tuple(logits_src.shape)}, but the target has {num_classes} "
-                "classes; source and target must classify the same label set"
+                f"the source model has {num_classes} outputs, but the target has {task.num_classes} classes; "
+                "source and target must classify the same label set"
             )
-        out = attack._run(source, x, y, target, seed=seed, keys=keys, logits_clean=logits_src)
-    return out[0].detach()  # (x_adv, queries[, outputs at x_adv]): the source's queries and outputs are not needed
+        sub = replace(task, randomized=randomized, may_stop_early=False, draws=DEFAULT_DRAWS if randomized else 1)
+        out = attack._execute(source, sub)
+    return out.x_adv.detach()
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -95,7 +88,7 @@ class TransferAttack(Attack):
     """
 
     name: ClassVar[str] = "transfer"
-    access: ClassVar[str] = "transfer"
+    access: ClassVar[Access] = "transfer"
     source: nn.Module
     attack: Attack
 
@@ -109,11 +102,17 @@ class TransferAttack(Attack):
     def threat(self) -> ThreatModel:
         return self.attack.threat
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, *, seed: int, keys: Tensor,
-             logits_clean: Tensor) -> tuple[Tensor, Tensor]:
-        x_adv = craft_on_source(self.attack, self.source, x, y, target, seed=seed, keys=keys,
-                                num_classes=logits_clean.shape[1])
-        return x_adv, torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    @property
+    def radius(self) -> float | None:
+        return self.attack.radius
+
+    def at_eps(self, eps: float) -> TransferAttack:
+        return replace(self, attack=self.attack.at_eps(eps))
+
+    def _execute(self, model: nn.Module, task: Task) -> Outcome:
+        del model  # the target is never queried by the attack itself
+        x_adv = craft_on_source(self.attack, self.source, task)
+        return Outcome(x_adv, torch.zeros(task.n, dtype=torch.int64, device=task.x.device))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able configuration: the source is described by its class and metadata, not its weights."""

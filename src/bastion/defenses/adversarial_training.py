@@ -31,8 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion._checks import eval_mode, frozen
-from bastion.attacks._descent import Descent
-from bastion.attacks.losses import loss_and_grad
+from bastion.attacks.descent import Descent, LossFn, named_loss
 from bastion.attacks.pgd import PGD
 from bastion.data.base import ImageDataset
 from bastion.errors import ConfigError
@@ -129,27 +128,17 @@ class AdversarialTraining:
         alpha = self.step_size_at(eps)
         seed = (ctx.seed * 1_000_003 + ctx.step) % (2**31)
         with frozen(model):
-            if self.recipe == "trades":
+            if self.recipe == "trades":  # maximise KL(f(x) || f(x')) from a random start
                 with torch.no_grad():
                     p_clean = F.softmax(model(x), 1)
-                x_adv = threat.random_init(x, ctx.keys, seed=seed)
-                for _ in range(self.n_steps):
-                    xa = x_adv.detach().requires_grad_(True)
-                    kl = F.kl_div(F.log_softmax(model(xa), 1), p_clean, reduction="sum")
-                    (g,) = torch.autograd.grad(kl, xa)
-                    x_adv = threat.project(xa.detach() + alpha * g.sign(), x)
-                return x_adv.detach()
-            if self.craft_labels == "predicted":
-                with torch.no_grad():
-                    y = model(x).argmax(1)
-            if self.recipe == "fgsm-rs":
-                start = threat.random_init(x, ctx.keys, seed=seed)
-                _, _, g = loss_and_grad(model, start, y, None, "ce")
-                return threat.project(start + alpha * g.sign(), x).detach()
-            d = Descent(threat, steps=self.n_steps, step_size=alpha, loss="ce", random_start=True,
-                        keep_best=False, early_stop=False)
-            x_adv, _, _, _ = d.run(model, x, y, None, keys=ctx.keys, seed=seed, stream=0)
-            return x_adv.detach()
+                loss = _kl_from(p_clean)
+            else:
+                if self.craft_labels == "predicted":
+                    with torch.no_grad():
+                        y = model(x).argmax(1)
+                loss = named_loss("ce", y)
+            d = Descent(threat, steps=self.n_steps, step_size=alpha, random_start=True)
+            return d.run(model, x, loss, keys=ctx.keys, seed=seed).x_adv.detach()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         n_adv = max(1, round(self.adv_ratio * x.shape[0]))
@@ -166,6 +155,14 @@ class AdversarialTraining:
         logits = model(xb)
         loss = F.cross_entropy(logits, y)
         return loss, {"adv_acc": float((logits[:n_adv].argmax(1) == y[:n_adv]).float().mean())}
+
+
+def _kl_from(p_clean: Tensor) -> LossFn:
+    """TRADES' inner loss: per sample, KL(p_clean || softmax(logits))."""
+    def loss(logits: Tensor, idx: Tensor | None) -> Tensor:
+        p = p_clean if idx is None else p_clean[idx]
+        return F.kl_div(F.log_softmax(logits, 1), p, reduction="none").sum(1)
+    return loss
 
 
 @dataclass

@@ -18,9 +18,9 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bastion._model import log_mean_softmax
 from bastion._wrap import ModelWrapper
 from bastion.errors import ConfigError
 
@@ -56,12 +56,6 @@ class InputDefense(nn.Module, ABC):
 
     def to_dict(self) -> dict[str, Any]:
         return {"defense": type(self).__name__}
-
-
-def log_mean_softmax(logits: Tensor) -> Tensor:
-    """The log of the mean softmax over the first dimension of ``logits`` (draws, B, K) -> (B, K): one model's
-    output for several random draws, averaged (``argmax`` and cross-entropy keep working on it)."""
-    return F.softmax(logits, dim=-1).mean(0).clamp_min(1e-12).log()
 
 
 def straight_through(real: Tensor, surrogate: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bastion._checks import frozen
+from bastion._model import judge, log_mean_softmax
 from bastion.data.base import ImageDataset
 from bastion.eval.report import Flag, Row
 
@@ -46,8 +47,8 @@ def check_outputs(model: nn.Module, data: ImageDataset, *, adaptive: bool, devic
                 meaning="The model gives different outputs for the same input, so a single gradient is a noisy "
                         "sample and gradient attacks underestimate what an attacker can do.",
                 advice="Evaluate with Expectation over Transformation: add eot(model, n=16) (and bpda(...) for "
-                       "non-differentiable steps) to the evaluation's adaptive attacks, and run PGD with "
-                       "early_stop=False: a success under one random draw is often undone by the next.",
+                       "non-differentiable steps) to the evaluation's adaptive attacks (bastion's attacks never "
+                       "stop early on a randomized model, and judge it over several draws).",
                 evidence={"max_output_change": float((a - b).abs().max()), "prediction_flip_rate": changed}))
     rows_sum = a.sum(1)
     if bool((a >= 0).all()) and torch.allclose(rows_sum, torch.ones_like(rows_sum), atol=1e-4):
@@ -92,7 +93,7 @@ def check_gradients(model: nn.Module, data: ImageDataset, *, device: torch.devic
 
 
 def check_unbounded(model: nn.Module, data: ImageDataset, *, device: torch.device | str, threshold: float = 0.1,
-                    crafting: Mapping[str, nn.Module] | None = None) -> list[Flag]:
+                    crafting: Mapping[str, nn.Module] | None = None, draws: int | None = None) -> list[Flag]:
     """An unbounded attack (Linf eps = 1, which can reach any image) must bring accuracy to about 0: PGD on the
     model itself, else PGD crafted on each of the evaluation's adaptive models (``crafting``) and judged on
     the model; the lowest accuracy counts."""
@@ -100,15 +101,16 @@ def check_unbounded(model: nn.Module, data: ImageDataset, *, device: torch.devic
 
     x, y = data.images.to(device), data.labels.to(device)
     pgd = PGD(eps=1.0, steps=20, step_size=0.1, restarts=1)
-    res = pgd(model, x, y, generator=torch.Generator().manual_seed(0))
-    acc = float(res.robust.float().mean())
+    res = pgd(model, x, y, generator=torch.Generator().manual_seed(0), draws=draws)
+    acc = float(res.robust_share.mean())
     by_mode = {"naive": acc}
     for label, m in (crafting or {}).items():
         if acc <= threshold:
             break
-        x_adv = pgd(m, x, y, generator=torch.Generator().manual_seed(0)).x_adv
-        with frozen(model), torch.no_grad():
-            by_mode[f"adaptive:{label}"] = float((model(x_adv).argmax(1) == y).float().mean())
+        x_adv = pgd(m, x, y, generator=torch.Generator().manual_seed(0), draws=1).x_adv
+        with frozen(model):
+            _, preds = judge(model, x_adv, draws=res.draws)
+        by_mode[f"adaptive:{label}"] = float((preds == y).float().mean())
         acc = min(by_mode.values())
     if acc > threshold:
         return [Flag(
@@ -229,6 +231,53 @@ def _compare(at: list[Row], *, n: int, cascade: bool, mode: str, where: str, eps
     return flags
 
 
+def check_eot_baseline(model: nn.Module, data: ImageDataset, rows: Sequence[Row], *, device: torch.device | str,
+                       draws: int, steps: int = 40, samples: int = 8) -> list[Flag]:
+    """On a randomized model, a plain Expectation-over-Transformation PGD loop, written here independently of
+    bastion's attacks: ``steps`` signed-gradient steps of the cross-entropy of the softmax averaged over
+    ``samples`` draws, through the model as it is, at the largest Linf radius of ``rows`` (step 2.5 eps /
+    steps, from the clean image), judged over ``draws`` calls. If every mode's best row at that radius leaves
+    accuracy far above what this loop leaves, the evaluation's attacks are weaker than the simplest adaptive
+    attack (e.g. stopped early under one random draw)."""
+    radii = [r.eps for r in rows if r.eps and r.norm == "linf"]
+    if not radii:
+        return []
+    eps = max(radii)
+    x0, y = data.images.to(device), data.labels.to(device)
+    alpha = 2.5 * eps / steps
+    x = x0.clone()
+    with frozen(model):
+        for _ in range(steps):
+            xr = x.detach().requires_grad_(True)
+            rep = xr.repeat(samples, *([1] * (xr.ndim - 1)))
+            out = model(rep).reshape(samples, xr.shape[0], -1)
+            loss = F.cross_entropy(log_mean_softmax(out), y, reduction="sum")
+            (g,) = torch.autograd.grad(loss, xr, allow_unused=True)
+            if g is None:
+                break
+            x = torch.minimum(torch.maximum(x.detach() + alpha * g.sign(), x0 - eps), x0 + eps).clamp(0.0, 1.0)
+        _, preds = judge(model, x.detach(), draws=draws)
+    baseline = float((preds == y).float().mean())
+    best: dict[str, float] = {}
+    for r in rows:
+        if r.eps == eps and r.norm == "linf":
+            best[r.mode] = min(best.get(r.mode, 1.0), r.accuracy)
+    strongest = min(best.values())
+    margin = max(0.1, 2 * _noise(baseline, len(x0)))
+    if strongest <= baseline + margin:
+        return []
+    return [Flag(
+        code="weaker-than-eot-baseline", severity="error",
+        title=f"The attacks leave {strongest:.0%} at eps={eps:g}; a plain EOT-PGD loop leaves {baseline:.0%}",
+        meaning="The model is randomized, and a 40-step PGD loop on the softmax averaged over several draws, run by "
+                "the checks themselves, does far better than every attack of the evaluation: their numbers "
+                "overstate the model's robustness.",
+        advice="Attack the model through eot(...) (and bpda(...) for non-differentiable steps) with every step run "
+               "(early_stop=False), more draws and more steps; treat the plain loop's number as the upper bound.",
+        evidence={"eps": eps, "eot_pgd_accuracy": baseline, "best_accuracy_by_mode": best, "n": len(x0),
+                  "steps": steps, "samples": samples, "draws": draws})]
+
+
 def run_checks(
     model: nn.Module,
     data: ImageDataset,
@@ -238,18 +287,23 @@ def run_checks(
     cascade: bool = False,
     n: int | None = None,
     device: torch.device | str = "cpu",
+    draws: int = 1,
+    randomized: bool = False,
 ) -> list[Flag]:
     """All checks; ``data`` is a small batch (e.g. 64 images) for the model-level checks, ``n`` the number of
     evaluated images behind ``rows`` (default: the most any row attacked). ``adaptive``: the evaluation's
     adaptive attack models (``{label: module}``), used by the model-level checks (True: some exist, not given).
-    Runs with autograd on, also when called under ``torch.no_grad()`` or ``inference_mode()``."""
+    ``randomized``: the model is randomized (its rows judged over ``draws`` calls); the EOT-baseline check then
+    runs too. Runs with autograd on, also when called under ``torch.no_grad()`` or ``inference_mode()``."""
     crafting = dict(adaptive) if isinstance(adaptive, Mapping) else {}
     with torch.inference_mode(False), torch.enable_grad():
         if data.images.is_inference():
             data = dataclasses.replace(data, images=data.images.clone(), labels=data.labels.clone())
         flags = check_outputs(model, data, adaptive=bool(adaptive), device=device)
         flags += check_gradients(model, data, device=device, adaptive=bool(adaptive))
-        flags += check_unbounded(model, data, device=device, crafting=crafting)
+        flags += check_unbounded(model, data, device=device, crafting=crafting, draws=draws)
+        if randomized:
+            flags += check_eot_baseline(model, data, rows, device=device, draws=max(draws, 2))
     n = n if n is not None else max((r.attacked for r in rows), default=0)
     flags += check_rows(rows, n=n, cascade=cascade)
     return flags

@@ -1,12 +1,13 @@
 """The robustness report: plain data, versioned JSON schema, CSV export.
 
-Schema (``schema_version`` 1)::
+Schema (``schema_version`` 2)::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "created": ISO-8601 time, "bastion_version": str, "torch_version": str, "command": str | null,
       "model": {...model description...}, "data": {"name", "split", "n", "sha256"},
       "eps_grid": [float], "cascade": bool, "suite": [attack.to_dict()],
+      "randomized": bool, "draws": int,
       "clean_accuracy": float,
       "rows": [ {"attack": label, "mode": "naive" | "adaptive:<name>", "access": str, "eps": float | null,
                  "norm": "linf" | "l2" | "l0" | null,
@@ -15,14 +16,19 @@ Schema (``schema_version`` 1)::
                  "seconds": float, "queries_mean", "loss_clean", "loss_adv": float | null} ],
       "worst_case": [ {"mode": str, "norm": str | null, "eps": float | null, "accuracy": float} ],
       "flags": [ {"code", "severity", "title", "meaning", "advice", "evidence"} ],
-      "per_image": {"index": [int], "clean_correct": [0|1], "loss_clean": [float], "order": [row key],
-                    "rows": {"<row key>": {"robust": [0|1|-1], "l0" / "l2" / "linf": [float | null], ...}}} | null
+      "per_image": {"index": [int], "clean": [float], "loss_clean": [float], "draws": int, "order": [row key],
+                    "rows": {"<row key>": {"robust": [float | null], "l0" / "l2" / "linf": [float | null], ...}}}
+                   | null
     }
 
-``accuracy`` of a row is the fraction of *all* evaluated images still classified correctly; in cascade
-mode (AutoAttack's protocol) it is the worst case over that attack and the suite's earlier attacks, since
-each attack only runs on points still robust within its threat model (the same norm and eps). Norms are over successful adversarial examples only; a row
-that attacked no image (the cascade left none) has null success rate, queries and losses.
+Each image is judged by ``draws`` calls of the model (1 on a deterministic model; 8 by default on a
+``randomized`` one); its per-image value is the share of those draws that classify it correctly (``robust``:
+null where the attack did not run on it), and accuracies are means of shares. ``accuracy`` of a row is over
+*all* evaluated images; in cascade mode (AutoAttack's protocol) it is the worst case over that attack and the
+suite's earlier attacks, since each attack only runs on points still robust within its threat model (the
+same norm and eps). An image counts as broken (``succeeded``, and in the norms) when fewer than half of the
+draws classify it correctly; a row that attacked no image (the cascade left none) has null success rate,
+queries and losses. Version 1 reports (before draws) are read as deterministic ones.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,8 @@ class RobustnessReport:
     bastion_version: str = ""
     torch_version: str = ""
     command: str | None = None
+    draws: int = 1
+    randomized: bool = False
     schema_version: int = SCHEMA_VERSION
 
     # ---- queries -------------------------------------------------------------------------------------
@@ -128,9 +136,11 @@ class RobustnessReport:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RobustnessReport:
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ValueError(f"unsupported report schema_version {version!r} (this bastion reads {SCHEMA_VERSION})")
+        if version not in (1, SCHEMA_VERSION):
+            raise ValueError(f"unsupported report schema_version {version!r} (this bastion reads 1 and {SCHEMA_VERSION})")
         d = dict(d)
+        if version == 1:
+            d = _from_v1(d)
         d["rows"] = [Row(**r) for r in d["rows"]]
         d["flags"] = [Flag(**f) for f in d.get("flags", [])]
         return cls(**d)
@@ -147,3 +157,17 @@ class RobustnessReport:
         for r in self.rows:
             w.writerow(asdict(r))
         return buf.getvalue()
+
+
+def _from_v1(d: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 report (one deterministic draw, 0/1/-1 codes per image) in the version 2 layout."""
+    d["schema_version"] = SCHEMA_VERSION
+    per = d.get("per_image")
+    if per is not None:
+        per = dict(per)
+        per["clean"] = [float(v) for v in per.pop("clean_correct")]
+        per["draws"] = 1
+        per["rows"] = {k: {**r, "robust": [None if v == -1 else float(v) for v in r["robust"]]}
+                       for k, r in per["rows"].items()}
+        d["per_image"] = per
+    return d

@@ -65,6 +65,8 @@ class Classifier(nn.Module):
 
     mean: Tensor  # buffers (not saved: they come from ``meta``)
     std: Tensor
+    #: bastion's architectures are deterministic in eval mode (no need to probe them for randomness)
+    randomized = False
 
     def __init__(self, net: nn.Module, meta: ModelMeta) -> None:
         super().__init__()
