@@ -238,6 +238,9 @@ def test_a_stopped_or_dead_process_ends_the_job_with_an_error_naming_it(tmp_path
         assert procs[0].exitcode == 3
         got = json.loads(open(out).read())
         stopped_at = float(open(out + ".stopped").read())
+        procs[1].join(10)
+        # the stopped rank 1 was ended by rank 0 (SIGKILL: a stopped process ignores everything else)
+        assert procs[1].exitcode == (-signal.SIGKILL if how == "stop" else 1)
     finally:
         for p in procs:
             if p.is_alive():
@@ -246,6 +249,7 @@ def test_a_stopped_or_dead_process_ends_the_job_with_an_error_naming_it(tmp_path
     message = got["message"]
     assert "rank 1 of the 2 processes stopped answering" in message, message
     assert "gather the evaluation results" in message and "\n" not in message
+    assert ("ended rank 1 on this machine" in message) == (how == "stop"), message
     assert got["closed"]  # the world closed its side before raising
     # rank 0 reached the gather soon after rank 1 stopped, then waited the timeout for it
     assert got["time"] - stopped_at < STALL_TIMEOUT + 30
@@ -276,6 +280,8 @@ def test_cli_evaluation_with_a_stopped_process_exits_with_one_line(tmp_path):
         took = time.monotonic() - stopped
         assert procs[0].poll() is not None, "rank 0 still waits for the stopped rank 1"
         stdout, stderr = procs[0].communicate(timeout=10)
+        procs[1].wait(10)
+        assert procs[1].returncode == -signal.SIGKILL  # ended by rank 0, not left stopped
     finally:
         for p in procs:
             if p.poll() is None:
@@ -284,7 +290,7 @@ def test_cli_evaluation_with_a_stopped_process_exits_with_one_line(tmp_path):
     assert procs[0].returncode == 2, stderr
     lines = stderr.strip().splitlines()  # one line: no traceback, not wrapped
     assert len(lines) == 1 and lines[0].startswith("error: rank 1 of the 2 processes stopped answering"), stderr
-    assert "gather the evaluation results" in lines[0]
+    assert "gather the evaluation results" in lines[0] and "ended rank 1 on this machine" in lines[0]
     assert took < STALL_TIMEOUT + 30
     assert not (tmp_path / "out" / "results.json").exists()
 

@@ -19,7 +19,8 @@ A stalled process ends the job instead of hanging it. Every process publishes a 
 rendezvous store, the one torchrun or ``MASTER_ADDR:MASTER_PORT`` provides, bumped about once a second by a
 background thread) and watches the others'. The process group has a timeout (``--dist-timeout SECONDS`` or the
 ``BASTION_DIST_TIMEOUT`` environment variable; default 300 s), so no collective waits longer than that; when one
-fails, the error names the rank(s) whose heartbeat went silent. Before gathering the evaluation results a process
+fails, the error names the rank(s) whose heartbeat went silent, and the silent processes that run on the same
+machine are ended with SIGKILL (a stopped process ignores torchrun's SIGTERM, which costs 30 s more). Before gathering the evaluation results a process
 waits for the others for as long as they show signs of life (a shard can legitimately take much longer than
 another), and stops once one has been silent for the timeout. A process that is alive but stuck elsewhere with its
 heartbeat running is waited for; the group timeout still bounds every collective. The error is a
@@ -37,12 +38,15 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -99,10 +103,25 @@ def _ranks(ranks: list[int]) -> str:
     return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
 
 
-def heartbeat_key(rank: int) -> str:
-    """The store key under which ``rank`` publishes its heartbeat counter (a job restarted by torchrun uses
-    fresh keys)."""
-    return f"bastion/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/heartbeat/{rank}"
+def heartbeat_key(rank: int, what: str = "heartbeat") -> str:
+    """The store key under which ``rank`` publishes its heartbeat counter (``what="process"``: its host, pid
+    and start time). A job restarted by torchrun uses fresh keys."""
+    return f"bastion/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{what}/{rank}"
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux ``/proc``; with the pid, it names one process for good, even
+    after the pid is reused), or None where unknown or when the process has already exited (a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
+
+
+def _identity() -> str:
+    return f"{socket.gethostname()}\t{os.getpid()}\t{_start_time(os.getpid())}"
 
 
 class _Heartbeat:
@@ -122,6 +141,7 @@ class _Heartbeat:
         self._beats = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.store.set(heartbeat_key(rank, "process"), _identity())
         self._beat()  # before anyone can look for it
         self._thread = threading.Thread(target=self._run, name="bastion-heartbeat", daemon=True)
         self._thread.start()
@@ -267,19 +287,46 @@ class World:
         quiet = sorted(r for r, s in silence.items() if s >= at_least)
         return quiet, max((silence[r] for r in quiet), default=0.0), False
 
+    def _local_processes(self, ranks: list[int]) -> dict[int, int]:
+        """The pids of those ``ranks`` that run on this machine: the same process by pid *and* start time, so
+        that a reused pid is never taken for it."""
+        found = {}
+        for r in ranks:
+            try:
+                key = heartbeat_key(r, "process")
+                if not self._store.check([key]):
+                    continue
+                host, pid, started = self._store.get(key).decode().split("\t")
+                if host == socket.gethostname() and started != "None" and _start_time(int(pid)) == started:
+                    found[r] = int(pid)
+            except (RuntimeError, ValueError) as e:  # the store is gone, or a malformed entry
+                log.debug("cannot locate rank %d: %s", r, _first_line(e))
+        return found
+
     def _stalled(self, what: str, ranks: list[int], silent_for: float, *, store_lost: bool) -> StalledProcessError:
-        """The error to raise; closes this process's side of the group first (it is unusable without the lost
-        process, and a closed group lets the process exit cleanly)."""
+        """The error to raise. First closes this process's side of the group (it is unusable without the
+        silent ranks, and a closed group exits cleanly), then ends the silent processes that run on this machine
+        with SIGKILL: a stopped process ignores every other signal until it is continued, so torchrun would wait
+        30 s more before killing it, and a job launched without torchrun would leave it behind for good."""
+        local = {} if store_lost else self._local_processes(ranks)
         self.close()
+        ended = []
+        for r, pid in local.items():
+            try:
+                os.kill(pid, signal.SIGKILL)
+                ended.append(r)
+            except OSError as e:  # gone meanwhile, or not ours
+                log.debug("could not end rank %d (pid %d): %s", r, pid, e)
         hint = f"(limit {self.timeout:g} s: --dist-timeout or {TIMEOUT_ENV})"
         if store_lost:
             return StalledProcessError(
                 f"rank {self.rank} lost contact with the job's rendezvous store at {os.environ.get('MASTER_ADDR')}:"
                 f"{os.environ.get('MASTER_PORT')} for {silent_for:.0f} s while waiting to {what} (the process "
                 f"holding it, rank 0 or torchrun, stopped answering); stopping the job {hint}")
+        killed = f"; ended {_ranks(ended)} on this machine" if ended else ""
         return StalledProcessError(
             f"{_ranks(ranks)} of the {self.size} processes stopped answering (no heartbeat for {silent_for:.0f} s: "
-            f"stopped, frozen or gone) while rank {self.rank} waited to {what}; stopping the job {hint}")
+            f"stopped, frozen or gone) while rank {self.rank} waited to {what}; stopping the job {hint}{killed}")
 
     def _wait_for_peers(self, what: str) -> None:
         """Wait until every rank has reached this step, for as long as the missing ones show signs of life;
