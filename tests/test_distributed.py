@@ -1,9 +1,15 @@
-"""Distributed evaluation and training on 2 gloo processes equal the single-process results."""
+"""Distributed evaluation and training on 2 gloo processes equal the single-process results; a stalled
+process ends the job with a clear error instead of hanging it."""
 
 import json
+import multiprocessing
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
+from datetime import timedelta
 
 import pytest
 import torch
@@ -11,7 +17,15 @@ import torch.multiprocessing as mp
 
 from bastion.attacks import FGSM, PGD
 from bastion.data import load_dataset
-from bastion.distributed import LaunchError, World
+from bastion.distributed import (
+    DEFAULT_TIMEOUT,
+    TIMEOUT_ENV,
+    LaunchError,
+    StalledProcessError,
+    World,
+    heartbeat_key,
+    resolve_timeout,
+)
 from bastion.eval import Evaluation, PerImage
 from bastion.models import create_model, pretrained
 from bastion.train import TrainConfig, fit
@@ -171,3 +185,126 @@ def test_an_empty_shard_evaluates_to_nothing_and_merges():
 @pytest.mark.timeout(600)
 def test_a_process_with_an_empty_last_shard_still_trains_in_step(tmp_path):
     _assert_two_processes_train_as_one(tmp_path, "train65")
+
+
+# ---- a stalled process ----------------------------------------------------------------------------------
+STALL_TIMEOUT = 3.0
+
+
+def _stall_worker(rank: int, port: int, out: str, how: str) -> None:
+    """Rank 1 stops itself (SIGSTOP: every thread, its heartbeat included) or dies (``os._exit``, like kill -9)
+    before the evaluation; rank 0 evaluates its shard and then waits to gather the results."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    world = World.from_env(timeout=STALL_TIMEOUT)
+    if rank == 1:
+        with open(out + ".stopped", "w") as f:
+            f.write(repr(time.time()))
+        if how == "exit":
+            os._exit(1)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        os._exit(0)  # not reached: the test kills this process
+    try:
+        _evaluation().run(pretrained("mnist-cnn"), _data(), world=world)
+        message = "finished without noticing the stalled process"
+    except StalledProcessError as e:
+        message = str(e)
+    with open(out, "w") as f:
+        json.dump({"message": message, "time": time.time(), "closed": world._heartbeat is None}, f)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(3)
+
+
+def _wait_exit(proc: "multiprocessing.process.BaseProcess | subprocess.Popen", seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    alive = (lambda: proc.is_alive()) if isinstance(proc, multiprocessing.process.BaseProcess) else \
+        (lambda: proc.poll() is None)
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("how", ["stop", "exit"])
+def test_a_stopped_or_dead_process_ends_the_job_with_an_error_naming_it(tmp_path, how):
+    out = str(tmp_path / "stall.json")
+    ctx = multiprocessing.get_context("spawn")
+    port = _free_port()
+    procs = [ctx.Process(target=_stall_worker, args=(r, port, out, how)) for r in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        _wait_exit(procs[0], 240)
+        assert not procs[0].is_alive(), "rank 0 still waits for the stopped rank 1"
+        assert procs[0].exitcode == 3
+        got = json.loads(open(out).read())
+        stopped_at = float(open(out + ".stopped").read())
+        procs[1].join(10)
+        # the stopped rank 1 was ended by rank 0 (SIGKILL: a stopped process ignores everything else)
+        assert procs[1].exitcode == (-signal.SIGKILL if how == "stop" else 1)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()  # SIGKILL ends a stopped process too
+            p.join(10)
+    message = got["message"]
+    assert "rank 1 of the 2 processes stopped answering" in message, message
+    assert "gather the evaluation results" in message and "\n" not in message
+    assert ("ended rank 1 on this machine" in message) == (how == "stop"), message
+    assert got["closed"]  # the world closed its side before raising
+    # rank 0 reached the gather soon after rank 1 stopped, then waited the timeout for it
+    assert got["time"] - stopped_at < STALL_TIMEOUT + 30
+
+
+@pytest.mark.timeout(300)
+def test_cli_evaluation_with_a_stopped_process_exits_with_one_line(tmp_path):
+    """``bastion evaluate`` under two processes (launched as torchrun would, through the environment): rank 1
+    is stopped with SIGSTOP once it has joined; rank 0 ends with exit status 2 and one error line naming it."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "bastion", "evaluate", "--images", "200", "--attacks", "fgsm,pgd", "--steps", "20",
+           "--eps", "0.1,0.3", "--quiet", "--no-cascade", "--dist-timeout", str(STALL_TIMEOUT),
+           "--out", str(tmp_path / "out")]
+    base = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    try:
+        store = torch.distributed.TCPStore("127.0.0.1", port, None, False, timedelta(seconds=120),
+                                           wait_for_workers=False)
+        deadline = time.monotonic() + 120
+        while not store.check([heartbeat_key(1)]):  # rank 1 has joined the group
+            assert time.monotonic() < deadline and procs[1].poll() is None, procs[1].communicate()
+            time.sleep(0.01)
+        os.kill(procs[1].pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        _wait_exit(procs[0], STALL_TIMEOUT + 30)
+        took = time.monotonic() - stopped
+        assert procs[0].poll() is not None, "rank 0 still waits for the stopped rank 1"
+        stdout, stderr = procs[0].communicate(timeout=10)
+        procs[1].wait(10)
+        assert procs[1].returncode == -signal.SIGKILL  # ended by rank 0, not left stopped
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate(timeout=30)
+    assert procs[0].returncode == 2, stderr
+    lines = stderr.strip().splitlines()  # one line: no traceback, not wrapped
+    assert len(lines) == 1 and lines[0].startswith("error: rank 1 of the 2 processes stopped answering"), stderr
+    assert "gather the evaluation results" in lines[0] and "ended rank 1 on this machine" in lines[0]
+    assert took < STALL_TIMEOUT + 30
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_timeout_comes_from_the_argument_the_environment_or_the_default(monkeypatch):
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert resolve_timeout() == DEFAULT_TIMEOUT
+    monkeypatch.setenv(TIMEOUT_ENV, "12.5")
+    assert resolve_timeout() == 12.5
+    assert resolve_timeout(4) == 4.0  # the argument wins
+    for bad in ("soon", "0", "-3", "nan", "inf"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(LaunchError, match=TIMEOUT_ENV):
+            resolve_timeout()
+    with pytest.raises(LaunchError, match="> 0"):
+        resolve_timeout(0)

@@ -60,7 +60,8 @@ def _command_line(ctx: typer.Context | None = None) -> str:
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(e))}")  # a message's own brackets ('train[abc]') kept
+    # one line however long (not wrapped at the console's width when redirected); its own brackets kept
+    console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -117,6 +118,9 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
     device: Annotated[str, typer.Option()] = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    dist_timeout: Annotated[float | None, typer.Option(
+        help="Under torchrun: seconds a process may wait for, or hear nothing from, another before the job stops "
+             "(default: $BASTION_DIST_TIMEOUT, else 300).")] = None,
 ) -> None:
     """Train a classifier (optionally with a defense); writes OUT/model.safetensors."""
     from bastion._wrap import innermost
@@ -129,7 +133,7 @@ def train(
 
     try:
         check_device(device)
-        world = World.from_env(device=device)
+        world = World.from_env(device=device, timeout=dist_timeout)
         device = str(world.device(device))
         _check_train_options(model, init, dropout=dropout, weight_decay=weight_decay, hidden=hidden)
         # every process checks (nothing is written before the first epoch ends), so that a refused --out stops
@@ -371,6 +375,9 @@ def evaluate(
     out: Annotated[Path, typer.Option()] = Path("runs/evaluate"),
     device: Annotated[str, typer.Option()] = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    dist_timeout: Annotated[float | None, typer.Option(
+        help="Under torchrun: seconds a process may wait for, or hear nothing from, another before the job stops "
+             "(default: $BASTION_DIST_TIMEOUT, else 300).")] = None,
 ) -> None:
     """Evaluate robustness over an eps grid; writes results.json, results.csv and report.html."""
     from bastion.data import load_dataset
@@ -382,7 +389,7 @@ def evaluate(
 
     try:
         check_device(device)
-        world = World.from_env(device=device)
+        world = World.from_env(device=device, timeout=dist_timeout)
         device = str(world.device(device))
         net = apply_defense(resolve_model(model, device=device), defense, k=k, seed=seed)
         if world.rank == 0:

@@ -175,3 +175,51 @@ def test_a_required_target_moves_off_the_selected_digits_own_class(browser: Any,
         assert page.locator("#error").is_hidden()
     finally:
         page.close()
+
+
+def test_a_page_of_another_site_cannot_make_the_browser_use_the_demo(browser: Any) -> None:
+    """A page served from another port of 127.0.0.1 (another origin, the same site) sends the demo the simple
+    requests a browser makes without asking (a text/plain attack, a multipart upload): both are refused (403)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    answered: list[tuple[str, int]] = []
+    ctx = DemoContext()
+    demo = create_app(ctx)
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:  # the status of every POST the demo answers
+        async def send_recorded(message: Any) -> None:
+            if message["type"] == "http.response.start" and scope["method"] == "POST":
+                answered.append((scope["path"], message["status"]))
+            await send(message)
+
+        await demo(scope, receive, send_recorded)
+
+    try:
+        with live_server(recording) as target:
+            script = f"""
+              const body = JSON.stringify({{model: "standard", attack: "pgd", eps: 0.3, image: {{gallery: 4}}}});
+              const form = new FormData();
+              form.append("file", new Blob([new Uint8Array([137, 80, 78, 71])], {{type: "image/png"}}), "x.png");
+              Promise.allSettled([
+                fetch("{target}/api/attack", {{method: "POST", mode: "no-cors", body,
+                                               headers: {{"Content-Type": "text/plain"}}}}),
+                fetch("{target}/api/upload", {{method: "POST", mode: "no-cors", body: form}}),
+              ]).then(() => {{ document.title = "sent"; }});
+            """
+
+            async def evil_page(_request: Request) -> HTMLResponse:
+                return HTMLResponse(f"<!doctype html><title>evil</title><script>{script}</script>")
+
+            with live_server(Starlette(routes=[Route("/", evil_page)])) as evil:
+                page = browser.new_page()
+                try:
+                    page.goto(evil + "/")
+                    page.wait_for_function("document.title === 'sent'", timeout=30_000)
+                finally:
+                    page.close()
+    finally:
+        ctx.close()
+    assert sorted(answered) == [("/api/attack", 403), ("/api/upload", 403)], answered

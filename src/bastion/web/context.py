@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -95,6 +96,15 @@ class Limits:
         max_steps: largest number of iterations for BIM/PGD.
         max_running: attacks computed at the same time (each on its own worker thread).
         max_waiting: attacks allowed to wait for a worker; more get 503.
+        max_requests: requests with a body (uploads, attacks) admitted at once: reading their body, waiting
+            for a worker or using one. One more gets 503 at once, before any of its body is read, so request
+            bodies never hold more than about ``max_requests * max_upload_bytes`` of memory.
+        body_seconds: the whole body of a request must arrive within this time (408 otherwise), so a client
+            that trickles its upload cannot hold an admission slot and its memory for long.
+        max_connections: open connections the server accepts at once (uvicorn's ``limit_concurrency``); a
+            request arriving beyond it gets 503 from uvicorn.
+        keep_alive_seconds: an idle kept-alive connection is closed after this many seconds (uvicorn's
+            ``timeout_keep_alive``).
     """
 
     max_upload_bytes: int = 5 * 1024 * 1024
@@ -103,14 +113,22 @@ class Limits:
     max_steps: int = 100
     max_running: int = 1
     max_waiting: int = 4
+    max_requests: int = 8
+    body_seconds: float = 30.0
+    max_connections: int = 256
+    keep_alive_seconds: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_pixels", "max_json_bytes", "max_steps", "max_running"):
+        for name in ("max_upload_bytes", "max_pixels", "max_json_bytes", "max_steps", "max_running", "max_requests",
+                     "max_connections", "keep_alive_seconds"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.max_waiting, int) or isinstance(self.max_waiting, bool) or self.max_waiting < 0:
             raise ConfigError(f"max_waiting must be an integer >= 0, got {self.max_waiting!r}")
+        v = self.body_seconds
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+            raise ConfigError(f"body_seconds must be a number of seconds > 0, got {v!r}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -27,8 +27,21 @@ class UnavailableError(ConfigError):
     status = 409
 
 
+class RequestTimeoutError(DataError):
+    """The request body did not arrive in time (a client that stalls or trickles its upload)."""
+
+    status = 408
+
+
+class CrossSiteError(BastionError):
+    """A state-changing request sent by a page of another site (the browser said so in ``Origin`` or
+    ``Sec-Fetch-Site``): refused, so that a page you visit cannot make your browser use the demo."""
+
+    status = 403
+
+
 class BusyError(BastionError):
-    """Too many attacks are running or waiting; the client should retry shortly."""
+    """Too many attacks (or requests with a body) are running or waiting; the client should retry shortly."""
 
     status = 503
 
