@@ -94,16 +94,20 @@ def rows() -> list[tuple[str, str, str, str]]:
              f"{pct(mb['pgd_eps0.3_40x0.01']['robust_accuracy'])} (mnist-cnn: {pct(mc['fgsm_eps0.3']['robust_accuracy'])}"
              f" / {pct(mc['pgd_eps0.3_40x0.01']['robust_accuracy'])})", "clean >= 97%", "bart_accuracy.py"))
 
-    ad = load("adaptive.json") or load("adaptive_a.json")
-    for label, res, cmd in (("early stop", ad, "adaptive.py"),
-                            ("no early stop", load("adaptive_a_no_early_stop.json"), "adaptive.py --no-early-stop")):
-        if res and "bart" in res:
-            r = res["bart"]
-            eot = next(k for k in r if k.startswith("pgd40_eot"))
-            add((f"mnist-cnn-bart PGD-40 0.3 ({label}, {r['n']} held-out): naive / bpda / {eot[6:]}",
-                 f"{pct(r['pgd40_naive']['accuracy'])} / {pct(r['pgd40_bpda']['accuracy'])} / {pct(r[eot]['accuracy'])}",
-                 "adaptive <= naive / 2", cmd))
-    ad = load("adaptive_b.json") or ad
+    qs = load("quickstart_bart.json")
+    if qs:
+        add(("README quick start: mnist-cnn-bart, FGSM/BIM/PGD-40 cascade at eps 0.3, 200 held-out, 8 draws: "
+             "naive / eot8(bpda)", f"{pct(qs['naive_robust_accuracy_eps0.3'])} / "
+             f"{pct(qs['adaptive_robust_accuracy_eps0.3'])} ({qs['seconds']:.0f} s)", "adaptive <= 5%",
+             "quickstart_bart.py"))
+    ad = load("adaptive_a.json")
+    if ad and "bart" in ad:
+        r = ad["bart"]
+        eot = next(k for k in r if k.startswith("pgd40_eot"))
+        add((f"mnist-cnn-bart PGD-40 0.3 ({r['n']} held-out, every step run): naive / bpda / {eot[6:]}",
+             f"{pct(r['pgd40_naive']['accuracy'])} / {pct(r['pgd40_bpda']['accuracy'])} / {pct(r[eot]['accuracy'])}",
+             "adaptive <= naive / 2", "adaptive.py --part a"))
+    ad = load("adaptive_b.json")
     if ad and "learned_bpda" in ad:
         for name, r in ad["learned_bpda"].items():
             cells = "; ".join(" / ".join(pct(r[f"pgd20_eps{e}_{k}"]["success_rate"])

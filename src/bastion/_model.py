@@ -51,6 +51,18 @@ def is_randomized(model: nn.Module, x: Tensor | None = None) -> bool:
     return probe_randomized(model, x) if x is not None else False
 
 
+def describe_model(model: nn.Module) -> dict[str, Any]:
+    """A short JSON-able description of a (possibly wrapped) model: its class, what its own ``describe()`` says
+    (architecture and provenance for bastion's classifiers, the defense in front for a defended model), and its
+    parameter count. Never the weights."""
+    d: dict[str, Any] = {"class": type(model).__name__}
+    describe = getattr(model, "describe", None)
+    if callable(describe):
+        d.update(describe())
+    d["parameters"] = int(sum(p.numel() for p in model.parameters()))
+    return d
+
+
 def log_mean_softmax(logits: Tensor) -> Tensor:
     """The log of the mean softmax over the first dimension of ``logits`` (draws, B, K) -> (B, K): one model's
     output for several random draws, averaged (``argmax`` and cross-entropy keep working on it)."""

@@ -17,6 +17,20 @@ class ModelWrapper(nn.Module):
     wrapped_attr: ClassVar[str] = "model"
     forwarded: ClassVar[tuple[str, ...]] = ("meta", "classes", "num_classes")
 
+    def describe(self) -> dict[str, Any]:
+        """The wrapped model's description (:func:`bastion._model.describe_model`), with this wrapper's defense
+        (:meth:`defense_info`) when it is one."""
+        describe = getattr(self._modules.get(self.wrapped_attr), "describe", None)
+        out: dict[str, Any] = dict(describe()) if callable(describe) else {}
+        info = self.defense_info()
+        if info is not None:
+            out["defense"] = info
+        return out
+
+    def defense_info(self) -> dict[str, Any] | None:
+        """The defense this wrapper adds, as plain data (None: it adds none, e.g. an adaptive-attack view)."""
+        return None
+
     def adopt_mode(self, inner: nn.Module) -> None:
         """Take the wrapped model's train/eval flag (this module only; children keep their own)."""
         self.training = inner.training

@@ -16,7 +16,7 @@ from bastion.errors import ConfigError, UnknownNameError
 
 def attack_options(name: str) -> set[str]:
     """The options (dataclass fields) of the registered attack ``name``."""
-    cls = ATTACKS.get(name)
+    cls = ATTACKS.get(name).cls
     return {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
 
 
@@ -31,10 +31,11 @@ def make_attack(name: str, *, checked: frozenset[str] | set[str] = frozenset(), 
     if unknown:
         raise ConfigError(f"attack {name!r} does not take {unknown}; its options: {sorted(fields)}")
     if checked:
-        hints = typing.get_type_hints(ATTACKS.get(name))
+        hints = typing.get_type_hints(ATTACKS.get(name).cls)
         for k in sorted(set(checked) & set(given)):
             given[k] = _typed(name, k, hints.get(k, Any), given[k])
-    return ATTACKS.create(name, **given)
+    atk: Attack = ATTACKS.create(name, **given)
+    return atk
 
 
 def _typed(attack: str, key: str, hint: Any, value: Any) -> Any:
@@ -87,7 +88,8 @@ def _describe(hint: Any) -> str:
 def make_attack_lenient(name: str, **options: Any) -> Attack:
     """Like :func:`make_attack` but silently ignores options the attack does not take (for suites)."""
     fields = attack_options(name)
-    return ATTACKS.create(name, **{k: v for k, v in options.items() if k in fields and v is not None})
+    atk: Attack = ATTACKS.create(name, **{k: v for k, v in options.items() if k in fields and v is not None})
+    return atk
 
 
 DEFENSES = ("none", "bart", "hide-probs")

@@ -1,4 +1,9 @@
-"""A small, explicit, read-only name -> factory registry (no import-time decorators, no global mutation)."""
+"""A small, explicit, read-only name -> entry registry (no import-time decorators, no global mutation).
+
+One registry per concept (attacks, inference-time defenses, training defenses, BaRT transforms, pretrained
+models). Entries carry their own metadata (a label, a one-line summary, defaults for the front ends); the CLI's
+choices, the web page's menus and the contract tests are derived from them.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,19 @@ from typing import Any, Generic, TypeVar
 
 from bastion.errors import UnknownNameError
 
-T = TypeVar("T")
+E = TypeVar("E")
 
 
-class Registry(Generic[T]):
-    """Maps names to factories. Built once from a literal mapping; lookups of unknown names list valid ones."""
+class Registry(Generic[E]):
+    """Maps names to entries. Built once from a literal mapping; lookups of unknown names list valid ones.
 
-    def __init__(self, kind: str, entries: Mapping[str, Callable[..., T]]) -> None:
+    :meth:`create` builds an entry: it calls the entry's ``build`` method when it has one, else the entry itself
+    (a class or a factory function).
+    """
+
+    def __init__(self, kind: str, entries: Mapping[str, E]) -> None:
         self.kind = kind
-        self._entries: Mapping[str, Callable[..., T]] = MappingProxyType(dict(entries))
+        self._entries: Mapping[str, E] = MappingProxyType(dict(entries))
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -32,13 +41,19 @@ class Registry(Generic[T]):
         """Registered names matching a shell-style ``pattern``, sorted."""
         return [n for n in sorted(self._entries) if fnmatch.fnmatch(n, pattern)]
 
-    def get(self, name: str) -> Callable[..., T]:
+    def items(self) -> list[tuple[str, E]]:
+        """(name, entry) pairs in the order the registry was written."""
+        return list(self._entries.items())
+
+    def get(self, name: str) -> E:
         try:
             return self._entries[name]
         except KeyError:
             valid = ", ".join(sorted(self._entries))
             raise UnknownNameError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
 
-    def create(self, name: str, **options: Any) -> T:
-        """Build ``name``; options that are ``None`` are dropped so factory defaults apply."""
-        return self.get(name)(**{k: v for k, v in options.items() if v is not None})
+    def create(self, name: str, **options: Any) -> Any:
+        """Build ``name``; options that are ``None`` are dropped so the entry's defaults apply."""
+        entry = self.get(name)
+        build: Callable[..., Any] = getattr(entry, "build", None) or entry  # type: ignore[assignment]
+        return build(**{k: v for k, v in options.items() if v is not None})

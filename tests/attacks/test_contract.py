@@ -1,23 +1,39 @@
-"""The attack contract, checked by property-based tests over every gradient attack."""
+"""The attack contract, checked by property-based tests over every registered attack (bastion.attacks.ATTACKS)."""
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bastion.attacks import BIM, FGSM, PGD
+from bastion.attacks import ATTACKS, BIM, FGSM, JSMA, PGD, HopSkipJump, MinNormPGD, Square
 from bastion.data import load_dataset
 from bastion.errors import ConfigError, InputRangeError, InputShapeError, LabelError, ModelModeError
 from bastion.models import pretrained
 from tests.conftest import tiny_cnn
 
-#: name -> factory(eps, norm) of a small configuration of each attack under test
+#: case -> (registry name, factory(eps, norm) of a small configuration): every registered attack has at least one
+#: case (test_every_registered_attack_is_under_contract); attacks without a norm choice ignore ``norm``
 FACTORIES = {
-    "fgsm": lambda eps, norm: FGSM(eps=eps, norm=norm),
-    "bim": lambda eps, norm: BIM(eps=eps, steps=5, norm=norm),
-    "pgd": lambda eps, norm: PGD(eps=eps, steps=5, norm=norm, restarts=2),
-    "pgd-margin": lambda eps, norm: PGD(eps=eps, steps=5, norm=norm, loss="margin", early_stop=False),
+    "fgsm": ("fgsm", lambda eps, norm: FGSM(eps=eps, norm=norm)),
+    "bim": ("bim", lambda eps, norm: BIM(eps=eps, steps=5, norm=norm)),
+    "pgd": ("pgd", lambda eps, norm: PGD(eps=eps, steps=5, norm=norm, restarts=2)),
+    "pgd-margin": ("pgd", lambda eps, norm: PGD(eps=eps, steps=5, norm=norm, loss="margin", early_stop=False)),
+    "jsma": ("jsma", lambda eps, norm: JSMA(gamma=max(eps, 0.05))),
+    "square": ("square", lambda eps, norm: Square(eps=eps, max_queries=30)),
+    "hsj": ("hsj", lambda eps, norm: HopSkipJump(max_queries=60, norm=norm, init_evals=5, max_evals=10)),
+    "min-norm": ("min-norm", lambda eps, norm: MinNormPGD(steps=3, doublings=2, search_steps=2)),
 }
+
+
+def test_every_registered_attack_is_under_contract():
+    assert {name for name, _ in FACTORIES.values()} == set(ATTACKS.names())
+    for case, (name, make) in FACTORIES.items():
+        assert isinstance(make(0.1, "linf"), ATTACKS.get(name).cls), case
+
+
+def _make(case: str, eps: float, norm: str):
+    return FACTORIES[case][1](eps, norm)
+
 
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -34,11 +50,13 @@ def test_result_in_threat_model_and_caller_state_untouched(name, x, eps, norm, t
     flags = [p.requires_grad for p in model.parameters()]
     x_before = x.clone()
     y = torch.tensor([0, 1, 2, 3])
-    atk = FACTORIES[name](eps, norm)
+    atk = _make(name, eps, norm)
     res = atk(model, x, y, target=torch.tensor([5, 5, 6, 7]) if targeted else None, generator=torch.Generator().manual_seed(1))
     assert res.x_adv.shape == x.shape and res.x_adv.dtype == x.dtype and res.x_adv.device == x.device
     assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
-    assert bool((res.norms[norm] <= eps + 1e-6).all())
+    assert bool(atk.threat.contains(res.x_adv, x).all())
+    if atk.threat.norm == norm:
+        assert bool((res.norms[norm] <= atk.threat.eps + 1e-6).all())
     assert torch.equal(x, x_before)
     assert not model.training
     assert [p.requires_grad for p in model.parameters()] == flags
@@ -55,7 +73,7 @@ def test_result_in_threat_model_and_caller_state_untouched(name, x, eps, norm, t
 def test_same_seed_same_output_and_batch_equals_singles(name, x, seed):
     model = tiny_cnn(seed=3)
     y = torch.tensor([1, 2, 3, 4])
-    atk = FACTORIES[name](0.3, "linf")
+    atk = _make(name, 0.3, "linf")
     a = atk(model, x, y, generator=torch.Generator().manual_seed(seed))
     b = atk(model, x, y, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(a.x_adv, b.x_adv)

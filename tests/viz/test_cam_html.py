@@ -73,8 +73,8 @@ def test_evaluation_html_is_self_contained():
 
 def test_report_title_names_the_defense():
     """A defended model's report must not read as the bare classifier's."""
+    from bastion._model import describe_model
     from bastion.defenses import HideProbabilities
-    from bastion.models.classifier import describe_model
     from bastion.viz.html import model_label
 
     assert model_label(describe_model(pretrained("mnist-cnn"))) == "mnist-cnn"

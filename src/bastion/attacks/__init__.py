@@ -8,6 +8,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 from bastion.attacks.adaptive import bpda, eot, train_surrogate
 from bastion.attacks.base import Attack, AttackResult
 from bastion.attacks.bim import BIM
@@ -25,11 +29,53 @@ from bastion.registry import Registry
 __all__ = [
     "Attack", "AttackResult", "FGSM", "BIM", "PGD", "JSMA", "Square", "HopSkipJump", "MinNormPGD", "Oracle", "QueryBudgetError",
     "TransferAttack", "SubstituteAttack", "SubstituteTraining", "Substitute", "pick_seed_set",
-    "ATTACKS", "bpda", "eot", "train_surrogate",
+    "ATTACKS", "AttackEntry", "bpda", "eot", "train_surrogate",
 ]
 
-#: attack name -> class (for the CLI, the web demo, the evaluator and the contract tests)
-ATTACKS: Registry[Attack] = Registry(
-    "attack",
-    {"fgsm": FGSM, "bim": BIM, "pgd": PGD, "jsma": JSMA, "square": Square, "hsj": HopSkipJump, "min-norm": MinNormPGD},
-)
+@dataclass(frozen=True, kw_only=True)
+class AttackEntry:
+    """A registered attack and what the front ends need to know about it.
+
+    Attributes:
+        cls: the attack class.
+        label: its name for people ("PGD").
+        summary: one line: what it does, after which paper.
+        budget: the option a budget slider or ``--eps`` sets (``"eps"``; ``"gamma"`` for JSMA); None when the
+            attack has no budget (minimum-norm attacks).
+        budget_label: what that budget means, for a slider.
+        web: the options the web demo sets differently from the library's defaults (None: not in the demo).
+        web_reason: why the demo's options differ from the library's defaults.
+    """
+
+    cls: type[Attack]
+    label: str
+    summary: str
+    budget: str | None = "eps"
+    budget_label: str = "eps: the largest change of any pixel (Linf)"
+    web: Mapping[str, Any] | None = None
+    web_reason: str = ""
+
+    def build(self, **options: Any) -> Attack:
+        return self.cls(**options)
+
+
+#: attack name -> entry (for the CLI, the web demo, the evaluator and the contract tests)
+ATTACKS: Registry[AttackEntry] = Registry("attack", {
+    "fgsm": AttackEntry(cls=FGSM, label="FGSM", web={},
+                        summary="one step of size eps along the sign of the loss gradient (Goodfellow et al. 2015)"),
+    "bim": AttackEntry(cls=BIM, label="BIM", web={},
+                       summary="iterated FGSM with step eps/steps, kept in the eps-ball (Kurakin et al. 2017)"),
+    "pgd": AttackEntry(cls=PGD, label="PGD", web={"steps": 20},
+                       web_reason="an interactive page runs an attack at every move of the slider: 20 steps answer in "
+                                  "a fraction of a second on a CPU and already break the standard model",
+                       summary="projected gradient descent from a random start, step 2.5 eps/steps (Madry et al. 2018)"),
+    "jsma": AttackEntry(cls=JSMA, label="JSMA", budget="gamma", web={},
+                        budget_label="gamma: the largest fraction of pixels changed (L0)",
+                        summary="changes a few pixels chosen by the Jacobian saliency map (Papernot et al. 2016)"),
+    "square": AttackEntry(cls=Square, label="Square",
+                          summary="random search over squares of the Linf ball, scores only (Andriushchenko et al. 2020)"),
+    "hsj": AttackEntry(cls=HopSkipJump, label="HopSkipJump", budget=None, budget_label="",
+                       summary="walks along the decision boundary from labels only (Chen et al. 2020)"),
+    "min-norm": AttackEntry(cls=MinNormPGD, label="minimum-norm PGD", budget=None, budget_label="",
+                            summary="the smallest L2 radius at which PGD succeeds, by bisection"),
+})

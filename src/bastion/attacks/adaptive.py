@@ -28,7 +28,7 @@ from bastion._checks import eval_mode, frozen
 from bastion._model import declared_randomized, log_mean_softmax
 from bastion._wrap import ModelWrapper
 from bastion.data.base import ImageDataset
-from bastion.defenses.base import Defended, InputDefense, straight_through
+from bastion.defenses.base import InputDefense
 from bastion.errors import ConfigError
 from bastion.progress import Progress, no_progress
 
@@ -39,49 +39,21 @@ class _Wrapper(ModelWrapper):
     wrapped_attr = "inner"
 
 
-class BPDA(_Wrapper):
-    """``model(f(x))`` in the forward pass, ``model(g(x))``'s gradient in the backward pass."""
-
-    def __init__(self, defended: Defended, surrogate: nn.Module | None = None) -> None:
-        super().__init__()
-        if not isinstance(defended, Defended):
-            raise ConfigError(f"bpda expects a bastion.defenses.Defended model, got {type(defended).__name__}")
-        self.inner = defended
-        self.surrogate = surrogate
-        self.adopt_mode(defended)
-        if surrogate is not None:
-            surrogate.train(defended.training)
-
-    @property
-    def randomized(self) -> bool:
-        return self.inner.randomized
-
-    def forward(self, x: Tensor) -> Tensor:
-        d: Defended = self.inner
-        if d.n_samples == 1 or not d.randomized:
-            return self._one_draw(x)
-        # the defended model averages the softmax over n_samples draws: so does its BPDA version
-        return log_mean_softmax(torch.stack([self._one_draw(x) for _ in range(d.n_samples)]))
-
-    def _one_draw(self, x: Tensor) -> Tensor:
-        d: Defended = self.inner
-        if self.surrogate is None:
-            z = d.defense.bpda_forward(x, generator=d.generator)
-        else:
-            z = straight_through(d.defense(x, generator=d.generator), self.surrogate(x))
-        return d.model(z)
-
-
-def bpda(defended: Defended, surrogate: nn.Module | None = None) -> BPDA:
+def bpda(defended: nn.Module, surrogate: nn.Module | None = None) -> nn.Module:
     """Backward Pass Differentiable Approximation of a defended model.
 
     Args:
-        defended: ``Defended(defense, model)``.
+        defended: a model with an input defense in front, e.g. ``Defended(defense, model)``: anything with a
+            ``bpda(surrogate)`` method returning its BPDA view.
         surrogate: a differentiable module approximating the defense (e.g. from :func:`train_surrogate`);
             None uses the defense's own ``bpda_forward`` (identity for non-differentiable steps, smooth
             stand-ins for approximately differentiable ones).
     """
-    return BPDA(defended, surrogate)
+    view = getattr(defended, "bpda", None)
+    if not callable(view):
+        raise ConfigError(f"bpda expects a model with an input defense in front (bastion.defenses.Defended), got "
+                          f"{type(defended).__name__}")
+    return view(surrogate)
 
 
 class EOT(_Wrapper):
@@ -211,4 +183,4 @@ def train_surrogate(
     return g, report
 
 
-__all__ = ["bpda", "eot", "train_surrogate", "BPDA", "EOT", "SurrogateNet", "SurrogateReport"]
+__all__ = ["bpda", "eot", "train_surrogate", "EOT", "SurrogateNet", "SurrogateReport"]

@@ -17,10 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, frozen
-from bastion._model import DEFAULT_DRAWS
+from bastion._model import DEFAULT_DRAWS, describe_model
 from bastion.attacks.base import Access, Attack, Outcome, Task, probe_model
 from bastion.errors import ConfigError, InputShapeError
-from bastion.models.classifier import describe_model
 from bastion.threat import ThreatModel
 
 

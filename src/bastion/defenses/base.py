@@ -101,6 +101,9 @@ class Defended(ModelWrapper):
     def randomized(self) -> bool:
         return bool(self.defense.randomized)
 
+    def defense_info(self) -> dict[str, Any]:
+        return {"defense": type(self.defense).__name__, **self.defense.to_dict()}
+
     def reseed(self, seed: int | None = None) -> None:
         """Reset the wrapper's generator (to ``seed`` or the construction seed)."""
         self.generator.manual_seed(self.seed if seed is None else seed)
@@ -110,3 +113,42 @@ class Defended(ModelWrapper):
             return self.model(self.defense(x, generator=self.generator))
         return log_mean_softmax(
             torch.stack([self.model(self.defense(x, generator=self.generator)) for _ in range(self.n_samples)]))
+
+    def bpda(self, surrogate: nn.Module | None = None) -> BPDA:
+        """This model's BPDA view (Athalye et al. 2018): the real defense forward, a differentiable approximation
+        backward (see :func:`bastion.attacks.bpda`)."""
+        return BPDA(self, surrogate)
+
+
+class BPDA(ModelWrapper):
+    """``model(f(x))`` in the forward pass, ``model(g(x))``'s gradient in the backward pass: ``g`` is the defense's
+    own surrogate (identity for non-differentiable steps) or a given network trained to mimic ``f``."""
+
+    wrapped_attr = "inner"
+
+    def __init__(self, defended: Defended, surrogate: nn.Module | None = None) -> None:
+        super().__init__()
+        self.inner = defended
+        self.surrogate = surrogate
+        self.adopt_mode(defended)
+        if surrogate is not None:
+            surrogate.train(defended.training)
+
+    @property
+    def randomized(self) -> bool:
+        return self.inner.randomized
+
+    def forward(self, x: Tensor) -> Tensor:
+        d: Defended = self.inner
+        if d.n_samples == 1 or not d.randomized:
+            return self._one_draw(x)
+        # the defended model averages the softmax over n_samples draws: so does its BPDA version
+        return log_mean_softmax(torch.stack([self._one_draw(x) for _ in range(d.n_samples)]))
+
+    def _one_draw(self, x: Tensor) -> Tensor:
+        d: Defended = self.inner
+        if self.surrogate is None:
+            z = d.defense.bpda_forward(x, generator=d.generator)
+        else:
+            z = straight_through(d.defense(x, generator=d.generator), self.surrogate(x))
+        return d.model(z)

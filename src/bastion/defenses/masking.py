@@ -38,3 +38,6 @@ class HideProbabilities(ModelWrapper):
 
     def to_dict(self) -> dict[str, Any]:
         return {"defense": "HideProbabilities"}
+
+    def defense_info(self) -> dict[str, Any]:
+        return self.to_dict()

@@ -23,13 +23,12 @@ from torch import Tensor, nn
 
 from bastion import __version__
 from bastion._checks import check_eval_mode, frozen
-from bastion._model import DEFAULT_DRAWS, PROBE_SAMPLES, checked_forward, is_randomized, judge
+from bastion._model import DEFAULT_DRAWS, PROBE_SAMPLES, checked_forward, describe_model, is_randomized, judge
 from bastion.attacks.base import Attack
 from bastion.data.base import ImageDataset
 from bastion.errors import ConfigError
 from bastion.eval.report import RobustnessReport, Row
 from bastion.eval.results import PerImage, RowResult, worst_case
-from bastion.models.classifier import describe_model
 from bastion.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)

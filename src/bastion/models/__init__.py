@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bastion._model import describe_model
 from bastion.errors import UnknownNameError, WeightsError
-from bastion.models.classifier import Classifier, ModelMeta, describe_model
+from bastion.models.classifier import Classifier, ModelMeta
 from bastion.models.io import load_model, read_meta, save_model
 from bastion.models.zoo import ARCHITECTURES, create_model
 

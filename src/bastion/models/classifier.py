@@ -87,17 +87,10 @@ class Classifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.net((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
 
-    def extra_repr(self) -> str:
-        return f"arch={self.meta.arch!r}, dataset={self.meta.dataset!r}"
-
-
-def describe_model(model: nn.Module) -> dict[str, Any]:
-    """A short JSON-able description of a (possibly wrapped) model: class, architecture and provenance from its
-    ``meta`` when it has one, the defense in front of it, and its parameter count. Never the weights."""
-    d: dict[str, Any] = {"class": type(model).__name__}
-    meta = getattr(model, "meta", None)
-    if isinstance(meta, ModelMeta):
-        d.update({"arch": meta.arch, "dataset": meta.dataset, "input_shape": list(meta.input_shape)})
+    def describe(self) -> dict[str, Any]:
+        """Architecture, data and provenance from :attr:`meta` (see :func:`bastion._model.describe_model`)."""
+        meta = self.meta
+        d: dict[str, Any] = {"arch": meta.arch, "dataset": meta.dataset, "input_shape": list(meta.input_shape)}
         if meta.arch_options:
             d["arch_options"] = meta.arch_options
         if meta.training.get("split") is not None:
@@ -106,10 +99,9 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
             d["training"] = meta.training["command"]
         if meta.metrics:
             d["metrics"] = meta.metrics
-    defense = getattr(model, "defense", None)
-    if defense is not None and hasattr(defense, "to_dict"):
-        d["defense"] = {"defense": type(defense).__name__, **defense.to_dict()}
-    elif hasattr(model, "to_dict") and type(model).__name__ == "HideProbabilities":
-        d["defense"] = model.to_dict()  # type: ignore[operator]
-    d["parameters"] = int(sum(p.numel() for p in model.parameters()))
-    return d
+        return d
+
+    def extra_repr(self) -> str:
+        return f"arch={self.meta.arch!r}, dataset={self.meta.dataset!r}"
+
+

@@ -126,7 +126,7 @@ def blobs_logreg(input_shape: tuple[int, ...] = (2,), num_classes: int = 2) -> n
     return nn.Sequential(OrderedDict(fc=nn.Linear(input_shape[0], num_classes)))
 
 
-ARCHITECTURES: Registry[nn.Module] = Registry(
+ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry(
     "architecture",
     {
         "logreg": logreg,

@@ -125,7 +125,7 @@ class HtmlReport:
 
 def model_label(description: dict) -> str:
     """``"mnist-cnn"``, or with a defense ``"mnist-cnn with BaRT (k=2)"``, from a model description
-    (:func:`bastion.models.classifier.describe_model`): the defense belongs in the title of what was evaluated."""
+    (:func:`bastion._model.describe_model`): the defense belongs in the title of what was evaluated."""
     base = str(description.get("arch", description.get("class", "model")))
     defense = description.get("defense")
     if not isinstance(defense, dict):

@@ -12,10 +12,11 @@ they are given and raise typed errors (:mod:`bastion.errors`, :mod:`bastion.web.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bastion.attacks import ATTACKS as ATTACK_REGISTRY
 from bastion.attacks.base import Attack, AttackResult
 from bastion.errors import (
     BastionError,
@@ -48,79 +50,60 @@ CAM_ZOOM = 4
 
 @dataclass(frozen=True, kw_only=True)
 class AttackSpec:
-    """An attack the demo offers.
+    """An attack the demo offers: a registered attack (:data:`bastion.attacks.ATTACKS`) as the page shows it.
 
     Attributes:
         key: API name.
-        label: shown in the page.
-        description: one line for the page.
-        eps_label: what the slider means for this attack.
+        name: the attack's registry name.
+        label, description, eps_label: shown in the page (the registry entry's label, summary, budget label).
         targeted: ``"no"``, ``"optional"`` or ``"required"`` (a target class).
-        default_steps: iterations when the request gives none; None means the attack has no steps.
-        build: ``(eps, steps) -> Attack``.
+        default_steps: iterations when the request gives none (the library's default unless the registry entry
+            gives the demo another, with its reason); None means the attack has no steps.
+        options: the other options the demo sets differently from the library (from the registry entry).
     """
 
     key: str
+    name: str
     label: str
     description: str
     eps_label: str
     targeted: Literal["no", "optional", "required"]
     default_steps: int | None
-    build: Callable[[float, int | None], Attack]
+    options: Mapping[str, Any]
+
+    def build(self, eps: float, steps: int | None) -> Attack:
+        entry = ATTACK_REGISTRY.get(self.name)
+        options: dict[str, Any] = dict(self.options)
+        options[entry.budget or "eps"] = eps
+        if self.default_steps is not None:
+            options["steps"] = steps or self.default_steps
+        return entry.build(**options)
 
 
-def _fgsm(eps: float, steps: int | None) -> Attack:
-    from bastion.attacks import FGSM
+def _spec(name: str, *, key: str | None = None, label: str | None = None, description: str | None = None,
+          targeted: Literal["no", "optional", "required"] = "optional") -> AttackSpec:
+    """The demo's view of the registered attack ``name``."""
+    entry = ATTACK_REGISTRY.get(name)
+    if entry.web is None or entry.budget is None:
+        raise ConfigError(f"the attack {name!r} is not registered for the web demo")
+    options = dict(entry.web)
+    steps_field = next((f for f in dataclasses.fields(entry.cls) if f.name == "steps"), None)  # type: ignore[arg-type]
+    steps = options.pop("steps", None if steps_field is None else steps_field.default)
+    return AttackSpec(key=key or name, name=name, label=label or entry.label, description=description or entry.summary,
+                      eps_label=entry.budget_label, targeted=targeted, default_steps=steps, options=options)
 
-    return FGSM(eps=eps)
-
-
-def _bim(eps: float, steps: int | None) -> Attack:
-    from bastion.attacks import BIM
-
-    return BIM(eps=eps, steps=steps or 10)
-
-
-def _pgd(eps: float, steps: int | None) -> Attack:
-    from bastion.attacks import PGD
-
-    return PGD(eps=eps, steps=steps or 20)
-
-
-def _jsma(eps: float, steps: int | None) -> Attack:
-    from bastion.attacks.jsma import JSMA  # imported late: marked unavailable if it is missing
-
-    return JSMA(gamma=eps)
-
-
-_LINF = "eps: the largest change of any pixel (Linf)"
 
 ATTACK_SPECS: tuple[AttackSpec, ...] = (
-    AttackSpec(key="fgsm", label="FGSM", targeted="no", default_steps=None, build=_fgsm, eps_label=_LINF,
-               description="one step of size eps along the sign of the loss gradient (Goodfellow et al. 2015)"),
-    AttackSpec(key="fgsm-targeted", label="targeted FGSM", targeted="required", default_steps=None, build=_fgsm,
-               eps_label=_LINF,
-               description="one step of size eps that lowers the loss of the chosen target class"),
-    AttackSpec(key="bim", label="BIM", targeted="optional", default_steps=10, build=_bim, eps_label=_LINF,
-               description="iterated FGSM with step eps/steps, kept in the eps-ball (Kurakin et al. 2017)"),
-    AttackSpec(key="pgd", label="PGD", targeted="optional", default_steps=20, build=_pgd, eps_label=_LINF,
-               description="projected gradient descent from a random start, step 2.5 eps/steps (Madry et al. 2018)"),
-    AttackSpec(key="jsma", label="JSMA", targeted="optional", default_steps=None, build=_jsma,
-               eps_label="gamma: the largest fraction of pixels changed (L0)",
-               description="changes a few pixels chosen by the Jacobian saliency map (Papernot et al. 2016)"),
+    _spec("fgsm", targeted="no"),
+    _spec("fgsm", key="fgsm-targeted", label="targeted FGSM", targeted="required",
+          description="one step of size eps that lowers the loss of the chosen target class"),
+    _spec("bim"),
+    _spec("pgd"),
+    _spec("jsma"),
 )
 ATTACKS: Mapping[str, AttackSpec] = {a.key: a for a in ATTACK_SPECS}
 
 _PARAMS = ("model", "attack", "eps", "steps", "target", "seed", "image")
-
-
-def attack_availability(spec: AttackSpec) -> str | None:
-    """None when the attack can be built here, else the reason it cannot (e.g. a module not yet shipped)."""
-    try:
-        spec.build(0.1, spec.default_steps)
-    except ImportError as e:
-        return f"not available in this version of bastion ({e})"
-    return None
 
 
 # --------------------------------------------------------------------------------------------- listings
@@ -146,10 +129,9 @@ def list_attacks(ctx: DemoContext) -> dict[str, Any]:
     """The attacks and the parameter ranges the server accepts."""
     attacks = []
     for spec in ATTACK_SPECS:
-        reason = attack_availability(spec)
         attacks.append({"key": spec.key, "label": spec.label, "description": spec.description,
                         "eps_label": spec.eps_label, "targeted": spec.targeted, "default_steps": spec.default_steps,
-                        "available": reason is None, "reason": reason})
+                        "available": True, "reason": None})
     gal = ctx.gallery()
     return {
         "attacks": attacks,
@@ -385,9 +367,6 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
     t0 = time.perf_counter()
     req = parse_attack(params, ctx)
     spec = ATTACKS[req.attack]
-    reason = attack_availability(spec)
-    if reason is not None:
-        raise UnavailableError(f"attack {req.attack!r} is {reason}")
     try:
         lm = ctx.model(req.model)
     except UnavailableError as e:

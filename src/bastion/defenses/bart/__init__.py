@@ -33,4 +33,4 @@ __all__ = [
 ]
 
 #: transform group name -> class
-TRANSFORMS: Registry[RandomTransform] = Registry("BaRT transform", {cls.name: cls for cls in GROUPS})
+TRANSFORMS: Registry[type[RandomTransform]] = Registry("BaRT transform", {cls.name: cls for cls in GROUPS})
