@@ -25,11 +25,12 @@ import torch
 from _common import heldout, write
 from torch import nn
 
-from bastion.attacks import PGD, bpda, eot, train_surrogate
+from bastion.attacks import PGD, bpda, eot
 from bastion.data import load_dataset
 from bastion.defenses import Defended
 from bastion.defenses.bart import JPEG, BaRT, ColorPrecision
 from bastion.models import pretrained
+from bastion.training import train_surrogate
 
 
 def judged(model, x_adv, y, batch=500):

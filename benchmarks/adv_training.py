@@ -3,7 +3,7 @@
     python benchmarks/adv_training.py --recipe fgsm-rs --epochs 10 [--quick]
     python benchmarks/adv_training.py --recipe pgd --epochs 4 --steps 7 --alpha 0.1
 
-Trains mnist-cnn on MNIST train[5848:] (from ../shared/data/mnist) with ``bastion.train.fit`` and the
+Trains mnist-cnn on MNIST train[5848:] (from ../shared/data/mnist) with ``bastion.training.fit`` and the
 AdversarialTraining objective, and after every epoch records wall time, clean accuracy and PGD-20 accuracy
 (eps 0.3, step 0.025) on the first 1,000 MNIST test images. Wall and CPU (process) seconds are both
 recorded: on a shared machine the wall time inflates, the CPU time much less. Writes
@@ -21,9 +21,9 @@ from _common import RESULTS, SHARED, write
 
 from bastion.attacks import PGD
 from bastion.data import load_dataset
-from bastion.defenses.adversarial_training import AdversarialTraining
 from bastion.models import create_model
-from bastion.train import TrainConfig, accuracy, fit
+from bastion.training import TrainConfig, accuracy, fit
+from bastion.training.adversarial import AdversarialTraining
 
 
 def main() -> None:

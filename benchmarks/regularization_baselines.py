@@ -19,7 +19,7 @@ from bastion.attacks import FGSM, PGD
 from bastion.data import load_dataset
 from bastion.errors import WeightsError
 from bastion.models import create_model, pretrained
-from bastion.train import TrainConfig, accuracy, fit
+from bastion.training import TrainConfig, accuracy, fit
 
 
 def evaluate(model, data) -> dict:

@@ -41,11 +41,11 @@ from torch import Tensor, nn
 from bastion.attacks.base import Attack
 from bastion.attacks.fgsm import FGSM
 from bastion.attacks.pgd import PGD
-from bastion.attacks.substitute import SubstituteTraining, pick_seed_set
 from bastion.attacks.transfer import TransferAttack
 from bastion.data import load_dataset
 from bastion.defenses import HideProbabilities
 from bastion.models import PRETRAINED, pretrained, weights_path
+from bastion.training.substitute import SubstituteTraining, pick_seed_set
 
 EPS = 0.3
 RESULTS = Path(__file__).resolve().parent / "results"

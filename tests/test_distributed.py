@@ -28,7 +28,7 @@ from bastion.distributed import (
 )
 from bastion.eval import Evaluation, PerImage
 from bastion.models import create_model, pretrained
-from bastion.train import TrainConfig, fit
+from bastion.training import TrainConfig, fit
 
 
 def _free_port() -> int:
@@ -47,7 +47,7 @@ def _evaluation():
 
 
 def _objective():
-    from bastion.defenses.adversarial_training import AdversarialTraining
+    from bastion.training.adversarial import AdversarialTraining
 
     return AdversarialTraining(recipe="fgsm-rs", eps=0.3)
 

@@ -128,8 +128,8 @@ def train(
     from bastion.distributed import World
     from bastion.models import create_model, resolve_model, save_model
     from bastion.models.classifier import Classifier
-    from bastion.recipes import build_training
-    from bastion.train import TrainConfig, accuracy, fit
+    from bastion.training import TrainConfig, accuracy, fit
+    from bastion.training.recipes import build_training
 
     try:
         check_device(device)
@@ -207,7 +207,7 @@ def _check_train_options(model: str, init: str | None, *, dropout: float, weight
 
 def _check_run_folder(out: Path, *, resume: bool, quiet: bool) -> None:
     """A folder holding a run is only continued (--resume), never silently overwritten."""
-    from bastion.train import CHECKPOINT
+    from bastion.training.loop import CHECKPOINT
 
     _prepare_out(out)
     has_run = (out / CHECKPOINT).exists() or (out / "model.safetensors").exists()

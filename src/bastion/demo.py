@@ -27,7 +27,7 @@ from bastion.eval import Evaluation, RobustnessReport
 from bastion.models import pretrained
 from bastion.models.classifier import Classifier
 from bastion.progress import Progress, no_progress
-from bastion.train import accuracy
+from bastion.training import accuracy
 from bastion.viz import cam, upsample
 from bastion.viz.figures import accuracy_curves, cam_panel, png_bytes, prediction_grid, toy_boundary, triptych
 from bastion.viz.html import HtmlReport, flags_html, img, paragraph, rows_table, table, verdict
@@ -333,7 +333,7 @@ class _Ctx:
 
     def toy(self) -> None:
         from bastion.models import create_model
-        from bastion.train import TrainConfig, fit
+        from bastion.training import TrainConfig, fit
 
         train = load_dataset("blobs2d", "train")
         model = create_model("blobs-logreg", seed=self.seed)

@@ -6,12 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from bastion.attacks import PGD, bpda, eot, train_surrogate
+from bastion.attacks import PGD, bpda, eot
 from bastion.data import load_dataset
 from bastion.defenses import Defended
 from bastion.defenses.bart import BaRT, ColorPrecision, Noise
 from bastion.errors import ConfigError
 from bastion.models import pretrained
+from bastion.training import train_surrogate
 
 
 @pytest.fixture(scope="module")

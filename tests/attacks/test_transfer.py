@@ -14,17 +14,17 @@ from torch import Tensor, nn
 from bastion.attacks.fgsm import FGSM
 from bastion.attacks.jsma import JSMA
 from bastion.attacks.pgd import PGD
-from bastion.attacks.substitute import (
-    SubstituteAttack,
-    SubstituteTraining,
-    jacobian_augmentation,
-    pick_seed_set,
-)
 from bastion.attacks.transfer import TransferAttack
 from bastion.data import load_dataset
 from bastion.defenses import HideProbabilities
 from bastion.errors import ConfigError, InputShapeError, ModelModeError
 from bastion.models import create_model, pretrained
+from bastion.training.substitute import (
+    SubstituteAttack,
+    SubstituteTraining,
+    jacobian_augmentation,
+    pick_seed_set,
+)
 from tests.conftest import tiny_cnn
 
 

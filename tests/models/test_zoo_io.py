@@ -111,7 +111,7 @@ BARS = {"logreg": 0.91, "mnist-cnn": 0.99, "mnist-cnn-gap": 0.985}
 def test_shipped_model_accuracy_on_heldout_mnist5k(name, mnist5k_test):
     from bastion.data import load_dataset
     from bastion.models import weights_path
-    from bastion.train import accuracy
+    from bastion.training import accuracy
 
     assert weights_path(name).stat().st_size < 2 * 1024 * 1024
     model = pretrained(name)

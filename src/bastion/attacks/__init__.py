@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bastion.attacks.adaptive import bpda, eot, train_surrogate
+from bastion.attacks.adaptive import bpda, eot
 from bastion.attacks.base import Attack, AttackResult
 from bastion.attacks.bim import BIM
 from bastion.attacks.fgsm import FGSM
@@ -22,14 +22,12 @@ from bastion.attacks.min_norm import MinNormPGD
 from bastion.attacks.oracle import Oracle, QueryBudgetError
 from bastion.attacks.pgd import PGD
 from bastion.attacks.square import Square
-from bastion.attacks.substitute import Substitute, SubstituteAttack, SubstituteTraining, pick_seed_set
 from bastion.attacks.transfer import TransferAttack
 from bastion.registry import Registry
 
 __all__ = [
     "Attack", "AttackResult", "FGSM", "BIM", "PGD", "JSMA", "Square", "HopSkipJump", "MinNormPGD", "Oracle", "QueryBudgetError",
-    "TransferAttack", "SubstituteAttack", "SubstituteTraining", "Substitute", "pick_seed_set",
-    "ATTACKS", "AttackEntry", "bpda", "eot", "train_surrogate",
+    "TransferAttack", "ATTACKS", "AttackEntry", "bpda", "eot",
 ]
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,7 +5,7 @@ Adversarial examples often transfer between models trained for the same task, ev
 https://arxiv.org/abs/1605.07277). The attacker needs no access at all to the target: the examples are made
 on the *source* model, and the target is only evaluated (by the :class:`~bastion.attacks.base.Attack` base
 class, as for every attack). This is also what Papernot et al. 2017 (https://arxiv.org/abs/1602.02697) do
-with a substitute trained from the target's labels (see :mod:`bastion.attacks.substitute`).
+with a substitute trained from the target's labels (see :mod:`bastion.training.substitute`).
 """
 
 from __future__ import annotations

@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion._checks import eval_mode, frozen
+from bastion.attacks import PGD
 from bastion.attacks.descent import Descent, LossFn, named_loss
-from bastion.attacks.pgd import PGD
 from bastion.data.base import ImageDataset
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
-from bastion.train import EpochCallback, StepContext
+from bastion.training.loop import EpochCallback, StepContext
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ RECIPES: tuple[str, ...] = ("fgsm-rs", "pgd", "trades")
 
 @dataclass(frozen=True, kw_only=True)
 class AdversarialTraining:
-    """The per-batch objective of adversarial training (plug into :func:`bastion.train.fit`).
+    """The per-batch objective of adversarial training (plug into :func:`bastion.training.fit`).
 
     Args:
         recipe: ``"fgsm-rs"``, ``"pgd"`` or ``"trades"``.
@@ -57,7 +57,7 @@ class AdversarialTraining:
             TRADES' 10-step setting is its CIFAR one, at eps 0.031).
         adv_ratio: share of each batch replaced by adversarial examples (1.0: all adversarial; 0.5: mixed).
         ramp_epochs: grow eps linearly from 0 over this many epochs (0: full eps from the start). Epochs are
-            :func:`bastion.train.fit`'s (``StepContext.steps_per_epoch``); an objective called outside ``fit``
+            :func:`bastion.training.fit`'s (``StepContext.steps_per_epoch``); an objective called outside ``fit``
             without it takes the run to be ``epochs`` long.
         beta: TRADES trade-off.
         craft_labels: ``"predicted"`` (default, no label leaking) or ``"true"``.

@@ -7,7 +7,7 @@ epoch draws new barrages, so each image is seen under many variants over trainin
 randomness comes from a generator seeded by ``(ctx.seed, ctx.step)``, so training is deterministic and a
 resumed run sees the same barrages.
 
-``bastion train --defense bart --k 5 ...`` uses :func:`bart_recipe` (see :mod:`bastion.recipes`).
+``bastion train --defense bart --k 5 ...`` uses :func:`bart_recipe` (see :mod:`bastion.training.recipes`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from bastion.data.base import ImageDataset
 from bastion.defenses.bart.barrage import BaRT
 from bastion.defenses.base import Defended
 from bastion.errors import ConfigError
-from bastion.train import EpochCallback, Objective, StepContext
+from bastion.training.loop import EpochCallback, Objective, StepContext
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
@@ -83,7 +83,7 @@ def bart_recipe(
     clean: bool = True,
     n_samples: int = 1,
 ) -> tuple[Objective, list[EpochCallback], dict[str, Any], Callable[[nn.Module], nn.Module]]:
-    """(objective, callbacks, metadata, wrap) of BaRT training, as :func:`bastion.recipes.build_training` expects.
+    """(objective, callbacks, metadata, wrap) of BaRT training, as :func:`bastion.training.recipes.build_training` expects.
 
     Args:
         model: the classifier being trained (unused here; kept for the recipe signature).

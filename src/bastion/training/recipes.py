@@ -9,7 +9,7 @@ from torch import nn
 
 from bastion.data.base import ImageDataset
 from bastion.errors import UnknownNameError
-from bastion.train import EpochCallback, Objective, cross_entropy
+from bastion.training.loop import EpochCallback, Objective, cross_entropy
 
 
 def build_training(
@@ -27,11 +27,11 @@ def build_training(
     if defense is None:
         return cross_entropy, [], {}, lambda m: m
     if defense == "adv":
-        from bastion.defenses.adversarial_training import adversarial_recipe
+        from bastion.training.adversarial import adversarial_recipe
 
         return adversarial_recipe(model, attack=attack, eps=eps, val=val, device=device, **options)
     if defense == "bart":
-        from bastion.defenses.bart.training import bart_recipe
+        from bastion.training.bart import bart_recipe
 
         return bart_recipe(model, k=k, val=val, device=device, **options)
     raise UnknownNameError(f"unknown defense {defense!r}; valid: adv, bart")

@@ -53,7 +53,7 @@ from bastion.errors import ConfigError, LabelError
 from bastion.models import ARCHITECTURES, create_model
 from bastion.progress import Progress, no_progress
 from bastion.threat import ThreatModel
-from bastion.train import TrainConfig, accuracy, fit
+from bastion.training.loop import TrainConfig, accuracy, fit
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@ import torch
 
 from bastion.attacks import PGD
 from bastion.data import load_dataset
-from bastion.defenses.adversarial_training import AdversarialTraining, OverfitGuard, adversarial_recipe
 from bastion.errors import ConfigError
 from bastion.models import create_model, pretrained
-from bastion.train import StepContext, TrainConfig, fit
+from bastion.training import StepContext, TrainConfig, fit
+from bastion.training.adversarial import AdversarialTraining, OverfitGuard, adversarial_recipe
 
 
 @pytest.fixture(scope="module")

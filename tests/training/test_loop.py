@@ -6,7 +6,7 @@ import torch
 from bastion.data import load_dataset
 from bastion.errors import ConfigError
 from bastion.models import create_model
-from bastion.train import TrainConfig, accuracy, fit
+from bastion.training import TrainConfig, accuracy, fit
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_resuming_a_rolled_back_run_trains_no_further(tmp_path, small):
 
 
 def test_resume_with_another_objective_or_model_options_is_refused(tmp_path, small):
-    from bastion.defenses.adversarial_training import AdversarialTraining
+    from bastion.training.adversarial import AdversarialTraining
 
     train, _ = small
     fit(create_model("mnist-cnn"), train.take(64), config=TrainConfig(epochs=1, batch_size=64), out_dir=tmp_path)

@@ -4,11 +4,11 @@ import torch
 
 from bastion.data import load_dataset
 from bastion.defenses.bart import BaRT
-from bastion.defenses.bart.training import barrage_objective, bart_recipe
 from bastion.defenses.base import Defended
-from bastion.train import StepContext, TrainConfig, fit
+from bastion.training import StepContext, TrainConfig, fit
+from bastion.training.bart import barrage_objective, bart_recipe
 
-from ...conftest import tiny_cnn
+from tests.conftest import tiny_cnn
 
 
 def ctx(step: int) -> StepContext:
