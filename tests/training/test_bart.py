@@ -7,7 +7,6 @@ from bastion.defenses.bart import BaRT
 from bastion.defenses.base import Defended
 from bastion.training import StepContext, TrainConfig, fit
 from bastion.training.bart import barrage_objective, bart_recipe
-
 from tests.conftest import tiny_cnn
 
 
