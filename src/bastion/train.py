@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion._checks import eval_mode
+from bastion._outputs import atomic_write, finite_json, nonfinite_message, remove_stale_temps
 from bastion.data.base import ImageDataset
 from bastion.errors import ConfigError
 from bastion.progress import Progress, no_progress
@@ -144,16 +144,14 @@ def accuracy(model: nn.Module, data: ImageDataset, *, batch_size: int = 1000, de
     return correct / max(len(data), 1)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the run's other files are 0644
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def _write_run(out: Path, checkpoint: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """The run's checkpoint and metrics, each written atomically (never through a link); NaN or infinite
+    metrics (a diverging run) are stored as null, with a warning."""
+    atomic_write(out / CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
+    text, where = finite_json(metrics)
+    if where:
+        log.warning("%s", nonfinite_message(str(out / METRICS), where))
+    atomic_write(out / METRICS, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _data_identity(train: ImageDataset) -> dict[str, Any]:
@@ -265,6 +263,8 @@ def fit(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        if world is None or world.rank == 0:  # what a run killed while writing its checkpoint left
+            remove_stale_temps(out, (CHECKPOINT, METRICS), legacy=True)
     model.to(device)
     optimizer = _make_optimizer(model, config)
     n = len(train)
@@ -386,10 +386,7 @@ def fit(
                     "stopped": bool(rollback and best is not None),
                     **identity,
                 }
-                _atomic_save(state, out / CHECKPOINT)
-                (out / METRICS).write_text(
-                    json.dumps({"config": asdict(config), "record": record or {}, "epochs": history.epochs}, indent=2)
-                )
+                _write_run(out, state, {"config": asdict(config), "record": record or {}, "epochs": history.epochs})
             if rollback:
                 break
     model.eval()

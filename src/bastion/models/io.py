@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from bastion._outputs import atomic_write
 from bastion.errors import ConfigError, WeightsError
 from bastion.models.classifier import Classifier, ModelMeta
 from bastion.models.zoo import skeleton
@@ -39,15 +39,7 @@ def save_model(model: Classifier, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     header = {META_KEY: json.dumps(model.meta.to_dict(), sort_keys=True), "format_version": FORMAT_VERSION}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
     return path
 
 
