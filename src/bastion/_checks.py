@@ -12,6 +12,32 @@ from torch import Tensor, nn
 from bastion.errors import ConfigError, InputRangeError, InputShapeError, LabelError, ModelModeError
 
 
+def shown(value: Any, *, limit: int = 80) -> str:
+    """``value`` for an error message: the repr of plain data (None, booleans, numbers, strings, and short
+    lists, tuples and dicts of them), cut to about ``limit`` characters; for anything else a description (a
+    tensor's dtype and shape, an object's type), never a repr with a memory address."""
+    if isinstance(value, Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {len(str(abs(value))) if value.bit_length() < 10_000 else 'thousands of'} digits"
+    if not _plain(value):
+        kind = type(value).__name__ if type(value).__module__ == "builtins" else (
+            f"{type(value).__module__.split('.')[0]} {type(value).__name__}")
+        return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return not isinstance(value, int) or isinstance(value, bool) or value.bit_length() <= 64
+    if isinstance(value, (list, tuple)) and depth < 3 and len(value) <= 100:
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict) and depth < 3 and len(value) <= 100:
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def check_images(x: Tensor, *, bounds: tuple[float, float] = (0.0, 1.0), name: str = "x") -> None:
     """Check that ``x`` is a floating batch, (N, C, H, W) or (N, D), finite and inside ``bounds``."""
     if not isinstance(x, Tensor):

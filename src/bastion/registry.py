@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
+from bastion._checks import shown
 from bastion.errors import UnknownNameError
 
 T = TypeVar("T")
@@ -37,7 +38,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             valid = ", ".join(sorted(self._entries))
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
+            raise UnknownNameError(f"unknown {self.kind} {shown(name)}; valid names: {valid}") from None
 
     def create(self, name: str, **options: Any) -> T:
         """Build ``name``; options that are ``None`` are dropped so factory defaults apply."""

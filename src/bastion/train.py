@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bastion._checks import eval_mode
+from bastion._checks import eval_mode, shown
 from bastion._outputs import atomic_write, finite_json, nonfinite_message, remove_stale_temps
 from bastion.data.base import ImageDataset
 from bastion.errors import ConfigError
@@ -61,9 +61,9 @@ class TrainConfig:
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.optimizer not in ("adam", "sgd"):
-            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {shown(self.optimizer)}")
         if self.schedule not in ("constant", "onecycle", "cosine"):
-            raise ConfigError(f"schedule must be constant, onecycle or cosine, got {self.schedule!r}")
+            raise ConfigError(f"schedule must be constant, onecycle or cosine, got {shown(self.schedule)}")
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"warmup must be in [0, 1), got {self.warmup}")
 
@@ -190,7 +190,7 @@ def _check_resumable(path: Path, ckpt: dict[str, Any], config: TrainConfig, data
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if changed:
         raise ConfigError(f"{path}: the run was started with other settings; changed: " + ", ".join(
-            f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
+            f"{k} {shown(saved.get(k))} -> {shown(now.get(k))}" for k in changed))
     old = ckpt.get("data")
     if old is not None and old != data:
         diff = [f"{k} {old.get(k)!r} -> {data.get(k)!r}" for k in ("name", "split", "n", "sha256") if old.get(k) != data.get(k)]

@@ -84,7 +84,7 @@ def test_float64_weights_load_as_float32_and_read_meta_checks_too(tmp_path):
     bad = tmp_path / "bad.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(bad),
               metadata={"bastion": meta.replace('"arch_options": {}', '"arch_options": {"hidden": 5}')})
-    with pytest.raises(WeightsError, match="bad.safetensors: arch_options: logreg takes no option hidden"):
+    with pytest.raises(WeightsError, match="bad.safetensors: arch_options: logreg takes no option 'hidden'"):
         read_meta(bad)
 
 
@@ -94,5 +94,5 @@ def test_create_model_checks_architecture_options():
 
     with pytest.raises(ConfigError, match=r"arch_options.hidden must be an integer in \[1, 65536\]"):
         create_model("mnist-cnn", hidden=-5)
-    with pytest.raises(ConfigError, match="takes no option width"):
+    with pytest.raises(ConfigError, match="takes no option 'width'"):
         create_model("mnist-cnn", width=3)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bastion._checks import eval_mode, frozen
+from bastion._checks import eval_mode, frozen, shown
 from bastion._model import declared_randomized, log_mean_softmax
 from bastion._wrap import ModelWrapper
 from bastion.data.base import ImageDataset
@@ -90,7 +90,7 @@ class EOT(_Wrapper):
     def __init__(self, model: nn.Module, n: int) -> None:
         super().__init__()
         if not isinstance(n, int) or n < 1:
-            raise ConfigError(f"eot needs n >= 1 draws, got {n!r}")
+            raise ConfigError(f"eot needs n >= 1 draws, got {shown(n)}")
         self.inner = model
         self.n = n
         self.adopt_mode(model)
@@ -176,7 +176,7 @@ def train_surrogate(
     if data.images.ndim != 4:
         raise ConfigError("train_surrogate needs image data (N, C, H, W)")
     if loss not in ("l1", "mse"):
-        raise ConfigError(f"train_surrogate loss must be 'l1' or 'mse', got {loss!r}")
+        raise ConfigError(f"train_surrogate loss must be 'l1' or 'mse', got {shown(loss)}")
     criterion = F.l1_loss if loss == "l1" else F.mse_loss
     n_val = max(1, int(len(data) * val_fraction))
     train_ds, val_ds = data.subset(slice(n_val, None)), data.subset(slice(0, n_val))

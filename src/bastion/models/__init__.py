@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bastion._checks import shown
 from bastion.errors import BastionError, UnknownNameError, WeightsError
 from bastion.models.classifier import Classifier, ModelMeta, describe_model
 from bastion.models.io import load_model, read_meta, save_model
@@ -47,7 +48,7 @@ PRETRAINED: dict[str, str] = {
 def weights_path(name: str) -> Path:
     """Where the shipped weights of ``name`` live inside the package."""
     if name not in PRETRAINED:
-        raise UnknownNameError(f"unknown pretrained model {name!r}; valid names: {', '.join(PRETRAINED)}")
+        raise UnknownNameError(f"unknown pretrained model {shown(name)}; valid names: {', '.join(PRETRAINED)}")
     return _WEIGHTS / f"{name}.safetensors"
 
 
@@ -59,7 +60,7 @@ def pretrained(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
     """
     path = weights_path(name)
     if not path.exists():
-        raise WeightsError(f"pretrained model {name!r} is not shipped in this version of bastion ({path} missing)")
+        raise WeightsError(f"pretrained model {shown(name)} is not shipped in this version of bastion ({path} missing)")
     return with_recorded_defense(load_model(path, device=device), source=path)
 
 
@@ -90,8 +91,7 @@ def with_recorded_defense(model: Classifier, *, source: str | os.PathLike[str] |
     k, n_samples, groups = config.get("k"), config.get("n_samples", 1), config.get("groups")
     for key, value, high in (("k", k, len(GROUPS)), ("n_samples", n_samples, MAX_RECORDED_SAMPLES)):
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
-            shown = f"the number {value}" if isinstance(value, (int, float)) and len(str(value)) <= 40 else type(value).__name__
-            raise WeightsError(f"{where}{field}.{key} must be an integer in [1, {high}], got {shown}")
+            raise WeightsError(f"{where}{field}.{key} must be an integer in [1, {high}], got {shown(value)}")
     if groups is not None and (not isinstance(groups, list) or not 1 <= len(groups) <= len(GROUPS)):
         raise WeightsError(f"{where}{field}.groups must be a list of 1 to {len(GROUPS)} groups")
     try:
@@ -110,5 +110,5 @@ def resolve_model(spec: str | os.PathLike[str], *, device: str | torch.device = 
     if path.exists():
         return with_recorded_defense(load_model(path, device=device), source=path)
     raise UnknownNameError(
-        f"{str(spec)!r} is neither a shipped model ({', '.join(PRETRAINED)}) nor an existing weights file"
+        f"{shown(str(spec))} is neither a shipped model ({', '.join(PRETRAINED)}) nor an existing weights file"
     )

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bastion._checks import shown
 from bastion.errors import BastionError, ConfigError, UnknownNameError, WeightsError
 from bastion.models.classifier import Classifier, ModelMeta
 from bastion.registry import Registry
@@ -166,9 +167,7 @@ class ArchOption:
         what = f"{'an integer' if self.kind is int else 'a number'} in [{self.low:g}, {self.high:g}{close}"
         if (not isinstance(value, kinds) or isinstance(value, bool) or not math.isfinite(value)
                 or not self.low <= value <= self.high or (self.high_open and value == self.high)):
-            shown = (f"the number {value}" if isinstance(value, (int, float)) and not isinstance(value, bool)
-                     and len(str(value)) <= 40 else type(value).__name__)
-            return f"must be {what}, got {shown}"
+            return f"must be {what}, got {shown(value)}"
         return None
 
 
@@ -195,7 +194,7 @@ def check_options(arch: str, options: Any, *, error: type[BastionError] = Config
     spec = ARCH_OPTIONS.get(arch, {})
     if not isinstance(options, dict):
         raise error(f"arch_options must be a JSON object of {arch} options, got {type(options).__name__}")
-    unknown = sorted(str(k)[:40] for k in options if k not in spec)
+    unknown = sorted(shown(k, limit=40) for k in options if k not in spec)
     if unknown:
         valid = ", ".join(spec) or "none"
         raise error(f"arch_options: {arch} takes no option {', '.join(unknown)} (valid options: {valid})")
