@@ -58,11 +58,26 @@ def check_images(x: Tensor, *, bounds: tuple[float, float] = (0.0, 1.0), name: s
         bad = int((~finite).sum())
         raise InputRangeError(f"{name} contains {bad} NaN or infinite value(s)")
     lo, hi = bounds
-    mn, mx = float(x.detach().min()), float(x.detach().max())
+    d = x.detach()
+    mn, mx = float(d.min()), float(d.max())
     if mn < lo or mx > hi:
-        hint = " (did you pass 0-255 pixels? divide by 255)" if mx > 1.5 and hi == 1.0 else ""
-        hint = hint or (" (did you pass normalized inputs? bastion models normalize inside)" if mn < lo else "")
-        raise InputRangeError(f"{name} has values in [{mn:.4g}, {mx:.4g}], outside the bounds [{lo}, {hi}]{hint}")
+        hint = ""
+        if hi == 1.0 and mn >= 0 and 1.5 < mx <= 255.5 and float((d - d.round()).abs().max()) < 0.01:
+            hint = " (did you pass 0-255 pixels? divide by 255)"  # whole numbers up to 255
+        elif mn < lo:
+            hint = " (did you pass normalized inputs? bastion models normalize inside)"
+        raise InputRangeError(f"{name} has values in [{_beyond(mn, lo, hi)}, {_beyond(mx, lo, hi)}], outside the "
+                              f"bounds [{lo}, {hi}]{hint}")
+
+
+def _beyond(v: float, lo: float, hi: float) -> str:
+    """``v`` with enough significant digits that a value outside [lo, hi] also reads as outside (1.000001 is
+    not shown as "1")."""
+    for digits in (4, 6, 8, 10, 17):
+        text = f"{v:.{digits}g}"
+        if lo <= v <= hi or not lo <= float(text) <= hi:
+            return text
+    return repr(v)
 
 
 def check_labels(y: Tensor, n: int, *, num_classes: int | None = None, name: str = "y") -> None:

@@ -455,7 +455,7 @@ def _check_linf_eps(suite: Sequence[Attack], grid: Sequence[float | None]) -> No
     """Linf radii above 1 on [0, 1] pixels are the whole range again (rows at 1, 1.5 and 2 would be copies)."""
     big = [e for e in grid if e is not None and e > 1]
     if big and any(a.threat.norm == "linf" for a in suite):
-        raise BastionError(f"Linf eps above 1 is the whole [0, 1] pixel range, got {big[0]:g}; use eps in [0, 1]")
+        raise BastionError(f"Linf eps above 1 is the whole [0, 1] pixel range, got {big[0]}; use eps in [0, 1]")
 
 
 def _warn_training_overlap(net: nn.Module, data: str, split: str) -> None:

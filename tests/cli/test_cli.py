@@ -99,6 +99,7 @@ def test_attack_without_eps_and_with_set_options(tmp_path):
         (["train", "--split", "train[5848:]", "--epochs", "1"], "selects none"),
         (["demo", "--device", "cuda:7"], "device"),
         (["attack", "--attack", "fgsm", "--eps", "1.5", "--n", "4"], "whole [0, 1] pixel range"),
+        (["attack", "--attack", "fgsm", "--eps", "1.000001", "--n", "4"], "got 1.000001;"),  # not "got 1"
         (["evaluate", "--attacks", "fgsm", "--eps", "0:2:0.5", "--n", "4"], "whole [0, 1] pixel range"),
         (["train", "--split", "train[abc]"], "cannot parse split 'train[abc]'"),  # rich markup ate "[abc]"
     ],
