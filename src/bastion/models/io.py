@@ -77,7 +77,7 @@ def _open_header(path: Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"{path}: not a valid safetensors file ({e}); corrupt or truncated?") from None
+        raise WeightsError(f"{path}: not a valid safetensors file ({_first_line(e)}); corrupt or truncated?") from None
 
 
 def _depth(text: str) -> int:
@@ -106,9 +106,14 @@ def _checked_skeleton(path: Path) -> Classifier:
     try:
         return skeleton(ModelMeta.from_dict(json.loads(text)))  # architecture and size, nothing allocated
     except ValueError as e:  # WeightsError (a ValueError), JSON syntax, integers of 4,300+ digits
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise WeightsError(f"{path}: {first}" if isinstance(e, WeightsError) else
-                           f"{path}: unreadable bastion metadata ({first})") from None
+        raise WeightsError(f"{path}: {_first_line(e)}" if isinstance(e, WeightsError) else
+                           f"{path}: unreadable bastion metadata ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception's message as one line (a refusal is one line)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Classifier:
@@ -138,7 +143,7 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
                     raise WeightsError(f"{path}: tensor {name!r} contains NaN or inf (in float32)")
                 state[name] = t
     except (SafetensorError, OSError, RuntimeError) as e:
-        raise WeightsError(f"{path}: tensor data is corrupt or truncated ({e})") from None
+        raise WeightsError(f"{path}: tensor data is corrupt or truncated ({_first_line(e)})") from None
     model.load_state_dict(state, strict=True, assign=True)
     return model.to(device).eval()
 
