@@ -12,6 +12,32 @@ from torch import Tensor, nn
 from bastion.errors import ConfigError, InputRangeError, InputShapeError, LabelError, ModelModeError
 
 
+def shown(value: Any, *, limit: int = 80) -> str:
+    """``value`` for an error message: the repr of plain data (None, booleans, numbers, strings, and short
+    lists, tuples and dicts of them), cut to about ``limit`` characters; for anything else a description (a
+    tensor's dtype and shape, an object's type), never a repr with a memory address."""
+    if isinstance(value, Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {len(str(abs(value))) if value.bit_length() < 10_000 else 'thousands of'} digits"
+    if not _plain(value):
+        kind = type(value).__name__ if type(value).__module__ == "builtins" else (
+            f"{type(value).__module__.split('.')[0]} {type(value).__name__}")
+        return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return not isinstance(value, int) or isinstance(value, bool) or value.bit_length() <= 64
+    if isinstance(value, (list, tuple)) and depth < 3 and len(value) <= 100:
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict) and depth < 3 and len(value) <= 100:
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def check_images(x: Tensor, *, bounds: tuple[float, float] = (0.0, 1.0), name: str = "x") -> None:
     """Check that ``x`` is a floating batch, (N, C, H, W) or (N, D), finite and inside ``bounds``."""
     if not isinstance(x, Tensor):
@@ -32,11 +58,26 @@ def check_images(x: Tensor, *, bounds: tuple[float, float] = (0.0, 1.0), name: s
         bad = int((~finite).sum())
         raise InputRangeError(f"{name} contains {bad} NaN or infinite value(s)")
     lo, hi = bounds
-    mn, mx = float(x.detach().min()), float(x.detach().max())
+    d = x.detach()
+    mn, mx = float(d.min()), float(d.max())
     if mn < lo or mx > hi:
-        hint = " (did you pass 0-255 pixels? divide by 255)" if mx > 1.5 and hi == 1.0 else ""
-        hint = hint or (" (did you pass normalized inputs? bastion models normalize inside)" if mn < lo else "")
-        raise InputRangeError(f"{name} has values in [{mn:.4g}, {mx:.4g}], outside the bounds [{lo}, {hi}]{hint}")
+        hint = ""
+        if hi == 1.0 and mn >= 0 and 1.5 < mx <= 255.5 and float((d - d.round()).abs().max()) < 0.01:
+            hint = " (did you pass 0-255 pixels? divide by 255)"  # whole numbers up to 255
+        elif mn < lo:
+            hint = " (did you pass normalized inputs? bastion models normalize inside)"
+        raise InputRangeError(f"{name} has values in [{_beyond(mn, lo, hi)}, {_beyond(mx, lo, hi)}], outside the "
+                              f"bounds [{lo}, {hi}]{hint}")
+
+
+def _beyond(v: float, lo: float, hi: float) -> str:
+    """``v`` with enough significant digits that a value outside [lo, hi] also reads as outside (1.000001 is
+    not shown as "1")."""
+    for digits in (4, 6, 8, 10, 17):
+        text = f"{v:.{digits}g}"
+        if lo <= v <= hi or not lo <= float(text) <= hi:
+            return text
+    return repr(v)
 
 
 def check_labels(y: Tensor, n: int, *, num_classes: int | None = None, name: str = "y") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import sys
 from dataclasses import replace
@@ -15,7 +16,8 @@ from rich.markup import escape
 
 from bastion._cli_render import console, progress_bar, results
 from bastion._device import check_device
-from bastion.errors import BastionError
+from bastion._outputs import OutputFolder, nonfinite_message
+from bastion.errors import BastionError, OutputError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -65,19 +67,22 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _prepare_out(out: Path) -> Path:
-    """Create the output folder before any work starts (a bad --out used to surface only after the run)."""
-    import os
+#: what each command writes into its --out folder
+ATTACK_OUTPUTS = ("adversarial.safetensors", "summary.json", "figure.png")
+EVALUATE_OUTPUTS = ("results.json", "results.csv", "report.html")
+TRAIN_OUTPUTS = ("checkpoint.pt", "metrics.json", "model.safetensors")
 
-    if out.exists() and not out.is_dir():
-        raise BastionError(f"--out {out} is an existing file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BastionError(f"cannot create --out {out}: {e.strerror or e}") from None
-    if not os.access(out, os.W_OK):
-        raise BastionError(f"--out {out} is not writable")
-    return out
+_OVERWRITE_HELP = "Replace the outputs an earlier run left in OUT (refused otherwise)."
+
+
+def _warn_nonfinite(name: str, where: list[str]) -> None:
+    if where:
+        console.print(f"[bold yellow]warning:[/] {escape(nonfinite_message(name, where))}")
+
+
+def _write_failed(e: OSError) -> None:
+    """A write that failed after the work (disk full, permissions changed): one line, not a traceback."""
+    _fail(OutputError(f"cannot write {e.filename or 'an output'}: {e.strerror or e}"))
 
 
 @app.callback()
@@ -116,6 +121,8 @@ def train(
         help="Start from this model (name or file) instead of scratch; for a defended model, its classifier.")] = None,
     out: Annotated[Path, typer.Option(help="Run folder (checkpoint, metrics.json, model.safetensors).")] = Path("runs/train"),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an OUT that holds an earlier run, "
+                                                               "replacing its files (refused otherwise).")] = False,
     device: Annotated[str, typer.Option()] = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     dist_timeout: Annotated[float | None, typer.Option(
@@ -138,7 +145,7 @@ def train(
         _check_train_options(model, init, dropout=dropout, weight_decay=weight_decay, hidden=hidden)
         # every process checks (nothing is written before the first epoch ends), so that a refused --out stops
         # them all with the same message instead of leaving the others to fail in a collective
-        _check_run_folder(out, resume=resume, quiet=quiet or world.rank != 0)
+        _check_run_folder(out, resume=resume, overwrite=overwrite, quiet=quiet or world.rank != 0)
         train_ds = load_dataset(data, split, data_dir=data_dir)
         present = int(train_ds.labels.unique().numel())
         if present < train_ds.num_classes and not quiet and world.rank == 0:
@@ -205,14 +212,19 @@ def _check_train_options(model: str, init: str | None, *, dropout: float, weight
         raise BastionError(f"{given} only apply to --model mnist-cnn, not {model}")
 
 
-def _check_run_folder(out: Path, *, resume: bool, quiet: bool) -> None:
-    """A folder holding a run is only continued (--resume), never silently overwritten."""
+def _check_run_folder(out: Path, *, resume: bool, overwrite: bool, quiet: bool) -> None:
+    """A folder holding a run is only continued (--resume) or started over (--overwrite), never silently
+    overwritten; a resumed run updates its own files."""
     from bastion.training.loop import CHECKPOINT
 
-    _prepare_out(out)
-    has_run = (out / CHECKPOINT).exists() or (out / "model.safetensors").exists()
-    if has_run and not resume:
-        raise BastionError(f"{out} already holds a training run; pass --resume to continue it, or choose another --out")
+    if resume and overwrite:
+        raise BastionError("--resume continues the run in --out and --overwrite starts it over: pass one of them")
+    outputs = OutputFolder(out, TRAIN_OUTPUTS, overwrite=overwrite or resume)
+    has_run = any(os.path.lexists(out / name) for name in (CHECKPOINT, "model.safetensors"))
+    if has_run and not (resume or overwrite):
+        raise OutputError(f"{out} already holds a training run; pass --resume to continue it, --overwrite to start "
+                          "over, or choose another --out")
+    outputs.check(advice="pass --overwrite to replace it, --resume to continue a run, or choose another --out")
     if resume and not (out / CHECKPOINT).exists() and not quiet:
         console.print(f"note: no {CHECKPOINT} in {out}: nothing to resume, training from the start")
 
@@ -288,6 +300,7 @@ def attack(
                                                 "takes the first ones.")] = 16,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option()] = Path("runs/attack"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
     device: Annotated[str, typer.Option()] = "cpu",
 ) -> None:
     """Attack a batch of images; writes adversarial tensors, a JSON summary and the classic figure."""
@@ -311,7 +324,7 @@ def attack(
         atk = make_attack(attack, **{**own, **extra}, checked=set(extra))
         _check_linf_eps([atk], [getattr(atk, "eps", 0.0)])
         net = apply_defense(resolve_model(model, device=device), defense, k=k)
-        _prepare_out(out)
+        outputs = OutputFolder(out, ATTACK_OUTPUTS, overwrite=overwrite).check()
         full = load_dataset(data, split, data_dir=data_dir)
         if n > len(full):
             console.print(f"note: --n {n} is more than the {len(full)} images of {escape(data)}:{escape(split)}: "
@@ -328,15 +341,19 @@ def attack(
                "pred_adv": res.pred_adv.cpu(), "success": res.success.cpu().to(torch.uint8)}
     if res.target is not None:
         tensors["target"] = res.target.cpu()
-    save_file(tensors, str(out / "adversarial.safetensors"), metadata={"attack": json.dumps(atk.to_dict())})
-    (out / "adversarial.safetensors").chmod(0o644)
     summary = {"command": _command_line(ctx), "model": model, "defense": defense, "data": f"{data}:{split}",
                "attack": atk.to_dict(), "target": target, **res.summary()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     classes = getattr(net, "classes", tuple(str(i) for i in range(res.logits_adv.shape[1])))
     k = min(len(ds), 8)
-    (out / "figure.png").write_bytes(png_bytes(triptych(x[:k], res.x_adv[:k], res.logits_clean[:k], res.logits_adv[:k],
-                                                        classes, y=y[:k])))
+    try:
+        outputs.write_with("adversarial.safetensors", lambda tmp: save_file(
+            tensors, str(tmp), metadata={"attack": json.dumps(atk.to_dict())}))
+        _warn_nonfinite(str(out / "summary.json"), outputs.write_json("summary.json", summary))
+        outputs.write_bytes("figure.png", png_bytes(triptych(x[:k], res.x_adv[:k], res.logits_clean[:k],
+                                                             res.logits_adv[:k], classes, y=y[:k])))
+    except OSError as e:
+        _write_failed(e)
+        return
     ok = int(res.success.sum())
     norms = (f"over the {ok} successful: mean Linf {summary['mean_linf_success']:.3f}, L2 {summary['mean_l2_success']:.3f}, "
              f"L0 {summary['mean_l0_success']:.1f}" if ok else "no successful example")
@@ -373,6 +390,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1)] = 250,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option()] = Path("runs/evaluate"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
     device: Annotated[str, typer.Option()] = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     dist_timeout: Annotated[float | None, typer.Option(
@@ -392,8 +410,9 @@ def evaluate(
         world = World.from_env(device=device, timeout=dist_timeout)
         device = str(world.device(device))
         net = apply_defense(resolve_model(model, device=device), defense, k=k, seed=seed)
+        outputs = OutputFolder(out, EVALUATE_OUTPUTS, overwrite=overwrite)
         if world.rank == 0:
-            _prepare_out(out)
+            outputs.check()
         ds = load_dataset(data, split, data_dir=data_dir).spread(n)
         suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
                  for a in attacks.split(",") if a.strip()]
@@ -413,13 +432,20 @@ def evaluate(
         _fail(e)
         return
     if world.rank == 0:
-        (out / "results.json").write_text(report.to_json())
-        (out / "results.csv").write_text(report.to_csv())
         from bastion.viz.examples import example_blocks
 
-        strongest = suite[-1].at_eps(max(parse_eps(eps)))
-        extra = ["<h2>Examples</h2>", *example_blocks(net, ds, strongest, device=device, seed=seed)]
-        (out / "report.html").write_text(evaluation_html(report, extra=extra))
+        try:  # what was computed is written first: the examples below run one more attack
+            _warn_nonfinite(str(out / "results.json"), outputs.write_json("results.json", report.to_dict()))
+            outputs.write_text("results.csv", report.to_csv())
+            strongest = suite[-1].at_eps(max(parse_eps(eps)))
+            extra = ["<h2>Examples</h2>", *example_blocks(net, ds, strongest, device=device, seed=seed)]
+            outputs.write_text("report.html", evaluation_html(report, extra=extra))
+        except OSError as e:
+            _write_failed(e)
+            return
+        except BastionError as e:
+            _fail(e)
+            return
         _print_report(report)
         console.print(f"wrote {out}/results.json, results.csv, report.html")
     world.close()
@@ -429,7 +455,7 @@ def _check_linf_eps(suite: Sequence[Attack], grid: Sequence[float | None]) -> No
     """Linf radii above 1 on [0, 1] pixels are the whole range again (rows at 1, 1.5 and 2 would be copies)."""
     big = [e for e in grid if e is not None and e > 1]
     if big and any(a.threat.norm == "linf" for a in suite):
-        raise BastionError(f"Linf eps above 1 is the whole [0, 1] pixel range, got {big[0]:g}; use eps in [0, 1]")
+        raise BastionError(f"Linf eps above 1 is the whole [0, 1] pixel range, got {big[0]}; use eps in [0, 1]")
 
 
 def _warn_training_overlap(net: nn.Module, data: str, split: str) -> None:
@@ -492,6 +518,7 @@ def _print_report(report: object) -> None:
 def demo(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("bastion-report"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
     n: Annotated[int, typer.Option(min=10, help="Held-out images to evaluate.")] = 200,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option()] = "cpu",
@@ -502,9 +529,9 @@ def demo(
 
     try:
         check_device(device)
-        _prepare_out(out)
         with progress_bar(enabled=not quiet) as bar:
-            result = run_demo(out, n=n, seed=seed, device=device, progress=bar, command=_command_line(ctx))
+            result = run_demo(out, n=n, seed=seed, device=device, progress=bar, command=_command_line(ctx),
+                              overwrite=overwrite)
     except BastionError as e:
         _fail(e)
         return

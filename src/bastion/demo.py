@@ -6,18 +6,17 @@ or component is not available in this version says so instead of showing anythin
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from bastion import __version__
+from bastion._outputs import OutputFolder, nonfinite_message
 from bastion.attacks import BIM, FGSM, PGD, Attack, bpda, eot
 from bastion.data import load_dataset
 from bastion.data.base import ImageDataset
@@ -35,6 +34,8 @@ from bastion.viz.html import HtmlReport, flags_html, img, paragraph, rows_table,
 log = logging.getLogger(__name__)
 
 EPS_GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+#: what the demo writes into its folder
+OUTPUTS = ("report.html", "results.json", "predictions.png")
 
 
 def _optional_model(name: str, device: str) -> nn.Module | None:
@@ -56,18 +57,22 @@ def heldout(n: int) -> ImageDataset:
 
 def run_demo(
     out: str | os.PathLike[str], *, n: int = 200, seed: int = 0, device: str = "cpu",
-    progress: Progress = no_progress, command: str | None = None,
+    progress: Progress = no_progress, command: str | None = None, overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run the demo and write ``out/report.html``, ``out/results.json`` and ``out/predictions.png``."""
+    """Run the demo and write ``out/report.html``, ``out/results.json`` and ``out/predictions.png``.
+
+    Raises:
+        OutputError: before any work, when ``out`` holds these files from an earlier run (pass
+            ``overwrite=True`` to replace them) or cannot hold them.
+    """
     t_start = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    outputs = OutputFolder(out, OUTPUTS, overwrite=overwrite).check()
     results: dict[str, Any] = {"bastion_version": __version__, "torch_version": torch.__version__, "n": n, "seed": seed,
                                "command": command, "sections": {}}
     page = HtmlReport("bastion demo: adversarial examples end to end",
                       f"{n} held-out MNIST images (mnist-5k, never seen by the shipped models), CPU, seed {seed}")
     data = heldout(n)
-    ctx = _Ctx(data=data, device=device, seed=seed, page=page, results=results["sections"], out=out)
+    ctx = _Ctx(data=data, device=device, seed=seed, page=page, results=results["sections"], outputs=outputs)
     # (name in the timings, key of the section's results, the section)
     sections: list[tuple[str, str, Callable[[], None]]] = [
         ("standard model", "standard_model", ctx.standard),
@@ -92,15 +97,19 @@ def run_demo(
     results["seconds"] = seconds
     page.add(paragraph(f"Total time {seconds:.0f} s.", "note"))
     html = page.render(command=command, versions={"bastion": __version__, "torch": torch.__version__})
-    (out / "report.html").write_text(html)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
-    return {"report": str(out / "report.html"), "results": str(out / "results.json"), "seconds": seconds}
+    where = outputs.write_json("results.json", results)
+    if where:
+        log.warning("%s", nonfinite_message(str(outputs.path("results.json")), where))
+    outputs.write_text("report.html", html)
+    return {"report": str(outputs.path("report.html")), "results": str(outputs.path("results.json")),
+            "seconds": seconds}
 
 
 class _Ctx:
     def __init__(self, *, data: ImageDataset, device: str, seed: int, page: HtmlReport, results: dict[str, Any],
-                 out: Path) -> None:
-        self.data, self.device, self.seed, self.page, self.results, self.out = data, device, seed, page, results, out
+                 outputs: OutputFolder) -> None:
+        self.data, self.device, self.seed, self.page, self.results = data, device, seed, page, results
+        self.outputs = outputs
         self.x, self.y = data.images.to(device), data.labels.to(device)
         self.keys = data.indices.to(device) if data.indices is not None else None
         self.progress: Progress = no_progress
@@ -130,7 +139,7 @@ class _Ctx:
         with torch.no_grad():
             logits = m(self.x[:24])
         grid = png_bytes(prediction_grid(self.x[:24].cpu(), self.y[:24].cpu(), logits.cpu(), self.classes))
-        (self.out / "predictions.png").write_bytes(grid)
+        self.outputs.write_bytes("predictions.png", grid)
         self.results["standard_model"] = {"model": "mnist-cnn", "accuracy_mnist5k_all": acc_all,
                                           "test_accuracy_recorded": m.meta.metrics.get("val_acc")}
         self.page.section(

@@ -44,3 +44,8 @@ class ChecksumError(DataError):
 
 class WeightsError(BastionError):
     """A weights file is missing, corrupt, truncated or does not match the architecture."""
+
+
+class OutputError(BastionError):
+    """An output cannot be written as asked: it exists from an earlier run, a folder stands in its place, or its
+    folder cannot be created or written."""

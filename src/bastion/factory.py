@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from bastion._checks import shown
 from bastion.attacks import ATTACKS, Attack
 from bastion.errors import ConfigError, UnknownNameError
 
@@ -29,7 +30,7 @@ def make_attack(name: str, *, checked: frozenset[str] | set[str] = frozenset(), 
     fields = attack_options(name)
     unknown = sorted(set(given) - fields)
     if unknown:
-        raise ConfigError(f"attack {name!r} does not take {unknown}; its options: {sorted(fields)}")
+        raise ConfigError(f"attack {shown(name)} does not take {unknown}; its options: {sorted(fields)}")
     if checked:
         hints = typing.get_type_hints(ATTACKS.get(name).cls)
         for k in sorted(set(checked) & set(given)):
@@ -47,7 +48,7 @@ def _typed(attack: str, key: str, hint: Any, value: Any) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _typed(attack, key, inner[0] if len(inner) == 1 else Any, value)
-    bad = ConfigError(f"{attack} option {key} expects {_describe(hint)}, got {value!r}")
+    bad = ConfigError(f"{attack} option {key} expects {_describe(hint)}, got {shown(value)}")
     if hint is bool:
         if not isinstance(value, bool):
             raise bad
@@ -111,7 +112,7 @@ def apply_defense(model: nn.Module, defense: str | None, *, k: int = 5, seed: in
             raise ConfigError("this model already has a defense inside (e.g. mnist-cnn-bart): drop --defense bart, "
                               "or pass the plain classifier")
         return Defended(BaRT(k=k), model, seed=seed).eval()
-    raise UnknownNameError(f"unknown defense {defense!r}; valid: {', '.join(DEFENSES)}")
+    raise UnknownNameError(f"unknown defense {shown(defense)}; valid: {', '.join(DEFENSES)}")
 
 
 #: the most radii one evaluation takes (each is a full attack suite)
@@ -129,15 +130,15 @@ def parse_eps(spec: str) -> list[float]:
             raise ConfigError(usage)
         start, stop, step = numbers
         if stop < start:
-            raise ConfigError(f"eps range {spec!r} runs backwards: start:stop:step needs start <= stop")
+            raise ConfigError(f"eps range {shown(spec)} runs backwards: start:stop:step needs start <= stop")
         count = math.floor((stop - start) / step + 1e-9) + 1  # values beyond stop are left out
         if count > MAX_EPS_VALUES:  # checked before the list is made
-            raise ConfigError(f"eps range {spec!r} has {count} values; at most {MAX_EPS_VALUES} (use a larger step)")
+            raise ConfigError(f"eps range {shown(spec)} has {count} values; at most {MAX_EPS_VALUES} (use a larger step)")
         numbers = [round(start + i * step, 10) for i in range(count)]
     if not numbers:
-        raise ConfigError(f"eps {spec!r} gives no values")
+        raise ConfigError(f"eps {shown(spec)} gives no values")
     if len(numbers) > MAX_EPS_VALUES:
-        raise ConfigError(f"eps {spec!r} has {len(numbers)} values; at most {MAX_EPS_VALUES}")
+        raise ConfigError(f"eps {shown(spec)} has {len(numbers)} values; at most {MAX_EPS_VALUES}")
     return numbers
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
+from bastion._checks import shown
 from bastion.errors import UnknownNameError
 
 E = TypeVar("E")
@@ -50,7 +51,7 @@ class Registry(Generic[E]):
             return self._entries[name]
         except KeyError:
             valid = ", ".join(sorted(self._entries))
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
+            raise UnknownNameError(f"unknown {self.kind} {shown(name)}; valid names: {valid}") from None
 
     def create(self, name: str, **options: Any) -> Any:
         """Build ``name``; options that are ``None`` are dropped so the entry's defaults apply."""

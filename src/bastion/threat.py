@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from bastion._checks import shown
 from bastion._rng import keyed_normal, keyed_uniform
 from bastion.errors import ConfigError
 
@@ -51,9 +52,9 @@ class ThreatModel:
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
-            raise ConfigError(f"norm must be one of {NORMS}, got {self.norm!r}")
+            raise ConfigError(f"norm must be one of {NORMS}, got {shown(self.norm)}")
         if not isinstance(self.eps, (int, float)) or not self.eps >= 0 or self.eps != self.eps:
-            raise ConfigError(f"eps must be a number >= 0, got {self.eps!r}")
+            raise ConfigError(f"eps must be a number >= 0, got {shown(self.eps)}")
         lo, hi = self.bounds
         if not lo < hi:
             raise ConfigError(f"bounds must satisfy low < high, got {self.bounds}")

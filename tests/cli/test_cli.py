@@ -62,7 +62,9 @@ def test_attack_without_eps_and_with_set_options(tmp_path):
     # the recorded command reproduces the run: a repeatable option once per value, nothing when not given
     assert "--set gamma=0.1 --set output=probs" in s["command"]
     assert "--set" not in json.loads((tmp_path / "f" / "summary.json").read_text())["command"]
-    again = runner.invoke(app, shlex.split(s["command"])[1:])
+    refused = runner.invoke(app, shlex.split(s["command"])[1:])  # into the same folder: its files are kept
+    assert refused.exit_code == 2 and "pass --overwrite" in _flat(refused)
+    again = runner.invoke(app, [*shlex.split(s["command"])[1:], "--overwrite"])
     assert again.exit_code == 0, again.output
 
 
@@ -97,6 +99,7 @@ def test_attack_without_eps_and_with_set_options(tmp_path):
         (["train", "--split", "train[5848:]", "--epochs", "1"], "selects none"),
         (["demo", "--device", "cuda:7"], "device"),
         (["attack", "--attack", "fgsm", "--eps", "1.5", "--n", "4"], "whole [0, 1] pixel range"),
+        (["attack", "--attack", "fgsm", "--eps", "1.000001", "--n", "4"], "got 1.000001;"),  # not "got 1"
         (["evaluate", "--attacks", "fgsm", "--eps", "0:2:0.5", "--n", "4"], "whole [0, 1] pixel range"),
         (["train", "--split", "train[abc]"], "cannot parse split 'train[abc]'"),  # rich markup ate "[abc]"
     ],

@@ -115,3 +115,41 @@ def test_resume_with_another_objective_or_model_options_is_refused(tmp_path, sma
     with pytest.raises(ConfigError, match="another objective"):
         fit(create_model("mnist-cnn"), train.take(64), config=TrainConfig(epochs=1, batch_size=64), out_dir=tmp_path,
             resume=True, objective=AdversarialTraining(recipe="pgd", eps=0.3, steps=1))
+
+
+def test_unfinished_checkpoint_writes_are_cleaned_on_start_and_resume(tmp_path, small):
+    """A run killed while writing its checkpoint leaves a partial temporary file (up to 100 MB); starting or
+    resuming the run removes it (and those of earlier versions, tmpXXXXXXXX.tmp), and the run goes on."""
+    train, _ = small
+    cfg = TrainConfig(epochs=2, batch_size=200, seed=3)
+    with pytest.raises(_Kill):
+        fit(create_model("logreg"), train, config=cfg, out_dir=tmp_path, callbacks=[_kill_after(1)])
+    leftovers = [tmp_path / "checkpoint.pt.tmp", tmp_path / "checkpoint.pt.x7a9q2.tmp", tmp_path / "tmpab12_x9z.tmp"]
+    for p in leftovers:
+        p.write_bytes(b"\x00" * 1000)  # the first bytes of a checkpoint that was being written
+    (tmp_path / "notes.tmp").write_text("the user's")
+    h = fit(create_model("logreg"), train, config=cfg, out_dir=tmp_path, resume=True)
+    assert len(h.epochs) == 2
+    assert not any(p.exists() for p in leftovers)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "metrics.json", "notes.tmp"]
+    (tmp_path / "checkpoint.pt.tmp").write_bytes(b"\x00")
+    fit(create_model("logreg"), train, config=TrainConfig(epochs=1, batch_size=200), out_dir=tmp_path)  # a new start
+    assert not (tmp_path / "checkpoint.pt.tmp").exists()
+
+
+def test_metrics_are_never_written_through_a_link_and_nan_is_stored_as_null(tmp_path, small):
+    train, _ = small
+    victim = tmp_path / "victim.json"
+    victim.write_text("not bastion's")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").symlink_to(victim)
+
+    def diverged(model, epoch, metrics, history):
+        return {"train_loss_extra": float("nan")}
+
+    fit(create_model("logreg"), train, config=TrainConfig(epochs=1, batch_size=200), out_dir=run, callbacks=[diverged])
+    assert victim.read_text() == "not bastion's"
+    assert not (run / "metrics.json").is_symlink()
+    saved = json.loads((run / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert saved["epochs"][0]["train_loss_extra"] is None

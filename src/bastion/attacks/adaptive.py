@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from bastion._checks import shown
 from bastion._model import declared_randomized, log_mean_softmax
 from bastion._wrap import ModelWrapper
 from bastion.errors import ConfigError
@@ -51,7 +52,7 @@ class EOT(_Wrapper):
     def __init__(self, model: nn.Module, n: int) -> None:
         super().__init__()
         if not isinstance(n, int) or n < 1:
-            raise ConfigError(f"eot needs n >= 1 draws, got {n!r}")
+            raise ConfigError(f"eot needs n >= 1 draws, got {shown(n)}")
         self.inner = model
         self.n = n
         self.adopt_mode(model)

@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Literal, final
 import torch
 from torch import Tensor, nn
 
-from bastion._checks import check_eval_mode, check_images, check_labels, frozen
+from bastion._checks import check_eval_mode, check_images, check_labels, frozen, shown
 from bastion._model import DEFAULT_DRAWS, PROBE_SAMPLES, checked_forward, declared_randomized, judge
 from bastion._rng import keyed_uniform, seed_from
 from bastion.attacks.losses import LOSSES
@@ -209,9 +209,9 @@ def resolve_target(
         spec = spec.to(y.device)
         same = (spec == y).nonzero().squeeze(1)
         if same.numel():
-            shown = same[:8].tolist()
+            first = same[:8].tolist()
             raise LabelError(
-                f"target equals the true label for {same.numel()} of {y.shape[0]} inputs (indices {shown}"
+                f"target equals the true label for {same.numel()} of {y.shape[0]} inputs (indices {first}"
                 f"{' ...' if same.numel() > 8 else ''}): a targeted attack needs another class; drop those inputs "
                 "or pick other targets (target='random' always picks a wrong class)")
         return spec
@@ -223,7 +223,7 @@ def resolve_target(
         u = keyed_uniform(keys, (1,), seed=seed, stream=99991).reshape(-1).to(y.device)
         offset = 1 + (u * (k - 1)).long().clamp(max=k - 2)
         return (y + offset) % k
-    raise LabelError(f"target must be a tensor of labels, 'random' or 'least-likely'; got {spec!r}")
+    raise LabelError(f"target must be a tensor of labels, 'random' or 'least-likely'; got {shown(spec)}")
 
 
 class Attack(ABC):
@@ -303,7 +303,7 @@ class Attack(ABC):
             raise ConfigError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, "
                               f"got {type(generator).__name__}")
         if draws is not None and (not isinstance(draws, int) or isinstance(draws, bool) or draws < 1):
-            raise ConfigError(f"draws must be an integer >= 1 or None, got {draws!r}")
+            raise ConfigError(f"draws must be an integer >= 1 or None, got {shown(draws)}")
         seed = seed_from(generator)
         x = x.detach()
         with frozen(model):
@@ -465,14 +465,14 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     ok = number and (value >= 0 if allow_zero else value > 0) and math.isfinite(value)
     if not ok:
-        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {shown(value)}")
 
 
 def check_int(name: str, value: int, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {shown(value)}")
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+        raise ConfigError(f"{name} must be one of {choices}, got {shown(value)}")

@@ -48,6 +48,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from bastion._checks import shown
 from bastion.attacks._layout import channels_last_forward
 from bastion.attacks.base import Attack, Outcome, Task, check_choice, check_int, check_positive
 from bastion.errors import ConfigError
@@ -77,9 +78,9 @@ class L0Fraction(ThreatModel):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.norm != "l0":
-            raise ConfigError(f"L0Fraction is an l0 threat model, got norm={self.norm!r}")
+            raise ConfigError(f"L0Fraction is an l0 threat model, got norm={shown(self.norm)}")
         if not 0.0 < self.eps <= 1.0:
-            raise ConfigError(f"the l0 fraction eps must be in (0, 1], got {self.eps!r}")
+            raise ConfigError(f"the l0 fraction eps must be in (0, 1], got {shown(self.eps)}")
 
     def budget(self, n_features: int) -> int:
         """The largest number of features that may change in an input of ``n_features`` features."""
@@ -154,12 +155,12 @@ class JSMA(Attack):
 
     def __post_init__(self) -> None:
         if isinstance(self.theta, (int, float)) and not isinstance(self.theta, bool) and self.theta < 0:
-            raise ConfigError(f"theta must be > 0, got {self.theta!r}; use variant='decrease' to push features down")
+            raise ConfigError(f"theta must be > 0, got {shown(self.theta)}; use variant='decrease' to push features down")
         check_positive("theta", self.theta)
         if not isinstance(self.gamma, (int, float)) or isinstance(self.gamma, bool) or not 0.0 < self.gamma <= 1.0:
-            raise ConfigError(f"gamma (the fraction of features that may change) must be in (0, 1], got {self.gamma!r}")
+            raise ConfigError(f"gamma (the fraction of features that may change) must be in (0, 1], got {shown(self.gamma)}")
         if not isinstance(self.pairs, bool):
-            raise ConfigError(f"pairs must be True or False, got {self.pairs!r}")
+            raise ConfigError(f"pairs must be True or False, got {shown(self.pairs)}")
         check_choice("variant", self.variant, ("increase", "decrease"))
         check_choice("output", self.output, ("logits", "probs"))
         check_choice("untargeted", self.untargeted, ("runner-up", "away"))
@@ -167,7 +168,7 @@ class JSMA(Attack):
         if self.jacobian_batch is not None:
             check_int("jacobian_batch", self.jacobian_batch, minimum=1)
         if not isinstance(self.channels_last, bool):
-            raise ConfigError(f"channels_last must be True or False, got {self.channels_last!r}")
+            raise ConfigError(f"channels_last must be True or False, got {shown(self.channels_last)}")
         _ = self.threat
 
     @property

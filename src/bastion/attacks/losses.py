@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from bastion._checks import shown
+
 LOSSES = ("ce", "margin")
 
 
@@ -28,4 +30,4 @@ def attack_loss(name: str, logits: Tensor, y: Tensor, target: Tensor | None) -> 
         if target is None:
             return _other_max(logits, y) - logits.gather(1, y[:, None]).squeeze(1)
         return logits.gather(1, target[:, None]).squeeze(1) - _other_max(logits, target)
-    raise ValueError(f"unknown loss {name!r}; valid: {LOSSES}")
+    raise ValueError(f"unknown loss {shown(name)}; valid: {LOSSES}")

@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from bastion._checks import shown
 from bastion.errors import BastionError, ConfigError, InputShapeError
 
 OracleOutput = Literal["scores", "labels"]
@@ -70,13 +71,13 @@ class Oracle:
         on_exceed: Literal["raise", "stop"] = "raise",
     ) -> None:
         if output not in ("scores", "labels"):
-            raise ConfigError(f"output must be 'scores' or 'labels', got {output!r}")
+            raise ConfigError(f"output must be 'scores' or 'labels', got {shown(output)}")
         if on_exceed not in ("raise", "stop"):
-            raise ConfigError(f"on_exceed must be 'raise' or 'stop', got {on_exceed!r}")
+            raise ConfigError(f"on_exceed must be 'raise' or 'stop', got {shown(on_exceed)}")
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
-            raise ConfigError(f"budget must be an integer >= 0 or None, got {budget!r}")
+            raise ConfigError(f"budget must be an integer >= 0 or None, got {shown(budget)}")
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-            raise ConfigError(f"n must be an integer >= 0 or None, got {n!r}")
+            raise ConfigError(f"n must be an integer >= 0 or None, got {shown(n)}")
         self.__model = model
         self._output: OracleOutput = output
         self._budget = budget

@@ -35,6 +35,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+from bastion._checks import shown
 from bastion._rng import keyed_uniform
 from bastion.attacks.base import Access, Outcome, QueryAttack, Task, check_choice, check_int, check_positive
 from bastion.attacks.oracle import Oracle
@@ -108,7 +109,7 @@ class Square(QueryAttack):
         check_int("max_queries", self.max_queries, minimum=1)
         check_positive("p_init", self.p_init)
         if self.p_init > 1:
-            raise ConfigError(f"p_init must be in (0, 1], got {self.p_init!r}")
+            raise ConfigError(f"p_init must be in (0, 1], got {shown(self.p_init)}")
         check_choice("loss", self.loss, ("margin", "ce"))
         _ = self.threat
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
+from bastion._checks import shown
 from bastion.data import blobs, cifar, idx, mnist5k
 from bastion.data._files import data_root
 from bastion.data.base import ImageDataset, parse_split
@@ -51,10 +52,10 @@ def load_dataset(
         DataError: missing, truncated, corrupt or wrong-checksum files (the message names the file).
     """
     if name not in DATASETS:
-        raise UnknownNameError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")
+        raise UnknownNameError(f"unknown data set {shown(name)}; valid names: {', '.join(DATASETS)}")
     base, sl = parse_split(split)
     if base not in DATASETS[name]:
-        raise BastionError(f"{name} has splits {DATASETS[name]}, not {base!r}")
+        raise BastionError(f"{name} has splits {DATASETS[name]}, not {shown(base)}")
     root = data_root(data_dir)
     if name == "mnist-5k":
         ds = mnist5k.load(base, verify_checksum=verify)
@@ -70,5 +71,5 @@ def load_dataset(
         total = len(ds)
         ds = replace(ds.subset(sl), split=split)
         if len(ds) == 0:
-            raise DataError(f"{name} split {split!r} selects none of the {total} items of {base!r}")
+            raise DataError(f"{name} split {shown(split)} selects none of the {total} items of {shown(base)}")
     return ds

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bastion._checks import as_index
+from bastion._checks import as_index, shown
 from bastion.errors import BastionError, ConfigError, DataError
 
 
@@ -76,7 +76,7 @@ class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
     def take(self, n: int | None) -> ImageDataset:
         """The first ``n`` items (all when ``n`` is None or larger than the set)."""
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-            raise ConfigError(f"take needs a non-negative number of items, got {n!r}")
+            raise ConfigError(f"take needs a non-negative number of items, got {shown(n)}")
         if n is None or n >= len(self):
             return self
         return self.subset(slice(0, n), split=f"{self.split}[:{n}]")
@@ -120,7 +120,7 @@ def parse_split(split: str) -> tuple[str, slice | None]:
     """Parse ``"train"`` or ``"train[5848:]"`` into the base split and an optional slice."""
     m = _SPLIT.match(split.strip())
     if not m:
-        raise BastionError(f"cannot parse split {split!r}; use e.g. 'train', 'test' or 'train[5848:60000]'")
+        raise BastionError(f"cannot parse split {shown(split)}; use e.g. 'train', 'test' or 'train[5848:60000]'")
     if m.group(2) is None:
         return m.group("base"), None
     start = int(m.group("start")) if m.group("start") else None

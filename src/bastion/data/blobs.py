@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from bastion._checks import shown
 from bastion.data.base import ImageDataset
 from bastion.errors import DataError
 
@@ -19,7 +20,7 @@ SPREAD = 0.08
 
 def load(split: str, *, n: int = 400, seed: int = 0) -> ImageDataset:
     if split not in ("train", "test"):
-        raise DataError(f"blobs2d has splits 'train' and 'test', not {split!r}")
+        raise DataError(f"blobs2d has splits 'train' and 'test', not {shown(split)}")
     g = torch.Generator().manual_seed(seed * 2 + (0 if split == "train" else 1))
     labels = torch.arange(n) % 2
     centers = torch.tensor(CENTERS)[labels]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bastion._checks import shown
 from bastion.data._files import digest, resolve_dir, verify
 from bastion.data.base import ImageDataset
 from bastion.errors import BastionError, DataError
@@ -99,7 +100,7 @@ def _members_from_tar(path: Path, names: list[str], *, verify_checksum: bool) ->
 
 def load(split: str, *, root: Path, download: bool, verify_checksum: bool = True) -> ImageDataset:
     if split not in SPLITS:
-        raise BastionError(f"cifar10 has splits 'train' and 'test', not {split!r}")
+        raise BastionError(f"cifar10 has splits 'train' and 'test', not {shown(split)}")
     names = SPLITS[split]
     sha: dict[str, str] = {}
     folder = next((d for d in (root / FOLDER, root / "cifar10" / FOLDER) if all((d / n).exists() for n in names)), None)

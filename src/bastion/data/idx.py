@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bastion._checks import shown
 from bastion.data._files import digest, resolve_dir, verify
 from bastion.data.base import ImageDataset
 from bastion.errors import BastionError, DataError
@@ -40,7 +41,7 @@ class IdxSpec:
     def files(self, split: str) -> tuple[str, str]:
         prefix = {"train": "train", "test": "t10k"}.get(split)
         if prefix is None:
-            raise BastionError(f"{self.name} has splits 'train' and 'test', not {split!r}")
+            raise BastionError(f"{self.name} has splits 'train' and 'test', not {shown(split)}")
         return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
 
 

@@ -24,6 +24,7 @@ import importlib.resources
 import numpy as np
 import torch
 
+from bastion._checks import shown
 from bastion.data._files import digest, verify
 from bastion.data.base import ImageDataset
 from bastion.errors import DataError
@@ -61,7 +62,7 @@ def read_raw(*, verify_checksum: bool = True) -> tuple[np.ndarray, np.ndarray, s
 def split_indices(labels: np.ndarray, split: str) -> np.ndarray:
     """Indices of ``split`` ('all', 'train' or 'test'): the fixed stratified split documented above."""
     if split not in ("all", "train", "test"):
-        raise DataError(f"mnist-5k has splits 'all', 'train' and 'test', not {split!r}")
+        raise DataError(f"mnist-5k has splits 'all', 'train' and 'test', not {shown(split)}")
     if split == "all":
         return np.arange(len(labels))
     train, test = [], []

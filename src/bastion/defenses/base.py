@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from bastion._checks import shown
 from bastion._model import log_mean_softmax
 from bastion._wrap import ModelWrapper
 from bastion.errors import ConfigError
@@ -82,7 +83,7 @@ class Defended(ModelWrapper):
         if n_samples is None:
             n_samples = int(getattr(defense, "n_samples", 1))
         if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 1:
-            raise ConfigError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+            raise ConfigError(f"n_samples must be an integer >= 1, got {shown(n_samples)}")
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(defense, InputDefense):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion import __version__
-from bastion._checks import check_eval_mode, frozen
+from bastion._checks import check_eval_mode, frozen, shown
 from bastion._model import DEFAULT_DRAWS, PROBE_SAMPLES, checked_forward, describe_model, is_randomized, judge
 from bastion.attacks.base import Attack
 from bastion.data.base import ImageDataset
@@ -115,10 +115,10 @@ class Evaluation:
         if not self.suite:
             raise ConfigError("the evaluation suite is empty")
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+            raise ConfigError(f"batch_size must be an integer >= 1, got {shown(self.batch_size)}")
         if self.draws is not None and (not isinstance(self.draws, int) or isinstance(self.draws, bool)
                                        or self.draws < 1):
-            raise ConfigError(f"draws must be an integer >= 1 or None, got {self.draws!r}")
+            raise ConfigError(f"draws must be an integer >= 1 or None, got {shown(self.draws)}")
         if self.eps_grid is not None:
             grid = list(self.eps_grid)
             bad = [e for e in grid if isinstance(e, bool) or not (isinstance(e, (int, float, np.floating, np.integer))

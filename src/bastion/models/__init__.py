@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bastion._checks import shown
 from bastion._model import describe_model
-from bastion.errors import UnknownNameError, WeightsError
+from bastion.errors import BastionError, UnknownNameError, WeightsError
 from bastion.models.classifier import Classifier, ModelMeta
 from bastion.models.io import load_model, read_meta, save_model
 from bastion.models.zoo import ARCHITECTURES, create_model
@@ -48,7 +49,7 @@ PRETRAINED: dict[str, str] = {
 def weights_path(name: str) -> Path:
     """Where the shipped weights of ``name`` live inside the package."""
     if name not in PRETRAINED:
-        raise UnknownNameError(f"unknown pretrained model {name!r}; valid names: {', '.join(PRETRAINED)}")
+        raise UnknownNameError(f"unknown pretrained model {shown(name)}; valid names: {', '.join(PRETRAINED)}")
     return _WEIGHTS / f"{name}.safetensors"
 
 
@@ -60,20 +61,45 @@ def pretrained(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
     """
     path = weights_path(name)
     if not path.exists():
-        raise WeightsError(f"pretrained model {name!r} is not shipped in this version of bastion ({path} missing)")
-    return with_recorded_defense(load_model(path, device=device))
+        raise WeightsError(f"pretrained model {shown(name)} is not shipped in this version of bastion ({path} missing)")
+    return with_recorded_defense(load_model(path, device=device), source=path)
 
 
-def with_recorded_defense(model: Classifier) -> nn.Module:
+#: the most BaRT draws a recorded barrage may average over (each prediction runs that many barrages)
+MAX_RECORDED_SAMPLES = 1000
+
+
+def with_recorded_defense(model: Classifier, *, source: str | os.PathLike[str] | None = None) -> nn.Module:
     """``model`` inside the inference-time defense its training recorded (``bastion train --defense bart``
-    weights: the barrage in front, as trained), else ``model`` itself."""
-    defense = model.meta.training.get("defense") or {}
-    if defense.get("kind") == "bart":
-        from bastion.defenses.bart import BaRT  # late import: defenses depend on models
-        from bastion.defenses.base import Defended
+    weights: the barrage in front, as trained), else ``model`` itself.
 
-        return Defended(BaRT.from_dict(defense["bart"]), model).eval()
-    return model
+    Raises:
+        WeightsError: the recorded barrage is missing or invalid (the message names ``source``, the weights
+            file, and the field).
+    """
+    defense = model.meta.training.get("defense") or {}
+    if not isinstance(defense, dict) or defense.get("kind") != "bart":
+        return model
+    from bastion.defenses.bart import GROUPS, BaRT  # late import: defenses depend on models
+    from bastion.defenses.base import Defended
+
+    where = f"{source}: " if source is not None else ""
+    config = defense.get("bart")
+    field = "training.defense.bart"
+    if not isinstance(config, dict):
+        raise WeightsError(f"{where}{field} must be the barrage's configuration (a JSON object with 'k'), got "
+                           + ("nothing" if config is None else type(config).__name__))
+    k, n_samples, groups = config.get("k"), config.get("n_samples", 1), config.get("groups")
+    for key, value, high in (("k", k, len(GROUPS)), ("n_samples", n_samples, MAX_RECORDED_SAMPLES)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
+            raise WeightsError(f"{where}{field}.{key} must be an integer in [1, {high}], got {shown(value)}")
+    if groups is not None and (not isinstance(groups, list) or not 1 <= len(groups) <= len(GROUPS)):
+        raise WeightsError(f"{where}{field}.groups must be a list of 1 to {len(GROUPS)} groups")
+    try:
+        barrage = BaRT.from_dict(config)
+    except (BastionError, TypeError, ValueError) as e:
+        raise WeightsError(f"{where}{field}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return Defended(barrage, model).eval()
 
 
 def resolve_model(spec: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> nn.Module:
@@ -83,7 +109,7 @@ def resolve_model(spec: str | os.PathLike[str], *, device: str | torch.device = 
         return pretrained(spec, device=device)
     path = Path(spec)
     if path.exists():
-        return with_recorded_defense(load_model(path, device=device))
+        return with_recorded_defense(load_model(path, device=device), source=path)
     raise UnknownNameError(
-        f"{str(spec)!r} is neither a shipped model ({', '.join(PRETRAINED)}) nor an existing weights file"
+        f"{shown(str(spec))} is neither a shipped model ({', '.join(PRETRAINED)}) nor an existing weights file"
     )

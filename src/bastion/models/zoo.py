@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from bastion.errors import UnknownNameError
+from bastion._checks import shown
+from bastion.errors import BastionError, ConfigError, UnknownNameError, WeightsError
 from bastion.models.classifier import Classifier, ModelMeta
 from bastion.registry import Registry
 
@@ -146,6 +149,88 @@ DEFAULT_DATASET = {
     "blobs-logreg": "blobs2d",
 }
 
+
+
+@dataclass(frozen=True)
+class ArchOption:
+    """An architecture option's type and bounds (``high_open``: ``high`` itself excluded)."""
+
+    kind: type  # int or float
+    low: float
+    high: float
+    high_open: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` (None: nothing)."""
+        kinds = (int,) if self.kind is int else (int, float)
+        close = ")" if self.high_open else "]"
+        what = f"{'an integer' if self.kind is int else 'a number'} in [{self.low:g}, {self.high:g}{close}"
+        if (not isinstance(value, kinds) or isinstance(value, bool) or not math.isfinite(value)
+                or not self.low <= value <= self.high or (self.high_open and value == self.high)):
+            return f"must be {what}, got {shown(value)}"
+        return None
+
+
+#: the options each architecture takes (beyond input shape and classes), with their bounds
+ARCH_OPTIONS: dict[str, dict[str, ArchOption]] = {
+    "logreg": {},
+    "mnist-cnn": {"dropout": ArchOption(float, 0.0, 1.0, high_open=True), "hidden": ArchOption(int, 1, 65536)},
+    "mnist-cnn-gap": {},
+    "cifar-resnet": {"width": ArchOption(int, 1, 512), "blocks": ArchOption(int, 1, 32)},
+    "blobs-logreg": {},
+}
+
+#: the input ranks each architecture takes: (C, H, W) images, or (D,) points
+INPUT_RANKS: dict[str, tuple[int, ...]] = {
+    "logreg": (1, 2, 3), "mnist-cnn": (3,), "mnist-cnn-gap": (3,), "cifar-resnet": (3,), "blobs-logreg": (1,),
+}
+
+#: the largest model (parameters and buffers) bastion builds from a weights file: 200 MB of float32
+MAX_PARAMETERS = 50_000_000
+
+
+def check_options(arch: str, options: Any, *, error: type[BastionError] = ConfigError) -> None:
+    """Refuse options ``arch`` does not take, of the wrong type or out of bounds (``error`` names the option)."""
+    spec = ARCH_OPTIONS.get(arch, {})
+    if not isinstance(options, dict):
+        raise error(f"arch_options must be a JSON object of {arch} options, got {type(options).__name__}")
+    unknown = sorted(shown(k, limit=40) for k in options if k not in spec)
+    if unknown:
+        valid = ", ".join(spec) or "none"
+        raise error(f"arch_options: {arch} takes no option {', '.join(unknown)} (valid options: {valid})")
+    for key, value in options.items():
+        problem = spec[key].problem(value)
+        if problem:
+            raise error(f"arch_options.{key} {problem}")
+
+
+def skeleton(meta: ModelMeta) -> Classifier:
+    """The model ``meta`` describes, built on the meta device: its tensors' names, shapes and dtypes without
+    their memory. A weights file's metadata is checked with this before anything is allocated.
+
+    Raises:
+        WeightsError: unknown architecture, options or input shape it does not take, or more than
+            :data:`MAX_PARAMETERS` parameters; the message names the field.
+    """
+    if meta.arch not in ARCHITECTURES:
+        raise WeightsError(f"arch: unknown architecture {meta.arch!r}; valid names: {', '.join(ARCHITECTURES.names())}")
+    if len(meta.input_shape) not in INPUT_RANKS[meta.arch]:
+        ranks = " or ".join(str(r) for r in INPUT_RANKS[meta.arch])
+        raise WeightsError(f"input_shape {list(meta.input_shape)} has {len(meta.input_shape)} dimensions; "
+                           f"{meta.arch} takes {ranks}")
+    check_options(meta.arch, meta.arch_options, error=WeightsError)
+    builder = ARCHITECTURES.get(meta.arch)
+    try:
+        with torch.device("meta"):
+            net = builder(input_shape=meta.input_shape, num_classes=len(meta.classes), **meta.arch_options)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"cannot build architecture {meta.arch!r} from this metadata ({e})") from None
+    n = sum(t.numel() for t in net.state_dict().values())
+    if n > MAX_PARAMETERS:
+        raise WeightsError(f"arch_options {meta.arch_options} and input_shape {list(meta.input_shape)} describe a "
+                           f"{meta.arch} of {n:,} parameters, more than bastion loads ({MAX_PARAMETERS:,})")
+    return Classifier(net, meta)
+
 _SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "blobs2d": (2,)}
 
 
@@ -168,6 +253,7 @@ def create_model(
         **arch_options: passed to the builder (e.g. ``dropout=0.5`` for ``mnist-cnn``).
     """
     builder: Callable[..., nn.Module] = ARCHITECTURES.get(arch)
+    check_options(arch, arch_options)
     ds = dataset or DEFAULT_DATASET[arch]
     ds = "mnist" if ds == "mnist-5k" else ds
     if ds not in _SHAPES:
@@ -185,11 +271,3 @@ def create_model(
     )
     return Classifier(net, meta)
 
-
-def rebuild(meta: ModelMeta) -> Classifier:
-    """An uninitialised-weights model with the architecture ``meta`` describes."""
-    builder = ARCHITECTURES.get(meta.arch)
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(0)  # CPU only (builders initialise on CPU)
-        net = builder(input_shape=meta.input_shape, num_classes=len(meta.classes), **meta.arch_options)
-    return Classifier(net, meta)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bastion._checks import eval_mode, frozen
+from bastion._checks import eval_mode, frozen, shown
 from bastion.attacks import PGD
 from bastion.attacks.descent import Descent, LossFn, named_loss
 from bastion.data.base import ImageDataset
@@ -75,21 +75,21 @@ class AdversarialTraining:
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
-            raise ConfigError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
+            raise ConfigError(f"recipe must be one of {RECIPES}, got {shown(self.recipe)}")
         if not 0 <= self.eps <= 1:
             raise ConfigError(f"eps must be in [0, 1], got {self.eps}")
         if not 0 < self.adv_ratio <= 1:
             raise ConfigError(f"adv_ratio must be in (0, 1], got {self.adv_ratio}")
         if self.craft_labels not in ("predicted", "true"):
-            raise ConfigError(f"craft_labels must be 'predicted' or 'true', got {self.craft_labels!r}")
+            raise ConfigError(f"craft_labels must be 'predicted' or 'true', got {shown(self.craft_labels)}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.alpha is not None and not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < math.inf):
-            raise ConfigError(f"alpha (the step size) must be > 0, got {self.alpha!r}")
+            raise ConfigError(f"alpha (the step size) must be > 0, got {shown(self.alpha)}")
         if not (isinstance(self.beta, (int, float)) and 0 <= self.beta < math.inf):
-            raise ConfigError(f"beta (TRADES' trade-off) must be >= 0, got {self.beta!r}")
+            raise ConfigError(f"beta (TRADES' trade-off) must be >= 0, got {shown(self.beta)}")
         if not (isinstance(self.ramp_epochs, (int, float)) and 0 <= self.ramp_epochs < math.inf):
-            raise ConfigError(f"ramp_epochs must be >= 0, got {self.ramp_epochs!r}")
+            raise ConfigError(f"ramp_epochs must be >= 0, got {shown(self.ramp_epochs)}")
 
     def step_size_at(self, eps: float) -> float:
         """The inner step size when the current radius is ``eps``."""
@@ -204,7 +204,7 @@ def adversarial_recipe(
 ) -> tuple[AdversarialTraining, list[EpochCallback], dict[str, Any], Callable[[nn.Module], nn.Module]]:
     """(objective, callbacks, metadata, wrap) for ``bastion train --defense adv``."""
     if attack not in RECIPES:
-        raise ConfigError(f"unknown adversarial-training attack {attack!r}; valid: {', '.join(RECIPES)}")
+        raise ConfigError(f"unknown adversarial-training attack {shown(attack)}; valid: {', '.join(RECIPES)}")
     objective = AdversarialTraining(recipe=attack, eps=eps, epochs=epochs, ramp_epochs=ramp_epochs,  # type: ignore[arg-type]
                                     adv_ratio=adv_ratio, alpha=alpha, steps=steps)
     callbacks: list[EpochCallback] = []

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bastion._checks import eval_mode
+from bastion._checks import eval_mode, shown
+from bastion._outputs import atomic_write, finite_json, nonfinite_message, remove_stale_temps
 from bastion.data.base import ImageDataset
 from bastion.errors import ConfigError
 from bastion.progress import Progress, no_progress
@@ -61,9 +61,9 @@ class TrainConfig:
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.optimizer not in ("adam", "sgd"):
-            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {shown(self.optimizer)}")
         if self.schedule not in ("constant", "onecycle", "cosine"):
-            raise ConfigError(f"schedule must be constant, onecycle or cosine, got {self.schedule!r}")
+            raise ConfigError(f"schedule must be constant, onecycle or cosine, got {shown(self.schedule)}")
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"warmup must be in [0, 1), got {self.warmup}")
 
@@ -144,16 +144,14 @@ def accuracy(model: nn.Module, data: ImageDataset, *, batch_size: int = 1000, de
     return correct / max(len(data), 1)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the run's other files are 0644
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def _write_run(out: Path, checkpoint: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """The run's checkpoint and metrics, each written atomically (never through a link); NaN or infinite
+    metrics (a diverging run) are stored as null, with a warning."""
+    atomic_write(out / CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
+    text, where = finite_json(metrics)
+    if where:
+        log.warning("%s", nonfinite_message(str(out / METRICS), where))
+    atomic_write(out / METRICS, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _data_identity(train: ImageDataset) -> dict[str, Any]:
@@ -192,7 +190,7 @@ def _check_resumable(path: Path, ckpt: dict[str, Any], config: TrainConfig, data
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if changed:
         raise ConfigError(f"{path}: the run was started with other settings; changed: " + ", ".join(
-            f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
+            f"{k} {shown(saved.get(k))} -> {shown(now.get(k))}" for k in changed))
     old = ckpt.get("data")
     if old is not None and old != data:
         diff = [f"{k} {old.get(k)!r} -> {data.get(k)!r}" for k in ("name", "split", "n", "sha256") if old.get(k) != data.get(k)]
@@ -265,6 +263,8 @@ def fit(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        if world is None or world.rank == 0:  # what a run killed while writing its checkpoint left
+            remove_stale_temps(out, (CHECKPOINT, METRICS), legacy=True)
     model.to(device)
     optimizer = _make_optimizer(model, config)
     n = len(train)
@@ -386,10 +386,7 @@ def fit(
                     "stopped": bool(rollback and best is not None),
                     **identity,
                 }
-                _atomic_save(state, out / CHECKPOINT)
-                (out / METRICS).write_text(
-                    json.dumps({"config": asdict(config), "record": record or {}, "epochs": history.epochs}, indent=2)
-                )
+                _write_run(out, state, {"config": asdict(config), "record": record or {}, "epochs": history.epochs})
             if rollback:
                 break
     model.eval()

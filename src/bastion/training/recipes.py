@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from bastion._checks import shown
 from bastion.data.base import ImageDataset
 from bastion.errors import UnknownNameError
 from bastion.training.loop import EpochCallback, Objective, cross_entropy
@@ -34,4 +35,4 @@ def build_training(
         from bastion.training.bart import bart_recipe
 
         return bart_recipe(model, k=k, val=val, device=device, **options)
-    raise UnknownNameError(f"unknown defense {defense!r}; valid: adv, bart")
+    raise UnknownNameError(f"unknown defense {shown(defense)}; valid: adv, bart")

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bastion._checks import check_eval_mode, check_images, frozen
+from bastion._checks import check_eval_mode, check_images, frozen, shown
 from bastion._rng import seed_from
 from bastion.attacks.base import Access, Attack, Outcome, QueryAttack, Task, check_int, check_positive
 from bastion.attacks.oracle import Oracle, OracleOutput
@@ -129,7 +129,7 @@ def pick_seed_set(data: ImageDataset, per_class: int, *, generator: torch.Genera
     for c in range(data.num_classes):
         idx = (data.labels == c).nonzero().squeeze(1)
         if idx.numel() < per_class:
-            raise ConfigError(f"class {c} has only {idx.numel()} images in {data!r}; cannot pick {per_class}")
+            raise ConfigError(f"class {c} has only {idx.numel()} images in {shown(data)}; cannot pick {per_class}")
         chosen.append(idx[torch.randperm(idx.numel(), generator=g)[:per_class]].sort().values)
     return data.subset(torch.cat(chosen), split=f"{data.split}<seed set, {per_class} per class>")
 
@@ -211,9 +211,9 @@ class SubstituteTraining:
             check_int("tau", self.tau)
         check_int("max_queries", self.max_queries)
         if self.arch not in ARCHITECTURES:
-            raise ConfigError(f"unknown substitute architecture {self.arch!r}; valid: {', '.join(ARCHITECTURES)}")
+            raise ConfigError(f"unknown substitute architecture {shown(self.arch)}; valid: {', '.join(ARCHITECTURES)}")
         if not isinstance(self.arch_options, dict) or not all(isinstance(k, str) for k in self.arch_options):
-            raise ConfigError(f"arch_options must be a dict of keyword options, got {self.arch_options!r}")
+            raise ConfigError(f"arch_options must be a dict of keyword options, got {shown(self.arch_options)}")
         check_int("epochs_per_round", self.epochs_per_round)
         check_int("batch_size", self.batch_size)
         check_positive("lr", self.lr)
@@ -296,7 +296,7 @@ class SubstituteTraining:
         shape = tuple(substitute.meta.input_shape)
         if shape != tuple(seed_images.shape[1:]):  # checked before spending any query
             raise ConfigError(
-                f"substitute architecture {self.arch!r} for {self.dataset!r} takes inputs of shape {shape}, "
+                f"substitute architecture {shown(self.arch)} for {shown(self.dataset)} takes inputs of shape {shape}, "
                 f"but the seed images have shape {tuple(seed_images.shape[1:])}"
             )
         substitute = substitute.to(dev)

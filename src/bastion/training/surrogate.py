@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bastion._checks import eval_mode, frozen
+from bastion._checks import eval_mode, frozen, shown
 from bastion.data.base import ImageDataset
 from bastion.defenses.base import InputDefense
 from bastion.errors import ConfigError
@@ -83,7 +83,7 @@ def train_surrogate(
     if data.images.ndim != 4:
         raise ConfigError("train_surrogate needs image data (N, C, H, W)")
     if loss not in ("l1", "mse"):
-        raise ConfigError(f"train_surrogate loss must be 'l1' or 'mse', got {loss!r}")
+        raise ConfigError(f"train_surrogate loss must be 'l1' or 'mse', got {shown(loss)}")
     criterion = F.l1_loss if loss == "l1" else F.mse_loss
     n_val = max(1, int(len(data) * val_fraction))
     train_ds, val_ds = data.subset(slice(n_val, None)), data.subset(slice(0, n_val))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bastion._checks import check_eval_mode, check_images, frozen
+from bastion._checks import check_eval_mode, check_images, frozen, shown
 from bastion.errors import ConfigError, LabelError
 
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid)
@@ -46,7 +46,7 @@ def _module(model: nn.Module, layer: str) -> nn.Module:
     modules = dict(model.named_modules())
     if layer not in modules:
         conv = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, *_ACTIVATIONS))]
-        raise ConfigError(f"no layer named {layer!r}; conv/activation layers: {', '.join(conv)}")
+        raise ConfigError(f"no layer named {shown(layer)}; conv/activation layers: {', '.join(conv)}")
     return modules[layer]
 
 
@@ -94,7 +94,7 @@ def _activations_and_scores(model: nn.Module, x: Tensor, layer: str | None) -> t
         if layer is None:
             raise ConfigError("the model computes no spatial feature map (4-D, larger than 1x1); CAM and "
                               "Grad-CAM need a conv net")
-        raise ConfigError(f"layer {layer!r} was not used in the forward pass, or produced no 4-D feature map "
+        raise ConfigError(f"layer {shown(layer)} was not used in the forward pass, or produced no 4-D feature map "
                           "(CAM and Grad-CAM need a conv layer's (B, C, h, w) output)")
     name, a = found[-1]
     return a, scores, name
@@ -147,7 +147,7 @@ def cam(model: nn.Module, x: Tensor, *, layer: str | None = None, fc: str | None
         # the definition's premise: the scores are the linear layer on the pooled activations
         pooled = F.linear(a.mean((2, 3)), lin.weight, lin.bias)
         if pooled.shape != scores.shape or not torch.allclose(pooled, scores, rtol=1e-3, atol=1e-4):
-            raise ConfigError(f"{not_gap}: the scores are not {fc!r} applied to the pooled activations")
+            raise ConfigError(f"{not_gap}: the scores are not {shown(fc)} applied to the pooled activations")
         cls = _classes(scores, class_idx)
         w = lin.weight[cls]  # (B, K)
         return torch.einsum("bk,bkhw->bhw", w, a).detach()

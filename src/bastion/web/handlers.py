@@ -227,13 +227,14 @@ def _number(params: Mapping[str, Any], name: str, default: Any = None) -> Any:
     return v
 
 
-def _integer(params: Mapping[str, Any], name: str) -> int | None:
+def _integer(params: Mapping[str, Any], name: str, *, limit: int = 2**53) -> int | None:
     v = _number(params, name)
     if v is None:
         return None
     if isinstance(v, float) and not v.is_integer():
         raise ConfigError(f"{name} must be an integer, got {v!r}")
-    if abs(v) > 2**53:  # (JSON integers are unbounded: the message does not echo all their digits)
+    # a float is exact only up to 2**53; JSON integers are unbounded (the message does not echo all their digits)
+    if abs(v) > (2**53 if isinstance(v, float) else limit):
         raise ConfigError(f"{name} is out of range, got {v:.3g}" if isinstance(v, float) else
                           f"{name} is out of range, got an integer of {len(str(abs(v)))} digits")
     return int(v)
@@ -290,7 +291,7 @@ def parse_attack(params: Any, ctx: DemoContext) -> AttackRequest:
         if not 0 <= target < num_classes:
             raise LabelError(f"target must be a class in [0, {num_classes}), got {target!r}")
 
-    seed = _integer(params, "seed")
+    seed = _integer(params, "seed", limit=2**63)
     seed = 0 if seed is None else seed
     if not 0 <= seed < 2**63:
         raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bastion._checks import as_index, check_images
+from bastion._checks import as_index, check_images, shown
 from bastion.defenses.bart.base import Params, RandomTransform, fresh_generator
 from bastion.defenses.bart.color_precision import ColorPrecision
 from bastion.defenses.bart.color_space import ColorSpace
@@ -99,15 +99,15 @@ def _build(spec: str | RandomTransform | Mapping[str, Any]) -> RandomTransform:
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, Mapping) or "name" not in spec:
-        raise ConfigError(f"a BaRT group is a name, a RandomTransform or a dict with a 'name'; got {spec!r}")
+        raise ConfigError(f"a BaRT group is a name, a RandomTransform or a dict with a 'name'; got {shown(spec)}")
     opts = dict(spec)
     name = opts.pop("name")
     if name not in _BY_NAME:
-        raise UnknownNameError(f"unknown BaRT group {name!r}; valid names: {', '.join(_BY_NAME)}")
+        raise UnknownNameError(f"unknown BaRT group {shown(name)}; valid names: {', '.join(_BY_NAME)}")
     try:
         return _BY_NAME[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()})
     except TypeError as e:
-        raise ConfigError(f"bad options for BaRT group {name!r}: {e}") from None
+        raise ConfigError(f"bad options for BaRT group {shown(name)}: {e}") from None
 
 
 #: fixed cost (ms, CPU) of any batched call, on top of the group's own ``call_cost``: the gather and scatter
@@ -185,9 +185,9 @@ class BaRT(InputDefense):
         if len(set(names)) != len(names) or not names:
             raise ConfigError(f"BaRT groups must be distinct and non-empty, got {names}")
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(names):
-            raise ConfigError(f"k must be an integer in 1..{len(names)} (the number of groups), got {k!r}")
+            raise ConfigError(f"k must be an integer in 1..{len(names)} (the number of groups), got {shown(k)}")
         if not isinstance(n_samples, int) or n_samples < 1:
-            raise ConfigError(f"n_samples must be a positive integer, got {n_samples!r}")
+            raise ConfigError(f"n_samples must be a positive integer, got {shown(n_samples)}")
         self.k = k
         self.n_samples = n_samples
 
@@ -204,7 +204,7 @@ class BaRT(InputDefense):
         for t in self.groups:
             if t.name == name:
                 return t
-        raise UnknownNameError(f"this BaRT has no group {name!r}; it has {', '.join(self.names)}")
+        raise UnknownNameError(f"this BaRT has no group {shown(name)}; it has {', '.join(self.names)}")
 
     def applicable(self, channels: int) -> list[RandomTransform]:
         """The groups that apply to images with ``channels`` channels."""
@@ -319,7 +319,7 @@ class BaRT(InputDefense):
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BaRT:
         if not isinstance(d, Mapping) or "k" not in d:
-            raise ConfigError(f"a BaRT configuration is a dict with 'k' (and 'groups', 'n_samples'); got {d!r}")
+            raise ConfigError(f"a BaRT configuration is a dict with 'k' (and 'groups', 'n_samples'); got {shown(d)}")
         return cls(k=int(d["k"]), groups=d.get("groups"), n_samples=int(d.get("n_samples", 1)))
 
     def extra_repr(self) -> str:

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 import torch
 from torch import Tensor, nn
 
-from bastion._checks import as_index
+from bastion._checks import as_index, shown
 from bastion.errors import ConfigError, InputShapeError
 
 GradKind = Literal["exact", "approx", "none"]
@@ -109,7 +109,7 @@ def check_range(name: str, r: tuple[float, float], lo: float, hi: float) -> tupl
     try:
         a, b = (float(v) for v in r)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a (min, max) pair of numbers, got {r!r}") from None
+        raise ConfigError(f"{name} must be a (min, max) pair of numbers, got {shown(r)}") from None
     if not (lo <= a <= b <= hi):
         raise ConfigError(f"{name} must satisfy {lo} <= min <= max <= {hi}, got ({a}, {b})")
     return a, b
@@ -120,7 +120,7 @@ def check_choices(name: str, chosen: tuple[str, ...] | list[str], valid: tuple[s
     chosen = tuple(chosen)
     bad = [c for c in chosen if c not in valid]
     if bad or not chosen:
-        raise ConfigError(f"{name} must be a non-empty subset of {valid}, got {chosen!r}")
+        raise ConfigError(f"{name} must be a non-empty subset of {valid}, got {shown(chosen)}")
     return tuple(v for v in valid if v in chosen)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bastion._checks import shown
 from bastion.defenses.bart.base import Params, RandomTransform, coin, expect, randint
 from bastion.defenses.bart.functional import soft_round
 from bastion.errors import ConfigError
@@ -53,7 +54,7 @@ class ColorPrecision(RandomTransform):
         super().__init__()
         lo, hi = (int(v) for v in levels)
         if not 2 <= lo <= hi:
-            raise ConfigError(f"levels must satisfy 2 <= min <= max, got {levels!r}")
+            raise ConfigError(f"levels must satisfy 2 <= min <= max, got {shown(levels)}")
         if not 0.0 <= shared_prob <= 1.0:
             raise ConfigError(f"shared_prob must be in [0, 1], got {shared_prob}")
         self.levels = (lo, hi)

@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - other kornia versions: the per-clip lo
     _equalize_clahe_per_image = _compute_luts = _compute_tiles = None  # type: ignore[assignment]
 from torch import Tensor
 
+from bastion._checks import shown
 from bastion.defenses.bart.base import (
     Params,
     RandomTransform,
@@ -212,15 +213,15 @@ class Contrast(RandomTransform):
         self.kinds = check_choices("kinds", kinds, KINDS)
         lo, hi = (int(v) for v in nbins)
         if not 2 <= lo <= hi <= 4096:
-            raise ConfigError(f"nbins must satisfy 2 <= min <= max <= 4096, got {nbins!r}")
+            raise ConfigError(f"nbins must satisfy 2 <= min <= max <= 4096, got {shown(nbins)}")
         self.nbins = (lo, hi)
         self.grids = tuple(int(v) for v in grids)
         if not self.grids or any(not 1 <= v <= 64 for v in self.grids):
-            raise ConfigError(f"grids must be a non-empty list of tile counts in 1..64, got {grids!r}")
+            raise ConfigError(f"grids must be a non-empty list of tile counts in 1..64, got {shown(grids)}")
         self.low = check_range("low", low, 0.0, 100.0)
         self.high = check_range("high", high, 0.0, 100.0)
         if self.low[1] >= self.high[0]:
-            raise ConfigError(f"low percentiles must stay below high ones, got low={low!r}, high={high!r}")
+            raise ConfigError(f"low percentiles must stay below high ones, got low={shown(low)}, high={shown(high)}")
 
     def config(self) -> dict[str, Any]:
         return {"kinds": list(self.kinds), "nbins": list(self.nbins), "grids": list(self.grids),

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d, median_blur
 from torch import Tensor
 
+from bastion._checks import shown
 from bastion.defenses.bart.base import Params, RandomTransform, check_choices, check_range, expect, uniform
 from bastion.defenses.bart.functional import dispatch, group_by, nonzero_median
 from bastion.errors import ConfigError
@@ -454,16 +455,16 @@ class Denoise(RandomTransform):
         self.h = check_range("h", h, 1e-4, 10.0)
         self.patches = self._odd("patches", patches)
         if min(self.patches) < 3:
-            raise ConfigError(f"patches must be at least 3 pixels wide, got {patches!r}")
+            raise ConfigError(f"patches must be at least 3 pixels wide, got {shown(patches)}")
         self.distances = tuple(int(v) for v in distances)
         if not self.distances or any(not 1 <= v <= 20 for v in self.distances):
-            raise ConfigError(f"distances must be a non-empty list of search radii in 1..20, got {distances!r}")
+            raise ConfigError(f"distances must be a non-empty list of search radii in 1..20, got {shown(distances)}")
 
     @staticmethod
     def _odd(name: str, values: tuple[int, ...]) -> tuple[int, ...]:
         vals = tuple(int(v) for v in values)
         if not vals or any(v < 1 or v % 2 == 0 or v > 31 for v in vals):
-            raise ConfigError(f"{name} must be a non-empty list of odd sizes in 1..31, got {values!r}")
+            raise ConfigError(f"{name} must be a non-empty list of odd sizes in 1..31, got {shown(values)}")
         return vals
 
     def config(self) -> dict[str, Any]:

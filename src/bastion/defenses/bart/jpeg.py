@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from bastion._checks import shown
 from bastion.defenses.bart.base import Params, RandomTransform, expect, randint
 from bastion.defenses.bart.functional import soft_round
 from bastion.defenses.bart.jpeg_codec import jpeg_roundtrip, quant_table_ints
@@ -179,7 +180,7 @@ class JPEG(RandomTransform):
         super().__init__()
         lo, hi = (int(v) for v in quality)
         if not 1 <= lo <= hi <= 95:
-            raise ConfigError(f"quality must satisfy 1 <= min <= max <= 95, got {quality!r}")
+            raise ConfigError(f"quality must satisfy 1 <= min <= max <= 95, got {shown(quality)}")
         self.quality = (lo, hi)
 
     def config(self) -> dict[str, Any]:
