@@ -2,6 +2,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from bastion.attacks import BIM, FGSM, PGD
@@ -311,3 +313,36 @@ def test_model_level_checks_use_the_adaptive_models(cnn, data):
     with torch.no_grad():  # autograd is turned on inside
         adaptive = {f.code: f.severity for f in run_checks(hidden, small, [], adaptive={"logits": cnn})}
     assert adaptive["zero-gradients"] == "warning" and "unbounded-attack-fails" not in adaptive
+
+
+@given(seed=st.integers(0, 2**20), cascade_eps=st.sampled_from([[0.05, 0.2], [0.1], [0.3]]))
+@settings(max_examples=8, deadline=None)
+def test_cascade_equals_every_attack_on_every_image(seed, cascade_eps):
+    """On a deterministic model, the cascade (each attack only on the images still standing) gives, per image and
+    overall, the worst case of running every attack on every image: an attack's result for an image does not
+    depend on the other images of its batch."""
+    from bastion.data.base import ImageDataset
+    from bastion.eval import PerImage, worst_case
+    from tests.conftest import tiny_cnn
+
+    g = torch.Generator().manual_seed(seed)
+    model = tiny_cnn(seed=seed % 7)
+    x = torch.rand(24, 1, 8, 8, generator=g)
+    y = model(x).argmax(1).detach()
+    y[::5] = (y[::5] + 1) % 10  # a few images the model gets wrong from the start
+    data = ImageDataset(name="random", split="all", images=x, labels=y, classes=tuple(map(str, range(10))),
+                        indices=torch.arange(24))
+    suite = [FGSM(eps=0.3), BIM(eps=0.3, steps=3), PGD(eps=0.3, steps=3, restarts=2)]
+    runs = {c: Evaluation(suite=suite, eps_grid=cascade_eps, cascade=c, checks=False, batch_size=7, seed=seed)
+            .run(model, data) for c in (True, False)}
+    cas, full = (PerImage.from_dict(runs[c].per_image) for c in (True, False))
+    for eps in cascade_eps:
+        rows_c = [r for r in cas.rows if r.eps == eps]
+        rows_f = [r for r in full.rows if r.eps == eps]
+        assert torch.equal(worst_case(cas.clean, rows_c), worst_case(full.clean, rows_f))
+        # every image the cascade attacked got exactly the verdict it gets when attacked with all the others
+        for rc, rf in zip(rows_c, rows_f, strict=True):
+            ran = rc.attacked
+            assert torch.equal(rc.robust[ran], rf.robust[ran])
+    acc = {c: {w["eps"]: w["accuracy"] for w in runs[c].worst_case} for c in (True, False)}
+    assert acc[True] == acc[False]

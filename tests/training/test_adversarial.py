@@ -163,3 +163,71 @@ def test_crafting_restores_each_modules_own_mode():
     flags = {id(m): m.training for m in model.modules()}
     AdversarialTraining(recipe="pgd", eps=0.03, steps=1)(model, x, y, ctx)
     assert {id(m): m.training for m in model.modules()} == flags
+
+
+def _craft_before_the_shared_loop(obj, model, x, y, ctx):
+    """AdversarialTraining.craft as it was written before the descent loop was shared (the reference)."""
+    import torch.nn.functional as F
+
+    from bastion.threat import ThreatModel
+
+    eps = obj.eps_at(ctx)
+    threat = ThreatModel(norm="linf", eps=eps)
+    alpha = obj.step_size_at(eps)
+    seed = (ctx.seed * 1_000_003 + ctx.step) % (2**31)
+    if obj.recipe == "trades":
+        with torch.no_grad():
+            p_clean = F.softmax(model(x), 1)
+        x_adv = threat.random_init(x, ctx.keys, seed=seed)
+        for _ in range(obj.n_steps):
+            xa = x_adv.detach().requires_grad_(True)
+            kl = F.kl_div(F.log_softmax(model(xa), 1), p_clean, reduction="sum")
+            (g,) = torch.autograd.grad(kl, xa)
+            x_adv = threat.project(xa.detach() + alpha * g.sign(), x)
+        return x_adv.detach()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    start = threat.random_init(x, ctx.keys, seed=seed)
+    xs = start.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(xs), y, reduction="sum"), xs)
+    return threat.project(start + alpha * g.sign(), x).detach()
+
+
+@pytest.mark.parametrize("recipe", ["fgsm-rs", "trades"])
+def test_crafting_through_the_shared_loop_equals_the_code_before_it(recipe):
+    model = create_model("mnist-cnn", seed=1).eval()
+    x = load_dataset("mnist-5k", "test").subset(torch.arange(0, 1000, 50)).images
+    y = torch.arange(20) % 10
+    ctx = StepContext(epoch=0, step=7, total_steps=10, keys=torch.arange(100, 120), seed=3)
+    obj = AdversarialTraining(recipe=recipe, eps=0.3, steps=5 if recipe == "trades" else None)
+    got = obj.craft(model, x, y, ctx)
+    want = _craft_before_the_shared_loop(obj, model, x, y, ctx)
+    assert torch.equal(got, want)
+    assert not torch.equal(got, x)
+
+
+def test_trades_inner_loss_is_the_kl_of_clean_to_adversarial():
+    import torch.nn.functional as F
+
+    from bastion.training.adversarial import _kl_from
+
+    g = torch.Generator().manual_seed(0)
+    clean, adv = torch.randn(6, 10, generator=g), torch.randn(6, 10, generator=g)
+    p = F.softmax(clean, 1)
+    q = F.softmax(adv, 1)
+    by_hand = (p * (p.log() - q.log())).sum(1)  # KL(f(x) || f(x')) per sample
+    torch.testing.assert_close(_kl_from(p)(adv, None), by_hand)
+    torch.testing.assert_close(_kl_from(p)(adv[[1, 4]], torch.tensor([1, 4])), by_hand[[1, 4]])
+    # and the training objective: CE(f(x), y) + beta * KL(f(x) || f(x')) averaged over the batch
+    obj = AdversarialTraining(recipe="trades", eps=0.3, steps=1, beta=6.0)
+    model = create_model("logreg", seed=0).train()
+    x = torch.rand(6, 1, 28, 28, generator=g)
+    y = torch.arange(6)
+    ctx = StepContext(epoch=0, step=0, total_steps=1, keys=torch.arange(6), seed=0)
+    loss, _ = obj(model, x, y, ctx)
+    x_adv = obj.craft(model.eval(), x, y, ctx)
+    model.train()
+    with torch.no_grad():
+        pc, pa = F.softmax(model(x), 1), F.softmax(model(x_adv), 1)
+        expected = F.cross_entropy(model(x), y) + 6.0 * (pc * (pc.log() - pa.log())).sum(1).mean()
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)

@@ -191,6 +191,27 @@ class Outcome:
     logits_clean: Tensor | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class Crafted:
+    """An attack's adversarial inputs before any verdict (:meth:`Attack.craft`).
+
+    Attributes:
+        x_adv: the adversarial inputs; ``norms``: their per-sample L0/L2/Linf distances to the inputs.
+        queries: int64 (B,) model evaluations the attack spent; ``seconds``: its wall time.
+        task: what the attack worked on (inputs, labels, resolved targets, keys, randomness of the model).
+        clean: ``(logits, preds)`` of the clean inputs when the attack already has them, else None.
+        known_adv: outputs at ``x_adv`` the attack already computed (NaN rows elsewhere), else None.
+    """
+
+    x_adv: Tensor
+    queries: Tensor
+    seconds: float
+    task: Task
+    norms: dict[str, Tensor]
+    clean: tuple[Tensor, Tensor] | None = None
+    known_adv: Tensor | None = None
+
+
 def is_success(logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
     pred = logits.argmax(1)
     return pred == target if target is not None else pred != y
@@ -281,11 +302,29 @@ class Attack(ABC):
             An :class:`AttackResult`.
         """
         # gradient attacks need autograd even when called under ``torch.no_grad()`` or ``inference_mode()``
-        with torch.inference_mode(False), torch.enable_grad():
-            return self._call(model, x, y, target=target, generator=generator, keys=keys, draws=draws)
+        with torch.inference_mode(False), torch.enable_grad(), frozen(model):
+            crafted = self._craft(model, x, y, target=target, generator=generator, keys=keys, draws=draws)
+            return self._verdict(model, crafted)
 
-    def _call(self, model: nn.Module, x: Tensor, y: Tensor, *, target: TargetSpec, generator: torch.Generator | None,
-              keys: Tensor | None, draws: int | None) -> AttackResult:
+    @final
+    def craft(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        target: TargetSpec = None,
+        generator: torch.Generator | None = None,
+        keys: Tensor | None = None,
+    ) -> Crafted:
+        """The attack without its verdict: the adversarial inputs and what they cost, for a caller that judges
+        them itself (the evaluator judges every image once, on the model it evaluates, over its own draws).
+        Same arguments, checks and randomness as :meth:`__call__`."""
+        with torch.inference_mode(False), torch.enable_grad(), frozen(model):
+            return self._craft(model, x, y, target=target, generator=generator, keys=keys, draws=None)
+
+    def _craft(self, model: nn.Module, x: Tensor, y: Tensor, *, target: TargetSpec, generator: torch.Generator | None,
+               keys: Tensor | None, draws: int | None) -> Crafted:
         threat = self.threat
         check_images(x, bounds=threat.bounds)
         check_eval_mode(model)
@@ -306,41 +345,43 @@ class Attack(ABC):
             raise ConfigError(f"draws must be an integer >= 1 or None, got {shown(draws)}")
         seed = seed_from(generator)
         x = x.detach()
-        with frozen(model):
-            num_classes, randomized = probe_model(model, x)
-            check_labels(y, x.shape[0], num_classes=num_classes)
-            n_draws = draws if draws is not None else (DEFAULT_DRAWS if randomized else 1)
-            clean: tuple[Tensor, Tensor] | None = None
-            if isinstance(target, str) and target == "least-likely":
-                clean = judge(model, x, draws=n_draws)
-            tgt = resolve_target(target, y, keys, seed, num_classes=num_classes,
-                                 logits_clean=None if clean is None else clean[0])
-            task = Task(x=x, y=y, target=tgt, keys=keys, seed=seed, num_classes=num_classes, randomized=randomized,
-                        may_stop_early=not randomized, draws=n_draws)
-            t0 = time.perf_counter()
-            out = self._execute(model, task)
-            seconds = time.perf_counter() - t0
-            x_adv = out.x_adv.detach()
-            if clean is None:
-                if out.logits_clean is not None and n_draws == 1 and not randomized:
-                    clean = (out.logits_clean.detach(), out.logits_clean.argmax(1)[None])
-                else:
-                    clean = judge(model, x, draws=n_draws)
-            known = out.logits_adv if (n_draws == 1 and not randomized) else None
-            logits_adv, preds_adv = judge(model, x_adv, draws=n_draws, known=known)
-        inside = threat.contains(x_adv, x)
-        if not bool(inside.all()):  # an internal invariant; never expected to fire
+        num_classes, randomized = probe_model(model, x)
+        check_labels(y, x.shape[0], num_classes=num_classes)
+        n_draws = draws if draws is not None else (DEFAULT_DRAWS if randomized else 1)
+        clean: tuple[Tensor, Tensor] | None = None
+        if isinstance(target, str) and target == "least-likely":
+            clean = judge(model, x, draws=n_draws)
+        tgt = resolve_target(target, y, keys, seed, num_classes=num_classes,
+                             logits_clean=None if clean is None else clean[0])
+        task = Task(x=x, y=y, target=tgt, keys=keys, seed=seed, num_classes=num_classes, randomized=randomized,
+                    may_stop_early=not randomized, draws=n_draws)
+        t0 = time.perf_counter()
+        out = self._execute(model, task)
+        seconds = time.perf_counter() - t0
+        x_adv = out.x_adv.detach()
+        if not bool(threat.contains(x_adv, x).all()):  # an internal invariant; never expected to fire
             raise RuntimeError(f"{type(self).__name__} produced points outside its threat model {threat}")
+        if clean is None and out.logits_clean is not None and n_draws == 1 and not randomized:
+            clean = (out.logits_clean.detach(), out.logits_clean.argmax(1)[None])
+        known = out.logits_adv if (n_draws == 1 and not randomized) else None
+        return Crafted(x_adv=x_adv, queries=out.queries.to(torch.int64), seconds=seconds, task=task,
+                       norms=perturbation_norms(x_adv, x), clean=clean, known_adv=known)
+
+    def _verdict(self, model: nn.Module, c: Crafted) -> AttackResult:
+        """Judge crafted points (and the clean inputs) over the task's draws."""
+        task = c.task
+        clean = c.clean if c.clean is not None else judge(model, task.x, draws=task.draws)
+        logits_adv, preds_adv = judge(model, c.x_adv, draws=task.draws, known=c.known_adv)
         return AttackResult(
-            x_adv=x_adv,
-            success=is_success(logits_adv, y, tgt),
+            x_adv=c.x_adv,
+            success=is_success(logits_adv, task.y, task.target),
             logits_adv=logits_adv.detach(),
             logits_clean=clean[0].detach(),
-            norms=perturbation_norms(x_adv, x),
-            queries=out.queries.to(torch.int64),
-            seconds=seconds,
-            y=y,
-            target=tgt,
+            norms=c.norms,
+            queries=c.queries,
+            seconds=c.seconds,
+            y=task.y,
+            target=task.target,
             preds_adv=preds_adv,
             preds_clean=clean[1],
         )

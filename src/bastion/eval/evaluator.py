@@ -201,22 +201,19 @@ class Evaluation:
                     b = idx[s : s + self.batch_size]
                     xb, yb = x_all[b].to(device), y_all[b].to(device)
                     t0 = time.perf_counter()
-                    # crafting on an adaptive model: the attack's own verdict on it is not needed (one draw)
-                    res = atk(craft, xb, yb, generator=torch.Generator().manual_seed(seed), keys=keys_all[b.to(device)],
-                              draws=draws if craft is model else 1)
+                    # the attack only crafts; each point is judged once, here, on the model under evaluation
+                    c = atk.craft(craft, xb, yb, generator=torch.Generator().manual_seed(seed), keys=keys_all[b.to(device)])
+                    with frozen(model):
+                        known = c.known_adv if (craft is model and draws == 1) else None
+                        out, preds = judge(model, c.x_adv, draws=draws, known=known)
                     row.seconds += time.perf_counter() - t0
-                    if craft is model:
-                        out, share = res.logits_adv, res.robust_share
-                    else:
-                        with frozen(model):
-                            out, preds = judge(model, res.x_adv, draws=draws)
-                        share = (preds == yb).float().mean(0)
+                    share = (preds == yb).float().mean(0)
                     share = share.double().cpu()
                     row.robust[b] = share
                     broken = share < 0.5
                     for k, v in row.norms.items():
-                        v[b[broken]] = res.norms[k].cpu()[broken]
-                    row.queries[b] = res.queries.cpu()
+                        v[b[broken]] = c.norms[k].cpu()[broken]
+                    row.queries[b] = c.queries.cpu()
                     row.loss_adv[b] = F.cross_entropy(out, yb, reduction="none").double().cpu()
                 per.rows.append(row)
                 done += 1

@@ -127,7 +127,7 @@ class AdversarialTraining:
         threat = ThreatModel(norm="linf", eps=eps)
         alpha = self.step_size_at(eps)
         seed = (ctx.seed * 1_000_003 + ctx.step) % (2**31)
-        with frozen(model):
+        with frozen(model), torch.enable_grad():  # crafting needs input gradients, also under no_grad()
             if self.recipe == "trades":  # maximise KL(f(x) || f(x')) from a random start
                 with torch.no_grad():
                     p_clean = F.softmax(model(x), 1)
