@@ -170,12 +170,9 @@ def train(
             if hidden:
                 opts["hidden"] = hidden
             net = create_model(model, dataset=data, classes=train_ds.classes, seed=seed, **opts)
-        defense_opts: dict[str, object] = (
-            {"epochs": epochs, "ramp_epochs": ramp_epochs, "adv_ratio": adv_ratio, "alpha": alpha, "steps": adv_steps}
-            if defense == "adv" else {"variants": variants, "clean": clean} if defense == "bart" else {})
         objective, callbacks, extra_meta, wrap = build_training(
-            defense, net, attack=attack, eps=eps, k=k, val=val_ds, device=device, **defense_opts
-        )
+            defense, net, val=val_ds, device=device, attack=attack, eps=eps, k=k, epochs=epochs,
+            ramp_epochs=ramp_epochs, adv_ratio=adv_ratio, alpha=alpha, steps=adv_steps, variants=variants, clean=clean)
         world.broadcast_model(net)
         with progress_bar(enabled=not quiet and world.rank == 0) as bar:
             history = fit(net, train_ds, config=cfg, objective=objective, val=val_ds, out_dir=out, resume=resume,
@@ -562,7 +559,8 @@ def list_models() -> None:
     """List the shipped models, their recorded accuracy and the command that trained each."""
     from bastion.models import PRETRAINED, read_meta, weights_path
 
-    for name, desc in PRETRAINED.items():
+    for name, entry in PRETRAINED.items():
+        desc = entry.description
         p = weights_path(name)
         if p.exists():
             m = read_meta(p)

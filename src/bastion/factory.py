@@ -12,7 +12,8 @@ from torch import nn
 
 from bastion._checks import shown
 from bastion.attacks import ATTACKS, Attack
-from bastion.errors import ConfigError, UnknownNameError
+from bastion.defenses import DEFENSES
+from bastion.errors import ConfigError
 
 
 def attack_options(name: str) -> set[str]:
@@ -93,26 +94,9 @@ def make_attack_lenient(name: str, **options: Any) -> Attack:
     return atk
 
 
-DEFENSES = ("none", "bart", "hide-probs")
-
-
 def apply_defense(model: nn.Module, defense: str | None, *, k: int = 5, seed: int = 0) -> nn.Module:
-    """Wrap ``model`` in a test-time defense by name (``none``, ``bart``, ``hide-probs``)."""
-    if defense in (None, "none"):
-        return model
-    if defense == "hide-probs":
-        from bastion.defenses import HideProbabilities
-
-        return HideProbabilities(model).eval()
-    if defense == "bart":
-        from bastion.defenses import Defended
-        from bastion.defenses.bart import BaRT
-
-        if isinstance(model, Defended):
-            raise ConfigError("this model already has a defense inside (e.g. mnist-cnn-bart): drop --defense bart, "
-                              "or pass the plain classifier")
-        return Defended(BaRT(k=k), model, seed=seed).eval()
-    raise UnknownNameError(f"unknown defense {shown(defense)}; valid: {', '.join(DEFENSES)}")
+    """Wrap ``model`` in a registered inference-time defense (:data:`bastion.defenses.DEFENSES`)."""
+    return DEFENSES.get(defense or "none").build(model, k=k, seed=seed)
 
 
 #: the most radii one evaluation takes (each is a full attack suite)

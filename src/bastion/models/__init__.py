@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,10 +15,13 @@ from torch import nn
 
 from bastion._checks import shown
 from bastion._model import describe_model
+from bastion.defenses.bart import GROUPS, BaRT
+from bastion.defenses.base import Defended
 from bastion.errors import BastionError, UnknownNameError, WeightsError
 from bastion.models.classifier import Classifier, ModelMeta
 from bastion.models.io import load_model, read_meta, save_model
 from bastion.models.zoo import ARCHITECTURES, create_model
+from bastion.registry import Registry
 
 __all__ = [
     "Classifier",
@@ -25,6 +29,7 @@ __all__ = [
     "ModelMeta",
     "ARCHITECTURES",
     "PRETRAINED",
+    "ShippedModel",
     "create_model",
     "load_model",
     "save_model",
@@ -36,21 +41,37 @@ __all__ = [
 
 _WEIGHTS = Path(__file__).parent / "weights"
 
-#: shipped model name -> one-line description
-PRETRAINED: dict[str, str] = {
-    "logreg": "softmax regression on MNIST pixels",
-    "mnist-cnn": "small conv net (2 conv blocks + 100-unit hidden layer)",
-    "mnist-cnn-gap": "conv net with global average pooling (CAM-ready)",
-    "mnist-cnn-adv": "mnist-cnn adversarially trained at eps=0.3 (Linf)",
-    "mnist-cnn-bart": "mnist-cnn fine-tuned on BaRT barrages (k=2), returned with the barrage in front",
-}
+@dataclass(frozen=True)
+class ShippedModel:
+    """A model whose weights ship inside the package (its training command is in the file's metadata).
+
+    Attributes:
+        description: one line for listings.
+        file: the weights file's name in the package's ``weights`` folder.
+    """
+
+    description: str
+    file: str
+
+    @property
+    def path(self) -> Path:
+        return _WEIGHTS / self.file
+
+
+#: shipped model name -> entry
+PRETRAINED: Registry[ShippedModel] = Registry("pretrained model", {
+    "logreg": ShippedModel("softmax regression on MNIST pixels", "logreg.safetensors"),
+    "mnist-cnn": ShippedModel("small conv net (2 conv blocks + 100-unit hidden layer)", "mnist-cnn.safetensors"),
+    "mnist-cnn-gap": ShippedModel("conv net with global average pooling (CAM-ready)", "mnist-cnn-gap.safetensors"),
+    "mnist-cnn-adv": ShippedModel("mnist-cnn adversarially trained at eps=0.3 (Linf)", "mnist-cnn-adv.safetensors"),
+    "mnist-cnn-bart": ShippedModel("mnist-cnn fine-tuned on BaRT barrages (k=2), returned with the barrage in front",
+                                   "mnist-cnn-bart.safetensors"),
+})
 
 
 def weights_path(name: str) -> Path:
     """Where the shipped weights of ``name`` live inside the package."""
-    if name not in PRETRAINED:
-        raise UnknownNameError(f"unknown pretrained model {shown(name)}; valid names: {', '.join(PRETRAINED)}")
-    return _WEIGHTS / f"{name}.safetensors"
+    return PRETRAINED.get(name).path
 
 
 def pretrained(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
@@ -80,9 +101,6 @@ def with_recorded_defense(model: Classifier, *, source: str | os.PathLike[str] |
     defense = model.meta.training.get("defense") or {}
     if not isinstance(defense, dict) or defense.get("kind") != "bart":
         return model
-    from bastion.defenses.bart import GROUPS, BaRT  # late import: defenses depend on models
-    from bastion.defenses.base import Defended
-
     where = f"{source}: " if source is not None else ""
     config = defense.get("bart")
     field = "training.defense.bart"
@@ -111,5 +129,5 @@ def resolve_model(spec: str | os.PathLike[str], *, device: str | torch.device = 
     if path.exists():
         return with_recorded_defense(load_model(path, device=device), source=path)
     raise UnknownNameError(
-        f"{shown(str(spec))} is neither a shipped model ({', '.join(PRETRAINED)}) nor an existing weights file"
+        f"{shown(str(spec))} is neither a shipped model ({', '.join(PRETRAINED.names())}) nor an existing weights file"
     )

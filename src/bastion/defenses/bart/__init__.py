@@ -12,7 +12,7 @@ torch.Size([4, 3, 32, 32])
 
 from __future__ import annotations
 
-from bastion.defenses.bart.barrage import GROUPS, BarrageDraw, BaRT
+from bastion.defenses.bart.barrage import GROUPS, TRANSFORMS, BarrageDraw, BaRT
 from bastion.defenses.bart.base import Params, RandomTransform
 from bastion.defenses.bart.color_precision import ColorPrecision
 from bastion.defenses.bart.color_space import ColorSpace
@@ -24,13 +24,9 @@ from bastion.defenses.bart.jpeg import JPEG
 from bastion.defenses.bart.noise import Noise
 from bastion.defenses.bart.swirl import Swirl
 from bastion.defenses.bart.zoom import Zoom
-from bastion.registry import Registry
 
 __all__ = [
     "BaRT", "BarrageDraw", "GROUPS", "Params", "RandomTransform", "TRANSFORMS",
     "ColorPrecision", "JPEG", "Swirl", "Noise", "FFTPerturbation", "Zoom", "ColorSpace", "Contrast",
     "Greyscale", "Denoise",
 ]
-
-#: transform group name -> class
-TRANSFORMS: Registry[type[RandomTransform]] = Registry("BaRT transform", {cls.name: cls for cls in GROUPS})

@@ -39,12 +39,14 @@ from bastion.defenses.bart.swirl import Swirl
 from bastion.defenses.bart.zoom import Zoom
 from bastion.defenses.base import InputDefense
 from bastion.errors import ConfigError, InputShapeError, UnknownNameError
+from bastion.registry import Registry
 
 #: the ten groups of the paper, in its order
 GROUPS: tuple[type[RandomTransform], ...] = (
     ColorPrecision, JPEG, Swirl, Noise, FFTPerturbation, Zoom, ColorSpace, Contrast, Greyscale, Denoise,
 )
-_BY_NAME: dict[str, type[RandomTransform]] = {cls.name: cls for cls in GROUPS}
+#: transform group name -> class
+TRANSFORMS: Registry[type[RandomTransform]] = Registry("BaRT group", {cls.name: cls for cls in GROUPS})
 #: the smallest image side a barrage takes (the default windows and CLAHE tiles need 5; JPEG's blocks are 8)
 MIN_SIZE = 8
 
@@ -102,10 +104,9 @@ def _build(spec: str | RandomTransform | Mapping[str, Any]) -> RandomTransform:
         raise ConfigError(f"a BaRT group is a name, a RandomTransform or a dict with a 'name'; got {shown(spec)}")
     opts = dict(spec)
     name = opts.pop("name")
-    if name not in _BY_NAME:
-        raise UnknownNameError(f"unknown BaRT group {shown(name)}; valid names: {', '.join(_BY_NAME)}")
+    cls = TRANSFORMS.get(name)
     try:
-        return _BY_NAME[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()})
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()})
     except TypeError as e:
         raise ConfigError(f"bad options for BaRT group {shown(name)}: {e}") from None
 
