@@ -17,7 +17,7 @@ from torch import nn
 
 from bastion import __version__
 from bastion._outputs import OutputFolder, nonfinite_message
-from bastion.attacks import BIM, FGSM, PGD, Attack, bpda, eot
+from bastion.attacks import BIM, FGSM, JSMA, PGD, Attack, bpda, eot
 from bastion.data import load_dataset
 from bastion.data.base import ImageDataset
 from bastion.defenses import Defended, HideProbabilities
@@ -180,12 +180,6 @@ class _Ctx:
             "<h3>Sanity checks</h3>", flags_html(rep.flags))
 
     def jsma_vs_fgsm(self) -> None:
-        try:
-            from bastion.attacks import JSMA  # type: ignore[attr-defined]
-        except ImportError:
-            self.page.section("3. JSMA vs FGSM", verdict("JSMA is not available in this version.", "info"))
-            self.results["jsma_vs_fgsm"] = {"available": False}
-            return
         m = self.standard_model
         k = min(20, len(self.x))
         x, y = self.x[:k], self.y[:k]

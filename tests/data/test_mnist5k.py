@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -57,15 +59,33 @@ def test_blobs2d_is_seeded_two_clusters():
     assert not torch.equal(a.images, load_dataset("blobs2d", "test").images)
 
 
-def test_heldout_disjoint_from_shipped_training_images(shared_mnist_dir):
-    """Shipped weights train on MNIST train[5848:]; no mnist-5k image may be among them (hash check)."""
-    heldout = load_dataset("mnist-5k", "all")
-    train = load_dataset("mnist", "train[5848:]", data_dir=shared_mnist_dir)
-    as_bytes = lambda t: {bytes(r) for r in (t * 255).round().to(torch.uint8).reshape(len(t), -1).numpy()}  # noqa: E731
-    assert not as_bytes(heldout.images) & as_bytes(train.images)
-    full = load_dataset("mnist", "train[:5848]", data_dir=shared_mnist_dir)
-    assert as_bytes(heldout.images) <= as_bytes(full.images)
-    assert np.isclose(len(as_bytes(heldout.images)), 5000)
+def _hashes(images: torch.Tensor) -> np.ndarray:
+    from tests.data.make_mnist_hashes import image_hashes
+
+    return image_hashes((images * 255).round().to(torch.uint8).squeeze(1).numpy())
+
+
+def test_heldout_disjoint_from_shipped_training_images():
+    """Every shipped model trained on MNIST train[5848:]; every mnist-5k image is one of MNIST's training images
+    0-5847 and none of 5848-59999 (by the committed hashes of the official training images: no full MNIST needed)."""
+    from bastion.models import PRETRAINED, read_meta, weights_path
+
+    for name in PRETRAINED:
+        training = read_meta(weights_path(name)).training
+        assert (training.get("data"), training.get("split")) == ("mnist", "train[5848:]"), name
+    official = np.load(Path(__file__).parent / "mnist_train_image_hashes.npz")["hashes"]
+    assert official.shape == (60000,)
+    heldout = _hashes(load_dataset("mnist-5k", "all").images)
+    assert len(set(heldout.tolist())) == 5000
+    assert set(heldout.tolist()) <= set(official[:5848].tolist())
+    assert not set(heldout.tolist()) & set(official[5848:].tolist())
+
+
+def test_committed_hashes_are_those_of_the_official_files(shared_mnist_dir):
+    """The hash file against real MNIST (when ../shared/data has it): regenerated, it is the committed one."""
+    train = load_dataset("mnist", "train", data_dir=shared_mnist_dir)
+    official = np.load(Path(__file__).parent / "mnist_train_image_hashes.npz")["hashes"]
+    assert np.array_equal(_hashes(train.images), official)
 
 
 def test_spread_sees_every_class_from_any_prefix():

@@ -196,10 +196,21 @@ def test_attack_bad_parameters(client: TestClient, params: Any, status: int, mat
     assert_error(client.post("/api/attack", json=params), status, match)
 
 
-def test_attack_unavailable_model(client: TestClient, ctx: DemoContext) -> None:
-    if ctx.availability("adversarial") is None:
-        pytest.skip("the adversarially trained weights are shipped in this version")
-    assert_error(client.post("/api/attack", json=good(model="adversarial")), 409, "not shipped")
+def test_attack_unavailable_model() -> None:
+    from torch import nn
+
+    from bastion.errors import WeightsError
+    from bastion.web.context import ModelSpec
+
+    def missing(device: str) -> nn.Module:
+        raise WeightsError("pretrained model 'mnist-cnn-adv' is not shipped in this version of bastion")
+
+    ctx = DemoContext(models=[ModelSpec(key="standard", label="standard", description="", load=missing)])
+    try:
+        with TestClient(create_app(ctx), base_url="http://127.0.0.1") as c:
+            assert_error(c.post("/api/attack", json=good(model="standard")), 409, "not shipped")
+    finally:
+        ctx.close()
 
 
 def test_attack_bad_json_and_big_body(client: TestClient) -> None:

@@ -33,14 +33,6 @@ def digest(data: bytes, algo: str) -> str:
     return hashlib.new(algo, data).hexdigest()
 
 
-def file_digest(path: Path, algo: str = "sha256") -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify(data: bytes, expected: str, algo: str, *, what: str) -> None:
     got = digest(data, algo)
     if got != expected:

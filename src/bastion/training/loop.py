@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -270,125 +270,182 @@ def fit(
     n = len(train)
     if n == 0:
         raise ConfigError(f"the training set {train.name}:{train.split} is empty (check the split and data set)")
-    global_batch = config.batch_size
-    steps_per_epoch = math.ceil(n / global_batch)
-    total_steps = steps_per_epoch * config.epochs
-    history = History()
-    start_epoch = 0
-    best: tuple[float, dict[str, Tensor]] | None = None
-    rng_state: Tensor | None = None
-
+    steps_per_epoch = math.ceil(n / config.batch_size)
     identity = {"objective": _objective_identity(objective), "model_options": _model_identity(model)}
-    ckpt_path = out / CHECKPOINT if out is not None else None
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        _check_resumable(ckpt_path, ckpt, config, _data_identity(train), model, identity)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        history.epochs = list(ckpt["history"])
-        rng_state = ckpt["rng_state"]
-        if ckpt.get("best_state") is not None:
-            best = (float(ckpt["best_score"]), ckpt["best_state"])
-        if ckpt.get("stopped"):  # the run rolled back to its best epoch and stopped: it is finished
-            log.info("%s: the run stopped after epoch %d (rolled back); nothing to resume", ckpt_path, start_epoch)
-            start_epoch = config.epochs
-        else:
-            log.info("resuming from %s at epoch %d", ckpt_path, start_epoch + 1)
-
-    images, labels = train.images.to(device), train.labels.to(device)
-    assert train.indices is not None
-    keys_all = train.indices.to(device)
+    run = _Run()
+    if resume and out is not None and (out / CHECKPOINT).exists():
+        run = _resume(out / CHECKPOINT, model, optimizer, config=config, train=train, identity=identity)
+    if world is not None and world.distributed:
+        _warn_per_shard(model, objective, world)
+    data = _Batches(train, device=device, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, world=world)
 
     # the run's own RNG streams (dropout): forked and restored, the caller's global state untouched; on a GPU
     # the device's generator too (its state is not checkpointed: a resumed GPU run's dropout differs)
-    dev = torch.device(device)
-    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
-    if world is not None and world.distributed:
-        per_shard = [what for what, used in (
-            ("dropout", any(isinstance(m, nn.Dropout | nn.Dropout2d) and m.p > 0 for m in model.modules())),
-            ("BaRT barrages", (getattr(objective, "identity", None) or {}).get("objective") == "barrage"),
-            ("adv_ratio < 1", getattr(objective, "adv_ratio", 1.0) < 1.0)) if used]
-        if per_shard:
-            log.warning("%s: drawn per process shard, so this %d-process run is valid but differs from a "
-                        "single-process one", ", ".join(per_shard), world.size)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.default_generator.manual_seed(config.seed)
         if cuda:
             torch.cuda.manual_seed(config.seed)
-        if rng_state is not None:
-            torch.set_rng_state(rng_state)
-        for epoch in range(start_epoch, config.epochs):
+        if run.rng_state is not None:
+            torch.set_rng_state(run.rng_state)
+        for epoch in range(run.start_epoch, config.epochs):
             t0 = time.perf_counter()
-            perm = epoch_permutation(n, seed=config.seed, epoch=epoch).to(device)
-            sums: dict[str, float] = {}
-            seen = 0
-            model.train()
-            for b in range(steps_per_epoch):
-                step = epoch * steps_per_epoch + b
-                global_idx = perm[b * global_batch : (b + 1) * global_batch]
-                idx = world.shard(global_idx) if world is not None else global_idx
-                x, y = images[idx], labels[idx]
-                lr = config.lr_at(step, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                ctx = StepContext(epoch=epoch, step=step, total_steps=total_steps, keys=keys_all[idx], seed=config.seed,
-                                  steps_per_epoch=steps_per_epoch)
-                model.train()
-                optimizer.zero_grad(set_to_none=True)
-                bs = int(x.shape[0])
-                if bs:
-                    loss, stats = objective(model, x, y, ctx)
-                    # Each process holds a shard of the global batch: weight its mean loss by its share and sum
-                    # the gradients over processes, so the update equals one process on the whole batch.
-                    (loss * (bs / global_idx.shape[0])).backward()
-                    seen += bs
-                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * bs
-                    for k, v in stats.items():
-                        sums[k] = sums.get(k, 0.0) + float(v) * bs
-                # (an empty shard, the last batch smaller than the process count: no loss, zero gradients)
-                if world is not None:
-                    world.sum_gradients(model)
-                optimizer.step()
-                progress(f"epoch {epoch + 1}/{config.epochs}", b + 1, steps_per_epoch)
+            seen, sums, lr = _train_epoch(model, optimizer, objective, data, config=config, epoch=epoch,
+                                          world=world, progress=progress)
             model.eval()
             if world is not None:  # every rank's share of the epoch's training metrics, not rank 0's alone
-                seen, sums = world.sum_metrics(seen, sums, device=images.device)
+                seen, sums = world.sum_metrics(seen, sums, device=data.images.device)
             metrics: dict[str, Any] = {"epoch": epoch + 1, "lr_end": lr, "seconds": time.perf_counter() - t0}
             metrics.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
             if val is not None:
                 metrics["val_acc"] = accuracy(model, val, batch_size=config.eval_batch_size, device=device)
-            rollback = False
-            for cb in callbacks:
-                extra = cb(model, epoch, metrics, history.epochs) or {}
-                rollback = rollback or bool(extra.pop("rollback", False))
-                metrics.update(extra)
-            score = metrics.get(monitor)
-            if score is not None and (best is None or float(score) >= best[0]):
-                best = (float(score), {k: v.detach().clone().cpu() for k, v in model.state_dict().items()})
-            if rollback and best is not None:
-                log.warning("rolling back to the best epoch (%s=%.4f) and stopping", monitor, best[0])
-                model.load_state_dict(best[1])
-                metrics["rolled_back"] = True
-            history.epochs.append(metrics)
-            log.info("epoch %d: %s", epoch + 1, metrics)
+            rollback = _end_of_epoch(model, run, epoch, metrics, callbacks, monitor)
             if out is not None and (world is None or world.rank == 0):
-                state = {
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch,
-                    "history": history.epochs,
-                    "rng_state": torch.get_rng_state(),
-                    "config": asdict(config),
-                    "data": _data_identity(train),
-                    "best_score": best[0] if best else None,
-                    "best_state": best[1] if best else None,
-                    "stopped": bool(rollback and best is not None),
-                    **identity,
-                }
-                _write_run(out, state, {"config": asdict(config), "record": record or {}, "epochs": history.epochs})
+                _write_run(out, _checkpoint(model, optimizer, run, epoch, config=config, train=train,
+                                            stopped=rollback, identity=identity),
+                           {"config": asdict(config), "record": record or {}, "epochs": run.history.epochs})
             if rollback:
                 break
     model.eval()
-    return history
+    return run.history
 
+
+@dataclass
+class _Run:
+    """Where a run is: the next epoch, the history so far, the best weights by the monitored metric, and the
+    random state to continue from (a resumed run)."""
+
+    start_epoch: int = 0
+    history: History = field(default_factory=History)
+    best: tuple[float, dict[str, Tensor]] | None = None
+    rng_state: Tensor | None = None
+
+
+def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, config: TrainConfig,
+            train: ImageDataset, identity: dict[str, str]) -> _Run:
+    """The run saved in the checkpoint ``path``, loaded into ``model`` and ``optimizer`` (after checking that it
+    is the same run: configuration, data, architecture, objective)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    _check_resumable(path, ckpt, config, _data_identity(train), model, identity)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    run = _Run(start_epoch=int(ckpt["epoch"]) + 1, history=History(list(ckpt["history"])),
+               rng_state=ckpt["rng_state"])
+    if ckpt.get("best_state") is not None:
+        run.best = (float(ckpt["best_score"]), ckpt["best_state"])
+    if ckpt.get("stopped"):  # the run rolled back to its best epoch and stopped: it is finished
+        log.info("%s: the run stopped after epoch %d (rolled back); nothing to resume", path, run.start_epoch)
+        run.start_epoch = config.epochs
+    else:
+        log.info("resuming from %s at epoch %d", path, run.start_epoch + 1)
+    return run
+
+
+def _checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, run: _Run, epoch: int, *, config: TrainConfig,
+                train: ImageDataset, stopped: bool, identity: dict[str, str]) -> dict[str, Any]:
+    """Everything :func:`_resume` needs to continue the run exactly after ``epoch``."""
+    return {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "history": run.history.epochs,
+        "rng_state": torch.get_rng_state(),
+        "config": asdict(config),
+        "data": _data_identity(train),
+        "best_score": run.best[0] if run.best else None,
+        "best_state": run.best[1] if run.best else None,
+        "stopped": bool(stopped and run.best is not None),
+        **identity,
+    }
+
+
+def _warn_per_shard(model: nn.Module, objective: Objective, world: Any) -> None:
+    """Say which parts of a multi-process run are drawn per process shard (valid, but not equal to one process)."""
+    per_shard = [what for what, used in (
+        ("dropout", any(isinstance(m, nn.Dropout | nn.Dropout2d) and m.p > 0 for m in model.modules())),
+        ("BaRT barrages", (getattr(objective, "identity", None) or {}).get("objective") == "barrage"),
+        ("adv_ratio < 1", getattr(objective, "adv_ratio", 1.0) < 1.0)) if used]
+    if per_shard:
+        log.warning("%s: drawn per process shard, so this %d-process run is valid but differs from a "
+                    "single-process one", ", ".join(per_shard), world.size)
+
+
+@dataclass
+class _Batches:
+    """The training data on the device and how it is cut into (global, then per-process) batches."""
+
+    train: ImageDataset
+    device: torch.device
+    steps_per_epoch: int
+    batch_size: int
+    world: Any = None
+
+    def __post_init__(self) -> None:
+        assert self.train.indices is not None
+        self.images = self.train.images.to(self.device)
+        self.labels = self.train.labels.to(self.device)
+        self.keys = self.train.indices.to(self.device)
+
+    def epoch(self, seed: int, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """(global batch indices, this process's share of them), in the epoch's order."""
+        perm = epoch_permutation(len(self.train), seed=seed, epoch=epoch).to(self.device)
+        for b in range(self.steps_per_epoch):
+            global_idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
+            yield global_idx, (self.world.shard(global_idx) if self.world is not None else global_idx)
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, data: _Batches, *,
+                 config: TrainConfig, epoch: int, world: Any, progress: Progress) -> tuple[int, dict[str, float], float]:
+    """One epoch of updates; returns (images seen by this process, per-metric sums over them, the last lr)."""
+    sums: dict[str, float] = {}
+    seen = 0
+    lr = config.lr
+    total_steps = data.steps_per_epoch * config.epochs
+    model.train()
+    for b, (global_idx, idx) in enumerate(data.epoch(config.seed, epoch)):
+        step = epoch * data.steps_per_epoch + b
+        x, y = data.images[idx], data.labels[idx]
+        lr = config.lr_at(step, total_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        ctx = StepContext(epoch=epoch, step=step, total_steps=total_steps, keys=data.keys[idx], seed=config.seed,
+                          steps_per_epoch=data.steps_per_epoch)
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        bs = int(x.shape[0])
+        if bs:
+            loss, stats = objective(model, x, y, ctx)
+            # Each process holds a shard of the global batch: weight its mean loss by its share and sum the
+            # gradients over processes, so the update equals one process on the whole batch.
+            (loss * (bs / global_idx.shape[0])).backward()
+            seen += bs
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * bs
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * bs
+        # (an empty shard, the last batch smaller than the process count: no loss, zero gradients)
+        if world is not None:
+            world.sum_gradients(model)
+        optimizer.step()
+        progress(f"epoch {epoch + 1}/{config.epochs}", b + 1, data.steps_per_epoch)
+    return seen, sums, lr
+
+
+def _end_of_epoch(model: nn.Module, run: _Run, epoch: int, metrics: dict[str, Any],
+                  callbacks: Sequence[EpochCallback], monitor: str) -> bool:
+    """Run the callbacks, keep the best weights by ``monitor``, roll back to them when a callback asks, and record
+    the epoch in the history; returns whether training stops (a roll-back)."""
+    rollback = False
+    for cb in callbacks:
+        extra = cb(model, epoch, metrics, run.history.epochs) or {}
+        rollback = rollback or bool(extra.pop("rollback", False))
+        metrics.update(extra)
+    score = metrics.get(monitor)
+    if score is not None and (run.best is None or float(score) >= run.best[0]):
+        run.best = (float(score), {k: v.detach().clone().cpu() for k, v in model.state_dict().items()})
+    if rollback and run.best is not None:
+        log.warning("rolling back to the best epoch (%s=%.4f) and stopping", monitor, run.best[0])
+        model.load_state_dict(run.best[1])
+        metrics["rolled_back"] = True
+    run.history.epochs.append(metrics)
+    log.info("epoch %d: %s", epoch + 1, metrics)
+    return rollback

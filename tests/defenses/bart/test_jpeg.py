@@ -8,9 +8,11 @@ import torch
 from PIL import Image
 
 from bastion.defenses.bart import JPEG
-from bastion.defenses.bart.jpeg import JPEGParams, pillow_jpeg
+from bastion.defenses.bart.jpeg import JPEGParams
 from bastion.defenses.bart.jpeg_codec import jpeg_roundtrip, range_limit_
 from bastion.errors import ConfigError
+
+from .pillow_jpeg import pillow_jpeg
 
 
 def pillow_round_trip(img: np.ndarray, quality: int) -> np.ndarray:
