@@ -231,3 +231,48 @@ def test_trades_inner_loss_is_the_kl_of_clean_to_adversarial():
         pc, pa = F.softmax(model(x), 1), F.softmax(model(x_adv), 1)
         expected = F.cross_entropy(model(x), y) + 6.0 * (pc * (pc.log() - pa.log())).sum(1).mean()
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_plain_fgsm_recipe_is_goodfellows():
+    """recipe='fgsm': one step of eps from the clean image (no random start), true labels, half of each batch."""
+    import torch.nn.functional as F
+
+    model = create_model("mnist-cnn", seed=2).eval()
+    x = load_dataset("mnist-5k", "test").subset(torch.arange(0, 1000, 50)).images
+    y = (torch.arange(20) + 3) % 10  # not the model's predictions: crafting must use these labels
+    ctx = StepContext(epoch=0, step=0, total_steps=1, keys=torch.arange(20), seed=0)
+    obj = AdversarialTraining(recipe="fgsm", eps=0.3)
+    assert obj.ratio == 0.5 and obj.labels == "true" and obj.n_steps == 1 and obj.step_size == 0.3
+    xs = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(xs), y, reduction="sum"), xs)
+    assert torch.equal(obj.craft(model, x, y, ctx), (x + 0.3 * g.sign()).clamp(0, 1))
+    assert AdversarialTraining(recipe="pgd").ratio == 1.0 and AdversarialTraining(recipe="pgd").labels == "predicted"
+    seen = []
+    model.train()
+    handle = model.register_forward_hook(lambda _m, inp, _o: seen.append(inp[0].shape[0]))
+    try:
+        obj(model, x, y, ctx)
+    finally:
+        handle.remove()
+    assert seen[-1] == 20 and 10 in seen[:-1]  # 10 of the 20 images crafted, the update on all 20
+
+
+def test_label_leak_check_reports_fgsm_accuracy_above_clean():
+    from bastion.training.adversarial import LabelLeakCheck
+
+    data = load_dataset("mnist-5k", "test").subset(torch.arange(0, 1000, 25))
+    out = LabelLeakCheck(data=data, eps=0.3)(pretrained("mnist-cnn"), 0, {}, [])
+    assert out["val_fgsm_acc"] < out["val_clean_acc"] and out["label_leaking"] is False
+
+    class Leaky(torch.nn.Module):  # right only on perturbed images (it recognises the perturbation)
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, v):
+            z = self.m(v)
+            clean = ((v * 255).round() == v * 255).flatten(1).all(1)
+            return torch.where(clean[:, None], z.roll(1, 1), z)
+
+    out = LabelLeakCheck(data=data, eps=0.3)(Leaky(pretrained("mnist-cnn")).eval(), 0, {}, [])
+    assert out["label_leaking"] is True

@@ -1,5 +1,11 @@
-"""Adversarial training: FGSM with random start ("fast" AT), PGD-k (Madry et al.) and TRADES.
+"""Adversarial training: plain FGSM (Goodfellow et al.), FGSM with random start ("fast" AT), PGD-k (Madry et
+al.) and TRADES.
 
+* FGSM — Goodfellow, Shlens & Szegedy 2015 (https://arxiv.org/abs/1412.6572): one signed-gradient step of size
+  eps from the clean image, with the *true* label, no random start; half of each batch adversarial (their
+  ``0.5 J(x, y) + 0.5 J(x + eps sign(grad J), y)``). Its known failures are detected and reported each epoch:
+  catastrophic overfitting (PGD accuracy on held-out images collapsing, :class:`OverfitGuard`) and label
+  leaking (the model classifies FGSM examples better than clean ones, :class:`LabelLeakCheck`).
 * FGSM-RS — Wong, Rice & Kolter 2020, "Fast is better than free" (https://arxiv.org/abs/2001.03994): a
   uniform random start in the eps-ball, then one signed-gradient step of ``alpha`` (default 1.25 eps),
   projected.
@@ -31,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion._checks import eval_mode, frozen, shown
-from bastion.attacks import PGD
+from bastion.attacks import FGSM, PGD
 from bastion.attacks.descent import Descent, LossFn, named_loss
 from bastion.data.base import ImageDataset
 from bastion.errors import ConfigError
@@ -40,8 +46,8 @@ from bastion.training.loop import EpochCallback, StepContext
 
 log = logging.getLogger(__name__)
 
-Recipe = Literal["fgsm-rs", "pgd", "trades"]
-RECIPES: tuple[str, ...] = ("fgsm-rs", "pgd", "trades")
+Recipe = Literal["fgsm", "fgsm-rs", "pgd", "trades"]
+RECIPES: tuple[str, ...] = ("fgsm", "fgsm-rs", "pgd", "trades")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,22 +61,24 @@ class AdversarialTraining:
             follows the ramped eps), 0.01 (PGD and TRADES: the MNIST setting of Madry et al. and of TRADES).
         steps: PGD/TRADES inner steps (default 40 for both: with 0.01 steps they can cross the eps=0.3 ball;
             TRADES' 10-step setting is its CIFAR one, at eps 0.031).
-        adv_ratio: share of each batch replaced by adversarial examples (1.0: all adversarial; 0.5: mixed).
+        adv_ratio: share of each batch replaced by adversarial examples (1.0: all adversarial; 0.5: mixed);
+            None: 0.5 for ``"fgsm"`` (Goodfellow et al.), 1.0 for the others.
         ramp_epochs: grow eps linearly from 0 over this many epochs (0: full eps from the start). Epochs are
             :func:`bastion.training.fit`'s (``StepContext.steps_per_epoch``); an objective called outside ``fit``
             without it takes the run to be ``epochs`` long.
         beta: TRADES trade-off.
-        craft_labels: ``"predicted"`` (default, no label leaking) or ``"true"``.
+        craft_labels: ``"predicted"`` (no label leaking) or ``"true"``; None: ``"true"`` for ``"fgsm"`` (the
+            paper's), ``"predicted"`` for the others.
     """
 
     recipe: Recipe = "fgsm-rs"
     eps: float = 0.3
     alpha: float | None = None
     steps: int | None = None
-    adv_ratio: float = 1.0
+    adv_ratio: float | None = None
     ramp_epochs: float = 0.0
     beta: float = 6.0
-    craft_labels: Literal["predicted", "true"] = "predicted"
+    craft_labels: Literal["predicted", "true"] | None = None
     epochs: int = 1  # total epochs, for the ramp (set by the recipe builder)
 
     def __post_init__(self) -> None:
@@ -78,9 +86,9 @@ class AdversarialTraining:
             raise ConfigError(f"recipe must be one of {RECIPES}, got {shown(self.recipe)}")
         if not 0 <= self.eps <= 1:
             raise ConfigError(f"eps must be in [0, 1], got {self.eps}")
-        if not 0 < self.adv_ratio <= 1:
+        if self.adv_ratio is not None and not 0 < self.adv_ratio <= 1:
             raise ConfigError(f"adv_ratio must be in (0, 1], got {self.adv_ratio}")
-        if self.craft_labels not in ("predicted", "true"):
+        if self.craft_labels not in ("predicted", "true", None):
             raise ConfigError(f"craft_labels must be 'predicted' or 'true', got {shown(self.craft_labels)}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
@@ -95,7 +103,7 @@ class AdversarialTraining:
         """The inner step size when the current radius is ``eps``."""
         if self.alpha is not None:
             return self.alpha
-        return 1.25 * eps if self.recipe == "fgsm-rs" else 0.01
+        return {"fgsm": eps, "fgsm-rs": 1.25 * eps}.get(self.recipe, 0.01)
 
     @property
     def step_size(self) -> float:
@@ -105,7 +113,21 @@ class AdversarialTraining:
     def n_steps(self) -> int:
         if self.steps is not None:
             return self.steps
-        return {"fgsm-rs": 1, "pgd": 40, "trades": 40}[self.recipe]
+        return {"fgsm": 1, "fgsm-rs": 1, "pgd": 40, "trades": 40}[self.recipe]
+
+    @property
+    def ratio(self) -> float:
+        """The share of each batch made adversarial (``adv_ratio`` or the recipe's default)."""
+        if self.adv_ratio is not None:
+            return self.adv_ratio
+        return 0.5 if self.recipe == "fgsm" else 1.0
+
+    @property
+    def labels(self) -> Literal["predicted", "true"]:
+        """Which labels examples are crafted from (``craft_labels`` or the recipe's default)."""
+        if self.craft_labels is not None:
+            return self.craft_labels
+        return "true" if self.recipe == "fgsm" else "predicted"
 
     def eps_at(self, ctx: StepContext) -> float:
         if self.ramp_epochs <= 0:
@@ -133,15 +155,15 @@ class AdversarialTraining:
                     p_clean = F.softmax(model(x), 1)
                 loss = _kl_from(p_clean)
             else:
-                if self.craft_labels == "predicted":
+                if self.labels == "predicted":
                     with torch.no_grad():
                         y = model(x).argmax(1)
                 loss = named_loss("ce", y)
-            d = Descent(threat, steps=self.n_steps, step_size=alpha, random_start=True)
+            d = Descent(threat, steps=self.n_steps, step_size=alpha, random_start=self.recipe != "fgsm")
             return d.run(model, x, loss, keys=ctx.keys, seed=seed).x_adv.detach()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
-        n_adv = max(1, round(self.adv_ratio * x.shape[0]))
+        n_adv = max(1, round(self.ratio * x.shape[0]))
         with eval_mode(model):  # crafting in eval mode; each module's own flag back afterwards
             x_adv = self.craft(model, x[:n_adv], y[:n_adv], replace(ctx, keys=ctx.keys[:n_adv]))
         if self.recipe == "trades":
@@ -197,9 +219,31 @@ class OverfitGuard:
         return out
 
 
+@dataclass
+class LabelLeakCheck:
+    """Label leaking (Kurakin et al. 2017): after every epoch, accuracy on held-out FGSM examples crafted from the
+    true labels (``val_fgsm_acc``) against clean accuracy (``val_clean_acc``); ``label_leaking`` is True when the
+    model classifies the adversarial examples better than the clean ones — it has learnt to recognise the
+    perturbation, and FGSM numbers on it overstate its robustness."""
+
+    data: ImageDataset
+    eps: float
+    device: str | torch.device = "cpu"
+
+    def __call__(self, model: nn.Module, epoch: int, metrics: dict[str, Any],
+                 history: list[dict[str, Any]]) -> dict[str, Any]:
+        x, y = self.data.images.to(self.device), self.data.labels.to(self.device)
+        res = FGSM(eps=self.eps)(model, x, y, keys=self.data.indices)
+        clean, adv = float(res.clean_share.mean()), float(res.robust_share.mean())
+        if adv > clean:
+            log.warning("label leaking: FGSM examples are classified better than clean ones (%.3f > %.3f) at epoch "
+                        "%d", adv, clean, epoch + 1)
+        return {"val_fgsm_acc": adv, "val_clean_acc": clean, "label_leaking": adv > clean}
+
+
 def adversarial_recipe(
     model: nn.Module, *, attack: str = "fgsm-rs", eps: float = 0.3, val: ImageDataset | None = None,
-    device: str = "cpu", epochs: int = 1, ramp_epochs: float = 0.0, adv_ratio: float = 1.0,
+    device: str = "cpu", epochs: int = 1, ramp_epochs: float = 0.0, adv_ratio: float | None = None,
     guard_images: int = 512, alpha: float | None = None, steps: int | None = None,
 ) -> tuple[AdversarialTraining, list[EpochCallback], dict[str, Any], Callable[[nn.Module], nn.Module]]:
     """(objective, callbacks, metadata, wrap) for ``bastion train --defense adv``."""
@@ -211,5 +255,7 @@ def adversarial_recipe(
     meta: dict[str, Any] = {"training": {"defense": {"kind": "adv", **objective.to_dict()}}}
     if val is not None:
         callbacks.append(OverfitGuard(data=val.spread(guard_images), eps=eps, device=device))
+        if attack == "fgsm":
+            callbacks.append(LabelLeakCheck(data=val.spread(guard_images), eps=eps, device=device))
         meta["monitor"] = "val_robust_acc"
     return objective, callbacks, meta, lambda m: m

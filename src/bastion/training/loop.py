@@ -364,7 +364,7 @@ def _warn_per_shard(model: nn.Module, objective: Objective, world: Any) -> None:
     per_shard = [what for what, used in (
         ("dropout", any(isinstance(m, nn.Dropout | nn.Dropout2d) and m.p > 0 for m in model.modules())),
         ("BaRT barrages", (getattr(objective, "identity", None) or {}).get("objective") == "barrage"),
-        ("adv_ratio < 1", getattr(objective, "adv_ratio", 1.0) < 1.0)) if used]
+        ("adv_ratio < 1", getattr(objective, "ratio", 1.0) < 1.0)) if used]
     if per_shard:
         log.warning("%s: drawn per process shard, so this %d-process run is valid but differs from a "
                     "single-process one", ", ".join(per_shard), world.size)
