@@ -179,9 +179,12 @@ def rows() -> list[tuple[str, str, str, str]]:
     if di and "speedup_2_over_1" in di:
         add(("evaluation, 2 processes over 1 (torchrun, gloo)", f"{di['speedup_2_over_1']:.2f}x", "reported", "distributed.py"))
     de = load("demo_time.json")
-    if de:
-        add(("`bastion demo` wall time", ", ".join(f"{r['wall_seconds']:.0f} s" for r in de["runs"]), "< 180 s",
-             "demo_time.py"))
+    if de and "idle_runs" in de:
+        idle = ", ".join(f"{r['wall_seconds']:.0f}" for r in de["idle_runs"])
+        busy = ", ".join(f"{r['wall_seconds']:.0f}" for r in de["busy_runs"])
+        add(("`bastion demo` wall time: idle (median of runs); beside one CPU-bound process",
+             f"{de['idle_median_seconds']:.0f} s ({idle}); {de['busy_median_seconds']:.0f} s ({busy}), "
+             f"{de['busy_over_idle']:.2f}x", "<= 180 s; <= 2.5x", "demo_time.py"))
     return out
 
 

@@ -85,6 +85,23 @@ def _write_failed(e: OSError) -> None:
     _fail(OutputError(f"cannot write {e.filename or 'an output'}: {e.strerror or e}"))
 
 
+#: the --threads option of the commands that compute (attack, evaluate, train, demo)
+Threads = Annotated[int | None, typer.Option(
+    min=1, help="torch threads (default: the CPUs available minus those other processes keep busy).")]
+
+
+def _use_threads(threads: int | None, *, quiet: bool = False) -> None:
+    """Set torch's thread count for this run (see bastion._threads) and say which was chosen."""
+    import torch
+
+    from bastion._threads import choose_threads
+
+    choice = choose_threads(threads)
+    torch.set_num_threads(choice.threads)
+    if not quiet and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 says it
+        console.print(f"using {choice.reason}", highlight=False)
+
+
 @app.callback()
 def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -129,6 +146,7 @@ def train(
     dist_timeout: Annotated[float | None, typer.Option(
         help="Under torchrun: seconds a process may wait for, or hear nothing from, another before the job stops "
              "(default: $BASTION_DIST_TIMEOUT, else 300).")] = None,
+    threads: Threads = None,
 ) -> None:
     """Train a classifier (optionally with a defense); writes OUT/model.safetensors."""
     from bastion._wrap import innermost
@@ -141,6 +159,7 @@ def train(
 
     try:
         check_device(device)
+        _use_threads(threads, quiet=quiet)
         world = World.from_env(device=device, timeout=dist_timeout)
         device = str(world.device(device))
         _check_train_options(model, init, dropout=dropout, weight_decay=weight_decay, hidden=hidden)
@@ -300,6 +319,7 @@ def attack(
     out: Annotated[Path, typer.Option()] = Path("runs/attack"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
     device: Annotated[str, typer.Option()] = "cpu",
+    threads: Threads = None,
 ) -> None:
     """Attack a batch of images; writes adversarial tensors, a JSON summary and the classic figure."""
     import torch
@@ -312,6 +332,7 @@ def attack(
 
     try:
         check_device(device)
+        _use_threads(threads, quiet=False)
         extra = _parse_options(option or [])
         own = {"eps": eps, "steps": steps, "step_size": step_size, "norm": norm}
         twice = sorted(key for key in extra if own.get(key) is not None)
@@ -394,6 +415,7 @@ def evaluate(
     dist_timeout: Annotated[float | None, typer.Option(
         help="Under torchrun: seconds a process may wait for, or hear nothing from, another before the job stops "
              "(default: $BASTION_DIST_TIMEOUT, else 300).")] = None,
+    threads: Threads = None,
 ) -> None:
     """Evaluate robustness over an eps grid; writes results.json, results.csv and report.html."""
     from bastion.data import load_dataset
@@ -405,6 +427,7 @@ def evaluate(
 
     try:
         check_device(device)
+        _use_threads(threads, quiet=quiet)
         world = World.from_env(device=device, timeout=dist_timeout)
         device = str(world.device(device))
         net = apply_defense(resolve_model(model, device=device), defense, k=k, seed=seed)
@@ -521,12 +544,14 @@ def demo(
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option()] = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    threads: Threads = None,
 ) -> None:
     """The whole story on the embedded data and shipped models; writes OUT/report.html and results.json."""
     from bastion.demo import run_demo
 
     try:
         check_device(device)
+        _use_threads(threads, quiet=quiet)
         with progress_bar(enabled=not quiet) as bar:
             result = run_demo(out, n=n, seed=seed, device=device, progress=bar, command=_command_line(ctx),
                               overwrite=overwrite)

@@ -66,6 +66,12 @@ PRETRAINED: Registry[ShippedModel] = Registry("pretrained model", {
     "mnist-cnn-adv": ShippedModel("mnist-cnn adversarially trained at eps=0.3 (Linf)", "mnist-cnn-adv.safetensors"),
     "mnist-cnn-bart": ShippedModel("mnist-cnn fine-tuned on BaRT barrages (k=2), returned with the barrage in front",
                                    "mnist-cnn-bart.safetensors"),
+    "mnist-cnn-fgsm": ShippedModel("mnist-cnn adversarially trained on plain FGSM examples at eps=0.3 (Goodfellow et al.)",
+                                   "mnist-cnn-fgsm.safetensors"),
+    "mnist-cnn-sgd": ShippedModel("mnist-cnn trained with SGD and momentum (the weight-decay baseline's reference)",
+                                  "mnist-cnn-sgd.safetensors"),
+    "mnist-cnn-sgd-wd": ShippedModel("mnist-cnn-sgd's recipe with weight decay 5e-4", "mnist-cnn-sgd-wd.safetensors"),
+    "mnist-cnn-dropout": ShippedModel("mnist-cnn's recipe with dropout 0.5", "mnist-cnn-dropout.safetensors"),
 })
 
 

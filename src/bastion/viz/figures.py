@@ -179,3 +179,19 @@ def toy_boundary(model: nn.Module, points: Tensor, labels: Tensor, adversarial: 
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
     return fig
+
+
+def loss_slice(t: Tensor, curves: dict[str, Tensor], *, title: str = "") -> Figure:
+    """Losses along a line through an input (``x + t * direction``): one curve per model (e.g. a label-only model's
+    flat steps against a substitute's smooth slope)."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.0))
+    for label, values in curves.items():
+        ax.plot(t.numpy(), values.numpy(), label=label)
+    ax.axvline(0.0, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("t (step along the sign of the substitute's gradient)")
+    ax.set_ylabel("cross-entropy of the true class")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig

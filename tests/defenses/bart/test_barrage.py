@@ -239,3 +239,25 @@ def test_half_precision_images_get_a_clear_error(rgb: torch.Tensor) -> None:
 
     with pytest.raises(InputShapeError, match="float32 or float64"):
         BaRT(k=2)(rgb.half(), generator=torch.Generator().manual_seed(0))
+
+
+def test_k_range_draws_each_images_own_number_of_groups(rgb: torch.Tensor) -> None:
+    """BaRT(k_range=(lo, hi)): every image goes through its own number of groups, uniform in [lo, hi]; the
+    result equals each image transformed alone with its row of the draw."""
+    bart = BaRT(k_range=(1, 4))
+    assert bart.k == 4 and BaRT.from_dict(bart.to_dict()).k_range == (1, 4)
+    x = rgb.float()
+    n = x.shape[0]
+    y, draw = bart(x, generator=torch.Generator().manual_seed(3), return_params=True)
+    counts = draw.counts
+    assert set(counts.tolist()) <= {1, 2, 3, 4} and len(set(counts.tolist())) > 1
+    assert all(len(draw.groups_of(i)) == int(counts[i]) for i in range(n))
+    for i in range(n):
+        torch.testing.assert_close(bart.apply(x[i : i + 1], draw.select([i])), y[i : i + 1], atol=1e-6, rtol=0)
+    big = BaRT(k_range=(2, 3)).sample(4000, 3, generator=torch.Generator().manual_seed(0))
+    share = float((big.counts == 2).float().mean())
+    assert abs(share - 0.5) < 0.05  # uniform over {2, 3}
+    with pytest.raises(ConfigError, match="k_range"):
+        BaRT(k_range=(3, 2))
+    with pytest.raises(ConfigError, match="k_range"):
+        BaRT(k_range=(1, 11))

@@ -57,7 +57,8 @@ class BarrageDraw:
 
     Attributes:
         names: the groups the draw chose from (those applicable to the batch's channel count), in order.
-        order: (B, k) int64, ``names[order[i, s]]`` is the group applied to image ``i`` at step ``s``.
+        order: (B, k) int64, ``names[order[i, s]]`` is the group applied to image ``i`` at step ``s``; -1 marks
+            the steps an image does not take (a barrage whose images draw their own number of groups, ``k_range``).
         params: group name -> that group's parameters for the whole batch (B rows; only the rows of the
             images that picked the group are used).
     """
@@ -71,7 +72,13 @@ class BarrageDraw:
 
     @property
     def k(self) -> int:
+        """The most groups any image of the draw goes through."""
         return int(self.order.shape[1])
+
+    @property
+    def counts(self) -> Tensor:
+        """int64 (B,): how many groups each image goes through."""
+        return (self.order >= 0).sum(1)
 
     def select(self, idx: Tensor | list[int]) -> BarrageDraw:
         """The draw of the images ``idx`` (so ``apply(x[idx], d.select(idx)) == apply(x, d)[idx]``)."""
@@ -83,7 +90,7 @@ class BarrageDraw:
 
     def groups_of(self, i: int) -> list[str]:
         """The groups applied to image ``i``, in order."""
-        return [self.names[j] for j in self.order[i].tolist()]
+        return [self.names[j] for j in self.order[i].tolist() if j >= 0]
 
 
 def _exact_straight_through(real: Tensor, surrogate: Tensor) -> Tensor:
@@ -132,11 +139,12 @@ def _schedule(order: Tensor, call_cost: Sequence[float]) -> list[tuple[int, Tens
     without the ``r_g / w_g`` weight and the overhead, 68).
     """
     order = order.cpu()
-    n, k = order.shape
+    n = order.shape[0]
+    length = (order >= 0).sum(1)  # images may go through fewer groups than others (-1 pads their rows)
     cost = [c + _CALL_OVERHEAD for c in call_cost]
-    remaining = torch.bincount(order.reshape(-1), minlength=len(cost)).tolist()
+    remaining = torch.bincount(order[order >= 0], minlength=len(cost)).tolist()
     step = torch.zeros(n, dtype=torch.long)
-    live = torch.arange(n)
+    live = (length > 0).nonzero().squeeze(1)
     calls: list[tuple[int, Tensor]] = []
     while live.numel():
         nxt = order[live, step[live]]
@@ -147,7 +155,7 @@ def _schedule(order: Tensor, call_cost: Sequence[float]) -> list[tuple[int, Tens
         calls.append((g, idx))
         remaining[g] -= idx.numel()
         step[idx] += 1
-        live = live[step[live] < k]
+        live = live[step[live] < length[live]]
     return calls
 
 
@@ -156,6 +164,8 @@ class BaRT(InputDefense):
 
     Args:
         k: groups applied to each image.
+        k_range: ``(low, high)``: instead of a fixed ``k``, each image draws its own number of groups, uniformly
+            from ``low`` to ``high`` (the paper's "any number of transforms"); ``k`` is then ``high``.
         groups: the groups to draw from: names, :class:`RandomTransform` instances or ``{"name": ..., **options}``
             dicts; None uses all ten with their default (paper-like) parameter ranges.
         n_samples: how many draws :class:`~bastion.defenses.base.Defended` averages the softmax over (it reads
@@ -178,6 +188,7 @@ class BaRT(InputDefense):
         k: int = 5,
         groups: Sequence[str | RandomTransform | Mapping[str, Any]] | None = None,
         n_samples: int = 1,
+        k_range: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         specs = list(groups) if groups is not None else [cls.name for cls in GROUPS]
@@ -185,11 +196,20 @@ class BaRT(InputDefense):
         names = list(self.names)
         if len(set(names)) != len(names) or not names:
             raise ConfigError(f"BaRT groups must be distinct and non-empty, got {names}")
+        if k_range is not None:
+            lo_hi = tuple(k_range) if isinstance(k_range, (tuple, list)) else ()
+            if (len(lo_hi) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in lo_hi)
+                    or not 1 <= lo_hi[0] <= lo_hi[1] <= len(names)):
+                raise ConfigError(f"k_range must be (low, high) with 1 <= low <= high <= {len(names)} (the number of "
+                                  f"groups), got {shown(k_range)}")
+            k_range = (int(lo_hi[0]), int(lo_hi[1]))
+            k = k_range[1]
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(names):
             raise ConfigError(f"k must be an integer in 1..{len(names)} (the number of groups), got {shown(k)}")
         if not isinstance(n_samples, int) or n_samples < 1:
             raise ConfigError(f"n_samples must be a positive integer, got {shown(n_samples)}")
         self.k = k
+        self.k_range = k_range
         self.n_samples = n_samples
 
     @property
@@ -225,6 +245,10 @@ class BaRT(InputDefense):
                 f"({', '.join(t.name for t in ts)})"
             )
         order = torch.rand(n, len(ts), generator=generator).argsort(1)[:, : self.k]
+        if self.k_range is not None:  # each image's own number of groups; the steps it does not take are -1
+            lo, hi = self.k_range
+            count = lo + (torch.rand(n, generator=generator) * (hi - lo + 1)).long().clamp(max=hi - lo)
+            order = torch.where(torch.arange(self.k)[None] < count[:, None], order, torch.full_like(order, -1))
         params = {t.name: t.sample(n, generator=generator, device=device) for t in ts}
         return BarrageDraw(tuple(t.name for t in ts), order.to(device or "cpu"), params)
 
@@ -315,13 +339,18 @@ class BaRT(InputDefense):
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able configuration; :meth:`from_dict` rebuilds an equal barrage."""
-        return {"k": self.k, "n_samples": self.n_samples, "groups": [t.to_dict() for t in self.groups]}
+        d: dict[str, Any] = {"k": self.k, "n_samples": self.n_samples, "groups": [t.to_dict() for t in self.groups]}
+        if self.k_range is not None:
+            d["k_range"] = list(self.k_range)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BaRT:
         if not isinstance(d, Mapping) or "k" not in d:
             raise ConfigError(f"a BaRT configuration is a dict with 'k' (and 'groups', 'n_samples'); got {shown(d)}")
-        return cls(k=int(d["k"]), groups=d.get("groups"), n_samples=int(d.get("n_samples", 1)))
+        k_range = d.get("k_range")
+        return cls(k=int(d["k"]), groups=d.get("groups"), n_samples=int(d.get("n_samples", 1)),
+                   k_range=tuple(k_range) if isinstance(k_range, list) else k_range)
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, n_samples={self.n_samples}"
+        return (f"k_range={self.k_range}" if self.k_range is not None else f"k={self.k}") + f", n_samples={self.n_samples}"
