@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from bastion.attacks.base import Attack
     from bastion.data.base import ImageDataset
+    from bastion.eval import RobustnessReport
 
 app = typer.Typer(
     name="bastion",
@@ -410,6 +411,9 @@ def evaluate(
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option()] = Path("runs/evaluate"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Finish an interrupted evaluation from OUT/results.json (run the same command again with --resume); "
+             "the results equal an uninterrupted run's.")] = False,
     device: Annotated[str, typer.Option()] = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     dist_timeout: Annotated[float | None, typer.Option(
@@ -431,9 +435,10 @@ def evaluate(
         world = World.from_env(device=device, timeout=dist_timeout)
         device = str(world.device(device))
         net = apply_defense(resolve_model(model, device=device), defense, k=k, seed=seed)
-        outputs = OutputFolder(out, EVALUATE_OUTPUTS, overwrite=overwrite)
+        outputs = OutputFolder(out, EVALUATE_OUTPUTS, overwrite=overwrite or resume)
         if world.rank == 0:
             outputs.check()
+        earlier = _earlier_results(out, resume=resume, distributed=world.distributed, quiet=quiet)
         ds = load_dataset(data, split, data_dir=data_dir).spread(n)
         suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
                  for a in attacks.split(",") if a.strip()]
@@ -447,8 +452,19 @@ def evaluate(
         adaptive_models = _adaptive_models(net, adaptive, eot_n)
         ev = Evaluation(suite=suite, eps_grid=parse_eps(eps), batch_size=batch_size, cascade=cascade, seed=seed,
                         adaptive=adaptive_models)
-        with progress_bar(enabled=not quiet and world.rank == 0) as bar:
-            report = ev.run(net, ds, device=device, progress=bar, command=_command_line(ctx), world=world)
+        def save_partial(partial: RobustnessReport) -> None:
+            outputs.write_json("results.json", partial.to_dict())
+
+        try:
+            with progress_bar(enabled=not quiet and world.rank == 0) as bar:
+                report = ev.run(net, ds, device=device, progress=bar, command=_command_line(ctx), world=world,
+                                resume=earlier, on_partial=None if world.distributed else save_partial)
+        except KeyboardInterrupt:
+            if world.distributed:
+                raise
+            console.print(f"interrupted: the rows finished so far are in {out}/results.json (marked partial); run the "
+                          "same command with --resume to finish the evaluation")
+            raise typer.Exit(130) from None
     except BastionError as e:
         _fail(e)
         return
@@ -470,6 +486,29 @@ def evaluate(
         _print_report(report)
         console.print(f"wrote {out}/results.json, results.csv, report.html")
     world.close()
+
+
+def _earlier_results(out: Path, *, resume: bool, distributed: bool, quiet: bool) -> RobustnessReport | None:
+    """With --resume, the (partial) report an earlier run of the same command left in OUT, else None."""
+    from bastion.eval import RobustnessReport
+
+    if not resume:
+        return None
+    if distributed:
+        raise BastionError("--resume works in one process, not under torchrun")
+    path = out / "results.json"
+    if not path.exists():
+        if not quiet:
+            console.print(f"note: no results.json in {out}: nothing to resume, evaluating from the start")
+        return None
+    try:
+        earlier = RobustnessReport.from_json(path.read_text())
+    except (ValueError, KeyError, TypeError) as e:
+        raise BastionError(f"{path} cannot be resumed: it is not a bastion results file ({e})") from None
+    if not quiet:
+        state = "partial" if earlier.partial else "complete"
+        console.print(f"resuming from {path} ({state}: {len(earlier.rows)} rows done)")
+    return earlier
 
 
 def _check_linf_eps(suite: Sequence[Attack], grid: Sequence[float | None]) -> None:

@@ -273,6 +273,11 @@ class Attack(ABC):
         they are."""
         return self
 
+    @property
+    def cost(self) -> int:
+        """About how many gradient or query passes the attack makes per input (for progress estimates)."""
+        return 1
+
     @final
     def __call__(
         self,

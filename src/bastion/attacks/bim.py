@@ -43,6 +43,10 @@ class BIM(GradientAttack):
             check_positive("step_size", self.step_size)
 
     @property
+    def cost(self) -> int:
+        return self.steps
+
+    @property
     def alpha(self) -> float:
         return self.step_size if self.step_size is not None else self.eps / self.steps
 

@@ -62,6 +62,10 @@ class PGD(GradientAttack):
             check_positive("step_size", self.step_size)
 
     @property
+    def cost(self) -> int:
+        return self.steps * self.restarts
+
+    @property
     def alpha(self) -> float:
         return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
 

@@ -11,8 +11,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,9 +158,18 @@ class Evaluation:
         device: str | torch.device = "cpu",
         progress: Progress = no_progress,
         draws: int = 1,
+        done: PerImage | None = None,
+        on_row: Callable[[PerImage], None] | None = None,
+        generators: Sequence[torch.Generator] = (),
     ) -> PerImage:
         """Per-image results on ``data`` (one shard), each image judged over ``draws`` calls of the model: the
-        raw material :meth:`aggregate` turns into rows."""
+        raw material :meth:`aggregate` turns into rows.
+
+        ``done``: results of an earlier, interrupted run of this evaluation on these images; its rows are taken
+        as they are and only the others computed. ``on_row`` is called with the results so far after each row.
+        ``generators``: the randomized models' own generators, reseeded from ``seed`` and the row's position
+        before the clean pass and each row, so that a row's draws do not depend on which rows ran before it (a
+        resumed run gives the numbers of an uninterrupted one)."""
         check_eval_mode(model)
         for m in self.adaptive.values():
             check_eval_mode(m)
@@ -175,7 +183,15 @@ class Evaluation:
         modes = ["naive", *[f"adaptive:{k}" for k in self.adaptive]]
         per = PerImage(index=data.indices.clone().cpu(), clean=torch.zeros(n, dtype=torch.float64),
                        loss_clean=torch.zeros(n, dtype=torch.float64), draws=draws)
-        if n:
+        earlier: dict[str, RowResult] = {}
+        if done is not None:
+            if not torch.equal(done.index, per.index) or done.draws != draws:
+                raise ConfigError("the earlier results are for other images (or another number of draws): they "
+                                  "cannot be resumed; start the evaluation over")
+            earlier = {r.key: r for r in done.rows}
+            per.clean, per.loss_clean = done.clean.clone(), done.loss_clean.clone()
+        _reseed(generators, self.seed, 0)
+        if n and done is None:
             with frozen(model):
                 for i in range(0, n, self.batch_size):
                     xb, yb = x_all[i : i + self.batch_size].to(device), y_all[i : i + self.batch_size].to(device)
@@ -184,12 +200,20 @@ class Evaluation:
                     per.clean[i : i + len(xb)] = (preds == yb).double().mean(0).cpu()
                     per.loss_clean[i : i + len(xb)] = F.cross_entropy(logits, yb, reduction="none").double().cpu()
 
-        total = len(plan) * len(modes)
-        done = 0
+        total = sum(atk.cost for _, atk, _ in plan) * n * len(modes)
+        work = 0
+        position = 0
         for mi, mode in enumerate(modes):
             craft = model if mode == "naive" else self.adaptive[mode.split(":", 1)[1]]
             for ai, atk, eps in plan:
+                position += 1
                 row = RowResult.empty(n, attack=labels[ai], mode=mode, access=atk.access, eps=eps, norm=atk.threat.norm)
+                if row.key in earlier:
+                    per.rows.append(earlier[row.key])
+                    work += atk.cost * n
+                    progress("attacks", work, total)
+                    continue
+                _reseed(generators, self.seed, position)
                 if self.cascade:  # within one threat model (mode, norm, eps): an L2 row never inherits Linf breaks
                     alive = worst_case(per.clean, [r for r in per.rows if r.group == row.group]) > 0
                     idx = alive.nonzero().squeeze(1)
@@ -215,9 +239,13 @@ class Evaluation:
                         v[b[broken]] = c.norms[k].cpu()[broken]
                     row.queries[b] = c.queries.cpu()
                     row.loss_adv[b] = F.cross_entropy(out, yb, reduction="none").double().cpu()
+                    work += atk.cost * len(b)
+                    progress("attacks", work, total)
+                work += atk.cost * (n - idx.numel())  # the images the cascade left out
+                progress("attacks", work, total)
                 per.rows.append(row)
-                done += 1
-                progress("attacks", done, total)
+                if on_row is not None:
+                    on_row(per)
         return per
 
     def aggregate(self, per: PerImage) -> tuple[float, list[Row], list[dict[str, Any]]]:
@@ -267,36 +295,69 @@ class Evaluation:
         command: str | None = None,
         world: Any = None,
         keep_per_image: bool = True,
+        resume: RobustnessReport | None = None,
+        on_partial: Callable[[RobustnessReport], None] | None = None,
     ) -> RobustnessReport:
         """Run the evaluation and return a :class:`RobustnessReport`.
 
         With ``world`` (a :class:`bastion.distributed.World`), each process evaluates its shard of ``data``
         and rank 0 gathers the per-image results; every process returns the same report.
+
+        ``resume``: the (partial) report of an earlier run of this same evaluation on the same data, e.g. one
+        interrupted with Ctrl-C: its rows are kept and only the missing ones computed; the result equals an
+        uninterrupted run's. ``on_partial`` is called with a partial report (``partial=True``, no sanity checks
+        yet) after each row, so that a caller can save what is done (one process only).
         """
         if len(data) == 0:
             raise ConfigError("the evaluation data set is empty")
         check_eval_mode(model)
+        distributed = world is not None and getattr(world, "distributed", False)
+        if distributed and (resume is not None or on_partial is not None):
+            raise ConfigError("resuming and saving partial results work in one process, not under torchrun")
         shard = data if world is None else world.shard_dataset(data)
+        done = None
+        if resume is not None:
+            self.check_resumable(resume, model, data)
+            done = PerImage.from_dict(resume.per_image) if resume.per_image is not None else None
+        gens = _generators([model, *self.adaptive.values()])
+        states = [g.get_state() for g in gens]
         # autograd on even under no_grad()/inference_mode(); randomized models' own generators seeded from
-        # ``seed`` for the run (and restored after), so that the same evaluation gives the same numbers
-        with torch.inference_mode(False), torch.enable_grad(), _seeded_generators([model, *self.adaptive.values()],
-                                                                                  self.seed):
-            randomized = _randomized(model, data, device)
-            draws = self.draws if self.draws is not None else (DEFAULT_DRAWS if randomized else 1)
-            if world is not None and getattr(world, "distributed", False) and randomized:
-                log.warning("a randomized model under %d processes: its random draws depend on the sharding, so the "
-                            "numbers are valid but differ from a single-process run", world.size)
-            per = self.run_shard(model, shard, device=device, progress=progress, draws=draws)
-            if world is not None:
-                per = PerImage.merge(world.gather_objects(per))
-            clean_acc, rows, worst = self.aggregate(per)
-            flags = []
-            if self.checks:
-                from bastion.eval.checks import run_checks
+        # ``seed`` for each row (and restored after), so that the same evaluation gives the same numbers
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                randomized = _randomized(model, data, device)
+                draws = self.draws if self.draws is not None else (DEFAULT_DRAWS if randomized else 1)
+                if distributed and randomized:
+                    log.warning("a randomized model under %d processes: its random draws depend on the sharding, so "
+                                "the numbers are valid but differ from a single-process run", world.size)
 
-                flags = run_checks(model, data.spread(self.check_images), rows, adaptive=self.adaptive,
-                                   cascade=self.cascade, n=len(per), device=device, draws=draws,
-                                   randomized=randomized)
+                def partial(per: PerImage) -> None:
+                    if on_partial is not None:
+                        on_partial(self._report(model, data, per, [], draws, randomized, command, keep_per_image=True,
+                                                partial=True))
+
+                per = self.run_shard(model, shard, device=device, progress=progress, draws=draws, done=done,
+                                     on_row=partial if on_partial is not None else None, generators=gens)
+                if world is not None:
+                    per = PerImage.merge(world.gather_objects(per))
+                flags = []
+                if self.checks:
+                    from bastion.eval.checks import run_checks
+
+                    _reseed(gens, self.seed, 10**6)
+                    _, rows, _ = self.aggregate(per)
+                    flags = run_checks(model, data.spread(self.check_images), rows, adaptive=self.adaptive,
+                                       cascade=self.cascade, n=len(per), device=device, draws=draws,
+                                       randomized=randomized)
+        finally:
+            for g, state in zip(gens, states, strict=True):
+                g.set_state(state)
+        return self._report(model, data, per, flags, draws, randomized, command, keep_per_image=keep_per_image)
+
+    def _report(self, model: nn.Module, data: ImageDataset, per: PerImage, flags: list[Any], draws: int,
+                randomized: bool, command: str | None, *, keep_per_image: bool, partial: bool = False,
+                ) -> RobustnessReport:
+        clean_acc, rows, worst = self.aggregate(per)
         return RobustnessReport(
             model=describe_model(model),
             data={"name": data.name, "split": data.split, "n": len(data), "sha256": data.sha256},
@@ -314,7 +375,42 @@ class Evaluation:
             command=command,
             draws=draws,
             randomized=randomized,
+            partial=partial,
+            seed=self.seed,
         )
+
+    def check_resumable(self, earlier: RobustnessReport, model: nn.Module, data: ImageDataset) -> None:
+        """Refuse to resume from a report of another evaluation: other attacks, radii, cascade, seed, data or
+        model (the message names what differs)."""
+        mine = {"suite": [a.to_dict() for a in self.suite], "eps_grid": list(self.eps_grid or []),
+                "cascade": self.cascade, "seed": self.seed,
+                "data": {"name": data.name, "split": data.split, "n": len(data), "sha256": data.sha256},
+                "model": describe_model(model)}
+        theirs = {"suite": earlier.suite, "eps_grid": earlier.eps_grid, "cascade": earlier.cascade,
+                  "seed": earlier.seed, "data": earlier.data, "model": earlier.model}
+        changed = [k for k in mine if json.dumps(mine[k], sort_keys=True, default=str)
+                   != json.dumps(theirs[k], sort_keys=True, default=str)]
+        if changed:
+            raise ConfigError(f"the earlier results are of another evaluation (other {', '.join(changed)}): they cannot "
+                              "be resumed; run the same command as before, or start over in another folder")
+        if earlier.per_image is None:
+            raise ConfigError("the earlier results hold no per-image results: they cannot be resumed")
+
+
+def _generators(modules: Sequence[nn.Module]) -> list[torch.Generator]:
+    """Every ``torch.Generator`` the modules hold (a randomized defense's own, e.g. ``Defended.generator``)."""
+    gens: dict[int, torch.Generator] = {}
+    for m in modules:
+        for sub in m.modules():
+            g = getattr(sub, "generator", None)
+            if isinstance(g, torch.Generator):
+                gens.setdefault(id(g), g)
+    return list(gens.values())
+
+
+def _reseed(gens: Sequence[torch.Generator], seed: int, position: int) -> None:
+    for i, g in enumerate(gens):
+        g.manual_seed((seed * 1_000_003 + 7_919 * (i + 1) + 104_729 * position) % (2**63))
 
 
 def _randomized(model: nn.Module, data: ImageDataset, device: str | torch.device) -> bool:
@@ -322,23 +418,3 @@ def _randomized(model: nn.Module, data: ImageDataset, device: str | torch.device
     probe = data.images[:PROBE_SAMPLES].to(device) if len(data) else None
     with frozen(model), torch.no_grad():
         return is_randomized(model, probe)
-
-
-@contextmanager
-def _seeded_generators(modules: Sequence[nn.Module], seed: int) -> Iterator[None]:
-    """Seed every ``torch.Generator`` a module holds (a randomized defense's own, e.g. ``Defended.generator``)
-    from ``seed`` for the block; their states are restored afterwards."""
-    gens: dict[int, torch.Generator] = {}
-    for m in modules:
-        for sub in m.modules():
-            g = getattr(sub, "generator", None)
-            if isinstance(g, torch.Generator):
-                gens.setdefault(id(g), g)
-    states = [(g, g.get_state()) for g in gens.values()]
-    try:
-        for i, g in enumerate(gens.values()):
-            g.manual_seed((seed * 1_000_003 + 7_919 * (i + 1)) % (2**63))
-        yield
-    finally:
-        for g, state in states:
-            g.set_state(state)

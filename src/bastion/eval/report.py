@@ -7,7 +7,7 @@ Schema (``schema_version`` 2)::
       "created": ISO-8601 time, "bastion_version": str, "torch_version": str, "command": str | null,
       "model": {...model description...}, "data": {"name", "split", "n", "sha256"},
       "eps_grid": [float], "cascade": bool, "suite": [attack.to_dict()],
-      "randomized": bool, "draws": int,
+      "randomized": bool, "draws": int, "partial": bool, "seed": int | null,
       "clean_accuracy": float,
       "rows": [ {"attack": label, "mode": "naive" | "adaptive:<name>", "access": str, "eps": float | null,
                  "norm": "linf" | "l2" | "l0" | null,
@@ -99,6 +99,8 @@ class RobustnessReport:
     command: str | None = None
     draws: int = 1
     randomized: bool = False
+    partial: bool = False  # an interrupted run's results so far (``bastion evaluate --resume`` completes them)
+    seed: int | None = None
     schema_version: int = SCHEMA_VERSION
 
     # ---- queries -------------------------------------------------------------------------------------
