@@ -403,8 +403,8 @@ def class_index(names: Sequence[str], classes: Sequence[str], *, what: str) -> l
     """
     exact = {c: i for i, c in enumerate(classes)}
     loose: dict[str, int] = {}
-    for i, c in enumerate(classes):
-        loose.setdefault(_normal(c), i)
+    for k, c in enumerate(classes):
+        loose.setdefault(_normal(c), k)
     out: list[int] = []
     unknown: list[str] = []
     for n in names:

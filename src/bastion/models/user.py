@@ -315,6 +315,8 @@ def _import_file(path: Path) -> Any:
     folder = str(path.resolve().parent)
     sys.path.insert(0, folder)
     sys.modules[name] = module
+    no_cache = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__ left beside your file
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:
@@ -324,6 +326,7 @@ def _import_file(path: Path) -> Any:
         sys.modules.pop(name, None)
         raise ConfigError(f"{path}: importing it failed: {type(e).__name__}: {_first_line(e)}") from None
     finally:
+        sys.dont_write_bytecode = no_cache
         if folder in sys.path:
             sys.path.remove(folder)
     return module
