@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from bastion.data.base import ImageDataset
     from bastion.eval import RobustnessReport
     from bastion.models import Preprocessing
+    from bastion.web.context import DemoContext
 
 app = typer.Typer(
     name="bastion",
@@ -803,18 +804,61 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     device: Annotated[str, typer.Option()] = "cpu",
+    model: Annotated[str | None, typer.Option(
+        help="Serve this model instead of the shipped ones (with --gallery): " + _MODEL_HELP)] = None,
+    weights: WeightsOption = None,
+    preset: PresetOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    classes: ClassesOption = None,
+    input_size: InputSizeOption = None,
+    resize: ResizeOption = None,
+    center_crop: CenterCropOption = None,
+    gallery: Annotated[str | None, typer.Option(
+        help="With --model: the images to show, folder:PATH (one subfolder per class) or images:PATH with --labels.")] = None,
+    labels: LabelsOption = None,
+    gallery_size: Annotated[int, typer.Option(min=1, max=200, help="Gallery images shown (spread over the classes).")] = 30,
 ) -> None:
     """Start the local web demo (pick an image, an attack and eps; watch the prediction flip)."""
     from bastion.web.server import serve as run_server
 
     try:
         check_device(device)
+        ctx = _own_demo(model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
+                                                                       center_crop),
+                        gallery=gallery, labels=labels, gallery_size=gallery_size, device=device)
     except BastionError as e:
         _fail(e)
         return
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] binding to {host}: the demo has no authentication")
-    run_server(host=host, port=port, device=device)
+    run_server(host=host, port=port, device=device, ctx=ctx)
+
+
+def _own_demo(model: str | None, *, weights: Path | None, own: Preprocessing | None, gallery: str | None,
+              labels: Path | None, gallery_size: int, device: str) -> DemoContext | None:
+    """The demo of your model on your images (None: the shipped demo)."""
+    from dataclasses import replace as _replace
+
+    from bastion.data import is_image_source
+    from bastion.models.user import preprocessing_of
+    from bastion.web.context import own_model_context
+
+    if model is None:
+        if gallery is not None or weights is not None or own is not None:
+            raise BastionError("--gallery, --weights and the preprocessing options go with --model (your model)")
+        return None
+    if gallery is None or not is_image_source(gallery):
+        raise BastionError("--model needs --gallery folder:PATH (or images:PATH --labels FILE): the images to show")
+    net = _load_model(model, weights=weights, own=own, device=device)
+    data = _open_data(gallery, "all", None, labels, net)
+    net = _model_for_data(net, data, device)
+    transform = preprocessing_of(net).transform()
+    if transform.crop is None:  # uploads must come out at the gallery's size
+        _, h, w = data.input_shape
+        transform = _replace(transform, resize=min(h, w), crop=(h, w))
+    return own_model_context(net, label=model, description=f"your model: {model}", gallery=data,
+                             transform=transform, device=device, gallery_size=gallery_size)
 
 
 @app.command(name="models")
