@@ -233,7 +233,12 @@ def _class_number(target: str | None, classes: Sequence[str]) -> str | None:
 
     if target is None or target in ("random", "least-likely") or target.lstrip("-").isdigit():
         return target
-    return str(class_index([target], classes, what="--target")[0])
+    try:
+        return str(class_index([target], classes, what="--target")[0])
+    except BastionError:
+        listed = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+        raise BastionError(f"--target must be a class number, a class name of the model ({listed}), 'random' or "
+                           f"'least-likely'; got {target!r}") from None
 
 
 def _single_image(image: Path, net: nn.Module, device: str, target: str | None) -> ImageDataset:
@@ -636,7 +641,7 @@ def evaluate(
         if world.rank == 0:
             outputs.check()
         earlier = _earlier_results(out, resume=resume, distributed=world.distributed, quiet=quiet)
-        full = _open_data(data, split, data_dir, labels, net, quiet=quiet or world.rank != 0)
+        full = _open_data(data, split, data_dir, labels, net, quiet=world.rank != 0)
         net = apply_defense(_model_for_data(net, full, device), defense, k=k, seed=seed)
         ds = full.spread(n)
         suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
