@@ -282,10 +282,23 @@ def _predictions(logits: Tensor, logits_adv: Tensor, classes: Sequence[str], n: 
 @app.command()
 def train(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option(help="Architecture: logreg, mnist-cnn, mnist-cnn-gap, cifar-resnet.")] = "mnist-cnn",
-    data: Annotated[str, typer.Option(help="Data set name.")] = "mnist-5k",
+    model: Annotated[str, typer.Option(
+        help="Architecture: logreg, mnist-cnn, mnist-cnn-gap, cifar-resnet; or your own, FILE.py:FUNCTION or "
+             "package.module:FUNCTION (starting from --weights when given).")] = "mnist-cnn",
+    weights: WeightsOption = None,
+    preset: PresetOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    classes: ClassesOption = None,
+    input_size: InputSizeOption = None,
+    resize: ResizeOption = None,
+    center_crop: CenterCropOption = None,
+    labels: LabelsOption = None,
+    data: Annotated[str, typer.Option(help=_DATA_HELP + " Your images are decoded into memory for training.")] = "mnist-5k",
     split: Annotated[str, typer.Option(help="Training split, sliceable: 'train[5848:]'.")] = "train",
-    val_split: Annotated[str, typer.Option(help="Validation split (clean accuracy each epoch).")] = "test",
+    val_split: Annotated[str, typer.Option(
+        help="Validation split (clean accuracy each epoch); with your own images: a second source, folder:PATH or "
+             "images:PATH (the same --labels file lists both), or '' for none.")] = "test",
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the standard data files.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 5,
     batch_size: Annotated[int, typer.Option(min=1)] = 128,
@@ -326,6 +339,7 @@ def train(
     from bastion.distributed import World
     from bastion.models import create_model, resolve_model, save_model
     from bastion.models.classifier import Classifier
+    from bastion.models.user import UserModel, save_weights
     from bastion.training import TrainConfig, accuracy, fit
     from bastion.training.recipes import build_training
 
@@ -338,17 +352,29 @@ def train(
         # every process checks (nothing is written before the first epoch ends), so that a refused --out stops
         # them all with the same message instead of leaving the others to fail in a collective
         _check_run_folder(out, resume=resume, overwrite=overwrite, quiet=quiet or world.rank != 0)
-        train_ds = load_dataset(data, split, data_dir=data_dir)
+        own_net = None
+        if _trains_own_model(model, init, weights):
+            own_net, train_ds, own_val = _own_training(
+                model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
+                                                           center_crop),
+                data=data, split=split, val_split=val_split, data_dir=data_dir, labels=labels, device=device)
+        else:
+            train_ds = load_dataset(data, split, data_dir=data_dir)
         present = int(train_ds.labels.unique().numel())
         if present < train_ds.num_classes and not quiet and world.rank == 0:
             console.print(f"[bold yellow]warning:[/] {escape(data)}:{escape(split)} holds only {present} of the "
                           f"{train_ds.num_classes} classes (mnist-5k is sorted by class: a slice like train[:500] is "
                           "zeros and ones); the model cannot learn the others")
-        val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
+        if own_net is not None:
+            val_ds = own_val
+        else:
+            val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
                           schedule=schedule, weight_decay=weight_decay, seed=seed)  # type: ignore[arg-type]
-        net: Classifier
-        if init:
+        net: nn.Module
+        if own_net is not None:
+            net = own_net
+        elif init:
             loaded = resolve_model(init, device=device)
             start = innermost(loaded)  # a defended model: the classifier inside it
             if not isinstance(start, Classifier):
@@ -375,10 +401,13 @@ def train(
             metrics["val_acc"] = accuracy(wrap(net), val_ds, device=device)
         training = {"command": _command_line(ctx), "data": data, "split": split, "seed": seed,
                     "sha256": train_ds.sha256, "config": cfg.__dict__, **extra_meta.get("training", {})}
-        net.meta = replace(net.meta, training=training, metrics=metrics)
         path = out / "model.safetensors"
-        if world.rank == 0:
-            save_model(net, path)
+        if isinstance(net, Classifier):
+            net.meta = replace(net.meta, training=training, metrics=metrics)
+            if world.rank == 0:
+                save_model(net, path)
+        elif world.rank == 0 and isinstance(net, UserModel):
+            save_weights(net, path, {"training": training, "metrics": metrics})
         world.close()
     except BastionError as e:
         _fail(e)
@@ -399,6 +428,38 @@ def _check_train_options(model: str, init: str | None, *, dropout: float, weight
     if init is None and model != "mnist-cnn" and (dropout or hidden is not None):
         given = " and ".join(o for o, v in (("--dropout", dropout), ("--hidden", hidden)) if v)
         raise BastionError(f"{given} only apply to --model mnist-cnn, not {model}")
+
+
+def _trains_own_model(model: str, init: str | None, weights: Path | None) -> bool:
+    """Whether ``bastion train --model`` names your own model (a factory) rather than a bastion architecture."""
+    from bastion.models.user import is_user_spec
+
+    own = is_user_spec(model)
+    if own and init is not None:
+        raise BastionError("--init starts a bastion architecture from a model; your own model starts from --weights")
+    if not own and weights is not None:
+        raise BastionError(f"--weights goes with your own model (--model FILE.py:FUNCTION), not {model}; a bastion "
+                           "architecture starts from --init")
+    return own
+
+
+def _own_training(model: str, *, weights: Path | None, own: Preprocessing | None, data: str, split: str,
+                  val_split: str, data_dir: Path | None, labels: Path | None,
+                  device: str) -> tuple[nn.Module, ImageDataset, ImageDataset | None]:
+    """Your model (a factory, from --weights when given) and its training and validation images, in memory."""
+    from bastion.data import is_image_source, load_dataset
+
+    net = _load_model(model, weights=weights, own=own, device=device)
+    train_ds = _open_data(data, split, data_dir, labels, net).load()
+    net = _model_for_data(net, train_ds, device)
+    if not val_split:
+        return net, train_ds, None
+    if is_image_source(data):
+        if not is_image_source(val_split):
+            raise BastionError(f"--val-split {val_split!r}: with your own images, give a second source (folder:PATH or "
+                               "images:PATH), or '' for none")
+        return net, train_ds, _open_data(val_split, "all", None, labels, net).load()
+    return net, train_ds, load_dataset(data, val_split, data_dir=data_dir)
 
 
 def _check_run_folder(out: Path, *, resume: bool, overwrite: bool, quiet: bool) -> None:

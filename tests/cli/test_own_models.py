@@ -206,3 +206,24 @@ def test_attack_a_folder_of_your_images(world, tmp_path):
     r = runner.invoke(app, ["attack", "--model", f"{factory}:build", "--weights", str(weights), "--data",
                             f"folder:{tmp_path / 'photos'}", "--target", "zebra", "--out", str(tmp_path / "z")])
     assert "--target must be a class number, a class name of the model (bluish, greenish, reddish)" in _one_error_line(r)
+
+
+def test_train_your_model_on_your_folder_and_evaluate_its_weights(world, tmp_path):
+    factory, weights, _ = world
+    photos = f"folder:{tmp_path / 'photos'}"
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--model", f"{factory}:build", "--weights", str(weights), *NORM, "--data", photos,
+                            "--val-split", photos, "--epochs", "3", "--batch-size", "4", "--lr", "0.05", "--out",
+                            str(run), "--quiet"])
+    assert r.exit_code == 0, r.output
+    trained = load_file(str(run / "model.safetensors"))
+    assert set(trained) == {"2.weight", "2.bias"} and not torch.equal(trained["2.weight"], torch.eye(3))
+    val_acc = float(re.search(r"val accuracy (\d\.\d+)", r.output).group(1))
+    out = tmp_path / "ev"
+    r = _evaluate(out, "--model", f"{factory}:build", "--weights", str(run / "model.safetensors"), *NORM,
+                  "--data", photos, *QUICK)
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "results.json").read_text())["clean_accuracy"] == pytest.approx(val_acc, abs=1e-4)
+    r = runner.invoke(app, ["train", "--model", f"{factory}:build", "--init", "mnist-cnn", "--data", photos, "--out",
+                            str(tmp_path / "r2")])
+    assert "your own model starts from --weights" in _one_error_line(r)

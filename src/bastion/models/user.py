@@ -548,10 +548,31 @@ def check_outputs(model: nn.Module, x: Tensor, classes: tuple[str, ...], *, wher
                               "its output order) or check the model")
 
 
+#: the safetensors metadata key of a trained model of yours (not bastion's ``bastion`` key: the file holds your
+#: network's weights only, loaded again with ``--model FILE.py:FUNCTION --weights FILE``)
+RECORD_KEY = "bastion_training"
+
+
+def save_weights(model: UserModel, path: str | os.PathLike[str], record: Mapping[str, Any] | None = None) -> Path:
+    """Write your network's weights (``model.net``'s state dict) to a safetensors file, atomically, with ``record``
+    (JSON: how it was trained) and the model's description in its metadata; returns the path."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from bastion._outputs import atomic_write
+
+    p = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.net.state_dict().items()}
+    meta = {RECORD_KEY: json.dumps({"model": model.describe(), **dict(record or {})}, sort_keys=True, default=str)}
+    atomic_write(p, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return p
+
+
 def with_classes(model: UserModel, classes: tuple[str, ...]) -> UserModel:
     """``model`` with class names (when its preprocessing had none)."""
     return model.with_preprocessing(replace(model.preprocessing, classes=classes))
 
 
-__all__ = ["UserModel", "wrap_model", "load_user_model", "load_weights", "read_weights", "is_user_spec", "file_kind",
-           "preprocessing_of", "check_outputs", "with_classes"]
+__all__ = ["UserModel", "wrap_model", "load_user_model", "load_weights", "read_weights", "save_weights", "is_user_spec",
+           "file_kind", "preprocessing_of", "check_outputs", "with_classes"]
