@@ -539,7 +539,12 @@ def check_outputs(model: nn.Module, x: Tensor, classes: tuple[str, ...], *, wher
     Raises:
         InputShapeError: the model cannot take ``x``, or returns another number of scores than there are classes.
     """
-    out = checked_forward(model, x[:1])
+    try:
+        out = checked_forward(model, x[:1])
+    except InputShapeError as e:
+        c, h, w = (tuple(x.shape[1:]) + (0, 0, 0))[:3]
+        raise InputShapeError(f"{e}; the images are made {c}-channel {h}x{w}: give the input your model takes with "
+                              "--input-size (e.g. 3x224x224, or 1x28x28 for a grayscale model)") from None
     k = int(out.shape[1])
     if k != len(classes):
         listed = ", ".join(classes[:3]) + (", ..." if len(classes) > 3 else "")
