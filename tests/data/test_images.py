@@ -41,8 +41,8 @@ def test_only_the_asked_images_are_decoded(tmp_path, monkeypatch):
     root = _folder(tmp_path / "imgs", per_class=4)
     ds = image_folder(root, transform=ImageTransform())
     seen = []
-    real = images.decode
-    monkeypatch.setattr(images, "decode", lambda p, t, **kw: seen.append(p.name) or real(p, t, **kw))
+    real = images.decode_array
+    monkeypatch.setattr(images, "decode_array", lambda p, t, **kw: seen.append(p.name) or real(p, t, **kw))
     sub = ds.spread(3)
     assert isinstance(sub, ImageFiles) and seen == []  # listing and selecting decode nothing
     assert sub.batch(slice(0, 2)).shape == (2, 3, 64, 64) and len(seen) == 2

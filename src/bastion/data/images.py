@@ -109,6 +109,10 @@ class ImageTransform:
 
     def __call__(self, im: Image.Image) -> Tensor:
         """The image as a ``(channels, H, W)`` float32 tensor in [0, 1]."""
+        return torch.from_numpy(self.array(im))
+
+    def array(self, im: Image.Image) -> np.ndarray:
+        """The image as a ``(channels, H, W)`` float32 array in [0, 1] (numpy: no thread pool for small work)."""
         im = to_mode(ImageOps.exif_transpose(im) or im, self.channels)
         size = self.resized(*im.size)
         if size != im.size:
@@ -118,9 +122,9 @@ class ImageTransform:
             w, h = im.size
             top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
             im = im.crop((left, top, left + cw, top + ch))  # zero-filled outside the image
-        a = np.asarray(im, dtype=np.uint8)
-        t = torch.from_numpy(a.copy()).float().div_(255.0)
-        return t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+        a = np.asarray(im, dtype=np.float32) / np.float32(255)  # as torchvision.ToTensor: a division
+        out: np.ndarray = a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"channels": self.channels, "resize": self.resize, "crop": self.crop}
@@ -197,6 +201,11 @@ def decode(path: Path, transform: ImageTransform, *, max_pixels: int = MAX_PIXEL
     Raises:
         DataError: unreadable, truncated, corrupt or too large (the message names the file).
     """
+    return torch.from_numpy(decode_array(path, transform, max_pixels=max_pixels))
+
+
+def decode_array(path: Path, transform: ImageTransform, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """:func:`decode` as a float32 numpy array."""
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: not a PNG, JPEG or WebP file (suffix {path.suffix or 'none'})")
@@ -207,7 +216,7 @@ def decode(path: Path, transform: ImageTransform, *, max_pixels: int = MAX_PIXEL
                 if im.size[0] * im.size[1] > max_pixels:
                     raise DataError(f"{path}: the image is {im.size[0]}x{im.size[1]} pixels; at most {max_pixels:,}")
                 im.load()
-                return transform(im)
+                return transform.array(im)
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -274,14 +283,14 @@ class ImageFiles(Dataset[tuple[Tensor, Tensor]]):
             DataError: a file cannot be decoded, or does not come out at :attr:`input_shape` (names the file).
         """
         pos = range(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).reshape(-1).tolist()
-        out = torch.empty((len(pos), *self.input_shape), dtype=torch.float32)
+        out = np.empty((len(pos), *self.input_shape), dtype=np.float32)
         for j, i in enumerate(pos):
-            x = decode(self.paths[int(i)], self.transform)
+            x = decode_array(self.paths[int(i)], self.transform)
             if tuple(x.shape) != self.input_shape:
                 raise DataError(f"{self.paths[int(i)]}: decodes to {tuple(x.shape)}, not {self.input_shape} as its "
                                 "header said (the file changed since it was listed?)")
             out[j] = x
-        return out
+        return torch.from_numpy(out)
 
     def load(self) -> ImageDataset:
         """All of it decoded into memory (for small selections: figures, sanity checks, a handful to attack)."""
