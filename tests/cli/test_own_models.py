@@ -106,10 +106,13 @@ def test_a_torch_nn_resnet18_with_safetensors_weights_gets_the_full_report(world
 
 
 def _one_error_line(r) -> str:  # noqa: ANN001
+    """The one error line (after, at most, the "using N thread(s)" line that attack and train print first)."""
     assert r.exit_code == 2, r.output
     lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
-    return lines[0]
+    before = " ".join(lines[:-1])
+    assert lines[-1].startswith("error: ") and (not before or before.startswith("using ")), r.output
+    assert "error:" not in before and "Traceback" not in r.output, r.output
+    return lines[-1]
 
 
 def _nothing_written(out) -> bool:  # noqa: ANN001
