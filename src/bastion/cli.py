@@ -25,8 +25,11 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from bastion.attacks.base import Attack
+    from bastion.data import LabelledImages
     from bastion.data.base import ImageDataset
     from bastion.eval import RobustnessReport
+    from bastion.models import Preprocessing
+    from bastion.web.context import DemoContext
 
 app = typer.Typer(
     name="bastion",
@@ -108,13 +111,194 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# Your own model and images (#21): the options every command that names a model or data shares, and their helpers.
+
+_MODEL_HELP = ("A shipped model name, a bastion .safetensors file, or your own: FILE.py:FUNCTION or package.module:FUNCTION "
+               "(returns an nn.Module; weights with --weights), a TorchScript file, torchvision:NAME or timm:NAME.")
+WeightsOption = Annotated[Path | None, typer.Option(
+    help="Weights for your model: safetensors, or a state dict saved with torch.save (read with weights_only=True; "
+         "never unpickled).")]
+PresetOption = Annotated[str | None, typer.Option(
+    help="Your model's preprocessing preset: imagenet (ImageNet mean/std, resize 256, centre crop 224, its 1,000 class "
+         "names).")]
+MeanOption = Annotated[str | None, typer.Option(
+    help="Your model's normalization mean on pixels in [0, 1], per channel: 0.485,0.456,0.406 (with --std).")]
+StdOption = Annotated[str | None, typer.Option(help="Your model's normalization std, per channel (with --mean).")]
+ClassesOption = Annotated[Path | None, typer.Option(
+    help="Your model's class names, one a line, in its output order.")]
+InputSizeOption = Annotated[str | None, typer.Option(
+    help="The input size of your model: 224, 224x160 (height x width) or 1x28x28 (channels first); images are resized "
+         "(shorter side) and centre-cropped to it.")]
+ResizeOption = Annotated[str | None, typer.Option(
+    help="Resize images before the crop: N (the shorter side) or HxW (exactly).")]
+CenterCropOption = Annotated[str | None, typer.Option(
+    "--center-crop", help="Centre-crop images to N or HxW (the model's input size, as --input-size).")]
+LabelsOption = Annotated[Path | None, typer.Option(
+    help="With --data images:PATH: a CSV of file,label rows (labels are class names or numbers).")]
+_DATA_HELP = ("A data set name (mnist-5k, mnist, fashion-mnist, cifar10), or your images: folder:PATH (one subfolder per "
+              "class) or images:PATH with --labels FILE.csv.")
+
+
+def _numbers(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise BastionError(f"{option} takes numbers separated by commas, e.g. 0.485,0.456,0.406; got {text!r}") from None
+
+
+def _sizes(text: str, option: str, *, channels: bool = False) -> tuple[int, ...]:
+    parts = text.lower().replace("*", "x").split("x")
+    allowed = (1, 2, 3) if channels else (1, 2)
+    if len(parts) not in allowed or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        form = "N, HxW or CxHxW" if channels else "N or HxW"
+        raise BastionError(f"{option} takes a size in pixels, {form}; got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def _own_preprocessing(preset: str | None, mean: str | None, std: str | None, classes: Path | None,
+                       input_size: str | None, resize: str | None, center_crop: str | None) -> Preprocessing | None:
+    """What the options say about your model's inputs (None when they say nothing): a preset, overridden field by
+    field by --mean/--std, --classes, --input-size/--center-crop and --resize."""
+    from bastion.models import Preprocessing, read_classes
+    from bastion.models import preset as preset_of
+
+    if all(v is None for v in (preset, mean, std, classes, input_size, resize, center_crop)):
+        return None
+    channels, size = None, None
+    if input_size is not None:
+        dims = _sizes(input_size, "--input-size", channels=True)
+        channels = dims[0] if len(dims) == 3 else None
+        size = (dims[-2], dims[-1]) if len(dims) >= 2 else (dims[0], dims[0])
+    if center_crop is not None:
+        crop = _sizes(center_crop, "--center-crop")
+        crop_hw = (crop[0], crop[-1])
+        if size is not None and size != crop_hw:
+            raise BastionError(f"--input-size {input_size} and --center-crop {center_crop} disagree (the crop is the "
+                               "model's input size): give one")
+        size = crop_hw
+    resized: int | tuple[int, int] | None = None
+    if resize is not None:
+        r = _sizes(resize, "--resize")
+        resized = r[0] if len(r) == 1 else (r[0], r[1])
+    own = Preprocessing(mean=_numbers(mean, "--mean") if mean else None, std=_numbers(std, "--std") if std else None,
+                        channels=channels, size=size, resize=resized,
+                        classes=read_classes(classes) if classes is not None else None)
+    return own.over(preset_of(preset)) if preset is not None else own
+
+
+def _load_model(spec: str, *, weights: Path | None, own: Preprocessing | None, device: str) -> nn.Module:
+    from bastion.models import resolve_model
+
+    return resolve_model(spec, device=device, weights=weights, preprocessing=own)
+
+
+def _open_data(spec: str, split: str, data_dir: Path | None, labels: Path | None, net: nn.Module, *,
+               quiet: bool = False) -> LabelledImages:
+    """A data set by name, or your images (listed now, decoded batch by batch), prepared as ``net`` expects them; the
+    files skipped and the images converted are noted."""
+    from bastion.data import is_image_source, load_dataset, open_images
+    from bastion.data.images import describe_converted, describe_skipped
+    from bastion.models.user import preprocessing_of
+
+    if not is_image_source(spec):
+        if labels is not None:
+            raise BastionError("--labels goes with --data images:PATH (a CSV of file,label rows)")
+        return load_dataset(spec, split, data_dir=data_dir)
+    pre = preprocessing_of(net)
+    ds = open_images(spec, transform=pre.transform(), labels=labels, classes=pre.classes)
+    for line in (describe_skipped(ds), describe_converted(ds)):
+        if line and not quiet:
+            console.print(f"note: {escape(line)}", soft_wrap=True)
+    return ds
+
+
+def _model_for_data(net: nn.Module, ds: LabelledImages, device: str) -> nn.Module:
+    """``net`` with the data's class names when it has none of its own (your model without a preset or --classes),
+    checked to return one score per class."""
+    from bastion.models.user import UserModel, check_outputs, with_classes
+
+    own = getattr(net, "classes", None)
+    if isinstance(net, UserModel) and own is None:
+        net = with_classes(net, ds.classes)
+    where = ("the model's class names" if own is not None else
+             f"the class folders of {ds.name}" if ds.name.startswith("folder:") else f"the labels of {ds.name}")
+    check_outputs(net, ds.batch(slice(0, 1)).to(device), tuple(getattr(net, "classes", ds.classes)), where=where)
+    return net
+
+
+def _class_number(target: str | None, classes: Sequence[str]) -> str | None:
+    """``--target`` as a class number: a class name of the model is looked up (``gibbon`` -> ``368``)."""
+    from bastion.data.images import class_index
+
+    if target is None or target in ("random", "least-likely") or target.lstrip("-").isdigit():
+        return target
+    try:
+        return str(class_index([target], classes, what="--target")[0])
+    except BastionError:
+        listed = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+        raise BastionError(f"--target must be a class number, a class name of the model ({listed}), 'random' or "
+                           f"'least-likely'; got {target!r}") from None
+
+
+def _single_image(image: Path, net: nn.Module, device: str, target: str | None) -> ImageDataset:
+    """One image file, prepared as ``net`` expects, labelled with the model's own prediction (the label the attack
+    moves away from)."""
+    from dataclasses import replace as _replace
+
+    from bastion._model import checked_forward
+    from bastion.data.images import describe_converted, single_image
+    from bastion.models.user import check_outputs, preprocessing_of
+
+    pre = preprocessing_of(net)
+    ds = single_image(image, transform=pre.transform(), classes=pre.classes or ())
+    note = describe_converted(ds)
+    if note:
+        console.print(f"note: {escape(note)}", soft_wrap=True)
+    loaded = ds.load()
+    x = loaded.images.to(device)
+    out = checked_forward(net, x)
+    classes = tuple(getattr(net, "classes", ())) or tuple(str(i) for i in range(out.shape[1]))
+    check_outputs(net, x, classes, where="the model's class names")
+    pred = out.argmax(1).cpu()
+    if target is not None and target.isdigit() and int(target) == int(pred[0]):
+        raise BastionError(f"the model already classifies {image.name} as {classes[int(pred[0])]} (class {target}): "
+                           "pick another --target")
+    return _replace(loaded, labels=pred, classes=classes)
+
+
+def _predictions(logits: Tensor, logits_adv: Tensor, classes: Sequence[str], n: int = 4) -> list[str]:
+    """``"giant panda 57.7% -> gibbon 99.3%"`` for the first ``n`` images."""
+    import torch
+
+    p, pa = torch.softmax(logits.float(), 1), torch.softmax(logits_adv.float(), 1)
+    out = []
+    for i in range(min(n, p.shape[0])):
+        (c0, k0), (c1, k1) = p[i].max(0), pa[i].max(0)
+        out.append(f"{classes[int(k0)]} {float(c0):.1%} -> {classes[int(k1)]} {float(c1):.1%}")
+    return out
+
+
 @app.command()
 def train(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option(help="Architecture: logreg, mnist-cnn, mnist-cnn-gap, cifar-resnet.")] = "mnist-cnn",
-    data: Annotated[str, typer.Option(help="Data set name.")] = "mnist-5k",
+    model: Annotated[str, typer.Option(
+        help="Architecture: logreg, mnist-cnn, mnist-cnn-gap, cifar-resnet; or your own, FILE.py:FUNCTION or "
+             "package.module:FUNCTION (starting from --weights when given).")] = "mnist-cnn",
+    weights: WeightsOption = None,
+    preset: PresetOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    classes: ClassesOption = None,
+    input_size: InputSizeOption = None,
+    resize: ResizeOption = None,
+    center_crop: CenterCropOption = None,
+    labels: LabelsOption = None,
+    data: Annotated[str, typer.Option(help=_DATA_HELP + " Your images are decoded into memory for training.")] = "mnist-5k",
     split: Annotated[str, typer.Option(help="Training split, sliceable: 'train[5848:]'.")] = "train",
-    val_split: Annotated[str, typer.Option(help="Validation split (clean accuracy each epoch).")] = "test",
+    val_split: Annotated[str, typer.Option(
+        help="Validation split (clean accuracy each epoch); with your own images: a second source, folder:PATH or "
+             "images:PATH (the same --labels file lists both), or '' for none.")] = "test",
     data_dir: Annotated[Path | None, typer.Option(help="Folder with the standard data files.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 5,
     batch_size: Annotated[int, typer.Option(min=1)] = 128,
@@ -155,6 +339,7 @@ def train(
     from bastion.distributed import World
     from bastion.models import create_model, resolve_model, save_model
     from bastion.models.classifier import Classifier
+    from bastion.models.user import UserModel, save_weights
     from bastion.training import TrainConfig, accuracy, fit
     from bastion.training.recipes import build_training
 
@@ -167,17 +352,29 @@ def train(
         # every process checks (nothing is written before the first epoch ends), so that a refused --out stops
         # them all with the same message instead of leaving the others to fail in a collective
         _check_run_folder(out, resume=resume, overwrite=overwrite, quiet=quiet or world.rank != 0)
-        train_ds = load_dataset(data, split, data_dir=data_dir)
+        own_net = None
+        if _trains_own_model(model, init, weights):
+            own_net, train_ds, own_val = _own_training(
+                model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
+                                                           center_crop),
+                data=data, split=split, val_split=val_split, data_dir=data_dir, labels=labels, device=device)
+        else:
+            train_ds = load_dataset(data, split, data_dir=data_dir)
         present = int(train_ds.labels.unique().numel())
         if present < train_ds.num_classes and not quiet and world.rank == 0:
             console.print(f"[bold yellow]warning:[/] {escape(data)}:{escape(split)} holds only {present} of the "
                           f"{train_ds.num_classes} classes (mnist-5k is sorted by class: a slice like train[:500] is "
                           "zeros and ones); the model cannot learn the others")
-        val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
+        if own_net is not None:
+            val_ds = own_val
+        else:
+            val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
                           schedule=schedule, weight_decay=weight_decay, seed=seed)  # type: ignore[arg-type]
-        net: Classifier
-        if init:
+        net: nn.Module
+        if own_net is not None:
+            net = own_net
+        elif init:
             loaded = resolve_model(init, device=device)
             start = innermost(loaded)  # a defended model: the classifier inside it
             if not isinstance(start, Classifier):
@@ -204,10 +401,13 @@ def train(
             metrics["val_acc"] = accuracy(wrap(net), val_ds, device=device)
         training = {"command": _command_line(ctx), "data": data, "split": split, "seed": seed,
                     "sha256": train_ds.sha256, "config": cfg.__dict__, **extra_meta.get("training", {})}
-        net.meta = replace(net.meta, training=training, metrics=metrics)
         path = out / "model.safetensors"
-        if world.rank == 0:
-            save_model(net, path)
+        if isinstance(net, Classifier):
+            net.meta = replace(net.meta, training=training, metrics=metrics)
+            if world.rank == 0:
+                save_model(net, path)
+        elif world.rank == 0 and isinstance(net, UserModel):
+            save_weights(net, path, {"training": training, "metrics": metrics})
         world.close()
     except BastionError as e:
         _fail(e)
@@ -228,6 +428,38 @@ def _check_train_options(model: str, init: str | None, *, dropout: float, weight
     if init is None and model != "mnist-cnn" and (dropout or hidden is not None):
         given = " and ".join(o for o, v in (("--dropout", dropout), ("--hidden", hidden)) if v)
         raise BastionError(f"{given} only apply to --model mnist-cnn, not {model}")
+
+
+def _trains_own_model(model: str, init: str | None, weights: Path | None) -> bool:
+    """Whether ``bastion train --model`` names your own model (a factory) rather than a bastion architecture."""
+    from bastion.models.user import is_user_spec
+
+    own = is_user_spec(model)
+    if own and init is not None:
+        raise BastionError("--init starts a bastion architecture from a model; your own model starts from --weights")
+    if not own and weights is not None:
+        raise BastionError(f"--weights goes with your own model (--model FILE.py:FUNCTION), not {model}; a bastion "
+                           "architecture starts from --init")
+    return own
+
+
+def _own_training(model: str, *, weights: Path | None, own: Preprocessing | None, data: str, split: str,
+                  val_split: str, data_dir: Path | None, labels: Path | None,
+                  device: str) -> tuple[nn.Module, ImageDataset, ImageDataset | None]:
+    """Your model (a factory, from --weights when given) and its training and validation images, in memory."""
+    from bastion.data import is_image_source, load_dataset
+
+    net = _load_model(model, weights=weights, own=own, device=device)
+    train_ds = _open_data(data, split, data_dir, labels, net).load()
+    net = _model_for_data(net, train_ds, device)
+    if not val_split:
+        return net, train_ds, None
+    if is_image_source(data):
+        if not is_image_source(val_split):
+            raise BastionError(f"--val-split {val_split!r}: with your own images, give a second source (folder:PATH or "
+                               "images:PATH), or '' for none")
+        return net, train_ds, _open_data(val_split, "all", None, labels, net).load()
+    return net, train_ds, load_dataset(data, val_split, data_dir=data_dir)
 
 
 def _check_run_folder(out: Path, *, resume: bool, overwrite: bool, quiet: bool) -> None:
@@ -297,7 +529,18 @@ def _drop_target_class(ds: ImageDataset, target: str | None) -> ImageDataset:
 @app.command()
 def attack(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option(help="Shipped model name or a .safetensors file.")] = "mnist-cnn",
+    model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "mnist-cnn",
+    weights: WeightsOption = None,
+    preset: PresetOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    classes: ClassesOption = None,
+    input_size: InputSizeOption = None,
+    resize: ResizeOption = None,
+    center_crop: CenterCropOption = None,
+    image: Annotated[Path | None, typer.Option(
+        help="Attack one image file (PNG, JPEG or WebP) instead of --data; its label is the model's prediction.")] = None,
+    labels: LabelsOption = None,
     attack: Annotated[str, typer.Option("--attack", help="fgsm, bim, pgd, jsma, ...")] = "pgd",
     eps: Annotated[float | None, typer.Option(
         help="Perturbation budget (default 0.3 for the attacks that have one; JSMA's budget is --set gamma=...).")] = None,
@@ -307,10 +550,11 @@ def attack(
     option: Annotated[list[str] | None, typer.Option(
         "--set", help="Any other option of the attack, KEY=VALUE (repeatable; values parsed as JSON when they can "
                       "be), e.g. --set gamma=0.1 --set output=probs for JSMA.")] = None,
-    target: Annotated[str | None, typer.Option(help="Target class, 'random' or 'least-likely'.")] = None,
+    target: Annotated[str | None, typer.Option(
+        help="Target class (a number, or a class name such as gibbon), 'random' or 'least-likely'.")] = None,
     defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
     k: Annotated[int, typer.Option(min=1, help="With --defense bart: transforms per barrage.")] = 5,
-    data: Annotated[str, typer.Option()] = "mnist-5k",
+    data: Annotated[str, typer.Option(help=_DATA_HELP)] = "mnist-5k",
     split: Annotated[str, typer.Option()] = "all",
     data_dir: Annotated[Path | None, typer.Option()] = None,
     n: Annotated[int, typer.Option(min=1, help="Number of images, evenly spaced over the split (every class of a "
@@ -326,9 +570,7 @@ def attack(
     import torch
     from safetensors.torch import save_file
 
-    from bastion.data import load_dataset
     from bastion.factory import apply_defense, attack_options, make_attack
-    from bastion.models import resolve_model
     from bastion.viz.figures import png_bytes, triptych
 
     try:
@@ -343,13 +585,21 @@ def attack(
             own["eps"] = 0.3
         atk = make_attack(attack, **{**own, **extra}, checked=set(extra))
         _check_linf_eps([atk], [getattr(atk, "eps", 0.0)])
-        net = apply_defense(resolve_model(model, device=device), defense, k=k)
+        net = _load_model(model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
+                                                                         center_crop), device=device)
         outputs = OutputFolder(out, ATTACK_OUTPUTS, overwrite=overwrite).check()
-        full = load_dataset(data, split, data_dir=data_dir)
-        if n > len(full):
-            console.print(f"note: --n {n} is more than the {len(full)} images of {escape(data)}:{escape(split)}: "
-                          f"attacking all {len(full)}")
-        ds = full.spread(n)
+        if image is not None:
+            target = _class_number(target, getattr(net, "classes", ()))
+            ds = _single_image(image, net, device, target)
+        else:
+            full = _open_data(data, split, data_dir, labels, net)
+            net = _model_for_data(net, full, device)
+            target = _class_number(target, getattr(net, "classes", full.classes))
+            if n > len(full):
+                console.print(f"note: --n {n} is more than the {len(full)} images of {escape(data)}:{escape(split)}: "
+                              f"attacking all {len(full)}")
+            ds = full.spread(n).load()
+        net = apply_defense(net, defense, k=k)
         ds = _drop_target_class(ds, target)
         x, y = ds.images.to(device), ds.labels.to(device)
         res = atk(net, x, y, target=_target(target, len(ds)), generator=torch.Generator().manual_seed(seed),
@@ -361,16 +611,18 @@ def attack(
                "pred_adv": res.pred_adv.cpu(), "success": res.success.cpu().to(torch.uint8)}
     if res.target is not None:
         tensors["target"] = res.target.cpu()
-    summary = {"command": _command_line(ctx), "model": model, "defense": defense, "data": f"{data}:{split}",
-               "attack": atk.to_dict(), "target": target, **res.summary()}
-    classes = getattr(net, "classes", tuple(str(i) for i in range(res.logits_adv.shape[1])))
+    names = getattr(net, "classes", tuple(str(i) for i in range(res.logits_adv.shape[1])))
+    shown_preds = _predictions(res.logits_clean, res.logits_adv, names)
+    summary = {"command": _command_line(ctx), "model": model, "defense": defense,
+               "data": str(image) if image is not None else f"{data}:{split}", "attack": atk.to_dict(), "target": target,
+               "predictions": shown_preds, **res.summary()}
     k = min(len(ds), 8)
     try:
         outputs.write_with("adversarial.safetensors", lambda tmp: save_file(
             tensors, str(tmp), metadata={"attack": json.dumps(atk.to_dict())}))
         _warn_nonfinite(str(out / "summary.json"), outputs.write_json("summary.json", summary))
         outputs.write_bytes("figure.png", png_bytes(triptych(x[:k], res.x_adv[:k], res.logits_clean[:k],
-                                                             res.logits_adv[:k], classes, y=y[:k])))
+                                                             res.logits_adv[:k], names, y=y[:k])))
     except OSError as e:
         _write_failed(e)
         return
@@ -379,6 +631,9 @@ def attack(
              f"L0 {summary['mean_l0_success']:.1f}" if ok else "no successful example")
     results.print(f"{atk.name}: success {summary['success_rate']:.1%}, robust accuracy {summary['robust_accuracy']:.1%}; "
                   f"{norms}; {summary['seconds']:.2f}s -> {out}", soft_wrap=True)
+    if len(ds) <= len(shown_preds):
+        for line in shown_preds:
+            results.print(escape(line), soft_wrap=True, highlight=False)
     if getattr(net, "randomized", False):
         console.print("note: this model is randomized, so one naive run of an attack understates what an attacker "
                       "can do; `bastion evaluate` adds adaptive (EOT/BPDA) attacks, and iterative attacks should run "
@@ -388,7 +643,16 @@ def attack(
 @app.command()
 def evaluate(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option(help="Shipped model name or a .safetensors file.")] = "mnist-cnn",
+    model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "mnist-cnn",
+    weights: WeightsOption = None,
+    preset: PresetOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    classes: ClassesOption = None,
+    input_size: InputSizeOption = None,
+    resize: ResizeOption = None,
+    center_crop: CenterCropOption = None,
+    labels: LabelsOption = None,
     defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
     k: Annotated[int, typer.Option(min=1, help="With --defense bart: transforms per barrage.")] = 5,
     attacks: Annotated[str, typer.Option(help="Comma-separated suite, in cascade order.")] = "fgsm,bim,pgd",
@@ -399,7 +663,7 @@ def evaluate(
     adaptive: Annotated[str, typer.Option(help="For randomized/defended models: eot-bpda, eot, bpda or none.")] = "auto",
     eot_n: Annotated[int, typer.Option(help="Draws per EOT gradient.")] = 8,
     cascade: Annotated[bool, typer.Option(help="Run each attack only on points still robust (AutoAttack).")] = True,
-    data: Annotated[str, typer.Option()] = "mnist-5k",
+    data: Annotated[str, typer.Option(help=_DATA_HELP)] = "mnist-5k",
     split: Annotated[str, typer.Option()] = "all",
     data_dir: Annotated[Path | None, typer.Option()] = None,
     n: Annotated[int, typer.Option("--n", "--images", min=1,
@@ -422,11 +686,9 @@ def evaluate(
     threads: Threads = None,
 ) -> None:
     """Evaluate robustness over an eps grid; writes results.json, results.csv and report.html."""
-    from bastion.data import load_dataset
     from bastion.distributed import World
     from bastion.eval import Evaluation
     from bastion.factory import apply_defense, make_attack_lenient, parse_eps
-    from bastion.models import resolve_model
     from bastion.viz.html import evaluation_html
 
     try:
@@ -434,12 +696,15 @@ def evaluate(
         _use_threads(threads, quiet=quiet)
         world = World.from_env(device=device, timeout=dist_timeout)
         device = str(world.device(device))
-        net = apply_defense(resolve_model(model, device=device), defense, k=k, seed=seed)
+        net = _load_model(model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
+                                                                         center_crop), device=device)
         outputs = OutputFolder(out, EVALUATE_OUTPUTS, overwrite=overwrite or resume)
         if world.rank == 0:
             outputs.check()
         earlier = _earlier_results(out, resume=resume, distributed=world.distributed, quiet=quiet)
-        ds = load_dataset(data, split, data_dir=data_dir).spread(n)
+        full = _open_data(data, split, data_dir, labels, net, quiet=world.rank != 0)
+        net = apply_defense(_model_for_data(net, full, device), defense, k=k, seed=seed)
+        ds = full.spread(n)
         suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
                  for a in attacks.split(",") if a.strip()]
         _check_linf_eps(suite, parse_eps(eps))
@@ -605,18 +870,61 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     device: Annotated[str, typer.Option()] = "cpu",
+    model: Annotated[str | None, typer.Option(
+        help="Serve this model instead of the shipped ones (with --gallery): " + _MODEL_HELP)] = None,
+    weights: WeightsOption = None,
+    preset: PresetOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    classes: ClassesOption = None,
+    input_size: InputSizeOption = None,
+    resize: ResizeOption = None,
+    center_crop: CenterCropOption = None,
+    gallery: Annotated[str | None, typer.Option(
+        help="With --model: the images to show, folder:PATH (one subfolder per class) or images:PATH with --labels.")] = None,
+    labels: LabelsOption = None,
+    gallery_size: Annotated[int, typer.Option(min=1, max=200, help="Gallery images shown (spread over the classes).")] = 30,
 ) -> None:
     """Start the local web demo (pick an image, an attack and eps; watch the prediction flip)."""
     from bastion.web.server import serve as run_server
 
     try:
         check_device(device)
+        ctx = _own_demo(model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
+                                                                       center_crop),
+                        gallery=gallery, labels=labels, gallery_size=gallery_size, device=device)
     except BastionError as e:
         _fail(e)
         return
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] binding to {host}: the demo has no authentication")
-    run_server(host=host, port=port, device=device)
+    run_server(host=host, port=port, device=device, ctx=ctx)
+
+
+def _own_demo(model: str | None, *, weights: Path | None, own: Preprocessing | None, gallery: str | None,
+              labels: Path | None, gallery_size: int, device: str) -> DemoContext | None:
+    """The demo of your model on your images (None: the shipped demo)."""
+    from dataclasses import replace as _replace
+
+    from bastion.data import is_image_source
+    from bastion.models.user import preprocessing_of
+    from bastion.web.context import own_model_context
+
+    if model is None:
+        if gallery is not None or weights is not None or own is not None:
+            raise BastionError("--gallery, --weights and the preprocessing options go with --model (your model)")
+        return None
+    if gallery is None or not is_image_source(gallery):
+        raise BastionError("--model needs --gallery folder:PATH (or images:PATH --labels FILE): the images to show")
+    net = _load_model(model, weights=weights, own=own, device=device)
+    data = _open_data(gallery, "all", None, labels, net)
+    net = _model_for_data(net, data, device)
+    transform = preprocessing_of(net).transform()
+    if transform.crop is None:  # uploads must come out at the gallery's size
+        _, h, w = data.input_shape
+        transform = _replace(transform, resize=min(h, w), crop=(h, w))
+    return own_model_context(net, label=model, description=f"your model: {model}", gallery=data,
+                             transform=transform, device=device, gallery_size=gallery_size)
 
 
 @app.command(name="models")

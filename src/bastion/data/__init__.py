@@ -15,9 +15,17 @@ from bastion._checks import shown
 from bastion.data import blobs, cifar, idx, mnist5k
 from bastion.data._files import data_root
 from bastion.data.base import ImageDataset, parse_split
-from bastion.errors import BastionError, DataError, UnknownNameError
+from bastion.data.images import ImageFiles, ImageTransform, image_folder, image_list, single_image
+from bastion.errors import BastionError, ConfigError, DataError, UnknownNameError
 
-__all__ = ["ImageDataset", "load_dataset", "DATASETS", "data_root"]
+__all__ = ["ImageDataset", "ImageFiles", "ImageTransform", "LabelledImages", "load_dataset", "open_images",
+           "is_image_source", "image_folder", "image_list", "single_image", "DATASETS", "data_root"]
+
+#: what the evaluator and the front ends take: images in memory, or image files decoded batch by batch
+LabelledImages = ImageDataset | ImageFiles
+
+#: the prefixes that name your own images (``folder:PATH``, ``images:PATH``) rather than a data set
+IMAGE_SOURCES = ("folder", "images")
 
 #: name -> splits
 DATASETS: dict[str, tuple[str, ...]] = {
@@ -73,3 +81,43 @@ def load_dataset(
         if len(ds) == 0:
             raise DataError(f"{name} split {shown(split)} selects none of the {total} items of {shown(base)}")
     return ds
+
+
+def is_image_source(spec: str) -> bool:
+    """Whether ``spec`` names your own images (``folder:PATH`` or ``images:PATH``) rather than a data set."""
+    return spec.partition(":")[0] in IMAGE_SOURCES and ":" in spec
+
+
+def open_images(
+    spec: str,
+    *,
+    transform: ImageTransform,
+    labels: str | os.PathLike[str] | None = None,
+    classes: tuple[str, ...] | None = None,
+    strict: bool = False,
+) -> ImageFiles:
+    """Your own images, listed (decoded later, batch by batch; see :mod:`bastion.data.images`).
+
+    Args:
+        spec: ``folder:PATH`` (one subfolder per class) or ``images:PATH`` (with ``labels``, a CSV of
+            ``file,label`` rows).
+        transform: how files become inputs (channels, resize, crop).
+        labels: the CSV file for ``images:PATH``.
+        classes: the model's class names, when known (folders and labels are matched to them by name).
+        strict: refuse unreadable files instead of skipping them.
+
+    Raises:
+        ConfigError: a malformed ``spec``, or ``labels`` missing or given where it does not apply.
+        DataError: see :func:`~bastion.data.images.image_folder` and :func:`~bastion.data.images.image_list`.
+    """
+    kind, _, path = spec.partition(":")
+    if kind not in IMAGE_SOURCES or not path:
+        raise ConfigError(f"cannot read images from {shown(spec)}; use folder:PATH (one subfolder per class) or "
+                          "images:PATH with a CSV of file,label rows")
+    if kind == "folder":
+        if labels is not None:
+            raise ConfigError("a labels CSV goes with images:PATH; folder:PATH takes its labels from the class folders")
+        return image_folder(path, transform=transform, classes=classes, strict=strict)
+    if labels is None:
+        raise ConfigError(f"{spec} needs its labels: a CSV file of file,label rows (--labels FILE)")
+    return image_list(path, labels, transform=transform, classes=classes, strict=strict)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -92,15 +93,31 @@ class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
             return self
         if n < 1:
             raise ConfigError(f"spread needs a positive number of items, got {n}")
-        # float64: in float32, positions one step apart could round to the same item once n nears the size
-        pos = torch.linspace(0, len(self) - 1, n, dtype=torch.float64).round().long()
-        return self.subset(pos[_prefix_spread_order(n)], split=f"{self.split}<{n} spread>")
+        return self.subset(prefix_spread(len(self), n), split=f"{self.split}<{n} spread>")
+
+    def batch(self, index: slice | Tensor | Sequence[int]) -> Tensor:
+        """The images at ``index`` (a slice or integer positions): what :meth:`ImageFiles.batch
+        <bastion.data.images.ImageFiles.batch>` decodes from files, here already in memory."""
+        return self.images[index] if isinstance(index, slice) else self.images[torch.as_tensor(index).reshape(-1)]
+
+    def load(self) -> ImageDataset:
+        """This data set (its images are in memory already; see :meth:`ImageFiles.load
+        <bastion.data.images.ImageFiles.load>`)."""
+        return self
 
     def __repr__(self) -> str:
         return (
             f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
             f"shape={self.input_shape}, classes={len(self.classes)})"
         )
+
+
+def prefix_spread(size: int, n: int) -> Tensor:
+    """``n`` positions evenly spaced over ``range(size)`` (``n <= size``), ordered so that every prefix is spread
+    too (bit-reversed order)."""
+    # float64: in float32, positions one step apart could round to the same item once n nears the size
+    pos = torch.linspace(0, size - 1, n, dtype=torch.float64).round().long()
+    return pos[_prefix_spread_order(n)]
 
 
 def _prefix_spread_order(n: int) -> Tensor:

@@ -24,7 +24,7 @@ from bastion import __version__
 from bastion._checks import check_eval_mode, frozen, shown
 from bastion._model import DEFAULT_DRAWS, PROBE_SAMPLES, checked_forward, describe_model, is_randomized, judge
 from bastion.attacks.base import Attack
-from bastion.data.base import ImageDataset
+from bastion.data import LabelledImages
 from bastion.errors import ConfigError
 from bastion.eval.report import RobustnessReport, Row
 from bastion.eval.results import PerImage, RowResult, worst_case
@@ -144,7 +144,7 @@ class Evaluation:
                 out.append((i, a, None))
         return out
 
-    def judging_draws(self, model: nn.Module, data: ImageDataset, *, device: str | torch.device = "cpu") -> int:
+    def judging_draws(self, model: nn.Module, data: LabelledImages, *, device: str | torch.device = "cpu") -> int:
         """The draws that judge each image: ``draws`` if set, else 8 on a randomized model and 1 otherwise."""
         if self.draws is not None:
             return self.draws
@@ -153,7 +153,7 @@ class Evaluation:
     def run_shard(
         self,
         model: nn.Module,
-        data: ImageDataset,
+        data: LabelledImages,
         *,
         device: str | torch.device = "cpu",
         progress: Progress = no_progress,
@@ -177,7 +177,7 @@ class Evaluation:
         n = len(data)
         assert data.indices is not None
         keys_all = data.indices.to(device)
-        x_all, y_all = data.images, data.labels
+        y_all = data.labels  # images come batch by batch (image files are decoded only then)
         plan = self.plan()
         labels = suite_labels(self.suite, swept=self.eps_grid is not None)
         modes = ["naive", *[f"adaptive:{k}" for k in self.adaptive]]
@@ -194,7 +194,8 @@ class Evaluation:
         if n and done is None:
             with frozen(model):
                 for i in range(0, n, self.batch_size):
-                    xb, yb = x_all[i : i + self.batch_size].to(device), y_all[i : i + self.batch_size].to(device)
+                    xb = data.batch(slice(i, i + self.batch_size)).to(device)
+                    yb = y_all[i : i + self.batch_size].to(device)
                     checked_forward(model, xb[:PROBE_SAMPLES])  # a clear error for a model that cannot take x
                     logits, preds = judge(model, xb, draws=draws)
                     per.clean[i : i + len(xb)] = (preds == yb).double().mean(0).cpu()
@@ -223,7 +224,7 @@ class Evaluation:
                 seed = (self.seed * 1_000_003 + mi * 10_007 + ai * 101 + ei) % (2**63)
                 for s in range(0, idx.numel(), self.batch_size):
                     b = idx[s : s + self.batch_size]
-                    xb, yb = x_all[b].to(device), y_all[b].to(device)
+                    xb, yb = data.batch(b).to(device), y_all[b].to(device)
                     t0 = time.perf_counter()
                     # the attack only crafts; each point is judged once, here, on the model under evaluation
                     c = atk.craft(craft, xb, yb, generator=torch.Generator().manual_seed(seed), keys=keys_all[b.to(device)])
@@ -288,7 +289,7 @@ class Evaluation:
     def run(
         self,
         model: nn.Module,
-        data: ImageDataset,
+        data: LabelledImages,
         *,
         device: str | torch.device = "cpu",
         progress: Progress = no_progress,
@@ -346,7 +347,7 @@ class Evaluation:
 
                     _reseed(gens, self.seed, 10**6)
                     _, rows, _ = self.aggregate(per)
-                    flags = run_checks(model, data.spread(self.check_images), rows, adaptive=self.adaptive,
+                    flags = run_checks(model, data.spread(self.check_images).load(), rows, adaptive=self.adaptive,
                                        cascade=self.cascade, n=len(per), device=device, draws=draws,
                                        randomized=randomized)
         finally:
@@ -354,7 +355,7 @@ class Evaluation:
                 g.set_state(state)
         return self._report(model, data, per, flags, draws, randomized, command, keep_per_image=keep_per_image)
 
-    def _report(self, model: nn.Module, data: ImageDataset, per: PerImage, flags: list[Any], draws: int,
+    def _report(self, model: nn.Module, data: LabelledImages, per: PerImage, flags: list[Any], draws: int,
                 randomized: bool, command: str | None, *, keep_per_image: bool, partial: bool = False,
                 ) -> RobustnessReport:
         clean_acc, rows, worst = self.aggregate(per)
@@ -379,7 +380,7 @@ class Evaluation:
             seed=self.seed,
         )
 
-    def check_resumable(self, earlier: RobustnessReport, model: nn.Module, data: ImageDataset) -> None:
+    def check_resumable(self, earlier: RobustnessReport, model: nn.Module, data: LabelledImages) -> None:
         """Refuse to resume from a report of another evaluation: other attacks, radii, cascade, seed, data or
         model (the message names what differs)."""
         mine = {"suite": [a.to_dict() for a in self.suite], "eps_grid": list(self.eps_grid or []),
@@ -413,8 +414,8 @@ def _reseed(gens: Sequence[torch.Generator], seed: int, position: int) -> None:
         g.manual_seed((seed * 1_000_003 + 7_919 * (i + 1) + 104_729 * position) % (2**63))
 
 
-def _randomized(model: nn.Module, data: ImageDataset, device: str | torch.device) -> bool:
+def _randomized(model: nn.Module, data: LabelledImages, device: str | torch.device) -> bool:
     """Whether ``model`` is randomized: declared, else probed on the first images of ``data``."""
-    probe = data.images[:PROBE_SAMPLES].to(device) if len(data) else None
+    probe = data.batch(slice(0, PROBE_SAMPLES)).to(device) if len(data) else None
     with frozen(model), torch.no_grad():
         return is_randomized(model, probe)

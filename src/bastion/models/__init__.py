@@ -17,9 +17,11 @@ from bastion._checks import shown
 from bastion._model import describe_model
 from bastion.defenses.bart import GROUPS, BaRT
 from bastion.defenses.base import Defended
-from bastion.errors import BastionError, UnknownNameError, WeightsError
+from bastion.errors import BastionError, ConfigError, UnknownNameError, WeightsError
 from bastion.models.classifier import Classifier, ModelMeta
 from bastion.models.io import load_model, read_meta, save_model
+from bastion.models.presets import PRESETS, Preprocessing, preset, read_classes
+from bastion.models.user import UserModel, file_kind, is_user_spec, load_user_model, wrap_model
 from bastion.models.zoo import ARCHITECTURES, create_model
 from bastion.registry import Registry
 
@@ -37,6 +39,13 @@ __all__ = [
     "pretrained",
     "resolve_model",
     "weights_path",
+    "PRESETS",
+    "Preprocessing",
+    "UserModel",
+    "load_user_model",
+    "preset",
+    "read_classes",
+    "wrap_model",
 ]
 
 _WEIGHTS = Path(__file__).parent / "weights"
@@ -126,14 +135,52 @@ def with_recorded_defense(model: Classifier, *, source: str | os.PathLike[str] |
     return Defended(barrage, model).eval()
 
 
-def resolve_model(spec: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> nn.Module:
-    """A shipped model by name, or a model file by path; either way inside the inference-time defense its
-    training recorded (a BaRT-trained model comes with its barrage, as :func:`pretrained` gives it)."""
-    if isinstance(spec, str) and spec in PRETRAINED:
-        return pretrained(spec, device=device)
-    path = Path(spec)
-    if path.exists():
-        return with_recorded_defense(load_model(path, device=device), source=path)
+def resolve_model(
+    spec: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "cpu",
+    weights: str | os.PathLike[str] | None = None,
+    preprocessing: Preprocessing | None = None,
+) -> nn.Module:
+    """A model by any of its names: a shipped model, a bastion ``.safetensors`` file (either way inside the
+    inference-time defense its training recorded: a BaRT-trained model comes with its barrage, as :func:`pretrained`
+    gives it), or your own (:func:`~bastion.models.user.load_user_model`: ``my_model.py:build`` with ``weights``,
+    ``package.module:build``, a TorchScript file, ``torchvision:NAME``, ``timm:NAME``) behind the normalization of
+    ``preprocessing``.
+
+    Raises:
+        ConfigError: ``weights`` or ``preprocessing`` for a bastion model (it carries its own); see
+            :func:`~bastion.models.user.load_user_model` for your own models.
+        UnknownNameError: none of these.
+    """
+    text = os.fspath(spec)
+    if text in PRETRAINED:
+        _refuse_own_options(text, weights, preprocessing)
+        return pretrained(text, device=device)
+    if is_user_spec(text):
+        return load_user_model(text, weights=weights, preprocessing=preprocessing, device=device)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if file_kind(path) == "safetensors" and _has_bastion_meta(path):
+            _refuse_own_options(text, weights, preprocessing)
+            return with_recorded_defense(load_model(path, device=device), source=path)
+        return load_user_model(path, weights=weights, preprocessing=preprocessing, device=device)
     raise UnknownNameError(
-        f"{shown(str(spec))} is neither a shipped model ({', '.join(PRETRAINED.names())}) nor an existing weights file"
+        f"{shown(text)} is neither a shipped model ({', '.join(PRETRAINED.names())}) nor an existing model file; "
+        "your own model is named my_model.py:build (a function returning an nn.Module, with --weights FILE), "
+        "package.module:build, a TorchScript file, torchvision:NAME or timm:NAME"
     )
+
+
+def _has_bastion_meta(path: Path) -> bool:
+    from bastion.models.io import META_KEY, _open_header
+
+    return META_KEY in _open_header(path)
+
+
+def _refuse_own_options(name: str, weights: object, preprocessing: Preprocessing | None) -> None:
+    given = [o for o, v in (("weights", weights), ("preprocessing", preprocessing)) if v is not None]
+    if given:
+        raise ConfigError(f"{name} is a bastion model: it carries its own weights, normalization, input size and class "
+                          f"names, so {' and '.join(given)} (--weights, --mean/--std, --preset, --classes, --input-size, "
+                          "--resize, --center-crop) do not apply")

@@ -7,7 +7,7 @@ from torch import nn
 
 from bastion._wrap import innermost
 from bastion.attacks.base import Attack
-from bastion.data.base import ImageDataset
+from bastion.data import LabelledImages
 from bastion.errors import BastionError
 from bastion.viz.cam import grad_cam, upsample
 from bastion.viz.figures import cam_panel, triptych
@@ -19,15 +19,16 @@ def classifier_of(model: nn.Module) -> nn.Module:
     return innermost(model)
 
 
-def example_blocks(model: nn.Module, data: ImageDataset, attack: Attack, *, k: int = 4,
+def example_blocks(model: nn.Module, data: LabelledImages, attack: Attack, *, k: int = 4,
                    device: str | torch.device = "cpu", seed: int = 0) -> list[str]:
     """HTML blocks: a triptych of ``k`` images attacked by ``attack``, and Grad-CAM panels when the classifier
     is a conv net."""
-    if data.images.ndim != 4:
+    sample = data.take(k).load()  # image files: only these k are decoded
+    if sample.images.ndim != 4:
         return []
-    x, y = data.images[:k].to(device), data.labels[:k].to(device)
+    x, y = sample.images[:k].to(device), sample.labels[:k].to(device)
     res = attack(model, x, y, generator=torch.Generator().manual_seed(seed),
-                 keys=data.indices[:k].to(device) if data.indices is not None else None)
+                 keys=sample.indices[:k].to(device) if sample.indices is not None else None)
     classes = getattr(model, "classes", tuple(str(i) for i in range(res.logits_adv.shape[1])))
     label = esc(f"{attack.name} " + ", ".join(f"{k_}={v}" for k_, v in attack.to_dict().items() if k_ in ("eps", "steps")))
     blocks = [f"<h3>Examples: original | perturbation (magnified) | adversarial ({label})</h3>",

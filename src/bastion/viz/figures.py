@@ -59,25 +59,28 @@ def triptych(
     x: Tensor, x_adv: Tensor, logits: Tensor, logits_adv: Tensor, classes: Sequence[str], *,
     y: Tensor | None = None, titles: Sequence[str] | None = None,
 ) -> Figure:
-    """Rows of original | perturbation (magnified) | adversarial, each with its top prediction and confidence."""
+    """Rows of original | perturbation (magnified) | adversarial, each with its top prediction and confidence
+    (``giant panda 57.7%`` | ... | ``gibbon 99.3%``); a colour perturbation is drawn in colour around mid-grey."""
     n = x.shape[0]
     p, pa = torch.softmax(logits.float(), 1), torch.softmax(logits_adv.float(), 1)
-    fig, axes = plt.subplots(n, 3, figsize=(5.4, 1.9 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(5.4, 2.1 * n), squeeze=False)
     for i in range(n):
         c0, k0 = p[i].max(0)
         c1, k1 = pa[i].max(0)
         _show(axes[i, 0], x[i])
-        axes[i, 0].set_title(f"{classes[int(k0)]} ({float(c0):.0%})", fontsize=8)
+        axes[i, 0].set_title(f"{classes[int(k0)]}\n{float(c0):.1%}", fontsize=8)
         d = (x_adv[i] - x[i]).detach().cpu().float()
         m = float(d.abs().max()) or 1.0
-        da = d.mean(0).numpy()
-        axes[i, 1].imshow(da, cmap="seismic", vmin=-m, vmax=m, interpolation="nearest")
+        if d.shape[0] == 3:  # colour: the perturbation itself, mid-grey = 0 (the classic panda figure)
+            axes[i, 1].imshow((0.5 + 0.5 * d / m).clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+        else:
+            axes[i, 1].imshow(d.mean(0).numpy(), cmap="seismic", vmin=-m, vmax=m, interpolation="nearest")
         axes[i, 1].set_xticks([])
         axes[i, 1].set_yticks([])
         axes[i, 1].set_title(f"perturbation (x{0.5 / m:.1f})" if m else "perturbation", fontsize=8)
         _show(axes[i, 2], x_adv[i])
         wrong = y is not None and int(k1) != int(y[i])
-        axes[i, 2].set_title(f"{classes[int(k1)]} ({float(c1):.0%})", fontsize=8, color="red" if wrong else "black")
+        axes[i, 2].set_title(f"{classes[int(k1)]}\n{float(c1):.1%}", fontsize=8, color="red" if wrong else "black")
         if titles is not None:
             axes[i, 0].set_ylabel(titles[i], fontsize=8)
     return fig

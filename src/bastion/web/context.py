@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion._wrap import innermost
+from bastion.data import ImageDataset, ImageFiles, ImageTransform
 from bastion.errors import BastionError, ConfigError, UnknownNameError
 from bastion.web.errors import BusyError, UnavailableError
 
@@ -153,13 +154,22 @@ class LoadedModel:
 
 @dataclass(frozen=True, eq=False)
 class Gallery:
-    """Held-out images shown in the page: images (N, 1, 28, 28) in [0, 1], labels (N,), class names, and each
-    image's index in ``mnist-5k`` ``all``."""
+    """Images shown in the page: images (N, C, H, W) in [0, 1] (the model's input shape), labels (N,), class names,
+    each image's index in its source, and a line saying where they come from."""
 
     images: Tensor
     labels: Tensor
     classes: tuple[str, ...]
     source_indices: Tensor
+    source: str = "mnist-5k (held out: never seen by the shipped models)"
+
+
+def images_gallery(data: ImageDataset | ImageFiles, n: int) -> Gallery:
+    """A gallery of ``n`` images spread over ``data`` (your folder of images: only these are decoded)."""
+    picked = data.spread(n).load()
+    assert picked.indices is not None
+    return Gallery(images=picked.images.contiguous(), labels=picked.labels.clone(), classes=picked.classes,
+                   source_indices=picked.indices.clone(), source=f"{data.name} ({len(picked)} of {len(data)} images)")
 
 
 def _default_gallery(n: int) -> Gallery:
@@ -243,6 +253,9 @@ class DemoContext:
         gallery_size: how many held-out ``mnist-5k`` images the gallery shows.
         limits: request limits (:class:`Limits`).
         gallery_loader: ``n -> Gallery`` (tests may pass their own).
+        input_shape: ``(C, H, W)`` of every model's input (default MNIST's).
+        transform: how uploads become inputs for models of your own (resize, centre crop); None: MNIST-like
+            preprocessing for 1-channel inputs, a plain resize for 3-channel ones (:mod:`bastion.web.upload`).
     """
 
     def __init__(
@@ -253,13 +266,20 @@ class DemoContext:
         gallery_size: int = 30,
         limits: Limits | None = None,
         gallery_loader: Callable[[int], Gallery] = _default_gallery,
+        input_shape: tuple[int, int, int] = (1, 28, 28),
+        transform: ImageTransform | None = None,
     ) -> None:
         keys = [m.key for m in models]
         if len(set(keys)) != len(keys) or not keys:
             raise ConfigError(f"model keys must be distinct and non-empty, got {keys}")
         if not isinstance(gallery_size, int) or gallery_size < 1:
             raise ConfigError(f"gallery_size must be a positive integer, got {gallery_size!r}")
+        if (len(input_shape) != 3 or input_shape[0] not in (1, 3)
+                or not all(isinstance(v, int) and v > 0 for v in input_shape)):
+            raise ConfigError(f"input_shape must be (1 or 3, height, width), got {input_shape!r}")
         self.device = device
+        self.input_shape: tuple[int, int, int] = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
+        self.transform = transform
         self.specs: dict[str, ModelSpec] = {m.key: m for m in models}
         self.gallery_size = gallery_size
         self.limits = limits or Limits()
@@ -283,7 +303,7 @@ class DemoContext:
                     classes = tuple(getattr(model, "classes", None) or getattr(classifier, "classes", ()) or ())
                     if not classes:
                         with torch.no_grad():
-                            k = int(model(torch.zeros(1, 1, 28, 28, device=self.device)).shape[1])
+                            k = int(model(torch.zeros(1, *self.input_shape, device=self.device)).shape[1])
                         classes = tuple(str(i) for i in range(k))
                     self._loaded[key] = LoadedModel(spec=spec, model=model, classifier=classifier, classes=classes,
                                                     lock=threading.Lock())
@@ -318,3 +338,17 @@ class DemoContext:
     def close(self) -> None:
         """Stop the worker threads (models stay cached)."""
         self.limiter.close()
+
+
+def own_model_context(model: nn.Module, *, label: str, description: str, gallery: ImageDataset | ImageFiles,
+                      transform: ImageTransform, device: str = "cpu", gallery_size: int = 30) -> DemoContext:
+    """A demo of your own model (already loaded, in eval mode) on your images: one model, the gallery spread over
+    ``gallery``, uploads made into inputs by ``transform``; request bodies may carry one PNG of the input size."""
+    shape = tuple(int(v) for v in gallery.batch(slice(0, 1)).shape[1:])
+    if len(shape) != 3:
+        raise ConfigError(f"the gallery's images have shape {shape}; the demo shows images (C, H, W)")
+    c, h, w = shape
+    limits = Limits(max_json_bytes=Limits().max_json_bytes + 2 * c * h * w)  # an attack request carries a PNG
+    spec = ModelSpec(key="yours", label=label, description=description, load=lambda _device: model)
+    return DemoContext(device=device, models=(spec,), gallery_size=gallery_size, limits=limits,
+                       gallery_loader=lambda n: images_gallery(gallery, n), input_shape=(c, h, w), transform=transform)

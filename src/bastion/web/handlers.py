@@ -12,6 +12,8 @@ they are given and raise typed errors (:mod:`bastion.errors`, :mod:`bastion.web.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import math
 import re
@@ -20,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -40,12 +43,18 @@ from bastion.web.context import DemoContext, LoadedModel
 from bastion.web.errors import UnavailableError
 from bastion.web.upload import check_declared_type, image_to_tensor, open_image
 
-#: the input shape of every demo model (MNIST)
+#: the input shape of the shipped demo models (MNIST); a demo of your own model has its own (``ctx.input_shape``)
 INPUT_SHAPE: tuple[int, int, int] = (1, 28, 28)
 #: how many classes the probability bars show
 TOP_K = 5
-#: Grad-CAM overlays are drawn at this multiple of the input size
+#: Grad-CAM overlays are drawn at this multiple of a 28x28 input's size (about 112 pixels wide for any input)
 CAM_ZOOM = 4
+#: inputs with more values than this are sent back by the page as a PNG, not as a list of numbers
+MAX_PIXEL_LIST = 4096
+#: gallery thumbnails are at most this many pixels wide or high
+THUMB_SIDE = 96
+#: JSMA (one pair of pixels per step) is offered only for inputs of at most this many values
+MAX_JSMA_VALUES = 4096
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,24 +138,52 @@ def list_attacks(ctx: DemoContext) -> dict[str, Any]:
     """The attacks and the parameter ranges the server accepts."""
     attacks = []
     for spec in ATTACK_SPECS:
+        reason = _unavailable(spec, ctx)
         attacks.append({"key": spec.key, "label": spec.label, "description": spec.description,
                         "eps_label": spec.eps_label, "targeted": spec.targeted, "default_steps": spec.default_steps,
-                        "available": True, "reason": None})
+                        "available": reason is None, "reason": reason})
     gal = ctx.gallery()
     return {
         "attacks": attacks,
         "classes": list(gal.classes),
+        "input_shape": list(ctx.input_shape),
+        "upload_hint": _upload_hint(ctx),
         "limits": {"eps": [0.0, 1.0], "max_steps": ctx.limits.max_steps,
                    "max_upload_bytes": ctx.limits.max_upload_bytes, "max_pixels": ctx.limits.max_pixels},
     }
 
 
+def _unavailable(spec: AttackSpec, ctx: DemoContext) -> str | None:
+    """Why an attack is not offered for this demo's inputs (None: it is)."""
+    values = math.prod(ctx.input_shape)
+    if spec.name == "jsma" and values > MAX_JSMA_VALUES:
+        return (f"JSMA changes one pair of pixels per step and scores all {values:,} input values each time: too slow for "
+                "a live page at this input size (run it with bastion attack)")
+    return None
+
+
+def _upload_hint(ctx: DemoContext) -> str:
+    c, h, w = ctx.input_shape
+    if ctx.transform is None and c == 1:
+        return ("Converted like MNIST: grayscale, inverted if the background is light, the digit cropped, scaled to 20 px "
+                f"and centred by its centre of mass in {h}\u00d7{w}.")
+    t = ctx.transform
+    steps = []
+    if t is not None and t.resize is not None:
+        steps.append(f"resized to {t.resize} px on its shorter side" if isinstance(t.resize, int)
+                     else f"resized to {t.resize[0]}\u00d7{t.resize[1]}")
+    if t is not None and t.crop is not None:
+        steps.append(f"centre-cropped to {t.crop[0]}\u00d7{t.crop[1]}")
+    how = ", ".join(steps) or f"resized to {h}\u00d7{w}"
+    return f"Converted as the model expects: {'RGB' if c == 3 else 'grayscale'}, {how}."
+
+
 def gallery(ctx: DemoContext) -> dict[str, Any]:
-    """The gallery: held-out test images with their labels, as PNG data URLs."""
+    """The gallery: test images with their labels, as PNG data URLs (thumbnails of at most ``THUMB_SIDE`` pixels)."""
     gal = ctx.gallery()
     items = [{"id": i, "label": int(gal.labels[i]), "name": gal.classes[int(gal.labels[i])],
-              "image": render.image_url(gal.images[i])} for i in range(len(gal.labels))]
-    return {"source": "mnist-5k (held out: never seen by the shipped models)", "images": items}
+              "image": render.thumbnail_url(gal.images[i], THUMB_SIDE)} for i in range(len(gal.labels))]
+    return {"source": gal.source, "images": items}
 
 
 def warm_up(ctx: DemoContext) -> None:
@@ -164,7 +201,7 @@ def warm_up(ctx: DemoContext) -> None:
 
 
 def decode_upload(data: bytes, content_type: str | None, ctx: DemoContext) -> Tensor:
-    """Validate and decode a PNG/JPEG upload into a model input (1, 1, 28, 28) in [0, 1].
+    """Validate and decode a PNG/JPEG upload into a model input (1, C, H, W) in [0, 1] (``ctx.input_shape``).
 
     See :mod:`bastion.web.upload` for the checks and the MNIST-like preprocessing.
 
@@ -182,17 +219,24 @@ def _decode(data: bytes, content_type: str | None, ctx: DemoContext) -> tuple[Te
     check_declared_type(content_type)
     im = open_image(bytes(data), max_bytes=ctx.limits.max_upload_bytes, max_pixels=ctx.limits.max_pixels)
     size = im.size
-    x, inverted = image_to_tensor(im, INPUT_SHAPE)
+    if ctx.transform is not None:
+        x, inverted = ctx.transform(im)[None], False
+        if tuple(x.shape[1:]) != ctx.input_shape:
+            raise InputShapeError(f"the upload comes out at {tuple(x.shape[1:])}, not the model's {ctx.input_shape}")
+    else:
+        x, inverted = image_to_tensor(im, ctx.input_shape)
     return x, inverted, size
 
 
 def upload(data: bytes, content_type: str | None, ctx: DemoContext) -> dict[str, Any]:
-    """Decode an upload and return the converted input: its pixels (row-major, for ``run_attack``'s
-    ``{"pixels": [...]}``), a preview, the original size and whether it was inverted."""
+    """Decode an upload and return the converted input: a preview PNG (lossless: ``run_attack`` takes it back as
+    ``{"png": ...}``), its pixels for small inputs (row-major, for ``{"pixels": [...]}``; None for inputs of more
+    than ``MAX_PIXEL_LIST`` values), the original size and whether it was inverted."""
     x, inverted, (w, h) = _decode(data, content_type, ctx)
+    small = x.numel() <= MAX_PIXEL_LIST
     return {
-        "pixels": [round(float(v), 4) for v in x.reshape(-1).tolist()],
-        "shape": list(INPUT_SHAPE),
+        "pixels": [round(float(v), 4) for v in x.reshape(-1).tolist()] if small else None,
+        "shape": list(ctx.input_shape),
         "image": render.image_url(x[0]),
         "original_size": [w, h],
         "inverted": inverted,
@@ -246,7 +290,8 @@ def parse_attack(params: Any, ctx: DemoContext) -> AttackRequest:
     ``params`` keys: ``model`` and ``attack`` (names from :func:`list_models` / :func:`list_attacks`), ``eps``
     in [0, 1], ``steps`` in [1, max_steps] (BIM/PGD only), ``target`` in [0, classes) (required by targeted
     FGSM, optional for BIM/PGD/JSMA, refused by FGSM), ``seed`` (int >= 0, default 0), and ``image``: either
-    ``{"gallery": id}`` or ``{"pixels": [784 numbers in [0, 1]]}``.
+    ``{"gallery": id}``, ``{"pixels": [C*H*W numbers in [0, 1]]}`` or ``{"png": "data:image/png;base64,..."}`` (a PNG
+    of exactly the input size, as :func:`upload` returns it).
 
     Raises:
         ConfigError, UnknownNameError, LabelError, InputShapeError, InputRangeError, UnavailableError.
@@ -265,6 +310,9 @@ def parse_attack(params: Any, ctx: DemoContext) -> AttackRequest:
             raise ConfigError(f"attack is required; valid attacks: {', '.join(ATTACKS)}")
         raise UnknownNameError(f"unknown attack {attack!r}; valid attacks: {', '.join(ATTACKS)}")
     spec = ATTACKS[attack]
+    reason = _unavailable(spec, ctx)
+    if reason is not None:
+        raise ConfigError(reason)
 
     eps = _number(params, "eps")
     if eps is None:
@@ -302,8 +350,10 @@ def parse_attack(params: Any, ctx: DemoContext) -> AttackRequest:
 
 
 def _parse_image(image: Any, ctx: DemoContext) -> tuple[int | None, Tensor | None]:
-    if not isinstance(image, Mapping) or len(image) != 1 or not ({"gallery", "pixels"} & set(image)):
-        raise InputShapeError('image must be {"gallery": id} or {"pixels": [numbers]}')
+    if not isinstance(image, Mapping) or len(image) != 1 or not ({"gallery", "pixels", "png"} & set(image)):
+        raise InputShapeError('image must be {"gallery": id}, {"pixels": [numbers]} or {"png": "data:image/png;base64,..."}')
+    if "png" in image:
+        return None, _png_input(image["png"], ctx)
     if "gallery" in image:
         n = len(ctx.gallery().labels)
         gid = _integer(image, "gallery")
@@ -311,16 +361,35 @@ def _parse_image(image: Any, ctx: DemoContext) -> tuple[int | None, Tensor | Non
             raise InputShapeError(f"gallery id must be an integer in [0, {n}), got {image['gallery']!r}")
         return gid, None
     px = image["pixels"]
-    n = math.prod(INPUT_SHAPE)
+    n = math.prod(ctx.input_shape)
     if not isinstance(px, list) or len(px) != n:
         got = len(px) if isinstance(px, list) else type(px).__name__
-        raise InputShapeError(f"pixels must be a list of {n} numbers ({'x'.join(map(str, INPUT_SHAPE))}), got {got}")
+        raise InputShapeError(f"pixels must be a list of {n} numbers ({'x'.join(map(str, ctx.input_shape))}), got {got}")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in px):
         raise InputShapeError("pixels must all be numbers")
-    x = torch.tensor(px, dtype=torch.float32).reshape(1, *INPUT_SHAPE)
+    x = torch.tensor(px, dtype=torch.float32).reshape(1, *ctx.input_shape)
     if not bool(torch.isfinite(x).all()) or float(x.min()) < 0.0 or float(x.max()) > 1.0:
         raise InputRangeError("pixels must be finite numbers in [0, 1]")
     return None, x
+
+
+def _png_input(url: Any, ctx: DemoContext) -> Tensor:
+    """A converted input sent back as a PNG data URL: exactly the model's input size and channels."""
+    prefix = "data:image/png;base64,"
+    if not isinstance(url, str) or not url.startswith(prefix):
+        raise InputShapeError(f'image png must be a string "{prefix}..." (the image an upload returned)')
+    try:
+        data = base64.b64decode(url[len(prefix):], validate=True)
+    except (binascii.Error, ValueError):
+        raise InputShapeError("image png is not valid base64") from None
+    c, h, w = ctx.input_shape
+    im = open_image(data, max_bytes=ctx.limits.max_json_bytes, max_pixels=h * w)
+    want = "RGB" if c == 3 else "L"
+    if im.size != (w, h) or im.mode != want:
+        raise InputShapeError(f"image png must be a {w}x{h} {want} PNG (the converted upload), got {im.size[0]}x"
+                              f"{im.size[1]} {im.mode}")
+    a = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).float().div_(255.0)
+    return (a[None, None] if c == 1 else a.permute(2, 0, 1)[None]).contiguous()
 
 
 def _probs(scores: Tensor, label_only: bool) -> Tensor:
@@ -349,13 +418,14 @@ def _cams(lm: LoadedModel, x: Tensor, x_adv: Tensor, classes: Tensor) -> tuple[l
     """Grad-CAM overlays (on the innermost classifier) for the displayed predictions, or a reason why not."""
     from bastion.viz import grad_cam, upsample
 
+    zoom = max(1, round(CAM_ZOOM * 28 / max(x.shape[-2], x.shape[-1])))
     try:
         both = torch.cat([x, x_adv])
         maps = grad_cam(lm.classifier, both, class_idx=classes)
-        up = upsample(maps, (both.shape[-2] * CAM_ZOOM, both.shape[-1] * CAM_ZOOM))
+        up = upsample(maps, (both.shape[-2] * zoom, both.shape[-1] * zoom))
     except BastionError as e:
         return [None, None], f"Grad-CAM unavailable for this model: {e}"
-    return [render.cam_overlay_url(both[i], up[i], zoom=CAM_ZOOM) for i in range(2)], None
+    return [render.cam_overlay_url(both[i], up[i], zoom=zoom) for i in range(2)], None
 
 
 def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
@@ -432,7 +502,7 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
                          "precision reduction) the gradient was zero. That is gradient masking, not robustness: "
                          "BPDA and EOT (bastion evaluate) attack through the transforms.")
     if req.attack == "jsma":
-        notes.append(f"For JSMA the slider sets gamma: at most {int(req.eps * math.prod(INPUT_SHAPE))} pixels may change.")
+        notes.append(f"For JSMA the slider sets gamma: at most {int(req.eps * math.prod(ctx.input_shape))} pixels may change.")
     classes = lm.classes
     return {
         "model": req.model,

@@ -8,7 +8,7 @@ Endpoints (all answers are JSON; every error is ``{"error": "..."}`` with a 4xx/
 ``GET /api/models``       the models and whether each is available
 ``GET /api/attacks``      the attacks, class names and parameter limits
 ``GET /api/gallery``      held-out test images with labels (PNG data URLs)
-``POST /api/upload``      a PNG/JPEG (raw body or multipart field ``file``) -> the converted 28x28 input
+``POST /api/upload``      a PNG/JPEG (raw body or multipart field ``file``) -> the converted input (28x28 for MNIST)
 ``POST /api/attack``      JSON parameters (see :func:`bastion.web.handlers.parse_attack`) -> the result
 ========================  ===================================================================
 
@@ -431,7 +431,7 @@ def create_app(ctx: DemoContext | None = None, *, allowed_hosts: Sequence[str] |
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", *, torch_threads: int | None = 1,
-          log_level: str = "info") -> None:
+          log_level: str = "info", ctx: DemoContext | None = None) -> None:
     """Run the demo with uvicorn until interrupted.
 
     Args:
@@ -441,6 +441,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", *, tor
         torch_threads: torch's intra-op threads for this process (default 1: one 28x28 image gains nothing
             from more, and on a busy machine extra threads only add contention); None leaves torch's default.
         log_level: uvicorn's log level.
+        ctx: the demo to serve (default: the shipped models on ``device``; see
+            :func:`~bastion.web.context.own_model_context` for your own model and images).
     """
     import torch
     import uvicorn
@@ -449,7 +451,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", *, tor
         torch.set_num_threads(torch_threads)
     hosts = list(LOOPBACK_HOSTS) if host in LOOPBACK_HOSTS else (["*"] if host in ("0.0.0.0", "::") else
                                                                  [*LOOPBACK_HOSTS, host])
-    ctx = DemoContext(device=device)
+    ctx = ctx or DemoContext(device=device)
     handlers.warm_up(ctx)
     app = create_app(ctx, allowed_hosts=hosts)
     uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=ctx.limits.max_connections,

@@ -4,7 +4,7 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const state = {
-    image: null,        // {gallery: id} or {pixels: [...]}
+    image: null,        // {gallery: id}, {pixels: [...]} or {png: "data:image/png;base64,..."}
     model: "standard",
     attack: "fgsm",
     eps: 0.1,
@@ -201,7 +201,8 @@
         info.textContent = res.original_size[0] + "×" + res.original_size[1] + " px" + (res.inverted ? ", inverted" : "");
       }
       for (const t of document.querySelectorAll(".thumb")) t.classList.remove("selected");
-      state.image = { pixels: res.pixels }; state.imageLabel = null;
+      // small inputs go back as numbers; large ones (RGB photos) as the lossless PNG of the converted input
+      state.image = res.pixels ? { pixels: res.pixels } : { png: res.image }; state.imageLabel = null;
       showError("");
       schedule(0);
     } catch (e) {
@@ -310,6 +311,13 @@
     info.classes.forEach((c, i) => { const o = el("option", "", c); o.value = String(i); tsel.append(o); });
     $("steps").max = String(info.limits.max_steps);
     $("max-upload").textContent = (info.limits.max_upload_bytes / (1024 * 1024)).toFixed(0) + " MB";
+    if (info.upload_hint) $("upload-hint").textContent = info.upload_hint;
+    // drawing a digit only makes sense for a grayscale (MNIST-like) model
+    const drawTab = document.querySelector('.tab[data-tab="draw"]');
+    if (drawTab && info.input_shape && info.input_shape[0] !== 1) drawTab.hidden = true;
+    if (info.input_shape && info.input_shape[0] !== 1) $("lead").textContent =
+      "Pick an image, a model and an attack, then move the slider: the attack runs on this machine and the page " +
+      "shows what changed, how much, and where the network looks.";
     updateAttackFields();
   }
 
@@ -322,7 +330,7 @@
       b.dataset.id = String(it.id);
       b.title = "test image " + it.id + ", label " + it.name;
       const img = el("img");
-      img.src = it.image; img.alt = "digit " + it.name;
+      img.src = it.image; img.alt = "image of " + it.name;
       b.append(img);
       b.addEventListener("click", () => selectGallery(it.id, it.label));
       box.append(b);
