@@ -1,6 +1,7 @@
 """The layer contract: bastion's packages only import from their own layer or the layers below.
 
-    foundation  errors, _rng, _checks, _model, _wrap, _device, _outputs, registry, progress, threat, bastion
+    foundation  errors, _rng, _checks, _model, _wrap, _device, _outputs, _threads, registry, progress, threat,
+                bastion
     inputs      data, defenses (input transformations and output masking: tensors in, tensors out), distributed
     models      models (architectures, weights, the shipped zoo, which may come with a defense in front)
     attacks     attacks (the foundation only, whose model protocol is all they know of a model: no data sets,
@@ -22,8 +23,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "bastion"
 
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["", "errors", "_rng", "_checks", "_model", "_wrap", "_device", "_outputs", "registry",
-                     "progress", "threat"], 0),
+    **dict.fromkeys(["", "errors", "_rng", "_checks", "_model", "_wrap", "_device", "_outputs", "_threads",
+                     "registry", "progress", "threat"], 0),
     **dict.fromkeys(["data", "defenses", "distributed"], 1),
     "models": 2,
     "attacks": 3,

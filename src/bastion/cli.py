@@ -345,7 +345,6 @@ def train(
 
     try:
         check_device(device)
-        _use_threads(threads, quiet=quiet)
         world = World.from_env(device=device, timeout=dist_timeout)
         device = str(world.device(device))
         _check_train_options(model, init, dropout=dropout, weight_decay=weight_decay, hidden=hidden)
@@ -392,6 +391,7 @@ def train(
             defense, net, val=val_ds, device=device, attack=attack, eps=eps, k=k, epochs=epochs,
             ramp_epochs=ramp_epochs, adv_ratio=adv_ratio, alpha=alpha, steps=adv_steps, variants=variants, clean=clean)
         world.broadcast_model(net)
+        _use_threads(threads, quiet=quiet)
         with progress_bar(enabled=not quiet and world.rank == 0) as bar:
             history = fit(net, train_ds, config=cfg, objective=objective, val=val_ds, out_dir=out, resume=resume,
                           device=device, progress=bar, callbacks=callbacks, world=world if world.distributed else None,
@@ -575,7 +575,6 @@ def attack(
 
     try:
         check_device(device)
-        _use_threads(threads, quiet=False)
         extra = _parse_options(option or [])
         own = {"eps": eps, "steps": steps, "step_size": step_size, "norm": norm}
         twice = sorted(key for key in extra if own.get(key) is not None)
@@ -602,6 +601,7 @@ def attack(
         net = apply_defense(net, defense, k=k)
         ds = _drop_target_class(ds, target)
         x, y = ds.images.to(device), ds.labels.to(device)
+        _use_threads(threads)
         res = atk(net, x, y, target=_target(target, len(ds)), generator=torch.Generator().manual_seed(seed),
                   keys=ds.indices.to(device) if ds.indices is not None else None)
     except BastionError as e:
@@ -693,7 +693,6 @@ def evaluate(
 
     try:
         check_device(device)
-        _use_threads(threads, quiet=quiet)
         world = World.from_env(device=device, timeout=dist_timeout)
         device = str(world.device(device))
         net = _load_model(model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
@@ -715,6 +714,7 @@ def evaluate(
                 console.print(f"note: {', '.join(fixed)} has no radius: --eps does not apply to it (it runs once, "
                               "with its own budget, and has no point on the accuracy-vs-eps chart)")
         adaptive_models = _adaptive_models(net, adaptive, eot_n)
+        _use_threads(threads, quiet=quiet)
         ev = Evaluation(suite=suite, eps_grid=parse_eps(eps), batch_size=batch_size, cascade=cascade, seed=seed,
                         adaptive=adaptive_models)
         def save_partial(partial: RobustnessReport) -> None:
@@ -851,10 +851,11 @@ def demo(
     threads: Threads = None,
 ) -> None:
     """The whole story on the embedded data and shipped models; writes OUT/report.html and results.json."""
-    from bastion.demo import run_demo
+    from bastion.demo import DEMO_OUTPUTS, run_demo
 
     try:
         check_device(device)
+        OutputFolder(out, DEMO_OUTPUTS, overwrite=overwrite).check()  # a refused --out is said before anything else
         _use_threads(threads, quiet=quiet)
         with progress_bar(enabled=not quiet) as bar:
             result = run_demo(out, n=n, seed=seed, device=device, progress=bar, command=_command_line(ctx),
