@@ -273,6 +273,18 @@ class Attack(ABC):
         they are."""
         return self
 
+    @property
+    def label(self) -> str:
+        """This configuration's short name in tables: the attack's name, with its norm and its loss when they
+        are not the defaults (``pgd``, ``pgd-l2-margin``)."""
+        d = self.to_dict()
+        name = str(d["attack"])
+        if d.get("norm") not in (None, "linf"):
+            name += f"-{d['norm']}"
+        if d.get("loss") not in (None, "ce"):
+            name += f"-{d['loss']}"
+        return name
+
     @final
     def __call__(
         self,
@@ -424,7 +436,8 @@ class GradientAttack(Attack):
     Args:
         eps: perturbation budget in the chosen norm.
         norm: ``"linf"`` or ``"l2"``.
-        loss: ``"ce"`` (cross-entropy) or ``"margin"`` (Carlini-Wagner).
+        loss: ``"ce"`` (cross-entropy), ``"margin"`` (Carlini-Wagner) or ``"dlr"`` (Difference of Logits Ratio,
+            Croce & Hein 2020; see :func:`bastion.attacks.losses.dlr_loss`).
         bounds: the valid input range.
     """
 

@@ -34,22 +34,12 @@ from bastion.progress import Progress, no_progress
 log = logging.getLogger(__name__)
 
 
-def _label(attack: Attack) -> str:
-    d = attack.to_dict()
-    name = d["attack"]
-    if d.get("norm") not in (None, "linf"):
-        name += f"-{d['norm']}"
-    if d.get("loss") not in (None, "ce"):
-        name += f"-{d['loss']}"
-    return name
-
-
 def suite_labels(suite: Sequence[Attack], *, swept: bool) -> list[str]:
-    """One distinct row label per suite entry: the attack's name (with a non-default norm or loss); entries
-    that share it get the options in which they differ, e.g. ``pgd(steps=20)`` and ``pgd(steps=2)`` (the
+    """One distinct row label per suite entry: the attack's :attr:`~bastion.attacks.base.Attack.label` (its
+    name, with a non-default norm or loss); entries that share it get the options in which they differ, e.g. ``pgd(steps=20)`` and ``pgd(steps=2)`` (the
     radius left out when ``swept``: every entry then runs at every radius), and ``#2``, ``#3``... when they
     differ in nothing shown."""
-    base = [_label(a) for a in suite]
+    base = [a.label for a in suite]
     out = list(base)
     skip = {"attack", "eps"} if swept else {"attack"}
     for name in dict.fromkeys(base):
