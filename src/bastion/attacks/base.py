@@ -276,12 +276,13 @@ class Attack(ABC):
     @property
     def label(self) -> str:
         """This configuration's short name in tables: the attack's name, with its norm and its loss when they
-        are not the defaults (``pgd``, ``pgd-l2-margin``)."""
+        are not the attack's defaults (``pgd``, ``pgd-l2-margin``, ``square``, ``square-ce``)."""
         d = self.to_dict()
         name = str(d["attack"])
+        defaults: dict[str, Any] = {f.name: f.default for f in fields(self)} if is_dataclass(self) else {}
         if d.get("norm") not in (None, "linf"):
             name += f"-{d['norm']}"
-        if d.get("loss") not in (None, "ce"):
+        if d.get("loss") not in (None, defaults.get("loss", "ce")):
             name += f"-{d['loss']}"
         return name
 

@@ -15,8 +15,8 @@ if it is the closest so far, and pulled back towards the input: ``x_{k+1} = x + 
 
 FAB-T runs once towards each of the ``targets`` classes the model ranks highest after the true one on the
 clean input (AutoAttack: 9), each run on the samples not yet broken. As a fixed-budget attack its result is the
-closest misclassified point found if it lies within ``eps``, else the input itself: a point counts as broken
-only inside the threat model. On a deterministic model a sample stops once it has such a point. A target given
+closest misclassified point found if it lies within ``eps`` (a point counts as broken only inside the threat
+model), else the closest one found beyond ``eps`` (or the last iterate) projected onto the ball. On a deterministic model a sample stops once it has such a point. A target given
 to the call replaces the ranking (success is then being classified as that target).
 
 Untargeted FAB (which linearises the boundary towards every class, a backward pass per class and step) is
@@ -157,6 +157,8 @@ class FAB(Attack):
             runs = [ranked[:, j] for j in range(k)]
         best = task.x.clone()
         best_dist = torch.full((b,), float("inf"), dtype=torch.float64, device=dev)
+        near = task.x.clone()
+        near_dist = torch.full((b,), float("nan"), dtype=torch.float64, device=dev)
         stream = 0
         for target in runs:
             for r in range(self.restarts):
@@ -167,22 +169,30 @@ class FAB(Attack):
                 start = sub.x if r == 0 else ThreatModel(norm=self.norm, eps=self.eps / 2, bounds=self.bounds).random_init(
                     sub.x, sub.keys, seed=task.seed, stream=stream)
                 stream += 1
-                x_found, dist, q = self._walk(model, sub, target[todo], start, stop)
+                x_found, dist, x_near, d_near, q = self._walk(model, sub, target[todo], start, stop)
                 queries[todo] += q
                 better = dist < best_dist[todo]
                 best[todo[better]] = x_found[better]
                 best_dist[todo[better]] = dist[better]
+                closer = (d_near < near_dist[todo]) | torch.isnan(near_dist[todo])
+                near[todo[closer]] = x_near[closer]
+                near_dist[todo[closer]] = d_near[closer]
         log.debug("fab: %d of %d samples broken within eps", int(torch.isfinite(best_dist).sum()), b)
-        return Outcome(self.threat.project(best, task.x), queries, logits_clean=clean)
+        # where no point within eps was found: the closest point beyond it (or the last iterate) brought into the
+        # ball, a point towards the boundary (the evaluation then sees the loss rise where FAB moved at all)
+        out = torch.where(torch.isinf(best_dist).reshape(-1, *([1] * (best.ndim - 1))), near, best)
+        return Outcome(self.threat.project(out, task.x), queries, logits_clean=clean)
 
     def _distance(self, a: Tensor, b: Tensor) -> Tensor:
         """Per-sample distance in the attack's norm, float64 (B,)."""
         diff = (a - b).flatten(1)
         return (diff.abs().amax(1) if self.norm == "linf" else diff.norm(dim=1)).double()
 
-    def _walk(self, model: nn.Module, task: Task, target: Tensor, start: Tensor, stop: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """One FAB run towards ``target`` from ``start``: (closest misclassified point within eps, its distance
-        (inf where none), queries). Each step costs a forward and backward pass at the current point (its
+    def _walk(self, model: nn.Module, task: Task, target: Tensor, start: Tensor,
+              stop: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """One FAB run towards ``target`` from ``start``: the closest misclassified point within eps and its
+        distance (inf where none), the closest misclassified point at any distance (else the last iterate) and
+        its distance, and the queries. Each step costs a forward and backward pass at the current point (its
         linearised boundary) and a forward pass at the new point (is it misclassified?)."""
         x, y = task.x, task.y
         b = x.shape[0]
@@ -196,14 +206,19 @@ class FAB(Attack):
 
         found = x.clone()
         dist = torch.full((b,), float("inf"), dtype=torch.float64, device=dev)
+        near = start.clone()  # the closest misclassified point at any distance (else the last iterate)
+        near_dist = dist.clone()
         queries = torch.zeros(b, dtype=torch.int64, device=dev)
         idx = torch.arange(b, device=dev)
 
         def record(ids: Tensor, pts: Tensor, out: Tensor) -> Tensor:
-            """Keep the misclassified points within eps that are closer than before; returns the misclassified."""
+            """Keep the closest misclassified points (within eps, and at any distance); returns the misclassified."""
             ok = success(out, ids)
             d = self._distance(pts, x[ids])
-            closer = ok & (d <= threat.eps + 1e-12) & (d < dist[ids])
+            closer = ok & (d < near_dist[ids])
+            near[ids[closer]] = pts[closer]
+            near_dist[ids[closer]] = d[closer]
+            closer &= d <= threat.eps + 1e-12
             found[ids[closer]] = pts[closer]
             dist[ids[closer]] = d[closer]
             return ok
@@ -237,4 +252,6 @@ class FAB(Attack):
                 ok = record(idx, new, out)
                 # a misclassified point is pulled back towards the input
                 cur = torch.where(ok.reshape(alpha.shape), x0 + self.beta * (new - x0), new)
-        return found, dist, queries
+                unbroken = idx[torch.isinf(near_dist[idx])]
+                near[unbroken] = cur[torch.isinf(near_dist[idx])]
+        return found, dist, near, near_dist, queries
