@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from bastion.attacks.base import Attack
     from bastion.data.base import ImageDataset
+    from bastion.eval import Evaluation
 
 app = typer.Typer(
     name="bastion",
@@ -371,13 +372,18 @@ def evaluate(
     model: Annotated[str, typer.Option(help="Shipped model name or a .safetensors file.")] = "mnist-cnn",
     defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
     k: Annotated[int, typer.Option(min=1, help="With --defense bart: transforms per barrage.")] = 5,
-    attacks: Annotated[str, typer.Option(help="Comma-separated suite, in cascade order.")] = "fgsm,bim,pgd",
-    eps: Annotated[str, typer.Option(help="start:stop:step or a comma list.")] = "0:0.3:0.05",
+    attacks: Annotated[str | None, typer.Option(help="Comma-separated suite, in cascade order (default fgsm,bim,pgd).")] = None,
+    preset: Annotated[str | None, typer.Option(
+        help="autoattack: AutoAttack's cascade (APGD-CE, APGD-T, FAB-T, Square; on a randomized model its rand "
+             "version: APGD-CE and APGD-DLR through EOT over 20 draws) instead of --attacks, its robust accuracy "
+             "first in the report.")] = None,
+    eps: Annotated[str | None, typer.Option(help="start:stop:step or a comma list (default 0:0.3:0.05; 0.3 with "
+                                                 "--preset autoattack).")] = None,
     steps: Annotated[int | None, typer.Option(help="Steps of iterative attacks (default per attack).")] = None,
     step_size: Annotated[float | None, typer.Option(help="Step size at eps=0.3 (scaled with eps).")] = None,
     restarts: Annotated[int | None, typer.Option(help="PGD restarts.")] = None,
     adaptive: Annotated[str, typer.Option(help="For randomized/defended models: eot-bpda, eot, bpda or none.")] = "auto",
-    eot_n: Annotated[int, typer.Option(help="Draws per EOT gradient.")] = 8,
+    eot_n: Annotated[int | None, typer.Option(help="Draws per EOT gradient (default 8; 20 with --preset autoattack).")] = None,
     cascade: Annotated[bool, typer.Option(help="Run each attack only on points still robust (AutoAttack).")] = True,
     data: Annotated[str, typer.Option()] = "mnist-5k",
     split: Annotated[str, typer.Option()] = "all",
@@ -414,18 +420,24 @@ def evaluate(
         if world.rank == 0:
             outputs.check()
         ds = load_dataset(data, split, data_dir=data_dir).spread(n)
-        suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
-                 for a in attacks.split(",") if a.strip()]
-        _check_linf_eps(suite, parse_eps(eps))
+        if preset is not None:
+            ev = _preset(preset, net, ds, attacks=attacks, eps=eps or "0.3", steps=steps, restarts=restarts,
+                         adaptive=adaptive, eot_n=eot_n or 20, cascade=cascade, batch_size=batch_size, seed=seed,
+                         device=device)
+        else:
+            suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
+                     for a in (attacks or "fgsm,bim,pgd").split(",") if a.strip()]
+            ev = Evaluation(suite=suite, eps_grid=parse_eps(eps or "0:0.3:0.05"), batch_size=batch_size,
+                            cascade=cascade, seed=seed, adaptive=_adaptive_models(net, adaptive, eot_n or 8))
+        suite = list(ev.suite)
+        grid = ev.eps_grid or [0.3]
+        _check_linf_eps(suite, grid)
         if not quiet and world.rank == 0:
             _warn_training_overlap(net, data, split)
             fixed = [a.name for a in suite if a.radius is None]
             if fixed:
                 console.print(f"note: {', '.join(fixed)} has no radius: --eps does not apply to it (it runs once, "
                               "with its own budget, and has no point on the accuracy-vs-eps chart)")
-        adaptive_models = _adaptive_models(net, adaptive, eot_n)
-        ev = Evaluation(suite=suite, eps_grid=parse_eps(eps), batch_size=batch_size, cascade=cascade, seed=seed,
-                        adaptive=adaptive_models)
         with progress_bar(enabled=not quiet and world.rank == 0) as bar:
             report = ev.run(net, ds, device=device, progress=bar, command=_command_line(ctx), world=world)
     except BastionError as e:
@@ -437,7 +449,8 @@ def evaluate(
         try:  # what was computed is written first: the examples below run one more attack
             _warn_nonfinite(str(out / "results.json"), outputs.write_json("results.json", report.to_dict()))
             outputs.write_text("results.csv", report.to_csv())
-            strongest = suite[-1].at_eps(max(parse_eps(eps)))
+            # the examples: the suite's last (strongest) attack; a preset's first (Square's 5,000 queries are slow)
+            strongest = (suite[0] if preset is not None else suite[-1]).at_eps(max(grid))
             extra = ["<h2>Examples</h2>", *example_blocks(net, ds, strongest, device=device, seed=seed)]
             outputs.write_text("report.html", evaluation_html(report, extra=extra))
         except OSError as e:
@@ -449,6 +462,29 @@ def evaluate(
         _print_report(report)
         console.print(f"wrote {out}/results.json, results.csv, report.html")
     world.close()
+
+
+def _preset(name: str, net: nn.Module, ds: ImageDataset, *, attacks: str | None, eps: str, steps: int | None,
+            restarts: int | None, adaptive: str, eot_n: int, cascade: bool, batch_size: int, seed: int,
+            device: str) -> Evaluation:
+    """The evaluation of ``--preset``: AutoAttack, its rand version when the model is randomized."""
+    import torch
+
+    from bastion._model import PROBE_SAMPLES, is_randomized
+    from bastion.eval import Evaluation
+    from bastion.factory import parse_eps
+
+    if name != "autoattack":
+        raise BastionError(f"--preset must be autoattack, got {name!r}")
+    if attacks is not None:
+        raise BastionError("--preset autoattack runs its own attacks: leave out --attacks")
+    if not cascade:
+        raise BastionError("--preset autoattack is a cascade: leave out --no-cascade")
+    with torch.no_grad():
+        randomized = is_randomized(net, ds.images[:PROBE_SAMPLES].to(device))
+    return Evaluation.autoattack(parse_eps(eps), version="rand" if randomized else "standard", model=net,
+                                 adaptive=_adaptive_models(net, adaptive, eot_n) or None, steps=steps or 100,
+                                 restarts=restarts or 1, eot_draws=eot_n, batch_size=batch_size, seed=seed)
 
 
 def _check_linf_eps(suite: Sequence[Attack], grid: Sequence[float | None]) -> None:
@@ -496,6 +532,11 @@ def _adaptive_models(net: nn.Module, adaptive: str, eot_n: int) -> dict[str, nn.
 
 def _print_report(report: object) -> None:
     from rich.table import Table
+
+    for h in getattr(report, "headline", None) or []:
+        first = ", ".join(f"{a} {h['broken_by'].get(a, 0)}" for a in h["attacks"])
+        results.print(f"[bold]{h['name']}: robust accuracy {h['accuracy']:.1%}[/] at eps={h['eps']:g} (clean "
+                      f"{h['clean_accuracy']:.1%}); images broken first by {first}", soft_wrap=True)
 
     t = Table(title=f"clean accuracy {report.clean_accuracy:.1%}")  # type: ignore[attr-defined]
     for c in ("attack", "mode", "eps", "accuracy", "attacked", "success", "L2", "Linf", "s"):

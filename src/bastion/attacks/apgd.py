@@ -10,7 +10,8 @@ PGD with momentum whose step size adapts itself, so that it needs no tuning. Fro
 
 where ``P`` projects onto the eps-ball and into the bounds. The step starts at ``2 eps`` and is halved at
 checkpoints ``w_1 < w_2 < ...``, the paper's ``p_j``: ``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j -
-p_{j-1} - 0.03, 0.06)`` of the iterations (22, 41, 57, 70, 80, 87, 93 and 99 of 100), when, per sample,
+p_{j-1} - 0.03, 0.06)`` of the iterations (22, 41, 57, 70, 80, 87, 93 and 99 of 100; :func:`checkpoints`), when,
+per sample,
 
 1. the loss rose in fewer than ``rho`` (0.75) of the steps since the last checkpoint, or
 2. the step was not halved at the last checkpoint and the best loss has not improved since then.
@@ -30,9 +31,11 @@ early-stopped (a success under one random draw says little about the next): ever
 iteration of every run and returns its highest-loss point. For such models AutoAttack's ``rand`` version
 averages gradients over 20 draws: pass ``eot(model, n=20)`` (:func:`bastion.attacks.eot`) as the model.
 
-Two details follow the paper where the reference implementation (github.com/fra31/auto-attack) differs
-slightly: the first period's count of rising steps starts from the loss at the random start, and condition 2
-may already apply at the first checkpoint. Counting restarts from the best point resumes from its loss.
+A few details follow the paper where the reference implementation (github.com/fra31/auto-attack) differs: the
+checkpoints are ``ceil(p_j N)`` (the reference rounds the periods down instead, which for short runs such as 10
+iterations checks at every iteration from the second on; for 100 iterations both agree), the first period's
+count of rising steps starts from the loss at the random start, and condition 2 may already apply at the first
+checkpoint. After a restart from the best point, the count of rising steps resumes from that point's loss.
 """
 
 from __future__ import annotations
@@ -59,14 +62,15 @@ IterateHook = Callable[[int, Tensor, Tensor, Tensor], None]
 
 def checkpoints(steps: int) -> list[int]:
     """The iterations after which APGD checks whether to halve the step, for a run of ``steps`` iterations:
-    the first after 22% of them, each next period 3% shorter than the last but at least 6% long."""
-    period, shrink, least = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    ``w_j = ceil(p_j * steps)`` with the paper's ``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j - p_{j-1} -
+    0.03, 0.06)`` (computed in whole percent, exactly; repeated values, possible for short runs, count once)."""
     out: list[int] = []
-    w = 0
-    while w + period <= steps:
-        w += period
-        out.append(w)
-        period = max(period - shrink, least)
+    prev, p = 0, 22
+    while p <= 100:
+        w = -(-p * steps // 100)
+        if not out or w > out[-1]:
+            out.append(w)
+        prev, p = p, p + max(p - prev - 3, 6)
     return out
 
 
