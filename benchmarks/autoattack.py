@@ -19,7 +19,8 @@ it alone, and whether bastion breaks it with other seeds.
 apgd-vs-pgd: robust accuracy of APGD-CE (100 steps, 1 restart) and PGD-100 (step 2.5 eps / 100, random start,
 1 restart) at eps 0.3 on every shipped model (mnist-cnn-bart through eot(bpda(model)), judged over 8 draws).
 
-Writes benchmarks/results/autoattack-<model>-<steps>.json or apgd_vs_pgd.json.
+Both run with one torch thread by default (``--threads``), the same for bastion and the reference. Writes
+benchmarks/results/autoattack-<model>-<steps>.json (and a .partial file after each batch) or apgd_vs_pgd.json.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ def agreement(args: argparse.Namespace) -> None:
     model = resolve_model(args.model)
     data = heldout(args.n)
     x_all, y_all, keys = data.images, data.labels, data.indices
+    name = args.out or f"autoattack-{Path(args.model).stem}-{args.steps}.json"
     tmp = tempfile.TemporaryDirectory()
     module = fra31_import(tmp.name) if args.reference == "fra31" else None
     ev = Evaluation.autoattack(args.eps, steps=args.steps, checks=False, batch_size=args.batch_size, seed=args.seed)
@@ -155,6 +157,7 @@ def agreement(args: argparse.Namespace) -> None:
         batches.append({"images": sl.stop - sl.start, "order": order, **{f"{k}_seconds": v for k, v in took.items()},
                         "bastion_robust": int(bastion_robust[sl].sum()), "reference_robust": int(ref_robust[sl].sum())})
         print(f"batch {bi}: {batches[-1]}", flush=True)
+        write(f"{name}.partial", {"args": vars(args), "batches": batches})  # a long run keeps what it measured
 
     missed = (bastion_robust & ~ref_robust).nonzero().squeeze(1).tolist()
     extra = (~bastion_robust & ref_robust).nonzero().squeeze(1).tolist()
@@ -170,7 +173,7 @@ def agreement(args: argparse.Namespace) -> None:
         "reference_config": ("torchattacks.AutoAttack(norm='Linf', version='standard', n_classes=10)" if
                              args.reference == "torchattacks" and args.steps == 10 else
                              f"standard: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square 5000, {args.steps} steps"),
-        "bastion_commit": commit(),
+        "bastion_commit": commit(), "torch_threads": torch.get_num_threads(),
         "bastion_robust_accuracy": float(bastion_robust.float().mean()),
         "reference_robust_accuracy": float(ref_robust.float().mean()),
         "difference_pp": 100 * float(bastion_robust.float().mean() - ref_robust.float().mean()),
@@ -181,7 +184,6 @@ def agreement(args: argparse.Namespace) -> None:
         "robust_in_bastion_broken_by_reference": details,
         "broken_by_bastion_robust_in_reference": [int(data.indices[i]) for i in extra],
     }
-    name = args.out or f"autoattack-{Path(args.model).stem}-{args.steps}.json"
     print(f"bastion {out['bastion_robust_accuracy']:.1%} ({seconds['bastion']:.0f} s) vs reference "
           f"{out['reference_robust_accuracy']:.1%} ({seconds['reference']:.0f} s); {len(missed)} images robust in "
           f"bastion only, {len(extra)} in the reference only -> {write(name, out)}")
@@ -262,8 +264,11 @@ def main() -> None:
     b.add_argument("--bart-n", type=int, default=200)
     b.add_argument("--eot", type=int, default=8)
     b.add_argument("--seed", type=int, default=0)
+    for q in (a, b):
+        q.add_argument("--threads", type=int, default=1,
+                       help="torch threads (1: on a shared 2-core machine two threads wait on each other)")
     args = p.parse_args()
-    torch.set_grad_enabled(True)
+    torch.set_num_threads(args.threads)
     agreement(args) if args.part == "agreement" else apgd_vs_pgd(args)
 
 
