@@ -47,11 +47,16 @@ SNAPSHOT = Path(os.environ.get("AUTOATTACK_SNAPSHOT", "/work/.mirror/fra31+auto-
 
 
 def commit() -> str | None:
+    """The checkout's commit, with ``+changes`` when src/ differs from it."""
+    here = Path(__file__).parent
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=here).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../src"], capture_output=True, text=True,
+                               check=True, cwd=here).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+    return head + ("+changes" if dirty else "")
 
 
 # ---- the references -------------------------------------------------------------------------------------
@@ -116,6 +121,7 @@ def robust_under(model: nn.Module, x_adv: torch.Tensor, x: torch.Tensor, y: torc
 
 # ---- agreement ------------------------------------------------------------------------------------------
 def agreement(args: argparse.Namespace) -> None:
+    started_at = commit()
     model = resolve_model(args.model)
     data = heldout(args.n)
     x_all, y_all, keys = data.images, data.labels, data.indices
@@ -173,7 +179,7 @@ def agreement(args: argparse.Namespace) -> None:
         "reference_config": ("torchattacks.AutoAttack(norm='Linf', version='standard', n_classes=10)" if
                              args.reference == "torchattacks" and args.steps == 10 else
                              f"standard: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square 5000, {args.steps} steps"),
-        "bastion_commit": commit(), "torch_threads": torch.get_num_threads(),
+        "bastion_commit": started_at, "torch_threads": torch.get_num_threads(),
         "bastion_robust_accuracy": float(bastion_robust.float().mean()),
         "reference_robust_accuracy": float(ref_robust.float().mean()),
         "difference_pp": 100 * float(bastion_robust.float().mean() - ref_robust.float().mean()),
@@ -224,6 +230,7 @@ def explain(model: nn.Module, args: argparse.Namespace, x: torch.Tensor, y: torc
 
 # ---- APGD-CE vs PGD-100 ---------------------------------------------------------------------------------
 def apgd_vs_pgd(args: argparse.Namespace) -> None:
+    started_at = commit()
     results: dict[str, Any] = {}
     apgd, pgd = APGD(eps=0.3, steps=100), PGD(eps=0.3, steps=100)
     for name in ("logreg", "mnist-cnn", "mnist-cnn-gap", "mnist-cnn-adv", "mnist-cnn-bart"):
@@ -243,7 +250,7 @@ def apgd_vs_pgd(args: argparse.Namespace) -> None:
             print(name, label, row[label], flush=True)
         row["apgd_at_most_pgd"] = row["apgd_ce"]["robust_accuracy"] <= row["pgd100"]["robust_accuracy"]
         results[name] = row
-    out = {"eps": 0.3, "apgd": apgd.to_dict(), "pgd": pgd.to_dict(), "models": results, "bastion_commit": commit()}
+    out = {"eps": 0.3, "apgd": apgd.to_dict(), "pgd": pgd.to_dict(), "models": results, "bastion_commit": started_at}
     print(f"-> {write('apgd_vs_pgd.json', out)}")
 
 

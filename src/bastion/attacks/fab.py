@@ -14,10 +14,12 @@ Leaning towards ``x + d_0`` keeps the point close to the input. When ``x_{k+1}``
 if it is the closest so far, and pulled back towards the input: ``x_{k+1} = x + beta (x_{k+1} - x)``.
 
 FAB-T runs once towards each of the ``targets`` classes the model ranks highest after the true one on the
-clean input (AutoAttack: 9), each run on the samples not yet broken. As a fixed-budget attack its result is the
+clean input (AutoAttack: 9), each run on the samples not yet broken, any misclassification counting as a
+success. As a fixed-budget attack its result is the
 closest misclassified point found if it lies within ``eps`` (a point counts as broken only inside the threat
 model), else the closest one found beyond ``eps`` (or the last iterate) projected onto the ball. On a deterministic model a sample stops once it has such a point. A target given
-to the call replaces the ranking (success is then being classified as that target).
+to the call replaces the ranking: success is then being classified as that target, and the linearised
+function ``z_t - max_{j != t} z_j`` (the class in the way of the target, ``y`` at first).
 
 Untargeted FAB (which linearises the boundary towards every class, a backward pass per class and step) is
 left out: AutoAttack's standard version runs only FAB-T.
@@ -201,8 +203,13 @@ class FAB(Attack):
         success = misclassified(y, task.target)
 
         def gap(logits: Tensor, idx: Tensor | None) -> Tensor:
+            """FAB-T's linearised function: z_t - z_y (any misclassification succeeds); towards a target given to
+            the call, z_t - max_{j != t} z_j (the same while y is the top class; then the class in the way)."""
             i = slice(None) if idx is None else idx
-            return logits.gather(1, target[i][:, None]).squeeze(1) - logits.gather(1, y[i][:, None]).squeeze(1)
+            own = logits.gather(1, target[i][:, None]).squeeze(1)
+            if task.target is None:
+                return own - logits.gather(1, y[i][:, None]).squeeze(1)
+            return own - logits.scatter(1, target[i][:, None], float("-inf")).amax(1)
 
         found = x.clone()
         dist = torch.full((b,), float("inf"), dtype=torch.float64, device=dev)
