@@ -39,6 +39,7 @@ import torch
 from _common import heldout, write
 from torch import nn
 
+from bastion._model import describe_model
 from bastion.attacks import APGD, PGD, bpda, eot
 from bastion.eval import Evaluation
 from bastion.models import pretrained, resolve_model
@@ -125,7 +126,8 @@ def agreement(args: argparse.Namespace) -> None:
     model = resolve_model(args.model)
     data = heldout(args.n)
     x_all, y_all, keys = data.images, data.labels, data.indices
-    name = args.out or f"autoattack-{Path(args.model).stem}-{args.steps}.json"
+    stem = Path(args.model).parent.name if args.model.endswith(".safetensors") else args.model
+    name = args.out or f"autoattack-{stem}-{args.steps}.json"
     tmp = tempfile.TemporaryDirectory()
     module = fra31_import(tmp.name) if args.reference == "fra31" else None
     ev = Evaluation.autoattack(args.eps, steps=args.steps, checks=False, batch_size=args.batch_size, seed=args.seed)
@@ -173,7 +175,8 @@ def agreement(args: argparse.Namespace) -> None:
         if f is not None:
             counts[f] = counts.get(f, 0) + 1
     out = {
-        "model": args.model, "n": n, "eps": args.eps, "steps": args.steps, "seed": args.seed,
+        "model": Path(args.model).parent.name if args.model.endswith(".safetensors") else args.model,
+        "model_description": describe_model(model), "n": n, "eps": args.eps, "steps": args.steps, "seed": args.seed,
         "reference": ("torchattacks " + __import__("torchattacks").__version__ if args.reference == "torchattacks"
                       else f"fra31/auto-attack {subprocess.run(['git', '--git-dir', str(SNAPSHOT), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()}"),
         "reference_config": ("torchattacks.AutoAttack(norm='Linf', version='standard', n_classes=10)" if
