@@ -89,7 +89,7 @@ class FAB(Attack):
     Args:
         eps: perturbation budget: a point counts only within it.
         norm: ``"linf"`` or ``"l2"``.
-        steps: iterations per run (one forward and backward pass each, one more after each success).
+        steps: iterations per run (each a forward and backward pass, and a forward pass at the new point).
         targets: how many target classes to try, in order of the clean outputs (AutoAttack: 9).
         restarts: runs per target; the first starts at the input, the others at random points of the ball of
             radius ``eps / 2``.
