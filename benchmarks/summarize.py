@@ -49,6 +49,22 @@ def rows() -> list[tuple[str, str, str, str]]:
         add((f"logreg FGSM error on {lr['data']}, eps " + "/".join(str(r["eps"]) for r in lr["rows"]),
              " / ".join(pct(r["error"]) for r in lr["rows"]), "seed: 2.9% / 7.6% at 0.2 / 22.6% at 0.5", "attacks.py"))
 
+    for path in sorted(RESULTS.glob("autoattack-*.json")):
+        aa = json.loads(path.read_text())
+        ref = aa["reference"].split()[0]
+        add((f"AutoAttack (standard, {aa['steps']} steps) on {aa['model']}, eps {aa['eps']:g}, {aa['n']:,} held-out: "
+             f"robust accuracy bastion vs {ref}; time bastion / {ref} (interleaved)",
+             f"{pct(aa['bastion_robust_accuracy'])} vs {pct(aa['reference_robust_accuracy'])} "
+             f"({aa['difference_pp']:+.1f} pp; {len(aa['robust_in_bastion_broken_by_reference'])} images robust in bastion "
+             f"only); {aa['time_ratio_bastion_over_reference']:.2f}x",
+             "<= reference + 0.5 pp; <= 1x", f"autoattack.py agreement --model {aa['model']} --steps {aa['steps']}"))
+    ap = load("apgd_vs_pgd.json")
+    if ap:
+        cells = "; ".join(f"{name} {pct(r['apgd_ce']['robust_accuracy'])} / {pct(r['pgd100']['robust_accuracy'])}"
+                          for name, r in ap["models"].items())
+        add(("APGD-CE vs PGD-100 at eps 0.3, robust accuracy per shipped model (mnist-cnn-bart through eot(bpda))",
+             cells, "APGD <= PGD on each", "autoattack.py apgd-vs-pgd"))
+
     j = load("jsma.json")
     if j:
         for out_kind in ("logits", "probs"):

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from bastion.attacks.base import Attack
     from bastion.data import LabelledImages
     from bastion.data.base import ImageDataset
-    from bastion.eval import RobustnessReport
+    from bastion.eval import Evaluation, RobustnessReport
     from bastion.models import Preprocessing
     from bastion.web.context import DemoContext
 
@@ -645,7 +645,11 @@ def evaluate(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "mnist-cnn",
     weights: WeightsOption = None,
-    preset: PresetOption = None,
+    preset: Annotated[list[str] | None, typer.Option(
+        help="imagenet: your model's preprocessing preset (ImageNet mean/std, resize 256, centre crop 224, its 1,000 "
+             "class names); autoattack: AutoAttack's cascade (APGD-CE, APGD-T, FAB-T, Square; on a randomized model "
+             "its rand version: APGD-CE and APGD-DLR through EOT over 20 draws) instead of --attacks, its robust "
+             "accuracy first in the report. Give both as --preset imagenet --preset autoattack.")] = None,
     mean: MeanOption = None,
     std: StdOption = None,
     classes: ClassesOption = None,
@@ -655,13 +659,14 @@ def evaluate(
     labels: LabelsOption = None,
     defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
     k: Annotated[int, typer.Option(min=1, help="With --defense bart: transforms per barrage.")] = 5,
-    attacks: Annotated[str, typer.Option(help="Comma-separated suite, in cascade order.")] = "fgsm,bim,pgd",
-    eps: Annotated[str, typer.Option(help="start:stop:step or a comma list.")] = "0:0.3:0.05",
+    attacks: Annotated[str | None, typer.Option(help="Comma-separated suite, in cascade order (default fgsm,bim,pgd).")] = None,
+    eps: Annotated[str | None, typer.Option(help="start:stop:step or a comma list (default 0:0.3:0.05; 0.3 with "
+                                                 "--preset autoattack).")] = None,
     steps: Annotated[int | None, typer.Option(help="Steps of iterative attacks (default per attack).")] = None,
     step_size: Annotated[float | None, typer.Option(help="Step size at eps=0.3 (scaled with eps).")] = None,
     restarts: Annotated[int | None, typer.Option(help="PGD restarts.")] = None,
     adaptive: Annotated[str, typer.Option(help="For randomized/defended models: eot-bpda, eot, bpda or none.")] = "auto",
-    eot_n: Annotated[int, typer.Option(help="Draws per EOT gradient.")] = 8,
+    eot_n: Annotated[int | None, typer.Option(help="Draws per EOT gradient (default 8; 20 with --preset autoattack).")] = None,
     cascade: Annotated[bool, typer.Option(help="Run each attack only on points still robust (AutoAttack).")] = True,
     data: Annotated[str, typer.Option(help=_DATA_HELP)] = "mnist-5k",
     split: Annotated[str, typer.Option()] = "all",
@@ -695,8 +700,9 @@ def evaluate(
         check_device(device)
         world = World.from_env(device=device, timeout=dist_timeout)
         device = str(world.device(device))
-        net = _load_model(model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
-                                                                         center_crop), device=device)
+        model_preset, suite_preset = _split_presets(preset)
+        net = _load_model(model, weights=weights, own=_own_preprocessing(model_preset, mean, std, classes, input_size,
+                                                                         resize, center_crop), device=device)
         outputs = OutputFolder(out, EVALUATE_OUTPUTS, overwrite=overwrite or resume)
         if world.rank == 0:
             outputs.check()
@@ -704,19 +710,25 @@ def evaluate(
         full = _open_data(data, split, data_dir, labels, net, quiet=world.rank != 0)
         net = apply_defense(_model_for_data(net, full, device), defense, k=k, seed=seed)
         ds = full.spread(n)
-        suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
-                 for a in attacks.split(",") if a.strip()]
-        _check_linf_eps(suite, parse_eps(eps))
+        if suite_preset is not None:
+            ev = _preset(suite_preset, net, ds, attacks=attacks, eps=eps or "0.3", steps=steps, restarts=restarts,
+                         adaptive=adaptive, eot_n=eot_n or 20, cascade=cascade, batch_size=batch_size, seed=seed,
+                         device=device)
+        else:
+            suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
+                     for a in (attacks or "fgsm,bim,pgd").split(",") if a.strip()]
+            ev = Evaluation(suite=suite, eps_grid=parse_eps(eps or "0:0.3:0.05"), batch_size=batch_size,
+                            cascade=cascade, seed=seed, adaptive=_adaptive_models(net, adaptive, eot_n or 8))
+        suite = list(ev.suite)
+        grid = ev.eps_grid or [0.3]
+        _check_linf_eps(suite, grid)
         if not quiet and world.rank == 0:
             _warn_training_overlap(net, data, split)
             fixed = [a.name for a in suite if a.radius is None]
             if fixed:
                 console.print(f"note: {', '.join(fixed)} has no radius: --eps does not apply to it (it runs once, "
                               "with its own budget, and has no point on the accuracy-vs-eps chart)")
-        adaptive_models = _adaptive_models(net, adaptive, eot_n)
         _use_threads(threads, quiet=quiet)
-        ev = Evaluation(suite=suite, eps_grid=parse_eps(eps), batch_size=batch_size, cascade=cascade, seed=seed,
-                        adaptive=adaptive_models)
         def save_partial(partial: RobustnessReport) -> None:
             outputs.write_json("results.json", partial.to_dict())
 
@@ -739,7 +751,8 @@ def evaluate(
         try:  # what was computed is written first: the examples below run one more attack
             _warn_nonfinite(str(out / "results.json"), outputs.write_json("results.json", report.to_dict()))
             outputs.write_text("results.csv", report.to_csv())
-            strongest = suite[-1].at_eps(max(parse_eps(eps)))
+            # the examples: the suite's last (strongest) attack; a preset's first (Square's 5,000 queries are slow)
+            strongest = (suite[0] if suite_preset is not None else suite[-1]).at_eps(max(grid))
             extra = ["<h2>Examples</h2>", *example_blocks(net, ds, strongest, device=device, seed=seed)]
             outputs.write_text("report.html", evaluation_html(report, extra=extra))
         except OSError as e:
@@ -774,6 +787,49 @@ def _earlier_results(out: Path, *, resume: bool, distributed: bool, quiet: bool)
         state = "partial" if earlier.partial else "complete"
         console.print(f"resuming from {path} ({state}: {len(earlier.rows)} rows done)")
     return earlier
+
+
+def _split_presets(names: Sequence[str] | None) -> tuple[str | None, str | None]:
+    """evaluate's --preset values (repeated or comma-separated): the model's preprocessing preset and the
+    evaluation's (autoattack), each at most once."""
+    from bastion.models import PRESETS
+
+    model_presets: list[str] = []
+    suite_presets: list[str] = []
+    for name in (part.strip() for value in names or [] for part in value.split(",")):
+        if name in PRESETS:
+            model_presets.append(name)
+        elif name == "autoattack":
+            suite_presets.append(name)
+        elif name:
+            raise BastionError(f"--preset must be one of {', '.join([*sorted(PRESETS), 'autoattack'])}, got {name!r}")
+    if len(model_presets) > 1 or len(suite_presets) > 1:
+        raise BastionError("--preset takes at most one preprocessing preset (imagenet) and one evaluation preset "
+                           f"(autoattack), got {', '.join(model_presets + suite_presets)}")
+    return (model_presets or [None])[0], (suite_presets or [None])[0]
+
+
+def _preset(name: str, net: nn.Module, ds: ImageDataset, *, attacks: str | None, eps: str, steps: int | None,
+            restarts: int | None, adaptive: str, eot_n: int, cascade: bool, batch_size: int, seed: int,
+            device: str) -> Evaluation:
+    """The evaluation of ``--preset``: AutoAttack, its rand version when the model is randomized."""
+    import torch
+
+    from bastion._model import PROBE_SAMPLES, is_randomized
+    from bastion.eval import Evaluation
+    from bastion.factory import parse_eps
+
+    if name != "autoattack":
+        raise BastionError(f"--preset must be autoattack, got {name!r}")
+    if attacks is not None:
+        raise BastionError("--preset autoattack runs its own attacks: leave out --attacks")
+    if not cascade:
+        raise BastionError("--preset autoattack is a cascade: leave out --no-cascade")
+    with torch.no_grad():
+        randomized = is_randomized(net, ds.images[:PROBE_SAMPLES].to(device))
+    return Evaluation.autoattack(parse_eps(eps), version="rand" if randomized else "standard", model=net,
+                                 adaptive=_adaptive_models(net, adaptive, eot_n) or None, steps=steps or 100,
+                                 restarts=restarts or 1, eot_draws=eot_n, batch_size=batch_size, seed=seed)
 
 
 def _check_linf_eps(suite: Sequence[Attack], grid: Sequence[float | None]) -> None:
@@ -821,6 +877,11 @@ def _adaptive_models(net: nn.Module, adaptive: str, eot_n: int) -> dict[str, nn.
 
 def _print_report(report: object) -> None:
     from rich.table import Table
+
+    for h in getattr(report, "headline", None) or []:
+        first = ", ".join(f"{a} {h['broken_by'].get(a, 0)}" for a in h["attacks"])
+        results.print(f"[bold]{h['name']}: robust accuracy {h['accuracy']:.1%}[/] at eps={h['eps']:g} (clean "
+                      f"{h['clean_accuracy']:.1%}); images broken first by {first}", soft_wrap=True)
 
     t = Table(title=f"clean accuracy {report.clean_accuracy:.1%}")  # type: ignore[attr-defined]
     for c in ("attack", "mode", "eps", "accuracy", "attacked", "success", "L2", "Linf", "s"):

@@ -5,7 +5,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bastion.attacks import ATTACKS, BIM, FGSM, JSMA, PGD, HopSkipJump, MinNormPGD, Square
+from bastion.attacks import APGD, ATTACKS, BIM, FAB, FGSM, JSMA, PGD, HopSkipJump, MinNormPGD, Square
 from bastion.data import load_dataset
 from bastion.errors import ConfigError, InputRangeError, InputShapeError, LabelError, ModelModeError
 from bastion.models import pretrained
@@ -18,6 +18,9 @@ FACTORIES = {
     "bim": ("bim", lambda eps, norm: BIM(eps=eps, steps=5, norm=norm)),
     "pgd": ("pgd", lambda eps, norm: PGD(eps=eps, steps=5, norm=norm, restarts=2)),
     "pgd-margin": ("pgd", lambda eps, norm: PGD(eps=eps, steps=5, norm=norm, loss="margin", early_stop=False)),
+    "apgd": ("apgd", lambda eps, norm: APGD(eps=eps, steps=6, norm=norm, restarts=2)),
+    "apgd-t": ("apgd", lambda eps, norm: APGD(eps=eps, steps=5, norm=norm, loss="dlr", targets=2, early_stop=False)),
+    "fab": ("fab", lambda eps, norm: FAB(eps=eps, steps=4, norm=norm, targets=2, restarts=2)),
     "jsma": ("jsma", lambda eps, norm: JSMA(gamma=max(eps, 0.05))),
     "square": ("square", lambda eps, norm: Square(eps=eps, max_queries=30)),
     "hsj": ("hsj", lambda eps, norm: HopSkipJump(max_queries=60, norm=norm, init_evals=5, max_evals=10)),

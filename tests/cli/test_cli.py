@@ -217,3 +217,39 @@ def test_results_go_to_stdout_and_diagnostics_to_stderr():
     assert r.exit_code == 0 and "mnist-cnn:" in r.stdout and "0.99" in r.stdout  # `bastion models > file` works
     r = runner.invoke(app, ["train", "--split", "train[abc]"])
     assert r.exit_code == 2 and "cannot parse split" in r.stderr and r.stdout == ""
+
+
+def test_evaluate_preset_autoattack_end_to_end(tmp_path):
+    out = tmp_path / "aa"
+    r = runner.invoke(app, ["evaluate", "--preset", "autoattack", "--steps", "5", "--n", "6", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    (h,) = res["headline"]
+    assert h["name"] == "AutoAttack (standard)" and h["eps"] == 0.3 and h["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert [row["attack"] for row in res["rows"]] == h["attacks"]
+    first = res["per_image"]["broken_by"]["linf@0.3"]
+    assert len(first) == 6 and sum(v is not None for v in first) == sum(h["broken_by"].values())
+    assert "--preset autoattack" in res["command"]
+    assert "AutoAttack (standard): robust accuracy" in _flat(r)
+    assert "AutoAttack (standard): robust accuracy" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "autoattack", "--attacks", "pgd"], "leave out --attacks"),
+    (["--preset", "autoattack", "--no-cascade"], "leave out --no-cascade"),
+    (["--preset", "robustbench"], "--preset must be one of imagenet, autoattack"),
+        (["--preset", "autoattack,autoattack"], "at most one"),
+])
+def test_evaluate_preset_refuses_what_it_cannot_honour(args, message, tmp_path):
+    r = runner.invoke(app, ["evaluate", *args, "--n", "2", "--out", str(tmp_path / "x"), "--quiet"])
+    assert r.exit_code == 2 and message in _flat(r)
+    assert not (tmp_path / "x" / "results.json").exists()
+
+
+def test_evaluate_preset_takes_a_preprocessing_and_an_evaluation_preset():
+    from bastion.cli import _split_presets
+
+    assert _split_presets(["imagenet", "autoattack"]) == ("imagenet", "autoattack")
+    assert _split_presets(["autoattack,imagenet"]) == ("imagenet", "autoattack")
+    assert _split_presets(["imagenet"]) == ("imagenet", None)
+    assert _split_presets(None) == (None, None)

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.attacks.adaptive import bpda, eot
+from bastion.attacks.apgd import APGD
 from bastion.attacks.base import Attack, AttackResult
 from bastion.attacks.bim import BIM
+from bastion.attacks.fab import FAB
 from bastion.attacks.fgsm import FGSM
 from bastion.attacks.hopskipjump import HopSkipJump
 from bastion.attacks.jsma import JSMA
@@ -26,7 +28,7 @@ from bastion.attacks.transfer import TransferAttack
 from bastion.registry import Registry
 
 __all__ = [
-    "Attack", "AttackResult", "FGSM", "BIM", "PGD", "JSMA", "Square", "HopSkipJump", "MinNormPGD", "Oracle", "QueryBudgetError",
+    "Attack", "AttackResult", "FGSM", "BIM", "PGD", "APGD", "FAB", "JSMA", "Square", "HopSkipJump", "MinNormPGD", "Oracle", "QueryBudgetError",
     "TransferAttack", "ATTACKS", "AttackEntry", "bpda", "eot",
 ]
 
@@ -67,6 +69,12 @@ ATTACKS: Registry[AttackEntry] = Registry("attack", {
                        web_reason="an interactive page runs an attack at every move of the slider: 20 steps answer in "
                                   "a fraction of a second on a CPU and already break the standard model",
                        summary="projected gradient descent from a random start, step 2.5 eps/steps (Madry et al. 2018)"),
+    "apgd": AttackEntry(cls=APGD, label="APGD",
+                        summary="PGD with momentum and a self-adapting step size; loss ce or dlr, targets=k for APGD-T "
+                                "(Croce & Hein 2020)"),
+    "fab": AttackEntry(cls=FAB, label="FAB-T",
+                       summary="targeted fast adaptive boundary attack: projections onto the linearised boundary, kept "
+                               "within eps (Croce & Hein 2020)"),
     "jsma": AttackEntry(cls=JSMA, label="JSMA", budget="gamma", web={},
                         budget_label="gamma: the largest fraction of pixels changed (L0)",
                         summary="changes a few pixels chosen by the Jacobian saliency map (Papernot et al. 2016)"),

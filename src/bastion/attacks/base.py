@@ -278,6 +278,19 @@ class Attack(ABC):
         """About how many gradient or query passes the attack makes per input (for progress estimates)."""
         return 1
 
+    @property
+    def label(self) -> str:
+        """This configuration's short name in tables: the attack's name, with its norm and its loss when they
+        are not the attack's defaults (``pgd``, ``pgd-l2-margin``, ``square``, ``square-ce``)."""
+        d = self.to_dict()
+        name = str(d["attack"])
+        defaults: dict[str, Any] = {f.name: f.default for f in fields(self)} if is_dataclass(self) else {}
+        if d.get("norm") not in (None, "linf"):
+            name += f"-{d['norm']}"
+        if d.get("loss") not in (None, defaults.get("loss", "ce")):
+            name += f"-{d['loss']}"
+        return name
+
     @final
     def __call__(
         self,
@@ -429,7 +442,8 @@ class GradientAttack(Attack):
     Args:
         eps: perturbation budget in the chosen norm.
         norm: ``"linf"`` or ``"l2"``.
-        loss: ``"ce"`` (cross-entropy) or ``"margin"`` (Carlini-Wagner).
+        loss: ``"ce"`` (cross-entropy), ``"margin"`` (Carlini-Wagner) or ``"dlr"`` (Difference of Logits Ratio,
+            Croce & Hein 2020; see :func:`bastion.attacks.losses.dlr_loss`).
         bounds: the valid input range.
     """
 

@@ -30,7 +30,7 @@ SuccessFn = Callable[[Tensor, Tensor | None], Tensor]
 
 
 def named_loss(name: str, y: Tensor, target: Tensor | None = None) -> LossFn:
-    """One of :data:`bastion.attacks.losses.LOSSES` (``"ce"``, ``"margin"``) towards ``target`` or away from ``y``."""
+    """One of :data:`bastion.attacks.losses.LOSSES` (``"ce"``, ``"margin"``, ``"dlr"``) towards ``target`` or away from ``y``."""
     def loss(logits: Tensor, idx: Tensor | None) -> Tensor:
         if idx is None:
             return attack_loss(name, logits, y, target)

@@ -28,7 +28,6 @@ from torch import Tensor, nn
 
 from bastion.attacks.base import Attack, Outcome, Task, check_choice, check_int, check_positive
 from bastion.attacks.descent import Descent, misclassified, named_loss
-from bastion.attacks.losses import LOSSES
 from bastion.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ class MinNormPGD(Attack):
         check_positive("eps_init", self.eps_init)
         check_int("doublings", self.doublings, minimum=0)
         check_int("search_steps", self.search_steps, minimum=0)
-        check_choice("loss", self.loss, LOSSES)
+        check_choice("loss", self.loss, ("ce", "margin"))
         _ = self.threat
 
     @property

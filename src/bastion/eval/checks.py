@@ -196,7 +196,7 @@ def _compare(at: list[Row], *, n: int, cascade: bool, mode: str, where: str, eps
     """The weaker-beats-stronger checks among the rows of one threat model, in execution order."""
     flags: list[Flag] = []
     def is_iterative(r: Row) -> bool:
-        return _base_name(r.attack) in ("bim", "pgd") and r.access == "white-box"
+        return _base_name(r.attack) in ("bim", "pgd", "apgd", "fab") and r.access == "white-box"
     def is_single(r: Row) -> bool:
         return _base_name(r.attack) == "fgsm"
     def is_blackbox(r: Row) -> bool:

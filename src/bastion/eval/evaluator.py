@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,22 +33,12 @@ from bastion.progress import Progress, no_progress
 log = logging.getLogger(__name__)
 
 
-def _label(attack: Attack) -> str:
-    d = attack.to_dict()
-    name = d["attack"]
-    if d.get("norm") not in (None, "linf"):
-        name += f"-{d['norm']}"
-    if d.get("loss") not in (None, "ce"):
-        name += f"-{d['loss']}"
-    return name
-
-
 def suite_labels(suite: Sequence[Attack], *, swept: bool) -> list[str]:
-    """One distinct row label per suite entry: the attack's name (with a non-default norm or loss); entries
-    that share it get the options in which they differ, e.g. ``pgd(steps=20)`` and ``pgd(steps=2)`` (the
+    """One distinct row label per suite entry: the attack's :attr:`~bastion.attacks.base.Attack.label` (its
+    name, with a non-default norm or loss); entries that share it get the options in which they differ, e.g. ``pgd(steps=20)`` and ``pgd(steps=2)`` (the
     radius left out when ``swept``: every entry then runs at every radius), and ``#2``, ``#3``... when they
     differ in nothing shown."""
-    base = [_label(a) for a in suite]
+    base = [a.label for a in suite]
     out = list(base)
     skip = {"attack", "eps"} if swept else {"attack"}
     for name in dict.fromkeys(base):
@@ -98,6 +88,8 @@ class Evaluation:
         draws: calls of the model that judge each clean and adversarial image; None (default): 1 on a
             deterministic model and 8 on a randomized one, whose accuracy is then the mean share of correct
             draws (the accuracy its users see on average).
+        preset: the name of a standard protocol the suite implements (set by :meth:`autoattack`): the report
+            then leads with its number per radius (:attr:`RobustnessReport.headline`).
     """
 
     suite: Sequence[Attack]
@@ -109,6 +101,7 @@ class Evaluation:
     checks: bool = True
     check_images: int = 64
     draws: int | None = None
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         if not self.suite:
@@ -128,6 +121,85 @@ class Evaluation:
             if len(set(grid)) != len(grid):
                 raise ConfigError(f"eps_grid has repeated values: {grid}")
             self.eps_grid = grid
+
+    @classmethod
+    def autoattack(
+        cls,
+        eps: float | Sequence[float],
+        norm: Literal["linf", "l2"] = "linf",
+        version: Literal["standard", "rand"] = "standard",
+        *,
+        model: nn.Module | None = None,
+        adaptive: Mapping[str, nn.Module] | None = None,
+        steps: int = 100,
+        restarts: int = 1,
+        targets: int = 9,
+        queries: int = 5000,
+        eot_draws: int = 20,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        **options: Any,
+    ) -> Evaluation:
+        """AutoAttack (Croce & Hein 2020, https://arxiv.org/abs/2003.01690) as an evaluation: its attacks run as a
+        cascade (each on the images still robust, worst case per image), and the report leads with its robust
+        accuracy and which attack broke each image first.
+
+        * ``"standard"``: APGD-CE, then APGD-T (targeted DLR towards each of the ``targets`` classes ranked
+          highest after the true one), FAB-T (the same targets), and Square with ``queries`` queries (Linf only:
+          bastion has no L2 Square, so the L2 cascade ends with FAB-T).
+        * ``"rand"``, for randomized defenses: APGD-CE and APGD-DLR, crafted on ``eot(model, eot_draws)`` (the
+          gradient averaged over 20 draws, as AutoAttack's ``rand`` version averages it) next to the naive
+          rows; pass ``adaptive`` to craft on other models instead (e.g. ``{"eot20(bpda)": eot(bpda(m), 20)}``
+          for a defense without useful gradients). Randomized models are never early-stopped and are judged
+          over several draws.
+
+        Args:
+            eps: the radius, or several (the cascade runs at each; the headline has one number per radius).
+            norm: ``"linf"`` or ``"l2"``.
+            version: ``"standard"`` or ``"rand"``.
+            model: the model to be evaluated; needed by ``"rand"`` unless ``adaptive`` is given.
+            adaptive: models to craft on as well as the model itself (``{label: module}``).
+            steps: iterations of APGD and FAB (100 in AutoAttack).
+            restarts: APGD-CE's random starts (1 in AutoAttack's standard and rand versions).
+            targets: target classes of APGD-T and FAB-T (9).
+            queries: Square's query budget (5000).
+            eot_draws: draws averaged per gradient in the ``"rand"`` version (20).
+            bounds: the valid input range.
+            **options: other :class:`Evaluation` options (batch_size, seed, draws, checks, check_images).
+
+        Example:
+            >>> report = Evaluation.autoattack(eps=0.3).run(model, data)       # doctest: +SKIP
+            >>> report.headline[0]["accuracy"]                                  # doctest: +SKIP
+        """
+        from bastion.attacks import APGD, FAB, Square, eot
+
+        grid = [eps] if isinstance(eps, (int, float)) else list(eps)
+        if not grid:
+            raise ConfigError("autoattack needs a radius (eps)")
+        if version not in ("standard", "rand"):
+            raise ConfigError(f"version must be 'standard' or 'rand', got {shown(version)}")
+        for key in ("suite", "eps_grid", "cascade", "preset", "adaptive"):
+            if key in options:
+                raise ConfigError(f"autoattack sets {key} itself")
+        first = grid[0]
+        ce = APGD(eps=first, norm=norm, loss="ce", steps=steps, restarts=restarts, bounds=bounds)
+        suite: list[Attack]
+        crafting = dict(adaptive or {})
+        name = f"AutoAttack ({version})"
+        if version == "standard":
+            suite = [ce, APGD(eps=first, norm=norm, loss="dlr", targets=targets, steps=steps, bounds=bounds),
+                     FAB(eps=first, norm=norm, targets=targets, steps=steps, bounds=bounds)]
+            if norm == "linf":
+                suite.append(Square(eps=first, max_queries=queries, bounds=bounds))
+            else:
+                name = f"AutoAttack (standard, {norm} without Square)"
+                log.warning("bastion's Square attack is Linf only: the %s AutoAttack cascade ends with FAB-T", norm)
+        else:
+            suite = [ce, APGD(eps=first, norm=norm, loss="dlr", steps=steps, restarts=restarts, bounds=bounds)]
+            if not crafting:
+                if model is None:
+                    raise ConfigError("the rand version crafts on eot(model, n): pass model=... (or adaptive=...)")
+                crafting = {f"eot{eot_draws}": eot(model, eot_draws)}
+        return cls(suite=suite, eps_grid=grid, cascade=True, adaptive=crafting, preset=name, **options)
 
     # ------------------------------------------------------------------------------------------------
     def plan(self) -> list[tuple[int, Attack, float | None]]:
@@ -286,6 +358,23 @@ class Evaluation:
                  for (m, nm, e), last in groups.items()]
         return (float(clean.mean()) if len(per) else 0.0), rows, worst
 
+    def headline(self, per: PerImage) -> list[dict[str, Any]] | None:
+        """The preset's number per radius: accuracy under the worst case over every row of the threat model
+        (every mode), and how many images each attack broke first (None without a preset)."""
+        if self.preset is None:
+            return None
+        n = max(len(per), 1)
+        out = []
+        for norm, eps in per.threat_models():
+            rows = per.at(norm, eps)
+            first = per.broken_by(norm, eps)
+            labels = [r.attack if r.mode == "naive" else f"{r.mode}/{r.attack}" for r in rows]
+            out.append({"name": self.preset, "norm": norm, "eps": eps,
+                        "accuracy": float(worst_case(per.clean, rows).sum() / n),
+                        "clean_accuracy": float(per.clean.sum() / n),
+                        "broken_by": {lab: first.count(lab) for lab in labels}, "attacks": labels})
+        return out
+
     def run(
         self,
         model: nn.Module,
@@ -369,6 +458,7 @@ class Evaluation:
             rows=rows,
             worst_case=worst,
             flags=flags,
+            headline=self.headline(per),
             per_image=per.to_dict() if keep_per_image else None,
             created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             bastion_version=__version__,

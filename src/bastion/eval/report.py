@@ -16,7 +16,10 @@ Schema (``schema_version`` 2)::
                  "seconds": float, "queries_mean", "loss_clean", "loss_adv": float | null} ],
       "worst_case": [ {"mode": str, "norm": str | null, "eps": float | null, "accuracy": float} ],
       "flags": [ {"code", "severity", "title", "meaning", "advice", "evidence"} ],
+      "headline": [ {"name": str, "norm": str | null, "eps": float, "accuracy": float, "clean_accuracy": float,
+                     "broken_by": {attack label: int}, "attacks": [attack label]} ] | null,
       "per_image": {"index": [int], "clean": [float], "loss_clean": [float], "draws": int, "order": [row key],
+                    "broken_by": {"<norm>@<eps>": [attack label | null]},
                     "rows": {"<row key>": {"robust": [float | null], "l0" / "l2" / "linf": [float | null], ...}}}
                    | null
     }
@@ -29,6 +32,12 @@ suite's earlier attacks, since each attack only runs on points still robust with
 same norm and eps). An image counts as broken (``succeeded``, and in the norms) when fewer than half of the
 draws classify it correctly; a row that attacked no image (the cascade left none) has null success rate,
 queries and losses. Version 1 reports (before draws) are read as deterministic ones.
+
+``headline`` is set by a preset evaluation (:meth:`bastion.eval.Evaluation.autoattack`): per radius, the
+preset's number (AutoAttack's robust accuracy: per image the worst case over every attack of the threat model,
+in every mode) and how many images each attack broke first (``per_image.broken_by`` names it per image: the
+first attack in execution order, naive before adaptive, whose point fewer than half of the draws classify
+correctly). Both are optional: reports without them read as before.
 """
 
 from __future__ import annotations
@@ -101,6 +110,7 @@ class RobustnessReport:
     randomized: bool = False
     partial: bool = False  # an interrupted run's results so far (``bastion evaluate --resume`` completes them)
     seed: int | None = None
+    headline: list[dict[str, Any]] | None = None
     schema_version: int = SCHEMA_VERSION
 
     # ---- queries -------------------------------------------------------------------------------------

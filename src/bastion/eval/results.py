@@ -111,6 +111,26 @@ class PerImage:
                 break
         return out
 
+    def threat_models(self) -> list[tuple[str | None, float]]:
+        """The (norm, eps) of the rows with a radius, in execution order (each may span several modes)."""
+        return list(dict.fromkeys((r.norm, r.eps) for r in self.rows if r.eps is not None))
+
+    def at(self, norm: str | None, eps: float) -> list[RowResult]:
+        """The rows of one threat model, every mode, in execution order."""
+        return [r for r in self.rows if r.norm == norm and r.eps == eps]
+
+    def broken_by(self, norm: str | None, eps: float) -> list[str | None]:
+        """Per image, the first row of the threat model ``(norm, eps)`` (in execution order, naive rows before
+        adaptive ones) that broke it: its attack label, prefixed by its mode when not naive
+        (``adaptive:eot20/apgd-ce``); None for images no attack broke (and images the model gets wrong)."""
+        out: list[str | None] = [None] * len(self)
+        for r in self.at(norm, eps):
+            name = r.attack if r.mode == "naive" else f"{r.mode}/{r.attack}"
+            for i in r.broken.nonzero().squeeze(1).tolist():
+                if out[i] is None:
+                    out[i] = name
+        return out
+
     # ---- (de)serialisation: plain JSON (NaN as null) --------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +138,8 @@ class PerImage:
             "clean": _floats(self.clean),
             "loss_clean": _floats(self.loss_clean),
             "draws": self.draws,
+            # derived from the rows (not read back): the first attack that broke each image, per threat model
+            "broken_by": {f"{norm}@{eps}": self.broken_by(norm, eps) for norm, eps in self.threat_models()},
             "order": [r.key for r in self.rows],
             "rows": {r.key: {"attack": r.attack, "mode": r.mode, "access": r.access, "eps": r.eps, "norm": r.norm,
                              "robust": _floats(r.robust), **{k: _floats(v) for k, v in r.norms.items()},

@@ -141,7 +141,7 @@ def evaluation_html(report: RobustnessReport, *, title: str = "bastion robustnes
     """The report page of ``bastion evaluate``: verdict, curves, tables, flags, provenance."""
     page = HtmlReport(title, f"{model_label(report.model)} on {report.data['name']} "
                              f"({report.data['split']}, n={report.data['n']})")
-    page.add(summary_verdict(report))
+    page.add(*headline_html(report), summary_verdict(report))
     page.section("Accuracy against epsilon", img(accuracy_curves(report), "accuracy vs eps"))
     page.section("Results", rows_table(report),
                  table(["mode", "norm", "eps", "worst-case accuracy"],
@@ -149,6 +149,26 @@ def evaluation_html(report: RobustnessReport, *, title: str = "bastion robustnes
     page.add(*extra)
     page.section("Sanity checks", flags_html(report.flags))
     return page.render(command=report.command, versions={"bastion": report.bastion_version, "torch": report.torch_version})
+
+
+def headline_html(report: RobustnessReport) -> list[str]:
+    """A preset's number first (AutoAttack's robust accuracy per radius), with how many images each attack of
+    the cascade broke first; nothing for an evaluation without a preset."""
+    if not report.headline:
+        return []
+    parts = []
+    for h in report.headline:
+        where = f"eps={h['eps']:g}" + (f" ({h['norm']})" if h.get("norm") not in (None, "linf") else "")
+        parts.append(verdict(f"{h['name']}: robust accuracy {h['accuracy']:.1%} at {where} "
+                             f"(clean {h['clean_accuracy']:.1%})", "good" if h["accuracy"] > 0.5 else "warn"))
+        parts.append(table(["attack (in cascade order)", "images it broke first"],
+                           [(a, h["broken_by"].get(a, 0)) for a in h["attacks"]]))
+    parts.append(paragraph(
+        "The headline is the worst case per image over every attack below: each attack runs only on the images "
+        "still standing, and an image counts as broken by the first attack that fooled the model (the per-image "
+        "record is in results.json, per_image.broken_by). The rows further down show each attack on its own turn "
+        "of the cascade.", "note"))
+    return parts
 
 
 def summary_verdict(report: RobustnessReport) -> str:
