@@ -1,4 +1,5 @@
-"""A white-box minimum-norm L2 attack: per-sample bisection over eps of PGD-L2.
+"""What the minimum-norm attacks share (:class:`Smallest`), and a white-box minimum-norm L2 attack: per-sample
+bisection over eps of PGD-L2 (:class:`MinNormPGD`).
 
 For each sample it looks for (approximately) the smallest L2 radius at which PGD (Madry et al. 2018,
 https://arxiv.org/abs/1706.06083) finds an adversarial example:
@@ -20,13 +21,14 @@ norms are then those of points that only sometimes fool the model).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack, Outcome, Task, check_choice, check_int, check_positive
+from bastion._model import judge
+from bastion.attacks.base import MinimumNormAttack, Outcome, Task, check_choice, check_int, check_positive
 from bastion.attacks.descent import Descent, misclassified, named_loss
 from bastion.attacks.losses import LOSSES
 from bastion.threat import ThreatModel
@@ -43,8 +45,87 @@ def project_l2(x_adv: Tensor, x: Tensor, eps: Tensor, bounds: tuple[float, float
     return ThreatModel(norm="l2", eps=0.0, bounds=bounds).project(x_adv, x, eps=eps)
 
 
+@dataclass(eq=False)
+class Smallest:
+    """Per sample, the smallest successful point a minimum-norm attack has found so far (its result).
+
+    Points come with the success the attack's own forward pass saw. On a deterministic model that is the
+    verdict, and a smaller successful point replaces the best one at once. On a randomized model one random
+    draw's success may not survive the next draw, so a success is only a *candidate* (the smallest since the
+    last check is kept) until :meth:`confirm` judges it as the result will be judged (the mean-probability
+    prediction over ``task.draws`` calls); only confirmed points become the result. Confirmation calls count
+    as queries.
+
+    Attributes:
+        x: (B, ...) the best points (the inputs where none was found).
+        norm: float64 (B,) their norms (inf where none was found).
+        logits: (B, K) the model's outputs at ``x`` where known (NaN rows elsewhere; always NaN on a randomized
+            model, whose result is judged afresh).
+        queries: int64 (B,) the model calls spent confirming candidates.
+    """
+
+    x: Tensor
+    norm: Tensor
+    logits: Tensor
+    queries: Tensor
+    randomized: bool = False
+    draws: int = 1
+    _cand_x: Tensor | None = field(default=None, repr=False)
+    _cand_norm: Tensor | None = field(default=None, repr=False)
+
+    @classmethod
+    def start(cls, task: Task) -> Smallest:
+        b, dev = task.n, task.x.device
+        return cls(x=task.x.clone(), norm=torch.full((b,), float("inf"), dtype=torch.float64, device=dev),
+                   logits=torch.full((b, task.num_classes), float("nan"), dtype=task.x.dtype, device=dev),
+                   queries=torch.zeros(b, dtype=torch.int64, device=dev), randomized=task.randomized,
+                   draws=task.draws)
+
+    @property
+    def found(self) -> Tensor:
+        """bool (B,): a (confirmed) successful point is known."""
+        return torch.isfinite(self.norm)
+
+    def offer(self, idx: Tensor, xs: Tensor, norms: Tensor, ok: Tensor, logits: Tensor) -> Tensor:
+        """Points ``xs`` of the samples ``idx`` with norms ``norms`` (float64), found successful (``ok``) by the
+        forward pass that gave ``logits``. Returns bool: the point became the sample's result (always False on
+        a randomized model, where it only becomes a candidate)."""
+        better = ok & (norms < self.norm[idx])
+        if self.randomized:
+            if self._cand_x is None:
+                self._cand_x, self._cand_norm = self.x.clone(), self.norm.clone()
+            assert self._cand_norm is not None
+            better &= norms < self._cand_norm[idx]
+            self._cand_x[idx[better]] = xs[better]
+            self._cand_norm[idx[better]] = norms[better]
+            return torch.zeros_like(better)
+        sel = idx[better]
+        self.x[sel] = xs[better].to(self.x.dtype)
+        self.norm[sel] = norms[better]
+        self.logits[sel] = logits[better].detach().to(self.logits.dtype)
+        return better
+
+    def confirm(self, model: nn.Module, task: Task) -> Tensor:
+        """On a randomized model, judge the pending candidates over ``task.draws`` calls and keep those that
+        still succeed and are smaller than the result so far. Returns bool (B,): the result changed."""
+        changed = torch.zeros(self.norm.shape[0], dtype=torch.bool, device=self.norm.device)
+        if not self.randomized or self._cand_x is None or self._cand_norm is None:
+            return changed
+        pending = (self._cand_norm < self.norm).nonzero().squeeze(1)
+        if pending.numel():
+            logits, _ = judge(model, self._cand_x[pending], draws=self.draws)
+            self.queries[pending] += self.draws
+            ok = task.success(logits, pending)
+            sel = pending[ok]
+            self.x[sel] = self._cand_x[sel]
+            self.norm[sel] = self._cand_norm[sel]
+            changed[sel] = True
+        self._cand_x, self._cand_norm = None, None
+        return changed
+
+
 @dataclass(frozen=True, kw_only=True)
-class MinNormPGD(Attack):
+class MinNormPGD(MinimumNormAttack):
     """Minimum-norm L2 attack by bisection over the radius of PGD-L2 (white-box reference).
 
     Args:
