@@ -145,20 +145,18 @@ class CW(MinimumNormAttack):
                     sq = (xa - x0).flatten(1).double().pow(2).sum(1)
                     ok = task.success(logits, active) & (margin(logits, None if whole else active) >= kappa)
                     found[active] |= ok
-                    best.offer(active, xa, sq.sqrt(), ok, logits)
-                    if step % check_every == 0:
-                        best.confirm(model, task)
-                        if abort:  # stop the inputs whose objective did not improve over the last tenth
-                            loss = sq + term.double()
-                            stalled = loss > 0.9999 * previous[active]
-                            previous[active] = loss
-                            if bool(stalled.any()):
-                                keep = ~stalled
-                                active, d, xa, x0, g, tw = (active[keep], d[keep], xa[keep], x0[keep], g[keep],
-                                                            tw[keep])
-                                whole = False
-                                if active.numel() == 0:
-                                    break
+                    best.offer(model, task, active, xa, sq.sqrt(), ok, logits)
+                    if abort and step % check_every == 0:  # stop the inputs whose objective stalled for a tenth
+                        loss = sq + term.double()
+                        stalled = loss > 0.9999 * previous[active]
+                        previous[active] = loss
+                        if bool(stalled.any()):
+                            keep = ~stalled
+                            active, d, xa, x0, g, tw = (active[keep], d[keep], xa[keep], x0[keep], g[keep],
+                                                        tw[keep])
+                            whole = False
+                            if active.numel() == 0:
+                                break
                     # Adam on delta; the gradient of ||x' - x||^2 + c f(x') through x' = x + b (tanh(w) - t0)
                     grad = (2 * (xa - x0) + g) * (b * (1 - tw * tw))
                     k = step + 1
@@ -169,7 +167,6 @@ class CW(MinimumNormAttack):
                         m, v, delta = mi, vi, moved
                     else:
                         m[active], v[active], delta[active] = mi, vi, moved
-            best.confirm(model, task)
             upper = torch.where(found, torch.minimum(upper, const), upper)
             lower = torch.where(found, lower, torch.maximum(lower, const))
             const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)

@@ -110,9 +110,8 @@ class DeepFool(MinimumNormAttack):
                 ok = task.success(logits, active)
                 d = (xs.detach() - x[active]).flatten(1).double()
                 norms = d.norm(dim=1) if self.norm == "l2" else d.abs().amax(1)
-                best.offer(active, xs.detach(), norms, ok, logits)
-                if best.randomized:
-                    best.confirm(model, task)
+                ok = best.offer(model, task, active, xs.detach(), norms, ok, logits)
+                if best.randomized:  # an input stops once a success of its is confirmed
                     ok = best.found[active]
             go = ~ok
             if i == self.steps or not bool(go.any()):

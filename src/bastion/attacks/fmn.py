@@ -9,9 +9,9 @@ the point fools the model when ``L < 0``), each step ``k`` of ``steps``:
 1. at ``x + delta``: ``L``, its gradient ``g``, and whether the point is adversarial; the smallest adversarial
    ``delta`` so far is the result (``delta*``);
 2. the radius: adversarial: ``eps = min(eps (1 - gamma_k), ||delta*||)``; not adversarial and an adversarial
-   point already found: ``eps = eps (1 + gamma_k)``; before any adversarial point, the distance to the boundary
-   of the linearised model: ``eps = ||delta|| + |L| / ||g||_q`` (``q`` the dual norm). For L0 the radius is a
-   whole number of features, changed by at least one at a time;
+   point already found: ``eps = eps (1 + gamma_k)``; before any adversarial point, just past the boundary of
+   the linearised model: ``eps = (||delta|| + |L| / ||g||_q) (1 + gamma_k)`` (``q`` the dual norm). For L0 the
+   radius is a whole number of features, changed by at least one at a time;
 3. the step ``delta = delta - alpha_k g / ||g||_2`` (the L2-normalised gradient in every norm, as the
    authors' code), projected onto the ``eps``-ball (L2, Linf: scaling and clipping; L1: the Euclidean
    projection of Duchi et al. 2008; L0: the ``eps`` largest components) and clipped into the bounds.
@@ -21,9 +21,15 @@ the point fools the model when ``L < 0``), each step ``k`` of ``steps``:
 last step. The paper's optional warm start (a binary search from an adversarial starting point) is left out:
 the walk starts at ``x``.
 
+One change from the authors' code: before the first adversarial point, their radius is the linearised distance
+itself, ``||delta|| + |L| / ||g||_q``. The linearisation underestimates the distance where the boundary curves
+away, so the walk can creep up on the boundary from inside without ever crossing it: on bastion's ``mnist-cnn``
+their L2 attack fooled 63 of 100 held-out images in 100 steps (62 in 300). Overshooting by ``(1 + gamma_k)``,
+the factor the radius grows by once an adversarial point is known, crosses it: 100 of 100, with a smaller
+median L2 norm, and the same results in Linf, L1 and L0 (``benchmarks/min_norm.py``).
+
 FMN never stops early (every input runs every step); on a randomized model a success seen under one random draw
-becomes the result only once confirmed over several draws (every tenth of the steps and at the end:
-:class:`~bastion.attacks.min_norm.Smallest`). Every operation is per input, so a batch gives what each of its
+becomes the result only once confirmed over several draws (:class:`~bastion.attacks.min_norm.Smallest`). Every operation is per input, so a batch gives what each of its
 inputs gives alone.
 """
 
@@ -124,7 +130,6 @@ class FMN(MinimumNormAttack):
             (n,), float("inf"), dtype=torch.float64, device=dev)
         a0 = self.step_size
         a1 = self.final_step_size if self.final_step_size is not None else a0 / 100
-        check_every = max(1, math.ceil(self.steps / 10))
         point = x.clone()
         clean: Tensor | None = None
         for i in range(self.steps):
@@ -137,9 +142,7 @@ class FMN(MinimumNormAttack):
             with torch.no_grad():
                 adv = task.success(logits)
                 size = _norms(point - x, self.norm)
-                best.offer(torch.arange(n, device=dev), point, size, adv, logits)
-                if i % check_every == 0:
-                    best.confirm(model, task)
+                best.offer(model, task, torch.arange(n, device=dev), point, size, adv, logits)
                 seen = torch.where(adv, torch.minimum(seen, size), seen)
                 found |= adv
                 if l0:
@@ -155,7 +158,7 @@ class FMN(MinimumNormAttack):
                 point = ball.project(point + alpha * unit, x, eps=eps)
         with torch.no_grad():  # the last step's point
             logits = model(point)
-            best.offer(torch.arange(n, device=dev), point, _norms(point - x, self.norm), task.success(logits), logits)
-            best.confirm(model, task)
+            best.offer(model, task, torch.arange(n, device=dev), point, _norms(point - x, self.norm),
+                       task.success(logits), logits)
         queries = torch.full((n,), self.steps + 1, dtype=torch.int64, device=dev) + best.queries
         return Outcome(best.x, queries, logits_adv=None if task.randomized else best.logits, logits_clean=clean)

@@ -21,7 +21,7 @@ norms are then those of points that only sometimes fool the model).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import torch
@@ -51,17 +51,16 @@ class Smallest:
 
     Points come with the success the attack's own forward pass saw. On a deterministic model that is the
     verdict, and a smaller successful point replaces the best one at once. On a randomized model one random
-    draw's success may not survive the next draw, so a success is only a *candidate* (the smallest since the
-    last check is kept) until :meth:`confirm` judges it as the result will be judged (the mean-probability
-    prediction over ``task.draws`` calls); only confirmed points become the result. Confirmation calls count
-    as queries.
+    draw's success may not survive the next draw, so a smaller point that one draw calls successful is first
+    judged as the result will be (the mean-probability prediction over ``task.draws`` calls), and only then
+    becomes the result; those calls count as queries.
 
     Attributes:
         x: (B, ...) the best points (the inputs where none was found).
         norm: float64 (B,) their norms (inf where none was found).
         logits: (B, K) the model's outputs at ``x`` where known (NaN rows elsewhere; always NaN on a randomized
             model, whose result is judged afresh).
-        queries: int64 (B,) the model calls spent confirming candidates.
+        queries: int64 (B,) the model calls spent confirming points.
     """
 
     x: Tensor
@@ -70,8 +69,6 @@ class Smallest:
     queries: Tensor
     randomized: bool = False
     draws: int = 1
-    _cand_x: Tensor | None = field(default=None, repr=False)
-    _cand_norm: Tensor | None = field(default=None, repr=False)
 
     @classmethod
     def start(cls, task: Task) -> Smallest:
@@ -86,42 +83,22 @@ class Smallest:
         """bool (B,): a (confirmed) successful point is known."""
         return torch.isfinite(self.norm)
 
-    def offer(self, idx: Tensor, xs: Tensor, norms: Tensor, ok: Tensor, logits: Tensor) -> Tensor:
+    def offer(self, model: nn.Module, task: Task, idx: Tensor, xs: Tensor, norms: Tensor, ok: Tensor,
+              logits: Tensor) -> Tensor:
         """Points ``xs`` of the samples ``idx`` with norms ``norms`` (float64), found successful (``ok``) by the
-        forward pass that gave ``logits``. Returns bool: the point became the sample's result (always False on
-        a randomized model, where it only becomes a candidate)."""
+        forward pass that gave ``logits``. Returns bool: the point became the sample's result."""
         better = ok & (norms < self.norm[idx])
-        if self.randomized:
-            if self._cand_x is None:
-                self._cand_x, self._cand_norm = self.x.clone(), self.norm.clone()
-            assert self._cand_norm is not None
-            better &= norms < self._cand_norm[idx]
-            self._cand_x[idx[better]] = xs[better]
-            self._cand_norm[idx[better]] = norms[better]
-            return torch.zeros_like(better)
+        if self.randomized and bool(better.any()):
+            rows = better.nonzero().squeeze(1)
+            judged, _ = judge(model, xs[rows].detach(), draws=self.draws)
+            self.queries[idx[rows]] += self.draws
+            better[rows] = task.success(judged, idx[rows])
         sel = idx[better]
-        self.x[sel] = xs[better].to(self.x.dtype)
+        self.x[sel] = xs[better].detach().to(self.x.dtype)
         self.norm[sel] = norms[better]
-        self.logits[sel] = logits[better].detach().to(self.logits.dtype)
+        if not self.randomized:
+            self.logits[sel] = logits[better].detach().to(self.logits.dtype)
         return better
-
-    def confirm(self, model: nn.Module, task: Task) -> Tensor:
-        """On a randomized model, judge the pending candidates over ``task.draws`` calls and keep those that
-        still succeed and are smaller than the result so far. Returns bool (B,): the result changed."""
-        changed = torch.zeros(self.norm.shape[0], dtype=torch.bool, device=self.norm.device)
-        if not self.randomized or self._cand_x is None or self._cand_norm is None:
-            return changed
-        pending = (self._cand_norm < self.norm).nonzero().squeeze(1)
-        if pending.numel():
-            logits, _ = judge(model, self._cand_x[pending], draws=self.draws)
-            self.queries[pending] += self.draws
-            ok = task.success(logits, pending)
-            sel = pending[ok]
-            self.x[sel] = self._cand_x[sel]
-            self.norm[sel] = self._cand_norm[sel]
-            changed[sel] = True
-        self._cand_x, self._cand_norm = None, None
-        return changed
 
 
 @dataclass(frozen=True, kw_only=True)
