@@ -119,8 +119,7 @@ def test_deepfool_fools_every_image_of_mnist_cnn():
 
 
 def test_deepfool_stays_in_the_box_and_keeps_its_sum_equal_to_the_step_taken():
-    """On [0, 1] pixels the clipped DeepFool still lands past the boundary (its linearisation skips the
-    directions the box blocks)."""
+    """On binary pixels (every feature at a bound) the clipped DeepFool still gets past the boundary."""
     model, x = affine(seed=4), torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(5)).round()
     y = model(x).argmax(1).detach()  # binary pixels: every feature at a bound
     res = DeepFool(steps=50)(model, x, y)

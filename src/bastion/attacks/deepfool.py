@@ -16,11 +16,11 @@ steps). Targeted calls linearise one boundary, between the target ``t`` and the 
 (``f = Z_t - Z_j``).
 
 Inputs live in a box (pixels in [0, 1]), which the paper does not model. Here the point is clipped into the
-bounds after every step and the running sum ``r`` is kept equal to the step actually taken
-(``(x_{i+1} - x) / (1 + overshoot)``), and the linearisation only uses directions in which the point can move:
-gradient components that push a feature already at a bound further out are left out (its change would be
-clipped away, so the linear step would fall short of the boundary). Away from the bounds this is the paper's
-step exactly.
+bounds after every step and the running sum ``r`` is kept equal to the step actually taken,
+``(x_{i+1} - x) / (1 + overshoot)`` (foolbox lets it grow beyond the box, where later steps must first undo it:
+on ``mnist-cnn`` keeping it equal gave slightly smaller perturbations). Away from the bounds this is the paper's
+step exactly. (Linearising only in the directions the box leaves open converged in fewer steps but to
+perturbations about 8% larger, so the full gradient is used.)
 
 On a randomized model a misclassification seen under one random draw only stops an input once confirmed over
 several draws (:class:`~bastion.attacks.min_norm.Smallest`). The result is the first (confirmed) adversarial
@@ -127,7 +127,6 @@ class DeepFool(MinimumNormAttack):
 
     def _step(self, logits: Tensor, xs: Tensor, task: Task, active: Tensor, go: Tensor) -> Tensor:
         """The linearised step of the inputs ``go`` (bool over the rows of ``xs``) from their points ``xs``."""
-        lo, hi = self.bounds
         rows = torch.arange(logits.shape[0], device=logits.device)
         z = logits.detach()
         y = task.y[active]
@@ -142,15 +141,11 @@ class DeepFool(MinimumNormAttack):
         k = pos.shape[1]
         f = (z.gather(1, pos) - z.gather(1, neg))[go]  # (G, k): negative until the boundary is crossed
         at = xs.detach()[go]
-        stuck_low, stuck_high = at <= lo, at >= hi
         grads = []
         for j in range(k):
             diff = logits[rows, pos[:, j]] - logits[rows, neg[:, j]]
             (g,) = torch.autograd.grad(diff.sum(), xs, retain_graph=j < k - 1)
-            g = g[go]
-            # directions the point can move in: no push beyond a bound it already sits on
-            g = torch.where((stuck_low & (g < 0)) | (stuck_high & (g > 0)), torch.zeros_like(g), g)
-            grads.append(g)
+            grads.append(g[go])
         w = torch.stack(grads, 1).flatten(2).double()  # (G, k, D)
         dual = w.norm(dim=2) if self.norm == "l2" else w.abs().sum(2)
         dist = f.double().abs() / (dual + 1e-8)
