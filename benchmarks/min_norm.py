@@ -73,16 +73,19 @@ def public(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """bastion (``a``) against a peer (``b``) where both succeeded."""
+    """bastion (``a``) against a peer (``b``) where both succeeded (the per-image ratios leave out the images the
+    model already gets wrong: both return them unchanged)."""
     both = a["_ok"] & b["_ok"]
     if not bool(both.any()):
         return {"both_succeeded": 0}
-    ratio = a["_norms"][both] / b["_norms"][both]
+    moved = both & (b["_norms"] > 0)
+    ratio = a["_norms"][moved] / b["_norms"][moved]
     return {"both_succeeded": int(both.sum()), "median_bastion_on_both": float(a["_norms"][both].median()),
             "median_peer_on_both": float(b["_norms"][both].median()),
             "median_ratio_bastion_over_peer": float(a["_norms"][both].median() / b["_norms"][both].median()),
-            "per_image_ratio_median": float(ratio.median()), "per_image_ratio_min": float(ratio.min()),
-            "per_image_ratio_max": float(ratio.max())}
+            "per_image_ratio_median": float(ratio.median()) if ratio.numel() else None,
+            "per_image_ratio_min": float(ratio.min()) if ratio.numel() else None,
+            "per_image_ratio_max": float(ratio.max()) if ratio.numel() else None}
 
 
 def part_cw(model, x, y, args, log) -> dict[str, Any]:  # noqa: ANN001
