@@ -60,7 +60,7 @@ def test_attack_without_eps_and_with_set_options(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "f" / "summary.json").read_text())["attack"]["eps"] == 0.3
     # the recorded command reproduces the run: a repeatable option once per value, nothing when not given
-    assert "--set gamma=0.1 --set output=probs" in s["command"]
+    assert "--set gamma=0.1 --set output=logits" in s["command"]
     assert "--set" not in json.loads((tmp_path / "f" / "summary.json").read_text())["command"]
     refused = runner.invoke(app, shlex.split(s["command"])[1:])  # into the same folder: its files are kept
     assert refused.exit_code == 2 and "pass --overwrite" in _flat(refused)
