@@ -132,3 +132,23 @@ def test_the_curve_in_l1_and_l0_and_without_a_grid(cnn, data):
     one = Evaluation(suite=[MinNormPGD(steps=5, doublings=2, search_steps=2)], cascade=False, checks=False).run(
         cnn, small)
     assert [(r.attack, r.eps) for r in one.rows] == [("min-norm-margin", None)]
+
+
+def test_an_interrupted_evaluation_with_a_curve_resumes_to_the_same_numbers(cnn, data):
+    """The curve's rows are saved together after its one run, and a resumed evaluation keeps them (the attack does
+    not run again) or runs the curve as an uninterrupted one would."""
+    small = data.subset(torch.arange(16))
+    suite = [PGD(eps=1.0, norm="l2", steps=5), Counted(steps=20)]
+    ev = Evaluation(suite=suite, eps_grid=[1.0, 2.0], cascade=True, checks=False)
+    partials: list[RobustnessReport] = []
+    full = ev.run(cnn, small, on_partial=partials.append)
+    assert [len(p.per_image["order"]) for p in partials] == [1, 2, 4]  # PGD at 1, at 2, then the whole curve
+
+    def numbers(rep: RobustnessReport) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rep.to_dict()["rows"]]
+
+    RUNS.clear()
+    again = ev.run(cnn, small, resume=partials[-1])  # every row done: nothing runs
+    assert RUNS == [] and numbers(again) == numbers(full)
+    again = ev.run(cnn, small, resume=partials[1])  # cut before the curve: it runs once, with the same result
+    assert sum(RUNS) > 0 and numbers(again) == numbers(full)

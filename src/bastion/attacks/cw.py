@@ -94,6 +94,10 @@ class CW(MinimumNormAttack):
     def threat(self) -> ThreatModel:
         return ThreatModel(norm="l2", eps=float("inf"), bounds=self.bounds)
 
+    @property
+    def cost(self) -> int:
+        return self.steps * self.search_steps  # at most (early abort stops most inputs sooner)
+
     def _run(self, model: nn.Module, task: Task) -> Outcome:
         x = task.x
         n, dev = task.n, x.device

@@ -86,6 +86,11 @@ class DeepFool(MinimumNormAttack):
     def threat(self) -> ThreatModel:
         return ThreatModel(norm=self.norm, eps=float("inf"), bounds=self.bounds)
 
+    @property
+    def cost(self) -> int:
+        # a forward and (candidates - 1) backward passes a step; a few steps per input (3 to 12 on mnist-cnn)
+        return min(self.steps, 8) * (self.candidates or 10)
+
     def _run(self, model: nn.Module, task: Task) -> Outcome:
         x = task.x
         n, dev = task.n, x.device

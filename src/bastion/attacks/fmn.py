@@ -115,6 +115,10 @@ class FMN(MinimumNormAttack):
     def threat(self) -> ThreatModel:
         return ThreatModel(norm=self.norm, eps=float("inf"), bounds=self.bounds)
 
+    @property
+    def cost(self) -> int:
+        return self.steps + 1
+
     def _run(self, model: nn.Module, task: Task) -> Outcome:
         x = task.x
         n, dev = task.n, x.device
