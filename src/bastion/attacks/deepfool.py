@@ -121,7 +121,7 @@ class DeepFool(MinimumNormAttack):
             go = ~ok
             if i == self.steps or not bool(go.any()):
                 break
-            step = self._step(logits, xs, task, active, go)
+            step = self._step(logits, xs, task, active, go, k_cand)
             active = active[go]
             with torch.no_grad():
                 moved = (x[active] + scale * (total[active] + step)).clamp(lo, hi)
@@ -130,32 +130,35 @@ class DeepFool(MinimumNormAttack):
         return Outcome(best.x, queries + best.queries, logits_adv=None if task.randomized else best.logits,
                        logits_clean=clean)
 
-    def _step(self, logits: Tensor, xs: Tensor, task: Task, active: Tensor, go: Tensor) -> Tensor:
-        """The linearised step of the inputs ``go`` (bool over the rows of ``xs``) from their points ``xs``."""
+    def _step(self, logits: Tensor, xs: Tensor, task: Task, active: Tensor, go: Tensor, k_cand: int) -> Tensor:
+        """The linearised step of the inputs ``go`` (bool over the rows of ``xs``) from their points ``xs``: the
+        candidate boundaries are linearised one at a time, keeping the nearest (memory of one gradient per input)."""
         rows = torch.arange(logits.shape[0], device=logits.device)
         z = logits.detach()
         y = task.y[active]
         if task.target is None:
-            others = z.scatter(1, y[:, None], float("-inf"))
-            pos = others.topk(min(z.shape[1], self.candidates or z.shape[1]) - 1, dim=1).indices  # (B, k)
+            pos = z.scatter(1, y[:, None], float("-inf")).topk(k_cand - 1, dim=1).indices  # (B, k): the best others
             neg = y[:, None].expand_as(pos)
         else:
             t = task.target[active]
             pos = t[:, None]
             neg = z.scatter(1, t[:, None], float("-inf")).argmax(1, keepdim=True)
         k = pos.shape[1]
-        f = (z.gather(1, pos) - z.gather(1, neg))[go]  # (G, k): negative until the boundary is crossed
-        at = xs.detach()[go]
-        grads = []
+        f = (z.gather(1, pos) - z.gather(1, neg))[go].double()  # (G, k): negative until the boundary is crossed
+        best_dist = torch.full((f.shape[0],), float("inf"), dtype=torch.float64, device=f.device)
+        best_w = torch.zeros_like(xs[go])
+        best_dual = torch.ones_like(best_dist)
         for j in range(k):
             diff = logits[rows, pos[:, j]] - logits[rows, neg[:, j]]
             (g,) = torch.autograd.grad(diff.sum(), xs, retain_graph=j < k - 1)
-            grads.append(g[go])
-        w = torch.stack(grads, 1).flatten(2).double()  # (G, k, D)
-        dual = w.norm(dim=2) if self.norm == "l2" else w.abs().sum(2)
-        dist = f.double().abs() / (dual + 1e-8)
-        nearest = dist.argmin(1)
-        sel = torch.arange(w.shape[0], device=w.device)
-        wl, dl, nl = w[sel, nearest], dist[sel, nearest] + _PAST_BOUNDARY, dual[sel, nearest]
-        step = wl / (nl[:, None] + 1e-8) if self.norm == "l2" else wl.sign()
-        return (dl[:, None] * step).to(at.dtype).reshape(at.shape)
+            w = g[go]
+            flat = w.flatten(1)
+            dual = (flat.norm(dim=1) if self.norm == "l2" else flat.abs().sum(1)).double()
+            dist = f[:, j].abs() / (dual + 1e-8)
+            nearer = dist < best_dist
+            best_dist = torch.where(nearer, dist, best_dist)
+            best_dual = torch.where(nearer, dual, best_dual)
+            best_w = torch.where(_view(nearer, w), w, best_w)
+        size = best_dist + _PAST_BOUNDARY
+        direction = best_w / _view((best_dual + 1e-8).to(best_w.dtype), best_w) if self.norm == "l2" else best_w.sign()
+        return _view(size.to(best_w.dtype), best_w) * direction
