@@ -64,7 +64,7 @@ def child(case: str, gamma_224: float, threads: int) -> None:
         xg = x.clone().requires_grad_(True)
         torch.autograd.grad(model(xg).sum(), xg)
     else:
-        atk = JSMA(theta=1.0, gamma=gamma)
+        atk = JSMA(theta=1.0, gamma=gamma, output="logits")  # the chunked pair search (the softmax one needs none)
         t0 = time.perf_counter()
         res = atk(model, x, y, target=target)
         out.update({

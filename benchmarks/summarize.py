@@ -64,6 +64,12 @@ def rows() -> list[tuple[str, str, str, str]]:
                           for name, r in ap["models"].items())
         add(("APGD-CE vs PGD-100 at eps 0.3, robust accuracy per shipped model (mnist-cnn-bart through eot(bpda))",
              cells, "APGD <= PGD on each", "autoattack.py apgd-vs-pgd"))
+    fs = load("fgsm_speed.json")
+    if fs and "by_threads" in fs:
+        add(("FGSM time / hand-written FGSM, 1,000 images (median of rounds; ratio of medians), by torch threads",
+             "; ".join(f"{t} thread{'s' if t != '1' else ''}: {r['ratio_median_of_rounds']:.2f} / "
+                       f"{r['ratio_of_medians']:.2f}" for t, r in fs["by_threads"].items()), "<= 1.5",
+             "fgsm_speed.py"))
 
     j = load("jsma.json")
     if j:
@@ -81,6 +87,18 @@ def rows() -> list[tuple[str, str, str, str]]:
                  + (f"; bastion at {floor['logits']:.2f}x / {floor['probs']:.2f}x the time of its forward and "
                     f"backward passes alone, ART at {sp['art_over_probs_floor']:.1f}x the probs one)" if floor else ")"),
                  ">= 10x", "jsma.py"))
+    if j and "models" in j:
+        default = j.get("default_output", {}).get("default", "probs")
+        for name, mj in j["models"].items():
+            art = mj.get("art", {})
+            if "quality_all_pairs" not in art:
+                continue
+            q, sp = art["quality_all_pairs"], art["speed"]
+            b, a = q[f"bastion_{default}"], q["art"]
+            add((f"JSMA default ({default}) vs ART on {name}, 900 attacks: success / mean L0 / speed-up",
+                 f"{pct(b['success_rate'])} / {b['mean_l0_pct_all']:.2f}% / {sp[f'speedup_{default}_vs_art']:.1f}x "
+                 f"(ART {pct(a['success_rate'])} / {a['mean_l0_pct_all']:.2f}%)",
+                 "success >= ART's, L0 <= ART's", "jsma.py"))
     m = load("jsma_memory.json")
     if m:
         c = m["cases"]
@@ -155,6 +173,53 @@ def rows() -> list[tuple[str, str, str, str]]:
         if h:
             add(("HopSkipJump 5,000 queries: success / median L2 over min-norm PGD's",
                  f"{pct(h['hopskipjump']['success_rate'])} / {h['median_l2_ratio']:.2f}x", "100% / <= 1.5x", cmd))
+
+    mn = load("min_norm.json")
+    if mn:
+        cw = mn.get("cw")
+        if cw and isinstance(cw.get("foolbox"), dict):
+            f = cw["foolbox"]
+            st = cw["settings"]
+            add((f"CW-L2 ({st['search_steps']} x {st['steps']} steps) on {st['n']} held-out, mnist-cnn: success / median "
+                 "L2, bastion vs foolbox", f"{pct(f['bastion']['success_rate'])} / {f['bastion']['median']:.3f} vs "
+                 f"{pct(f['foolbox']['success_rate'])} / {f['foolbox']['median']:.3f} (ratio "
+                 f"{f['median_ratio_own_successes']:.3f})", "within 5%", "min_norm.py --part cw"))
+            t = cw.get("torchattacks")
+            if isinstance(t, dict):
+                add((f"CW-L2 at one c={t['c']} ({st['steps']} steps): success / median L2, bastion vs torchattacks",
+                     f"{pct(t['bastion']['success_rate'])} / {t['bastion']['median']:.3f} vs "
+                     f"{pct(t['torchattacks']['success_rate'])} / {t['torchattacks']['median']:.3f}", "reported",
+                     "min_norm.py --part cw"))
+            art = cw.get("art")
+            if isinstance(art, dict) and "speedup" in art:
+                add((f"CW-L2 speed-up over ART CarliniL2Method ({art['n']} images, {art['search_steps']} x "
+                     f"{art['steps']} steps; success bastion / ART)", f"{art['speedup']:.1f}x "
+                     f"({pct(art['bastion']['success_rate'])} / {pct(art['art']['success_rate'])})", ">= 5x",
+                     "min_norm.py --part cw"))
+        df = mn.get("deepfool")
+        if df:
+            ta = df.get("torchattacks_l2")
+            add((f"DeepFool L2 / Linf on mnist-cnn, {df['n']} held-out: success (median norm); torchattacks L2; "
+                 "foolbox L2 / Linf",
+                 f"{pct(df['bastion_l2']['success_rate'])} ({df['bastion_l2']['median']:.3f}) / "
+                 f"{pct(df['bastion_linf']['success_rate'])} ({df['bastion_linf']['median']:.4f}); "
+                 + (f"{pct(ta['success_rate'])} ({ta['median']:.3f}); " if isinstance(ta, dict) else "")
+                 + f"{pct(df['foolbox_l2']['success_rate'])} ({df['foolbox_l2']['median']:.3f}) / "
+                 f"{pct(df['foolbox_linf']['success_rate'])} ({df['foolbox_linf']['median']:.4f})",
+                 "100%", "min_norm.py --part deepfool"))
+        fm = mn.get("fmn")
+        if fm:
+            peer = "original" if isinstance(fm.get("l2", {}).get("original"), dict) else "foolbox"
+            cells = []
+            for norm in ("l0", "l1", "l2", "linf"):
+                r = fm.get(norm)
+                if r:
+                    b, o = r["bastion"], r[peer]
+                    cells.append(f"{norm} {pct(b['success_rate'])} / {b['median']:.3g} vs {pct(o['success_rate'])} / "
+                                 f"{o['median']:.3g}")
+            add((f"FMN ({fm['steps']} steps) on {fm['n']} held-out, mnist-cnn: success / median norm, bastion vs "
+                 + ("the authors' code" if peer == "original" else "foolbox"), "; ".join(cells), "reported",
+                 "min_norm.py --part fmn"))
 
     ev = load("mnist-cnn-adv-pgd50x10/results.json")
     if ev:

@@ -691,6 +691,7 @@ def evaluate(
     threads: Threads = None,
 ) -> None:
     """Evaluate robustness over an eps grid; writes results.json, results.csv and report.html."""
+    from bastion.attacks import MinimumNormAttack
     from bastion.distributed import World
     from bastion.eval import Evaluation
     from bastion.factory import apply_defense, make_attack_lenient, parse_eps
@@ -724,10 +725,15 @@ def evaluate(
         _check_linf_eps(suite, grid)
         if not quiet and world.rank == 0:
             _warn_training_overlap(net, data, split)
-            fixed = [a.name for a in suite if a.radius is None]
+            fixed = [a.name for a in suite if a.radius is None and not isinstance(a, MinimumNormAttack)]
             if fixed:
                 console.print(f"note: {', '.join(fixed)} has no radius: --eps does not apply to it (it runs once, "
                               "with its own budget, and has no point on the accuracy-vs-eps chart)")
+            curves = [f"{a.name} ({a.minimized_norm})" for a in suite if isinstance(a, MinimumNormAttack)]
+            if curves:
+                console.print(f"note: {', '.join(curves)}: a minimum-norm attack runs once and gets a row at every "
+                              "eps, in its own norm (an image counts as broken at eps when its smallest adversarial "
+                              "perturbation is within eps)")
         _use_threads(threads, quiet=quiet)
         def save_partial(partial: RobustnessReport) -> None:
             outputs.write_json("results.json", partial.to_dict())

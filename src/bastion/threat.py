@@ -17,8 +17,8 @@ from bastion._checks import shown
 from bastion._rng import keyed_normal, keyed_uniform
 from bastion.errors import ConfigError
 
-Norm = Literal["linf", "l2", "l0"]
-NORMS: tuple[str, ...] = ("linf", "l2", "l0")
+Norm = Literal["linf", "l2", "l1", "l0"]
+NORMS: tuple[str, ...] = ("linf", "l2", "l1", "l0")
 
 
 def _flat(x: Tensor) -> Tensor:
@@ -30,20 +30,49 @@ def _per_sample(v: Tensor, like: Tensor) -> Tensor:
 
 
 def perturbation_norms(x_adv: Tensor, x: Tensor) -> dict[str, Tensor]:
-    """Per-sample L0 (number of changed features), L2 and Linf of ``x_adv - x`` (each of shape (B,))."""
+    """Per-sample L0 (number of changed features), L1, L2 and Linf of ``x_adv - x`` (each of shape (B,))."""
     d = _flat(x_adv.detach() - x.detach()).to(torch.float64)
+    a = d.abs()
     return {
-        "l0": (d.abs() > 1e-7).sum(1).to(torch.float64),
+        "l0": (a > 1e-7).sum(1).to(torch.float64),
+        "l1": a.sum(1),
         "l2": d.norm(p=2, dim=1),
-        "linf": d.abs().amax(1),
+        "linf": a.amax(1),
     }
+
+
+def project_l1(delta: Tensor, eps: Tensor) -> Tensor:
+    """The Euclidean projection of each row of ``delta`` (B, n) onto the L1 ball of radius ``eps`` (B,) (Duchi
+    et al. 2008, "Efficient projections onto the l1-ball for learning in high dimensions": one sort per row)."""
+    a = delta.abs()
+    eps = eps.to(device=a.device, dtype=a.dtype)
+    inside = a.sum(1) <= eps
+    mu = a.sort(dim=1, descending=True).values
+    cs = mu.cumsum(1)
+    k = torch.arange(1, a.shape[1] + 1, device=a.device, dtype=a.dtype)
+    # rho: the number of entries that stay non-zero (the last k with mu_k > (cs_k - eps) / k)
+    rho = ((mu * k > cs - eps[:, None]) * k).amax(1).clamp_min(1)
+    theta = (cs.gather(1, rho.long()[:, None] - 1).squeeze(1) - eps) / rho
+    shrunk = delta.sign() * (a - theta[:, None]).clamp_min(0)
+    return torch.where(inside[:, None], delta, shrunk)
+
+
+def project_l0(delta: Tensor, eps: Tensor) -> Tensor:
+    """Each row of ``delta`` (B, n) with all but its ``floor(eps)`` (B,) largest entries (in magnitude) set to
+    zero; ties go to the lower index, so the result does not depend on the batch."""
+    k = eps.to(delta.device).floor().clamp(0, delta.shape[1]).to(torch.int64)
+    order = delta.abs().argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(delta.shape[1], device=delta.device).expand_as(order))
+    return torch.where(rank < k[:, None], delta, torch.zeros_like(delta))
 
 
 @dataclass(frozen=True, kw_only=True)
 class ThreatModel:
     """A norm ball of radius ``eps`` intersected with the box ``bounds``.
 
-    For ``norm="l0"`` the radius is a number of features (JSMA uses a fraction of them instead).
+    For ``norm="l0"`` the radius is a number of features (JSMA uses a fraction of them instead). The ``l1`` and
+    ``l0`` balls can be projected onto but have no random start or steepest direction (the minimum-norm attack
+    FMN moves in L2-normalised steps and projects onto them).
     """
 
     norm: Norm = "linf"
@@ -75,7 +104,7 @@ class ThreatModel:
             scale = (self.eps if eps is None else eps.to(device=r.device, dtype=r.dtype)) * r ** (1.0 / dim)
             delta = g * _per_sample(scale, g)
         else:
-            raise ConfigError("random_init is not defined for the l0 threat model")
+            raise ConfigError(f"random_init is not defined for the {self.norm} threat model")
         return (x + delta.to(x.device)).clamp(*self.bounds)
 
     def _radius(self, eps: Tensor | None, like: Tensor) -> float | Tensor:
@@ -91,7 +120,7 @@ class ThreatModel:
         if self.norm == "l2":
             n = _flat(grad).norm(dim=1).clamp_min(1e-12)
             return grad / _per_sample(n, grad)
-        raise ConfigError("steepest is not defined for the l0 threat model")
+        raise ConfigError(f"steepest is not defined for the {self.norm} threat model")
 
     def project(self, x_adv: Tensor, x: Tensor, *, eps: Tensor | None = None) -> Tensor:
         """Project ``x_adv`` onto the eps-ball around ``x``, then into the bounds; ``eps`` (B,) overrides the
@@ -108,7 +137,10 @@ class ThreatModel:
             factor = (self.eps / n if eps is None else (eps.to(n.device) / n).to(delta.dtype)).clamp(max=1.0)
             delta = delta * _per_sample(factor, delta)
         else:
-            raise ConfigError("project is not defined for the l0 threat model")
+            radius = torch.full((x.shape[0],), float(self.eps), device=x.device) if eps is None else eps
+            flat = _flat(delta)
+            flat = project_l1(flat, radius) if self.norm == "l1" else project_l0(flat, radius)
+            delta = flat.reshape(delta.shape)
         # Clipping into the box never leaves the ball: x is in the box, so each |delta_i| only shrinks.
         return (x + delta).clamp(*self.bounds)
 
@@ -123,8 +155,9 @@ class ThreatModel:
         lo, hi = self.bounds
         if atol is None:
             scale = max(abs(lo), abs(hi), 1.0)
+            n = x_adv[0].numel()
             atol = 1e-6 + 4.0 * torch.finfo(x_adv.dtype).eps * scale * (
-                math.sqrt(x_adv[0].numel()) if self.norm == "l2" else 1.0)
+                math.sqrt(n) if self.norm == "l2" else float(n) if self.norm == "l1" else 1.0)
         flat = _flat(x_adv)
         in_box = (flat >= lo - atol).all(1) & (flat <= hi + atol).all(1)
         return in_box & (self.distance(x_adv, x) <= self.eps + atol)

@@ -5,7 +5,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bastion.attacks import APGD, ATTACKS, BIM, FAB, FGSM, JSMA, PGD, HopSkipJump, MinNormPGD, Square
+from bastion.attacks import APGD, ATTACKS, BIM, CW, FAB, FGSM, FMN, JSMA, PGD, DeepFool, HopSkipJump, MinNormPGD, Square
 from bastion.data import load_dataset
 from bastion.errors import ConfigError, InputRangeError, InputShapeError, LabelError, ModelModeError
 from bastion.models import pretrained
@@ -25,6 +25,13 @@ FACTORIES = {
     "square": ("square", lambda eps, norm: Square(eps=eps, max_queries=30)),
     "hsj": ("hsj", lambda eps, norm: HopSkipJump(max_queries=60, norm=norm, init_evals=5, max_evals=10)),
     "min-norm": ("min-norm", lambda eps, norm: MinNormPGD(steps=3, doublings=2, search_steps=2)),
+    "cw": ("cw", lambda eps, norm: CW(steps=6, search_steps=3, initial_const=0.1)),
+    "cw-kappa": ("cw", lambda eps, norm: CW(steps=4, search_steps=2, confidence=0.5, abort_early=False)),
+    "deepfool": ("deepfool", lambda eps, norm: DeepFool(steps=4, norm=norm)),
+    "deepfool-3": ("deepfool", lambda eps, norm: DeepFool(steps=4, norm=norm, candidates=3, overshoot=0.0)),
+    "fmn": ("fmn", lambda eps, norm: FMN(steps=6, norm=norm)),
+    "fmn-l1": ("fmn", lambda eps, norm: FMN(steps=6, norm="l1")),
+    "fmn-l0": ("fmn", lambda eps, norm: FMN(steps=6, norm="l0")),
 }
 
 

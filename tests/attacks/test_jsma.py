@@ -93,13 +93,15 @@ def tiny_inputs(seed, b=3, shape=(1, 4, 4)):
 
 
 CASES = {
-    "pairs-increase": dict(theta=1.0, gamma=0.6),
-    "pairs-decrease": dict(theta=1.0, gamma=0.6, variant="decrease"),
-    "pairs-small-theta": dict(theta=0.35, gamma=0.5),
-    "singles": dict(theta=1.0, gamma=0.5, pairs=False),
-    "singles-decrease-small-theta": dict(theta=0.3, gamma=0.4, pairs=False, variant="decrease"),
+    "pairs-increase": dict(theta=1.0, gamma=0.6, output="logits"),
+    "pairs-decrease": dict(theta=1.0, gamma=0.6, variant="decrease", output="logits"),
+    "pairs-small-theta": dict(theta=0.35, gamma=0.5, output="logits"),
+    "singles": dict(theta=1.0, gamma=0.5, pairs=False, output="logits"),
+    "singles-decrease-small-theta": dict(theta=0.3, gamma=0.4, pairs=False, variant="decrease", output="logits"),
     "probs": dict(theta=1.0, gamma=0.6, output="probs"),
-    "away": dict(theta=1.0, gamma=0.6, untargeted="away"),
+    "default-is-probs": dict(theta=1.0, gamma=0.6),
+    "singles-probs": dict(theta=1.0, gamma=0.5, pairs=False),
+    "away": dict(theta=1.0, gamma=0.6, untargeted="away", output="logits"),
     "away-decrease-probs": dict(theta=1.0, gamma=0.6, untargeted="away", variant="decrease", output="probs"),
 }
 
@@ -118,7 +120,7 @@ def test_equals_loop_reference_on_tiny_inputs(case, targeted):
             ref, evals = reference_jsma(
                 model, x[i], int(y[i]), None if target is None else int(target[i]), theta=kw["theta"],
                 gamma=kw["gamma"], pairs=kw.get("pairs", True), increase=kw.get("variant", "increase") == "increase",
-                probs=kw.get("output") == "probs", away=target is None and kw.get("untargeted") == "away",
+                probs=kw.get("output", "probs") == "probs", away=target is None and kw.get("untargeted") == "away",
             )
             torch.testing.assert_close(res.x_adv[i], ref, atol=1e-12, rtol=0)
             assert int(res.queries[i]) == evals
@@ -255,11 +257,12 @@ def test_finished_samples_do_not_change_and_batch_equals_singles():
 
 
 def test_cifar_shaped_batch_with_small_chunks():
-    """3x32x32 inputs (3,072 features) run with a tiny pair-search chunk; the budget still holds."""
+    """3x32x32 inputs (3,072 features) run with a tiny pair-search chunk (the logits search: the softmax one needs
+    none); the budget still holds."""
     model = tiny_cnn(seed=1, input_shape=(3, 32, 32))
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     y = model(x).argmax(1)
-    res = JSMA(gamma=0.01, chunk_elements=1000)(model, x, y, target=(y + 1) % 10)
+    res = JSMA(gamma=0.01, chunk_elements=1000, output="logits")(model, x, y, target=(y + 1) % 10)
     assert bool((res.norms["l0"] <= 30).all()) and bool((res.norms["l0"] > 0).all())
     assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
 
@@ -288,7 +291,7 @@ def test_bad_configuration_raises(make):
 def test_config_is_keyword_only_and_serializable():
     atk = JSMA()
     assert atk.to_dict() == {"attack": "jsma", "theta": 1.0, "gamma": 0.145, "pairs": True, "variant": "increase",
-                             "output": "logits", "untargeted": "runner-up", "bounds": [0.0, 1.0], "chunk_elements": 1 << 24,
+                             "output": "probs", "untargeted": "runner-up", "bounds": [0.0, 1.0], "chunk_elements": 1 << 24,
                              "jacobian_batch": None, "channels_last": True}
     with pytest.raises(TypeError):
         JSMA(1.0)  # type: ignore[misc]

@@ -51,16 +51,16 @@ def test_attack_writes_tensors_summary_and_figure(tmp_path):
 def test_attack_without_eps_and_with_set_options(tmp_path):
     """JSMA has no eps (its budget is gamma): the default eps applies only to attacks that have one, and --set passes
     any other option (JSON values)."""
-    r = runner.invoke(app, ["attack", "--attack", "jsma", "--set", "gamma=0.1", "--set", "output=probs", "--n", "4",
+    r = runner.invoke(app, ["attack", "--attack", "jsma", "--set", "gamma=0.1", "--set", "output=logits", "--n", "4",
                             "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "summary.json").read_text())
-    assert s["attack"]["attack"] == "jsma" and s["attack"]["gamma"] == 0.1 and s["attack"]["output"] == "probs"
+    assert s["attack"]["attack"] == "jsma" and s["attack"]["gamma"] == 0.1 and s["attack"]["output"] == "logits"
     r = runner.invoke(app, ["attack", "--attack", "fgsm", "--n", "2", "--out", str(tmp_path / "f")])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "f" / "summary.json").read_text())["attack"]["eps"] == 0.3
     # the recorded command reproduces the run: a repeatable option once per value, nothing when not given
-    assert "--set gamma=0.1 --set output=probs" in s["command"]
+    assert "--set gamma=0.1 --set output=logits" in s["command"]
     assert "--set" not in json.loads((tmp_path / "f" / "summary.json").read_text())["command"]
     refused = runner.invoke(app, shlex.split(s["command"])[1:])  # into the same folder: its files are kept
     assert refused.exit_code == 2 and "pass --overwrite" in _flat(refused)

@@ -14,10 +14,13 @@ from typing import Any
 
 from bastion.attacks.adaptive import bpda, eot
 from bastion.attacks.apgd import APGD
-from bastion.attacks.base import Attack, AttackResult
+from bastion.attacks.base import Attack, AttackResult, MinimumNormAttack
 from bastion.attacks.bim import BIM
+from bastion.attacks.cw import CW
+from bastion.attacks.deepfool import DeepFool
 from bastion.attacks.fab import FAB
 from bastion.attacks.fgsm import FGSM
+from bastion.attacks.fmn import FMN
 from bastion.attacks.hopskipjump import HopSkipJump
 from bastion.attacks.jsma import JSMA
 from bastion.attacks.min_norm import MinNormPGD
@@ -28,8 +31,9 @@ from bastion.attacks.transfer import TransferAttack
 from bastion.registry import Registry
 
 __all__ = [
-    "Attack", "AttackResult", "FGSM", "BIM", "PGD", "APGD", "FAB", "JSMA", "Square", "HopSkipJump", "MinNormPGD", "Oracle", "QueryBudgetError",
-    "TransferAttack", "ATTACKS", "AttackEntry", "bpda", "eot",
+    "Attack", "AttackResult", "MinimumNormAttack", "FGSM", "BIM", "PGD", "APGD", "FAB", "JSMA", "Square", "HopSkipJump",
+    "MinNormPGD", "CW", "DeepFool", "FMN", "Oracle", "QueryBudgetError", "TransferAttack", "ATTACKS", "AttackEntry",
+    "bpda", "eot",
 ]
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,4 +88,13 @@ ATTACKS: Registry[AttackEntry] = Registry("attack", {
                        summary="walks along the decision boundary from labels only (Chen et al. 2020)"),
     "min-norm": AttackEntry(cls=MinNormPGD, label="minimum-norm PGD", budget=None, budget_label="",
                             summary="the smallest L2 radius at which PGD succeeds, by bisection"),
+    "cw": AttackEntry(cls=CW, label="Carlini-Wagner L2", budget=None, budget_label="",
+                      summary="the smallest L2 perturbation by Adam in tanh space, with a binary search over the "
+                              "trade-off constant c (Carlini & Wagner 2017)"),
+    "deepfool": AttackEntry(cls=DeepFool, label="DeepFool", budget=None, budget_label="",
+                            summary="steps to the nearest boundary of the linearised model, L2 or Linf "
+                                    "(Moosavi-Dezfooli et al. 2016)"),
+    "fmn": AttackEntry(cls=FMN, label="FMN", budget=None, budget_label="",
+                       summary="the fast minimum-norm attack: a walk in an Lp ball (L0, L1, L2, Linf) whose radius "
+                               "adapts to the boundary (Pintor et al. 2021)"),
 })

@@ -434,6 +434,23 @@ def probe_model(model: nn.Module, x: Tensor) -> tuple[int, bool]:
     return int(first.shape[1]), bool(randomized)
 
 
+class MinimumNormAttack(Attack):
+    """Base of the minimum-norm attacks (CW, DeepFool, FMN, minimum-norm PGD, HopSkipJump): each looks for the
+    smallest perturbation, in one norm, that fools the model, so its threat model is unbounded in distance
+    (``eps = inf``) and it has no radius to sweep. One run gives every image's smallest adversarial perturbation
+    found, and so a whole accuracy-vs-eps curve: :class:`~bastion.eval.Evaluation` counts an image as broken
+    at ``eps`` when the attack succeeded with a perturbation of norm at most ``eps``."""
+
+    @property
+    def minimized_norm(self) -> str:
+        """The norm the attack minimises (its threat model's): ``"l2"``, ``"linf"``, ``"l1"`` or ``"l0"``."""
+        return self.threat.norm
+
+    @property
+    def radius(self) -> None:
+        return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class GradientAttack(Attack):
     """Base of the white-box attacks inside a norm ball (FGSM, BIM, PGD): the radius ``eps``, the norm, the

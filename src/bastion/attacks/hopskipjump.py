@@ -47,7 +47,16 @@ from torch import Tensor
 
 from bastion._checks import check_images
 from bastion._rng import keyed_bits, keyed_uniform
-from bastion.attacks.base import Access, Outcome, QueryAttack, Task, check_choice, check_int, check_positive
+from bastion.attacks.base import (
+    Access,
+    MinimumNormAttack,
+    Outcome,
+    QueryAttack,
+    Task,
+    check_choice,
+    check_int,
+    check_positive,
+)
 from bastion.attacks.oracle import Oracle, OracleOutput
 from bastion.errors import ConfigError, InputShapeError
 from bastion.threat import ThreatModel
@@ -64,7 +73,7 @@ def _view(v: Tensor, like: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True, kw_only=True)
-class HopSkipJump(QueryAttack):
+class HopSkipJump(QueryAttack, MinimumNormAttack):
     """HopSkipJump, label-only, minimum-norm (L2 or Linf), untargeted or targeted.
 
     Args:

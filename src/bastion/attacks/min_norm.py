@@ -1,4 +1,5 @@
-"""A white-box minimum-norm L2 attack: per-sample bisection over eps of PGD-L2.
+"""What the minimum-norm attacks share (:class:`Smallest`), and a white-box minimum-norm L2 attack: per-sample
+bisection over eps of PGD-L2 (:class:`MinNormPGD`).
 
 For each sample it looks for (approximately) the smallest L2 radius at which PGD (Madry et al. 2018,
 https://arxiv.org/abs/1706.06083) finds an adversarial example:
@@ -26,7 +27,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack, Outcome, Task, check_choice, check_int, check_positive
+from bastion._model import judge
+from bastion.attacks.base import MinimumNormAttack, Outcome, Task, check_choice, check_int, check_positive
 from bastion.attacks.descent import Descent, misclassified, named_loss
 from bastion.threat import ThreatModel
 
@@ -42,8 +44,64 @@ def project_l2(x_adv: Tensor, x: Tensor, eps: Tensor, bounds: tuple[float, float
     return ThreatModel(norm="l2", eps=0.0, bounds=bounds).project(x_adv, x, eps=eps)
 
 
+@dataclass(eq=False)
+class Smallest:
+    """Per sample, the smallest successful point a minimum-norm attack has found so far (its result).
+
+    Points come with the success the attack's own forward pass saw. On a deterministic model that is the
+    verdict, and a smaller successful point replaces the best one at once. On a randomized model one random
+    draw's success may not survive the next draw, so a smaller point that one draw calls successful is first
+    judged as the result will be (the mean-probability prediction over ``task.draws`` calls), and only then
+    becomes the result; those calls count as queries.
+
+    Attributes:
+        x: (B, ...) the best points (the inputs where none was found).
+        norm: float64 (B,) their norms (inf where none was found).
+        logits: (B, K) the model's outputs at ``x`` where known (NaN rows elsewhere; always NaN on a randomized
+            model, whose result is judged afresh).
+        queries: int64 (B,) the model calls spent confirming points.
+    """
+
+    x: Tensor
+    norm: Tensor
+    logits: Tensor
+    queries: Tensor
+    randomized: bool = False
+    draws: int = 1
+
+    @classmethod
+    def start(cls, task: Task) -> Smallest:
+        b, dev = task.n, task.x.device
+        return cls(x=task.x.clone(), norm=torch.full((b,), float("inf"), dtype=torch.float64, device=dev),
+                   logits=torch.full((b, task.num_classes), float("nan"), dtype=task.x.dtype, device=dev),
+                   queries=torch.zeros(b, dtype=torch.int64, device=dev), randomized=task.randomized,
+                   draws=task.draws)
+
+    @property
+    def found(self) -> Tensor:
+        """bool (B,): a (confirmed) successful point is known."""
+        return torch.isfinite(self.norm)
+
+    def offer(self, model: nn.Module, task: Task, idx: Tensor, xs: Tensor, norms: Tensor, ok: Tensor,
+              logits: Tensor) -> Tensor:
+        """Points ``xs`` of the samples ``idx`` with norms ``norms`` (float64), found successful (``ok``) by the
+        forward pass that gave ``logits``. Returns bool: the point became the sample's result."""
+        better = ok & (norms < self.norm[idx])
+        if self.randomized and bool(better.any()):
+            rows = better.nonzero().squeeze(1)
+            judged, _ = judge(model, xs[rows].detach(), draws=self.draws)
+            self.queries[idx[rows]] += self.draws
+            better[rows] = task.success(judged, idx[rows])
+        sel = idx[better]
+        self.x[sel] = xs[better].detach().to(self.x.dtype)
+        self.norm[sel] = norms[better]
+        if not self.randomized:
+            self.logits[sel] = logits[better].detach().to(self.logits.dtype)
+        return better
+
+
 @dataclass(frozen=True, kw_only=True)
-class MinNormPGD(Attack):
+class MinNormPGD(MinimumNormAttack):
     """Minimum-norm L2 attack by bisection over the radius of PGD-L2 (white-box reference).
 
     Args:

@@ -23,12 +23,13 @@ from torch import Tensor, nn
 from bastion import __version__
 from bastion._checks import check_eval_mode, frozen, shown
 from bastion._model import DEFAULT_DRAWS, PROBE_SAMPLES, checked_forward, describe_model, is_randomized, judge
-from bastion.attacks.base import Attack
+from bastion.attacks.base import Attack, Crafted, MinimumNormAttack
 from bastion.data import LabelledImages
 from bastion.errors import ConfigError
 from bastion.eval.report import RobustnessReport, Row
 from bastion.eval.results import PerImage, RowResult, worst_case
 from bastion.progress import Progress, no_progress
+from bastion.threat import ThreatModel
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,10 @@ class Evaluation:
         suite: attacks, in cascade order (cheap first, e.g. FGSM, BIM, PGD). Attacks with a radius (their own,
             or their inner attack's for transfer and substitute attacks: :attr:`Attack.radius`) are run at every
             value of ``eps_grid`` (:meth:`Attack.at_eps`: step sizes scaled with eps); others (JSMA, minimum-norm
-            attacks) once. Each entry gets its own rows, labelled by :func:`suite_labels`.
+            attacks) once. A minimum-norm attack (:class:`~bastion.attacks.base.MinimumNormAttack`: CW, DeepFool,
+            FMN, ...) still gets a row at every eps of the grid, in its own norm, from that one run: an image
+            counts as broken at ``eps`` when the attack fooled the model with a perturbation of norm at most
+            ``eps``. Each entry gets its own rows, labelled by :func:`suite_labels`.
         eps_grid: radii; None runs each attack at its own radius.
         batch_size: images per attack call.
         cascade: run each attack only on points still robust (AutoAttack's protocol; worst case per image).
@@ -280,6 +284,27 @@ class Evaluation:
             craft = model if mode == "naive" else self.adaptive[mode.split(":", 1)[1]]
             for ai, atk, eps in plan:
                 position += 1
+                if eps is None and self.eps_grid is not None and isinstance(atk, MinimumNormAttack):
+                    keys = [RowResult.empty(0, attack=labels[ai], mode=mode, access=atk.access, eps=e,
+                                            norm=atk.threat.norm).key for e in self.eps_grid]
+                    if all(k in earlier for k in keys):
+                        per.rows.extend(earlier[k] for k in keys)
+                        work += atk.cost * n
+                        progress("attacks", work, total)
+                        continue
+                    _reseed(generators, self.seed, position)
+                    seed = (self.seed * 1_000_003 + mi * 10_007 + ai * 101) % (2**63)
+
+                    def advance(images: int, atk: Attack = atk) -> None:
+                        nonlocal work
+                        work += atk.cost * images
+                        progress("attacks", work, total)
+
+                    per.rows.extend(self._curve(per, data, atk, label=labels[ai], mode=mode, craft=craft, model=model,
+                                                seed=seed, device=device, draws=draws, advance=advance))
+                    if on_row is not None:
+                        on_row(per)
+                    continue
                 row = RowResult.empty(n, attack=labels[ai], mode=mode, access=atk.access, eps=eps, norm=atk.threat.norm)
                 if row.key in earlier:
                     per.rows.append(earlier[row.key])
@@ -321,6 +346,54 @@ class Evaluation:
                     on_row(per)
         return per
 
+    def _curve(self, per: PerImage, data: LabelledImages, atk: Attack, *, label: str, mode: str, craft: nn.Module,
+               model: nn.Module, seed: int, device: torch.device, draws: int,
+               advance: Callable[[int], None] = lambda images: None) -> list[RowResult]:
+        """One run of a minimum-norm attack, as one row per eps of the grid (in the attack's norm). Each image is
+        attacked once if some row's threat model still needs it (in a cascade: it is still robust there) and
+        judged once; at each eps it counts as broken when the attack's point is inside that eps-ball and fewer
+        than half of the draws classify it correctly. Where the point lies outside the ball, the attack has
+        nothing to offer at that eps: the image keeps its clean share, and its adversarial loss is left out
+        (NaN). The run's time is shared evenly between its rows."""
+        assert self.eps_grid is not None and data.indices is not None
+        n = len(data)
+        norm = atk.threat.norm
+        grid = list(self.eps_grid)
+        rows = [RowResult.empty(n, attack=label, mode=mode, access=atk.access, eps=e, norm=norm) for e in grid]
+        if self.cascade:
+            needed = [worst_case(per.clean, [r for r in per.rows if r.group == row.group]) > 0 for row in rows]
+        else:
+            needed = [torch.ones(n, dtype=torch.bool) for _ in rows]
+        idx = torch.stack(needed).any(0).nonzero().squeeze(1)
+        keys_all = data.indices.to(device)
+        balls = [ThreatModel(norm=norm, eps=e, bounds=atk.threat.bounds) for e in grid]
+        for s in range(0, idx.numel(), self.batch_size):
+            b = idx[s : s + self.batch_size]
+            xb, yb = data.images[b].to(device), data.labels[b].to(device)
+            t0 = time.perf_counter()
+            c: Crafted = atk.craft(craft, xb, yb, generator=torch.Generator().manual_seed(seed),
+                                   keys=keys_all[b.to(device)])
+            with frozen(model):
+                known = c.known_adv if (craft is model and draws == 1) else None
+                out, preds = judge(model, c.x_adv, draws=draws, known=known)
+            seconds = time.perf_counter() - t0
+            share = (preds == yb).float().mean(0).double().cpu()
+            loss = F.cross_entropy(out, yb, reduction="none").double().cpu()
+            for row, ball, need in zip(rows, balls, needed, strict=True):
+                inside = ball.contains(c.x_adv, xb).cpu()
+                sel = need[b]
+                rb = b[sel]
+                row.robust[rb] = torch.where(inside, share, per.clean[b])[sel]
+                broken = (inside & (share < 0.5))[sel]
+                for k, v in row.norms.items():
+                    v[rb[broken]] = c.norms[k].cpu()[sel][broken]
+                row.queries[rb] = c.queries.cpu()[sel]
+                row.loss_adv[rb] = torch.where(inside, loss, torch.full_like(loss, float("nan")))[sel]
+                row.seconds += seconds / len(rows)
+            advance(len(b))
+        advance(n - idx.numel())  # the images no row needed
+        return rows
+
     def aggregate(self, per: PerImage) -> tuple[float, list[Row], list[dict[str, Any]]]:
         """Rows and worst-case accuracies from per-image results (of one process or gathered shards)."""
         n = max(len(per), 1)
@@ -352,7 +425,7 @@ class Evaluation:
                 seconds=float(r.seconds),
                 queries_mean=float(r.queries[attacked].double().mean()) if some else None,
                 loss_clean=float(per.loss_clean[attacked].mean()) if some else None,
-                loss_adv=float(r.loss_adv[attacked].mean()) if some else None,
+                loss_adv=_mean_known(r.loss_adv[attacked]),
             ))
         worst = [{"mode": m, "norm": nm, "eps": e, "accuracy": float(worst_case(clean, per.group(last)).sum() / n)}
                  for (m, nm, e), last in groups.items()]
@@ -502,6 +575,13 @@ def _generators(modules: Sequence[nn.Module]) -> list[torch.Generator]:
 def _reseed(gens: Sequence[torch.Generator], seed: int, position: int) -> None:
     for i, g in enumerate(gens):
         g.manual_seed((seed * 1_000_003 + 7_919 * (i + 1) + 104_729 * position) % (2**63))
+
+
+def _mean_known(v: Tensor) -> float | None:
+    """The mean of the values that are not NaN (None when there are none): a minimum-norm attack's row has no
+    adversarial loss for the images whose point lies outside its eps-ball."""
+    v = v[~torch.isnan(v)]
+    return float(v.mean()) if v.numel() else None
 
 
 def _randomized(model: nn.Module, data: LabelledImages, device: str | torch.device) -> bool:

@@ -10,7 +10,7 @@ Schema (``schema_version`` 2)::
       "randomized": bool, "draws": int, "partial": bool, "seed": int | null,
       "clean_accuracy": float,
       "rows": [ {"attack": label, "mode": "naive" | "adaptive:<name>", "access": str, "eps": float | null,
-                 "norm": "linf" | "l2" | "l0" | null,
+                 "norm": "linf" | "l2" | "l1" | "l0" | null,
                  "accuracy": float, "success_rate": float | null, "attacked": int, "succeeded": int,
                  "l0_mean", "l0_max", "l2_mean", "l2_max", "linf_mean", "linf_max": float | null,
                  "seconds": float, "queries_mean", "loss_clean", "loss_adv": float | null} ],
@@ -31,7 +31,10 @@ null where the attack did not run on it), and accuracies are means of shares. ``
 suite's earlier attacks, since each attack only runs on points still robust within its threat model (the
 same norm and eps). An image counts as broken (``succeeded``, and in the norms) when fewer than half of the
 draws classify it correctly; a row that attacked no image (the cascade left none) has null success rate,
-queries and losses. Version 1 reports (before draws) are read as deterministic ones.
+queries and losses. A minimum-norm attack (CW, DeepFool, FMN, ...) runs once and gets a row at every eps of the
+grid, in its own norm (``"l1"`` possible for FMN): an image is broken at that eps when the attack's smallest
+adversarial perturbation has norm at most eps; its ``loss_adv`` is the mean over the images whose point lies
+inside that eps-ball. Version 1 reports (before draws) are read as deterministic ones.
 
 ``headline`` is set by a preset evaluation (:meth:`bastion.eval.Evaluation.autoattack`): per radius, the
 preset's number (AutoAttack's robust accuracy: per image the worst case over every attack of the threat model,

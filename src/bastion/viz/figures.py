@@ -111,7 +111,7 @@ def accuracy_curves(report: RobustnessReport, *, title: str = "accuracy vs eps")
                 eps, acc = zip(*worst, strict=True)
                 ax.plot((0.0, *eps), (report.clean_accuracy, *acc), ls, color="black", lw=2,
                         label="worst case" + tag(nm) + ("" if mode == "naive" else f" [{mode}]"))
-    names = {"linf": "Linf", "l2": "L2", "l0": "L0"}
+    names = {"linf": "Linf", "l2": "L2", "l1": "L1", "l0": "L0"}
     ax.set_xlabel("eps (" + ", ".join(names.get(nm or "", str(nm)) for nm in all_norms if nm) + ")"
                   if any(all_norms) else "eps")
     ax.set_ylabel("accuracy")
