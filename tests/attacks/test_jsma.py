@@ -278,6 +278,11 @@ def test_cifar_shaped_batch_with_small_chunks():
         lambda: JSMA(pairs=1),
         lambda: JSMA(chunk_elements=0),
         lambda: JSMA(jacobian_batch=0),
+        lambda: JSMA(max_features=0),
+        lambda: JSMA(max_features=1.5),
+        lambda: JSMA(per_step=0),
+        lambda: JSMA(candidates=1),
+        lambda: JSMA.large_input(0),
     ],
 )
 def test_bad_configuration_raises(make):
@@ -287,7 +292,8 @@ def test_bad_configuration_raises(make):
 
 def test_config_is_keyword_only_and_serializable():
     atk = JSMA()
-    assert atk.to_dict() == {"attack": "jsma", "theta": 1.0, "gamma": 0.145, "pairs": True, "variant": "increase",
+    assert atk.to_dict() == {"attack": "jsma", "theta": 1.0, "gamma": 0.145, "max_features": None, "per_step": 1,
+                             "candidates": None, "pairs": True, "variant": "increase",
                              "output": "logits", "untargeted": "runner-up", "bounds": [0.0, 1.0], "chunk_elements": 1 << 24,
                              "jacobian_batch": None, "channels_last": True}
     with pytest.raises(TypeError):

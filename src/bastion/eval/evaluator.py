@@ -33,6 +33,12 @@ from bastion.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
+#: images per attack call by default (:attr:`Evaluation.batch_size`)
+DEFAULT_BATCH = 256
+#: the most input values a default batch holds: 55 images of 3x224x224 (about 32 MiB in float32 per copy the
+#: attacks keep), 256 MNIST or CIFAR images
+BATCH_VALUES = 1 << 23
+
 
 def _label(attack: Attack) -> str:
     d = attack.to_dict()
@@ -87,7 +93,11 @@ class Evaluation:
             value of ``eps_grid`` (:meth:`Attack.at_eps`: step sizes scaled with eps); others (JSMA, minimum-norm
             attacks) once. Each entry gets its own rows, labelled by :func:`suite_labels`.
         eps_grid: radii; None runs each attack at its own radius.
-        batch_size: images per attack call.
+        batch_size: images per attack call (and per clean forward pass); what the attacks hold per image (the
+            adversarial points, their gradients, the best points so far) grows with it. None (default): 256
+            images, or fewer for large inputs, so that a batch holds at most about 8.4 million input values
+            (55 images of 3x224x224). Forward and backward passes inside an attack run on smaller chunks
+            (:mod:`bastion._model`), whatever the batch size.
         cascade: run each attack only on points still robust (AutoAttack's protocol; worst case per image).
         seed: seed of all randomness: the attacks' (per image, keyed by the image's index in its source split)
             and, for the run, the own generators of randomized models (e.g. ``Defended``; restored afterwards).
@@ -103,7 +113,7 @@ class Evaluation:
 
     suite: Sequence[Attack]
     eps_grid: Sequence[float] | None = None
-    batch_size: int = 256
+    batch_size: int | None = None
     cascade: bool = True
     seed: int = 0
     adaptive: Mapping[str, nn.Module] = field(default_factory=dict)
@@ -114,8 +124,9 @@ class Evaluation:
     def __post_init__(self) -> None:
         if not self.suite:
             raise ConfigError("the evaluation suite is empty")
-        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1, got {shown(self.batch_size)}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool)
+                                            or self.batch_size < 1):
+            raise ConfigError(f"batch_size must be an integer >= 1 or None, got {shown(self.batch_size)}")
         if self.draws is not None and (not isinstance(self.draws, int) or isinstance(self.draws, bool)
                                        or self.draws < 1):
             raise ConfigError(f"draws must be an integer >= 1 or None, got {shown(self.draws)}")
@@ -131,6 +142,14 @@ class Evaluation:
             self.eps_grid = grid
 
     # ------------------------------------------------------------------------------------------------
+    def batch_for(self, data: ImageDataset) -> int:
+        """Images per attack call on ``data``: ``batch_size``, or by default 256 or as many as make
+        :data:`BATCH_VALUES` input values, whichever is fewer (at least one)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        per_image = math.prod(data.images.shape[1:]) if data.images.ndim > 1 else 1
+        return max(1, min(DEFAULT_BATCH, BATCH_VALUES // max(1, per_image)))
+
     def plan(self) -> list[tuple[int, Attack, float | None]]:
         """(attack index, configured attack, eps) in execution order, grouped by eps."""
         eps_values: list[float | None] = list(self.eps_grid) if self.eps_grid is not None else [None]
@@ -170,6 +189,7 @@ class Evaluation:
         assert data.indices is not None
         keys_all = data.indices.to(device)
         x_all, y_all = data.images, data.labels
+        batch = self.batch_for(data)
         plan = self.plan()
         labels = suite_labels(self.suite, swept=self.eps_grid is not None)
         modes = ["naive", *[f"adaptive:{k}" for k in self.adaptive]]
@@ -177,8 +197,8 @@ class Evaluation:
                        loss_clean=torch.zeros(n, dtype=torch.float64), draws=draws)
         if n:
             with frozen(model):
-                for i in range(0, n, self.batch_size):
-                    xb, yb = x_all[i : i + self.batch_size].to(device), y_all[i : i + self.batch_size].to(device)
+                for i in range(0, n, batch):
+                    xb, yb = x_all[i : i + batch].to(device), y_all[i : i + batch].to(device)
                     checked_forward(model, xb[:PROBE_SAMPLES])  # a clear error for a model that cannot take x
                     logits, preds = judge(model, xb, draws=draws)
                     per.clean[i : i + len(xb)] = (preds == yb).double().mean(0).cpu()
@@ -197,8 +217,8 @@ class Evaluation:
                     idx = torch.arange(n)
                 ei = self.eps_grid.index(eps) if (eps is not None and self.eps_grid is not None) else 0
                 seed = (self.seed * 1_000_003 + mi * 10_007 + ai * 101 + ei) % (2**63)
-                for s in range(0, idx.numel(), self.batch_size):
-                    b = idx[s : s + self.batch_size]
+                for s in range(0, idx.numel(), batch):
+                    b = idx[s : s + batch]
                     xb, yb = x_all[b].to(device), y_all[b].to(device)
                     t0 = time.perf_counter()
                     # the attack only crafts; each point is judged once, here, on the model under evaluation
@@ -296,7 +316,7 @@ class Evaluation:
 
                 flags = run_checks(model, data.spread(self.check_images), rows, adaptive=self.adaptive,
                                    cascade=self.cascade, n=len(per), device=device, draws=draws,
-                                   randomized=randomized)
+                                   randomized=randomized, batch_size=self.batch_for(data))
         return RobustnessReport(
             model=describe_model(model),
             data={"name": data.name, "split": data.split, "n": len(data), "sha256": data.sha256},
