@@ -19,6 +19,7 @@ FACTORIES = {
     "pgd": ("pgd", lambda eps, norm: PGD(eps=eps, steps=5, norm=norm, restarts=2)),
     "pgd-margin": ("pgd", lambda eps, norm: PGD(eps=eps, steps=5, norm=norm, loss="margin", early_stop=False)),
     "jsma": ("jsma", lambda eps, norm: JSMA(gamma=max(eps, 0.05))),
+    "jsma-large": ("jsma", lambda eps, norm: JSMA.large_input(max(1, round(64 * eps)), steps=2, candidates=8)),
     "square": ("square", lambda eps, norm: Square(eps=eps, max_queries=30)),
     "hsj": ("hsj", lambda eps, norm: HopSkipJump(max_queries=60, norm=norm, init_evals=5, max_evals=10)),
     "min-norm": ("min-norm", lambda eps, norm: MinNormPGD(steps=3, doublings=2, search_steps=2)),

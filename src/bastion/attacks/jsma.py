@@ -52,8 +52,10 @@ each a forward and (on logits) two backward passes of the model. Three options m
   ``relu(alpha_p + max alpha) * relu(-beta_p - min beta)`` on the score of any pair containing ``p``
   (see :func:`greedy_pairs`). The paper searches every pair of the domain. The restricted search finds the
   paper's pair whenever that pair scores at least the largest bound left out (it then beats every pair
-  with a feature outside); it can miss the best pair when one of its features has a middling bound, e.g.
-  moderate values of both ``alpha`` and ``-beta`` among features that are extreme in one of them. It bounds
+  with a feature outside). It can miss the paper's pair when one of its features ranks below ``k``: typically
+  a pair of two specialists, one with a large ``alpha`` and one with a large ``-beta`` (each weak in the
+  other), where features moderate in both rank above one of them (the bound adds the best ``alpha`` and the
+  best ``-beta`` of the whole domain to each feature's own). It bounds
   the cost of the greedy search of ``m`` pairs to one table of ``k (k - 1) / 2`` pair scores per step,
   where the exact search would run ``m`` times over all features.
 
@@ -482,8 +484,9 @@ def greedy_pairs(
     ``relu(a_p + max a) * relu(-b_p - min b)`` of any pair containing them (maxima over the domain); all their
     ``k (k - 1) / 2`` pairs are scored once (in chunks of rows of at most ``chunk_elements`` scores) and the
     picks are taken from that table. A pick equals the exhaustive search's whenever its score is at least the
-    largest bound left out; otherwise a better pair may hold a feature outside the candidates (one whose
-    ``a`` and ``-b`` are both moderate, say, next to features that are extreme in one of them).
+    largest bound left out; otherwise a better pair may hold a feature outside the candidates (e.g. two
+    specialists, one large in ``a`` and one large in ``-b``, where a feature moderate in both ranks above
+    one of them).
 
     Shape:
         a, b, domain: (B, N). Returns ``(pairs, found)``: (B, m, 2) feature indices and (B, m) bool; picks
@@ -508,7 +511,8 @@ def greedy_pairs(
     bm = b.masked_fill(~domain, float("inf"))
     bound = (am + am.amax(1, keepdim=True)).clamp_min(0) * (-(bm + bm.amin(1, keepdim=True))).clamp_min(0)
     bound = bound.masked_fill(~domain, 0).nan_to_num_(nan=0.0)
-    feats = bound.topk(k, dim=1).indices  # (B, k)
+    # in feature order, so that ties between pairs resolve as in the exhaustive search (the first pair wins)
+    feats = bound.topk(k, dim=1).indices.sort(1).values  # (B, k)
     ac, bc, dc = am.gather(1, feats), bm.gather(1, feats), domain.gather(1, feats)
     pairs = torch.zeros(nb, m, 2, dtype=torch.int64, device=dev)
     found = torch.zeros(nb, m, dtype=torch.bool, device=dev)
@@ -521,7 +525,8 @@ def greedy_pairs(
         score = sa.mul_(sb).neg_().masked_fill_(~ok, 0)
         r = torch.arange(score.shape[0], device=dev)
         for j in range(m):
-            val, flat = score.reshape(score.shape[0], -1).max(1)
+            flat = score.reshape(score.shape[0], -1).argmax(1)  # the first of equal scores
+            val = score.reshape(score.shape[0], -1).gather(1, flat[:, None]).squeeze(1)
             hit = val > 0
             i, jj = flat // k, flat % k
             pairs[s : s + step, j, 0] = feats[s : s + step].gather(1, i[:, None]).squeeze(1)
