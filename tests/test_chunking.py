@@ -155,3 +155,24 @@ def test_perturbation_norms_in_chunks_equal_one_pass(monkeypatch):
     for k, v in expected.items():
         assert torch.equal(got[k], v), k
         assert got[k].dtype == torch.float64
+
+
+def test_chunks_count_every_evaluation_of_an_input():
+    """eot(model, n) and a defense averaged over n draws run the network n times per input: a gradient pass
+    then takes n times fewer inputs."""
+    from bastion._model import evaluations_per_input
+    from bastion.attacks import bpda, eot
+    from bastion.defenses import Defended, HideProbabilities
+    from bastion.defenses.bart import BaRT
+
+    inner = Recording(3 * 64)
+    assert evaluations_per_input(inner) == 1
+    model = eot(inner, n=4)
+    assert evaluations_per_input(model) == 4 and evaluations_per_input(HideProbabilities(model)) == 4
+    defended = Defended(BaRT(k=1), Recording(3 * 64), n_samples=3)
+    assert evaluations_per_input(defended) == 3 and evaluations_per_input(eot(bpda(defended), n=2)) == 6
+    x, y = rgb(10), torch.arange(10) % 10
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_model, "GRAD_CHUNK_FEATURES", 3 * 64 * 8)  # 8 network evaluations a pass
+        value_and_grad(model, x, named_loss("ce", y), None)
+    assert inner.seen == [8, 8, 8, 8, 8]  # 2 inputs x 4 draws a pass

@@ -82,6 +82,14 @@ _DEVICE_CHUNK_FEATURES = 1 << 23
 GRAD_CHUNK_FEATURES = 1 << 21
 
 
+def evaluations_per_input(model: nn.Module) -> int:
+    """How many times one call of ``model`` runs its network on each input: ``n`` for ``eot(model, n)``, a
+    defense's averaged draws (``Defended(..., n_samples=n)``), 1 for a plain model (an
+    ``evaluations_per_input`` attribute, which wrappers pass on). Chunked passes divide their budget by it."""
+    n = getattr(model, "evaluations_per_input", 1)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
+
+
 def chunk_size(x: Tensor, features: int | None = None, *, per_sample: int = 1) -> int:
     """Samples of ``x`` per chunk so that a chunk holds at most ``features`` input features (default
     :data:`GRAD_CHUNK_FEATURES`; at least one sample); ``per_sample``: copies of each sample one chunk
@@ -98,12 +106,14 @@ def chunks(x: Tensor, features: int | None = None, *, per_sample: int = 1) -> li
 
 def forward_in_chunks(model: nn.Module, x: Tensor) -> Any:  # the model's output, checked by callers
     """``model(x)`` in chunks (concatenated): on CPU of about ``_CPU_CHUNK_FEATURES`` input features (speed),
-    elsewhere of ``_DEVICE_CHUNK_FEATURES`` (memory). The first chunk's output is returned as is when it is
+    elsewhere of ``_DEVICE_CHUNK_FEATURES`` (memory), each counted as often as the model evaluates an input
+    (:func:`evaluations_per_input`). The first chunk's output is returned as is when it is
     not a tensor (for the caller's check). Call it under ``torch.no_grad()``: with gradients on, every
     chunk's activations stay alive (use :func:`grad_in_chunks`)."""
     if x.ndim == 0 or x.shape[0] == 0:
         return model(x)
-    chunk = chunk_size(x, _CPU_CHUNK_FEATURES if x.device.type == "cpu" else _DEVICE_CHUNK_FEATURES)
+    chunk = chunk_size(x, _CPU_CHUNK_FEATURES if x.device.type == "cpu" else _DEVICE_CHUNK_FEATURES,
+                       per_sample=evaluations_per_input(model))
     if x.shape[0] <= chunk:
         return model(x)
     first = model(x[:chunk])

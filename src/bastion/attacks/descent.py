@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bastion._model import forward_in_chunks, grad_in_chunks
+from bastion._model import evaluations_per_input, forward_in_chunks, grad_in_chunks
 from bastion.attacks.losses import attack_loss
 from bastion.threat import ThreatModel
 
@@ -62,7 +62,7 @@ def value_and_grad(model: nn.Module, x: Tensor, loss: LossFn, idx: Tensor | None
         sel = torch.arange(x.shape[0], device=x.device)[rows] if idx is None else idx[rows]
         return logits, loss(logits, sel)
 
-    return grad_in_chunks(chunk, x)
+    return grad_in_chunks(chunk, x, per_sample=evaluations_per_input(model))
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion._checks import shown
-from bastion._model import chunk_size
+from bastion._model import chunk_size, evaluations_per_input
 from bastion.attacks._layout import channels_last_forward
 from bastion.attacks.base import Attack, Outcome, Task, check_choice, check_int, check_positive
 from bastion.errors import ConfigError
@@ -191,7 +191,8 @@ class JSMA(Attack):
         jacobian_batch: samples per forward/backward pass (results do not depend on it). None: on CPU,
             as many as make about 131,072 input features (167 MNIST images; large CPU batches run slower
             per sample once activations leave the cache; one 3x224x224 image), elsewhere as many as make
-            :data:`bastion._model.GRAD_CHUNK_FEATURES` (bounded memory).
+            :data:`bastion._model.GRAD_CHUNK_FEATURES` (bounded memory); features are counted once per
+            evaluation of the network (``eot(model, n)`` evaluates each input ``n`` times).
         channels_last: on CPU, evaluate a convolutional model through channels-last copies of its kernels
             (oneDNN's faster layout: on ``mnist-cnn`` about 5-10% off the attack's time; the model itself is
             not touched, see :mod:`bastion.attacks._layout`). The outputs agree with the model's own up to
@@ -287,7 +288,8 @@ class JSMA(Attack):
         if self.jacobian_batch is not None:
             micro = self.jacobian_batch
         else:
-            micro = max(1, _CPU_JACOBIAN_FEATURES // n) if x.device.type == "cpu" else chunk_size(x)
+            per_pass = _CPU_JACOBIAN_FEATURES if x.device.type == "cpu" else None  # None: GRAD_CHUNK_FEATURES
+            micro = chunk_size(x, per_pass, per_sample=evaluations_per_input(model))
 
         forward = channels_last_forward(model, x) if self.channels_last else model
         x0 = x.reshape(b, n)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion._checks import frozen
-from bastion._model import forward_in_chunks, grad_in_chunks, judge, log_mean_softmax
+from bastion._model import evaluations_per_input, forward_in_chunks, grad_in_chunks, judge, log_mean_softmax
 from bastion.data.base import ImageDataset
 from bastion.eval.report import Flag, Row
 
@@ -79,7 +79,8 @@ def check_gradients(model: nn.Module, data: ImageDataset, *, device: torch.devic
         return logits, F.cross_entropy(logits, y[rows], reduction="none")
 
     with frozen(model):
-        _, _, g = grad_in_chunks(loss, x)  # chunks of the batch: bounded memory on large images
+        # chunks of the batch: bounded memory on large images
+        _, _, g = grad_in_chunks(loss, x, per_sample=evaluations_per_input(model))
     share = float((g.reshape(len(x), -1).abs().amax(1) == 0).float().mean())
     if share > threshold:
         return [Flag(
@@ -279,7 +280,7 @@ def check_eot_baseline(model: nn.Module, data: ImageDataset, rows: Sequence[Row]
     with frozen(model):
         for _ in range(steps):
             # chunks of the batch, each evaluated ``samples`` times: bounded memory on large images
-            _, _, g = grad_in_chunks(mean_draws_loss, x, per_sample=samples)
+            _, _, g = grad_in_chunks(mean_draws_loss, x, per_sample=samples * evaluations_per_input(model))
             if not bool(g.any()):  # no gradient anywhere: no step would move
                 break
             x = torch.minimum(torch.maximum(x + alpha * g.sign(), x0 - eps), x0 + eps).clamp(0.0, 1.0)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, check_images, frozen, shown
-from bastion._model import chunks
+from bastion._model import chunks, evaluations_per_input
 from bastion.errors import ConfigError, LabelError
 
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid)
@@ -119,7 +119,7 @@ def grad_cam(model: nn.Module, x: Tensor, *, layer: str | None = None, class_idx
     _check_class_count(class_idx, x.shape[0])
     maps = []
     with frozen(model), torch.inference_mode(False), torch.enable_grad():  # works under no_grad() too
-        for sl in chunks(x):
+        for sl in chunks(x, per_sample=evaluations_per_input(model)):
             xi = x[sl].detach().clone().requires_grad_(True)  # so activations are part of a graph
             a, scores, _ = _activations_and_scores(model, xi, layer)
             cls = _classes(scores, _rows(class_idx, sl))
@@ -151,7 +151,7 @@ def cam(model: nn.Module, x: Tensor, *, layer: str | None = None, fc: str | None
     assert isinstance(lin, nn.Linear)
     maps = []
     with torch.no_grad():
-        for sl in chunks(x):
+        for sl in chunks(x, per_sample=evaluations_per_input(model)):
             a, scores, found = _activations_and_scores(model, x[sl], layer)
             not_gap = (f"CAM needs global average pooling then {fc!r} right after {found!r}; this model is not a "
                        "GAP model there (pass layer=/fc=, or use grad_cam)")
