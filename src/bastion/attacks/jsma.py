@@ -55,9 +55,9 @@ each a forward and (on logits) two backward passes of the model. Three options m
   with a feature outside). It can miss the paper's pair when one of its features ranks below ``k``: typically
   a pair of two specialists, one with a large ``alpha`` and one with a large ``-beta`` (each weak in the
   other), where features moderate in both rank above one of them (the bound adds the best ``alpha`` and the
-  best ``-beta`` of the whole domain to each feature's own). It bounds
-  the cost of the greedy search of ``m`` pairs to one table of ``k (k - 1) / 2`` pair scores per step,
-  where the exact search would run ``m`` times over all features.
+  best ``-beta`` of the whole domain to each feature's own). It bounds the cost of the greedy search of
+  ``m`` pairs to one table of ``k (k - 1) / 2`` pair scores per step, where the exact search would run
+  ``m`` times over all features.
 
 ``benchmarks/scale_memory.py`` measures this mode on a ResNet-18 at 3x224x224.
 """
@@ -169,10 +169,10 @@ class JSMA(Attack):
             replaces ``gamma`` (a budget in pixels: one feature is one channel of one pixel, so a 3x224x224
             image has 150,528). The threat model is then :class:`L0Count`.
         per_step: pairs (single features with ``pairs=False``) changed per step, that is per Jacobian
-            evaluation; 1 (default) is the paper's algorithm. With ``k > 1`` a step takes the best pair, then
-            the best pair disjoint from it, and so on, all from the same Jacobian: about ``k`` times fewer
+            evaluation; 1 (default) is the paper's algorithm. With ``m > 1`` a step takes the best pair, then
+            the best pair disjoint from it, and so on, all from the same Jacobian: about ``m`` times fewer
             forward and backward passes, at the price of pairs chosen without seeing the effect of the
-            earlier ones (and up to ``2 (k - 1)`` more changed features than needed on the last step). See
+            earlier ones (and up to ``2 (m - 1)`` more changed features than needed on the last step). See
             "Large inputs" in the module docstring.
         candidates: search pairs only among this many features, the ones with the largest saliency bound
             (default None: every feature of the search domain, the paper's exhaustive search). See "Large
