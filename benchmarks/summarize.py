@@ -106,6 +106,32 @@ def rows() -> list[tuple[str, str, str, str]]:
              f"{c['cifar-batch100']['vm_hwm_mib']:.0f} MiB / {c['224-single']['vm_hwm_mib']:.0f} MiB", "< 2 GiB / < 4 GiB",
              "jsma_memory.py"))
 
+    sc = load("scale_memory.json")
+    if sc:
+        c = sc["cases"]
+
+        def cell(case: str) -> str:
+            r = c.get(case, {})
+            return f"{r['seconds']:.1f} s / {r['vm_hwm_mib']:.0f} MiB" if "seconds" in r else "—"
+
+        pg, one = c.get("pgd10-batch32", {}), c.get("pgd10-batch32-one-pass", {})
+        if "seconds" in pg:
+            add(("random ResNet-18 (ImageNet-normalized), PGD-10 on 32 images 3x224x224: peak RSS / time (gradient "
+                 "passes on the whole batch at once: peak RSS)", f"{pg['vm_hwm_mib']:.0f} MiB / {pg['seconds']:.0f} s"
+                 + (f" ({one['vm_hwm_mib']:.0f} MiB)" if "vm_hwm_mib" in one else ""), "< 3 GiB", "scale_memory.py"))
+        j = c.get("jsma-large-1pct", {})
+        if "seconds" in j:
+            est = sc.get("jsma_paper_1pct_estimated_seconds")
+            add(("JSMA large-input mode, one 3x224x224 image, budget 1% (1,505 features), targeted at the least "
+                 "likely class: time / peak RSS (Jacobians; the paper's one pair a step, extrapolated)",
+                 f"{j['seconds']:.1f} s / {j['vm_hwm_mib']:.0f} MiB ({j['jacobians']}"
+                 + (f"; ~{est:.0f} s" if est else "") + f"; load {j['load_before'][0]:.1f})",
+                 "< 60 s on 2 cores / < 2 GiB", "scale_memory.py"))
+        add(("3x224x224 time / peak RSS: FGSM, BIM-10 (32 images); Square 100 queries (4); Grad-CAM (32); "
+             "evaluation FGSM+PGD-10 at 2 eps (64)",
+             "; ".join(cell(k) for k in ("fgsm-batch32", "bim10-batch32", "square-batch4", "gradcam-batch32",
+                                          "evaluate-64")), "reported", "scale_memory.py"))
+
     b = load("bart_speed.json")
     if b:
         r = b["results"]

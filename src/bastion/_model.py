@@ -10,6 +10,7 @@ without early stopping and judged over several draws (:func:`judge`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -72,20 +73,97 @@ def log_mean_softmax(logits: Tensor) -> Tensor:
 #: input features per chunk of a forward pass on CPU: a chunk's activations then stay in cache (bastion's
 #: ``mnist-cnn`` evaluates 900 images about 1.5x faster in chunks of 83 than in one batch)
 _CPU_CHUNK_FEATURES = 1 << 16
+#: input features per chunk of a forward pass without gradients on other devices (a GPU): only memory counts
+#: there, so chunks are large (55 images of 3x224x224, 10,700 of 28x28)
+_DEVICE_CHUNK_FEATURES = 1 << 23
+#: input features per chunk of a gradient pass (a forward pass whose activations autograd keeps for the
+#: backward pass), on every device: it bounds that memory whatever the batch size. A ResNet-18 keeps about
+#: 35 MiB per 3x224x224 image, so a chunk of 13 such images (2,674 of 28x28) holds about 450 MiB.
+GRAD_CHUNK_FEATURES = 1 << 21
+
+
+def evaluations_per_input(model: nn.Module) -> int:
+    """How many times one call of ``model`` runs its network on each input: ``n`` for ``eot(model, n)``, a
+    defense's averaged draws (``Defended(..., n_samples=n)``), 1 for a plain model (an
+    ``evaluations_per_input`` attribute, which wrappers pass on). Chunked passes divide their budget by it."""
+    n = getattr(model, "evaluations_per_input", 1)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
+
+
+def chunk_size(x: Tensor, features: int | None = None, *, per_sample: int = 1) -> int:
+    """Samples of ``x`` per chunk so that a chunk holds at most ``features`` input features (default
+    :data:`GRAD_CHUNK_FEATURES`; at least one sample); ``per_sample``: copies of each sample one chunk
+    evaluates (e.g. EOT draws)."""
+    budget = GRAD_CHUNK_FEATURES if features is None else features
+    return max(1, budget // max(1, x[0].numel() * per_sample)) if x.ndim and x.shape[0] else 1
+
+
+def chunks(x: Tensor, features: int | None = None, *, per_sample: int = 1) -> list[slice]:
+    """The slices of the batch ``x`` into chunks of :func:`chunk_size` samples."""
+    step = chunk_size(x, features, per_sample=per_sample)
+    return [slice(i, i + step) for i in range(0, x.shape[0], step)]
 
 
 def forward_in_chunks(model: nn.Module, x: Tensor) -> Any:  # the model's output, checked by callers
-    """``model(x)``, on CPU in chunks of about ``_CPU_CHUNK_FEATURES`` input features (concatenated); the first
-    chunk's output is returned as is when it is not a tensor (for the caller's check)."""
-    if x.device.type != "cpu" or x.ndim == 0 or x.shape[0] == 0:
+    """``model(x)`` in chunks (concatenated): on CPU of about ``_CPU_CHUNK_FEATURES`` input features (speed),
+    elsewhere of ``_DEVICE_CHUNK_FEATURES`` (memory), each counted as often as the model evaluates an input
+    (:func:`evaluations_per_input`). The first chunk's output is returned as is when it is
+    not a tensor (for the caller's check). Call it under ``torch.no_grad()``: with gradients on, every
+    chunk's activations stay alive (use :func:`grad_in_chunks`)."""
+    if x.ndim == 0 or x.shape[0] == 0:
         return model(x)
-    chunk = max(1, _CPU_CHUNK_FEATURES // max(1, x[0].numel()))
+    chunk = chunk_size(x, _CPU_CHUNK_FEATURES if x.device.type == "cpu" else _DEVICE_CHUNK_FEATURES,
+                       per_sample=evaluations_per_input(model))
     if x.shape[0] <= chunk:
         return model(x)
     first = model(x[:chunk])
     if not isinstance(first, Tensor):
         return first
-    return torch.cat([first] + [model(x[i : i + chunk]) for i in range(chunk, x.shape[0], chunk)])
+    out = first.new_empty((x.shape[0], *first.shape[1:]))
+    out[:chunk] = first
+    for i in range(chunk, x.shape[0], chunk):
+        out[i : i + chunk] = model(x[i : i + chunk])
+    return out
+
+
+def grad_in_chunks(
+    f: Callable[[Tensor, slice], tuple[Tensor, Tensor]], x: Tensor, *, features: int | None = None, per_sample: int = 1,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(outputs, values, d sum(values) / d x)`` with ``f(x_chunk, rows) -> (outputs, values)`` evaluated on
+    chunks of at most ``features`` input features (default :data:`GRAD_CHUNK_FEATURES`; ``per_sample``: copies
+    of each sample ``f`` evaluates), so that autograd keeps the activations of one chunk at a time. ``rows``
+    is the chunk's slice of the batch; ``outputs`` and ``values`` hold one row per sample of the chunk.
+
+    The result equals the whole batch's when samples do not interact in the model (an eval-mode model: batch
+    norm uses its running statistics); a randomized model draws its randomness per call, thus per chunk.
+    Where ``values`` does not depend on ``x`` differentiably the gradient is zero (masked gradients).
+    Gradients are taken with respect to ``x`` only; call it with the model's parameters frozen."""
+    x = x.detach()
+    parts = chunks(x, features, per_sample=per_sample)
+    if len(parts) == 1:  # the whole batch at once
+        out, values, g = _grad_pass(f, x, parts[0])
+        return out, values, torch.zeros_like(x) if g is None else g
+    grad = torch.zeros_like(x)
+    outs: list[Tensor] = []
+    vals: list[Tensor] = []
+    for sl in parts:
+        out, values, g = _grad_pass(f, x, sl)
+        if g is not None:
+            grad[sl] = g
+        outs.append(out)
+        vals.append(values)
+    return torch.cat(outs), torch.cat(vals), grad
+
+
+def _grad_pass(f: Callable[[Tensor, slice], tuple[Tensor, Tensor]], x: Tensor,
+               sl: slice) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One chunk of :func:`grad_in_chunks`: detached outputs and values, and the gradient (None: zero)."""
+    xs = x[sl].requires_grad_(True)
+    out, values = f(xs, sl)
+    g = None
+    if values.requires_grad:
+        (g,) = torch.autograd.grad(values.sum(), xs, allow_unused=True)
+    return out.detach(), values.detach(), g
 
 
 def checked_forward(model: nn.Module, x: Tensor) -> Tensor:

@@ -46,8 +46,27 @@ def seed_from(generator: torch.Generator | None) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
 
 
+#: values a keyed draw computes at a time: its int64 (or uint32) temporaries stay a few MiB, whatever the
+#: batch and input size (a batch of 32 3x224x224 draws is 4.8 million values)
+_CHUNK_VALUES = 1 << 18
+
+
+def _rows_per_chunk(shape: tuple[int, ...]) -> int:
+    return max(1, _CHUNK_VALUES // max(1, math.prod(shape)))
+
+
 def keyed_bits(keys: Tensor, shape: tuple[int, ...], *, seed: int, stream: int = 0) -> Tensor:
     """Uniform 32-bit integers of shape ``(len(keys), *shape)``, a pure function of (seed, stream, key)."""
+    rows = _rows_per_chunk(shape)
+    if keys.shape[0] <= rows:
+        return _keyed_bits(keys, shape, seed=seed, stream=stream)
+    out = torch.empty((keys.shape[0], *shape), dtype=torch.int64, device=keys.device)
+    for i in range(0, keys.shape[0], rows):
+        out[i : i + rows] = _keyed_bits(keys[i : i + rows], shape, seed=seed, stream=stream)
+    return out
+
+
+def _keyed_bits(keys: Tensor, shape: tuple[int, ...], *, seed: int, stream: int) -> Tensor:
     base = _hash32_int(seed ^ _hash32_int(stream * 0x9E3779B9 + 0x632BE5AB))
     k = keys.to(torch.int64).reshape(-1, *([1] * len(shape)))
     k = _hash32((k & _M32) ^ base) ^ _hash32((k >> 32) + 0x5BD1E995)
@@ -58,17 +77,25 @@ def keyed_bits(keys: Tensor, shape: tuple[int, ...], *, seed: int, stream: int =
 def keyed_uniform(
     keys: Tensor, shape: tuple[int, ...], *, seed: int, stream: int = 0, dtype: torch.dtype = torch.float32
 ) -> Tensor:
-    """Uniform values in [0, 1) of shape ``(len(keys), *shape)``."""
-    if keys.device.type == "cpu" and not bool((keys < 0).any()):
-        return _keyed_uniform_np(keys, shape, seed=seed, stream=stream, dtype=dtype)
-    return _keyed_uniform_torch(keys, shape, seed=seed, stream=stream, dtype=dtype)
+    """Uniform values in [0, 1) of shape ``(len(keys), *shape)``.
+
+    Computed a few samples at a time (the values of a sample depend only on its key), so the temporaries
+    of the hash stay small for any batch of large inputs; only the result is allocated at full size."""
+    draw = _keyed_uniform_np if keys.device.type == "cpu" and not bool((keys < 0).any()) else _keyed_uniform_torch
+    rows = _rows_per_chunk(shape)
+    if keys.shape[0] <= rows:
+        return draw(keys, shape, seed=seed, stream=stream, dtype=dtype)
+    out = torch.empty((keys.shape[0], *shape), dtype=dtype, device=keys.device)
+    for i in range(0, keys.shape[0], rows):
+        out[i : i + rows] = draw(keys[i : i + rows], shape, seed=seed, stream=stream, dtype=dtype)
+    return out
 
 
 def _keyed_uniform_torch(
     keys: Tensor, shape: tuple[int, ...], *, seed: int, stream: int = 0, dtype: torch.dtype = torch.float32
 ) -> Tensor:
     """The reference :func:`keyed_uniform` on tensors (any device)."""
-    bits = keyed_bits(keys, shape, seed=seed, stream=stream)
+    bits = _keyed_bits(keys, shape, seed=seed, stream=stream)
     if dtype in (torch.float32, torch.float64):
         return (bits >> 8).to(dtype) * (1.0 / 16777216.0)
     return _low_precision((bits >> 8).to(torch.float32) * (1.0 / 16777216.0), dtype)
@@ -84,11 +111,16 @@ def _low_precision(u: Tensor, dtype: torch.dtype) -> Tensor:
 def keyed_normal(
     keys: Tensor, shape: tuple[int, ...], *, seed: int, stream: int = 0, dtype: torch.dtype = torch.float32
 ) -> Tensor:
-    """Standard normal values of shape ``(len(keys), *shape)`` (Box-Muller on two keyed streams)."""
-    u1 = keyed_uniform(keys, shape, seed=seed, stream=2 * stream + 1000, dtype=torch.float64)
-    u2 = keyed_uniform(keys, shape, seed=seed, stream=2 * stream + 1001, dtype=torch.float64)
-    z = torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * math.pi * u2)
-    return z.to(dtype)
+    """Standard normal values of shape ``(len(keys), *shape)`` (Box-Muller on two keyed streams, in float64,
+    a few samples at a time)."""
+    rows = _rows_per_chunk(shape)
+    out = torch.empty((keys.shape[0], *shape), dtype=dtype, device=keys.device)
+    for i in range(0, keys.shape[0], rows):
+        k = keys[i : i + rows]
+        u1 = keyed_uniform(k, shape, seed=seed, stream=2 * stream + 1000, dtype=torch.float64)
+        u2 = keyed_uniform(k, shape, seed=seed, stream=2 * stream + 1001, dtype=torch.float64)
+        out[i : i + rows] = torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * math.pi * u2)
+    return out
 
 
 # ---- the same hash on NumPy uint32 arrays (CPU fast path) ----------------------------------------

@@ -10,12 +10,13 @@ from torch import nn
 class ModelWrapper(nn.Module):
     """An ``nn.Module`` around another model.
 
-    It starts in the wrapped model's mode, and looks up ``meta``, ``classes`` and ``num_classes`` on the
-    wrapped model (named by ``wrapped_attr``), so wrappers can be stacked and still describe themselves.
+    It starts in the wrapped model's mode, and looks up ``meta``, ``classes``, ``num_classes`` and
+    ``evaluations_per_input`` (see :func:`bastion._model.evaluations_per_input`) on the wrapped model (named by
+    ``wrapped_attr``), so wrappers can be stacked and still describe themselves.
     """
 
     wrapped_attr: ClassVar[str] = "model"
-    forwarded: ClassVar[tuple[str, ...]] = ("meta", "classes", "num_classes")
+    forwarded: ClassVar[tuple[str, ...]] = ("meta", "classes", "num_classes", "evaluations_per_input")
 
     def describe(self) -> dict[str, Any]:
         """The wrapped model's description (:func:`bastion._model.describe_model`), with this wrapper's defense

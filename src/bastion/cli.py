@@ -676,7 +676,8 @@ def evaluate(
                                         "set such as mnist-5k; a slice like --split 'all[:1000]' takes the first ones); "
                                         "--images under torchrun, whose parser takes --n for its own "
                                         "--nnodes/--nproc-per-node.")] = 1000,
-    batch_size: Annotated[int, typer.Option(min=1)] = 250,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Images per attack call (default: 256, fewer for large images: about 8.4M input values).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option()] = Path("runs/evaluate"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
@@ -816,7 +817,7 @@ def _split_presets(names: Sequence[str] | None) -> tuple[str | None, str | None]
 
 
 def _preset(name: str, net: nn.Module, ds: ImageDataset, *, attacks: str | None, eps: str, steps: int | None,
-            restarts: int | None, adaptive: str, eot_n: int, cascade: bool, batch_size: int, seed: int,
+            restarts: int | None, adaptive: str, eot_n: int, cascade: bool, batch_size: int | None, seed: int,
             device: str) -> Evaluation:
     """The evaluation of ``--preset``: AutoAttack, its rand version when the model is randomized."""
     import torch

@@ -22,6 +22,7 @@ FACTORIES = {
     "apgd-t": ("apgd", lambda eps, norm: APGD(eps=eps, steps=5, norm=norm, loss="dlr", targets=2, early_stop=False)),
     "fab": ("fab", lambda eps, norm: FAB(eps=eps, steps=4, norm=norm, targets=2, restarts=2)),
     "jsma": ("jsma", lambda eps, norm: JSMA(gamma=max(eps, 0.05))),
+    "jsma-large": ("jsma", lambda eps, norm: JSMA.large_input(max(1, round(64 * eps)), steps=2, candidates=8)),
     "square": ("square", lambda eps, norm: Square(eps=eps, max_queries=30)),
     "hsj": ("hsj", lambda eps, norm: HopSkipJump(max_queries=60, norm=norm, init_evals=5, max_evals=10)),
     "min-norm": ("min-norm", lambda eps, norm: MinNormPGD(steps=3, doublings=2, search_steps=2)),

@@ -26,23 +26,29 @@ SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[Healt
 
 
 def reference_jsma(model, x, y, target, *, theta=1.0, gamma=0.145, pairs=True, increase=True, probs=False,
-                   away=False):
+                   away=False, per_step=1, max_features=None, candidates=None):
     """Papernot et al. 2016 for ONE input, written with plain loops: the full Jacobian row by row (one
     backward pass per class), every pair of the search domain visited in index order, the first strictly
-    best pair kept. Returns (x_adv, number of Jacobian evaluations)."""
+    best pair kept. Returns (x_adv, number of Jacobian evaluations).
+
+    The large-input options, as plainly: ``max_features`` replaces the budget ``floor(gamma * n)``;
+    ``per_step`` picks are made from one Jacobian, each the best among the features not picked yet in the
+    step; ``candidates`` restricts every search to the features with the largest pair bound (call it with
+    no ties in that bound, or with ``candidates >= n``)."""
     shape = x.shape
     x0 = x.flatten().clone()
     xf = x0.clone()
     n = xf.numel()
-    budget = math.floor(gamma * n + 1e-9)
-    per_step = 2 if pairs else 1
+    budget = min(max_features, n) if max_features is not None else math.floor(gamma * n + 1e-9)
+    width = 2 if pairs else 1
     lo, hi = 0.0, 1.0
     sign = 1.0 if increase else -1.0
     domain = [i for i in range(n) if (xf[i] < hi if increase else xf[i] > lo)]
     evaluations = 0
     while True:
         changed = sum(1 for i in range(n) if xf[i] != x0[i])
-        if changed + per_step > budget or len(domain) < per_step:
+        picks = min(per_step, (budget - changed) // width, len(domain) // width)
+        if picks < 1:
             break
         xv = xf.reshape(shape).unsqueeze(0).requires_grad_(True)
         logits = model(xv)[0]
@@ -61,19 +67,30 @@ def reference_jsma(model, x, y, target, *, theta=1.0, gamma=0.145, pairs=True, i
         direction = -sign if away else sign  # away: lower the true class, raise the others
         alpha = [direction * float(rows[t][i]) for i in range(n)]
         beta = [direction * sum(float(rows[c][i]) for c in range(len(rows)) if c != t) for i in range(n)]
-        best, choice = 0.0, None
-        if pairs:
-            for p, q in itertools.combinations(sorted(domain), 2):
-                a, b = alpha[p] + alpha[q], beta[p] + beta[q]
-                if a > 0 and b < 0 and -a * b > best:
-                    best, choice = -a * b, (p, q)
-        else:
-            for p in sorted(domain):
-                if alpha[p] > 0 and beta[p] < 0 and -alpha[p] * beta[p] > best:
-                    best, choice = -alpha[p] * beta[p], (p,)
-        if choice is None:
+        search = sorted(domain)
+        if candidates is not None and pairs and not probs:
+            top_a, low_b = max(alpha[i] for i in domain), min(beta[i] for i in domain)
+            bound = {i: max(alpha[i] + top_a, 0.0) * max(-beta[i] - low_b, 0.0) for i in domain}
+            search = sorted(sorted(domain, key=lambda i: -bound[i])[:candidates])
+        choices = []
+        for _ in range(picks):
+            avail = [i for i in search if not any(i in c for c in choices)]
+            best, choice = 0.0, None
+            if pairs:
+                for p, q in itertools.combinations(avail, 2):
+                    a, b = alpha[p] + alpha[q], beta[p] + beta[q]
+                    if a > 0 and b < 0 and -a * b > best:
+                        best, choice = -a * b, (p, q)
+            else:
+                for p in avail:
+                    if alpha[p] > 0 and beta[p] < 0 and -alpha[p] * beta[p] > best:
+                        best, choice = -alpha[p] * beta[p], (p,)
+            if choice is None:
+                break
+            choices.append(choice)
+        if not choices:
             break
-        for i in choice:
+        for i in (i for c in choices for i in c):
             xf[i] = min(max(float(xf[i]) + sign * theta, lo), hi)
             if (xf[i] >= hi) if increase else (xf[i] <= lo):
                 domain.remove(i)
@@ -103,6 +120,14 @@ CASES = {
     "singles-probs": dict(theta=1.0, gamma=0.5, pairs=False),
     "away": dict(theta=1.0, gamma=0.6, untargeted="away", output="logits"),
     "away-decrease-probs": dict(theta=1.0, gamma=0.6, untargeted="away", variant="decrease", output="probs"),
+    # the large-input options: several picks per Jacobian, a budget in features, the candidate table
+    "per-step": dict(theta=1.0, gamma=0.6, per_step=3),
+    "per-step-small-theta": dict(theta=0.35, gamma=0.5, per_step=2),
+    "per-step-table": dict(theta=1.0, gamma=0.6, per_step=3, candidates=16),
+    "per-step-singles": dict(theta=1.0, gamma=0.5, pairs=False, per_step=3),
+    "per-step-probs": dict(theta=1.0, gamma=0.6, output="probs", per_step=2),
+    "max-features-odd": dict(theta=1.0, max_features=7, per_step=2),
+    "max-features-table-decrease": dict(theta=1.0, max_features=9, per_step=4, candidates=20, variant="decrease"),
 }
 
 
@@ -119,8 +144,10 @@ def test_equals_loop_reference_on_tiny_inputs(case, targeted):
         for i in range(x.shape[0]):
             ref, evals = reference_jsma(
                 model, x[i], int(y[i]), None if target is None else int(target[i]), theta=kw["theta"],
-                gamma=kw["gamma"], pairs=kw.get("pairs", True), increase=kw.get("variant", "increase") == "increase",
-                probs=kw.get("output", "probs") == "probs", away=target is None and kw.get("untargeted") == "away",
+                gamma=kw.get("gamma", 0.145), pairs=kw.get("pairs", True),
+                increase=kw.get("variant", "increase") == "increase", probs=kw.get("output", "probs") == "probs",
+                away=target is None and kw.get("untargeted") == "away", per_step=kw.get("per_step", 1),
+                max_features=kw.get("max_features"), candidates=kw.get("candidates"),
             )
             torch.testing.assert_close(res.x_adv[i], ref, atol=1e-12, rtol=0)
             assert int(res.queries[i]) == evals
@@ -281,6 +308,11 @@ def test_cifar_shaped_batch_with_small_chunks():
         lambda: JSMA(pairs=1),
         lambda: JSMA(chunk_elements=0),
         lambda: JSMA(jacobian_batch=0),
+        lambda: JSMA(max_features=0),
+        lambda: JSMA(max_features=1.5),
+        lambda: JSMA(per_step=0),
+        lambda: JSMA(candidates=1),
+        lambda: JSMA.large_input(0),
     ],
 )
 def test_bad_configuration_raises(make):
@@ -290,7 +322,8 @@ def test_bad_configuration_raises(make):
 
 def test_config_is_keyword_only_and_serializable():
     atk = JSMA()
-    assert atk.to_dict() == {"attack": "jsma", "theta": 1.0, "gamma": 0.145, "pairs": True, "variant": "increase",
+    assert atk.to_dict() == {"attack": "jsma", "theta": 1.0, "gamma": 0.145, "max_features": None, "per_step": 1,
+                             "candidates": None, "pairs": True, "variant": "increase",
                              "output": "probs", "untargeted": "runner-up", "bounds": [0.0, 1.0], "chunk_elements": 1 << 24,
                              "jacobian_batch": None, "channels_last": True}
     with pytest.raises(TypeError):

@@ -20,7 +20,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from bastion._checks import shown
-from bastion._model import declared_randomized, log_mean_softmax
+from bastion._model import declared_randomized, evaluations_per_input, log_mean_softmax
 from bastion._wrap import ModelWrapper
 from bastion.errors import ConfigError
 
@@ -62,6 +62,11 @@ class EOT(_Wrapper):
         """Whether the averaged output still changes from call to call: it does whenever the model's does (the
         average of n draws varies less, but a success under one call can still be undone by the next)."""
         return declared_randomized(self.inner)
+
+    @property
+    def evaluations_per_input(self) -> int:
+        """``n`` calls of the wrapped model per input (chunked passes count them, see :mod:`bastion._model`)."""
+        return self.n * evaluations_per_input(self.inner)
 
     def forward(self, x: Tensor) -> Tensor:
         b = x.shape[0]

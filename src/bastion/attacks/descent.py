@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from bastion._model import evaluations_per_input, forward_in_chunks, grad_in_chunks
 from bastion.attacks.losses import attack_loss
 from bastion.threat import ThreatModel
 
@@ -50,16 +51,18 @@ def misclassified(y: Tensor, target: Tensor | None = None) -> SuccessFn:
 
 def value_and_grad(model: nn.Module, x: Tensor, loss: LossFn, idx: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """``(logits, per-sample loss, d loss / d x)`` at ``x`` (gradients with respect to the input only; zero
-    where the model's output does not depend on ``x`` differentiably: masked gradients)."""
-    x = x.detach().requires_grad_(True)
-    logits = model(x)
-    values = loss(logits, idx)
-    if not values.requires_grad:
-        return logits.detach(), values.detach(), torch.zeros_like(x)
-    (grad,) = torch.autograd.grad(values.sum(), x, allow_unused=True)
-    if grad is None:
-        grad = torch.zeros_like(x)
-    return logits.detach(), values.detach(), grad
+    where the model's output does not depend on ``x`` differentiably: masked gradients).
+
+    The forward and backward passes run on chunks of the batch (:func:`bastion._model.grad_in_chunks`), so
+    that memory stays bounded for any batch of large inputs; the result equals the whole batch's."""
+    def chunk(xs: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
+        logits = model(xs)
+        if xs.shape[0] == x.shape[0]:  # the whole batch
+            return logits, loss(logits, idx)
+        sel = torch.arange(x.shape[0], device=x.device)[rows] if idx is None else idx[rows]
+        return logits, loss(logits, sel)
+
+    return grad_in_chunks(chunk, x, per_sample=evaluations_per_input(model))
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ class Descent:
             with torch.no_grad():
                 whole = active.numel() == b
                 xa = x_adv if whole else x_adv[active]
-                logits = model(xa)
+                logits = forward_in_chunks(model, xa)
                 values = loss(logits, None if whole else active)
                 queries[active] += 1
                 record(active, whole, xa, logits, values)

@@ -36,6 +36,30 @@ layers of the points ``(alpha_i, -beta_i)`` are candidates (one sort and running
 ``(samples, rows, candidates)`` capped by ``chunk_elements``, in decreasing order of an upper bound, until
 the bound cannot beat the best pair found. Memory is therefore bounded whatever the input size; time is
 quadratic in the candidates only in the degenerate case where most features lie on one Pareto front.
+
+Large inputs. The paper's budget is a share of the features, and every step changes two of them: on a
+3x224x224 image (150,528 features) the default ``gamma=0.145`` allows 10,913 steps and even a 1% budget 752,
+each a forward and (on logits) two backward passes of the model. Three options make such inputs practical
+(:meth:`JSMA.large_input` sets them together):
+
+* ``max_features``: the budget as a number of changed features instead of a fraction (``gamma``).
+* ``per_step=m``: ``m`` disjoint pairs per Jacobian, chosen greedily (the best pair, then the best pair of
+  the remaining features, ...), so the budget is spent in ``m`` times fewer steps. The paper recomputes the
+  Jacobian after every pair, so each pair it picks accounts for the change of the previous ones; the greedy
+  picks of one step do not (two pixels that each raise the target may do less together), and the last step
+  may change up to ``2 (m - 1)`` features more than the paper's stop at the first success would.
+* ``candidates=k``: the pair search is restricted to the ``k`` features with the largest upper bound
+  ``relu(alpha_p + max alpha) * relu(-beta_p - min beta)`` on the score of any pair containing ``p``
+  (see :func:`greedy_pairs`). The paper searches every pair of the domain. The restricted search finds the
+  paper's pair whenever that pair scores at least the largest bound left out (it then beats every pair
+  with a feature outside). It can miss the paper's pair when one of its features ranks below ``k``: typically
+  a pair of two specialists, one with a large ``alpha`` and one with a large ``-beta`` (each weak in the
+  other), where features moderate in both rank above one of them (the bound adds the best ``alpha`` and the
+  best ``-beta`` of the whole domain to each feature's own). It bounds the cost of the greedy search of
+  ``m`` pairs to one table of ``k (k - 1) / 2`` pair scores per step, where the exact search would run
+  ``m`` times over all features.
+
+``benchmarks/scale_memory.py`` measures this mode on a ResNet-18 at 3x224x224.
 """
 
 from __future__ import annotations
@@ -43,18 +67,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from bastion._checks import shown
+from bastion._model import chunk_size, evaluations_per_input
 from bastion.attacks._layout import channels_last_forward
 from bastion.attacks.base import Attack, Outcome, Task, check_choice, check_int, check_positive
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel, perturbation_norms
 
-__all__ = ["JSMA", "L0Fraction", "max_changed_features"]
+__all__ = ["JSMA", "L0Count", "L0Fraction", "best_features", "best_pairs", "best_pairs_opposed", "greedy_pairs",
+           "greedy_pairs_opposed", "max_changed_features", "top_features"]
 
 
 def max_changed_features(gamma: float, n_features: int) -> int:
@@ -101,6 +127,36 @@ class L0Fraction(ThreatModel):
 
 
 @dataclass(frozen=True, kw_only=True)
+class L0Count(ThreatModel):
+    """An L0 ball whose radius ``eps`` is a number of features: at most ``eps`` features differ from the
+    original (a feature counts as changed when it moves by more than 1e-7). :meth:`distance` is the number of
+    changed features."""
+
+    norm: Literal["l0"] = "l0"  # type: ignore[assignment]
+    eps: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.norm != "l0":
+            raise ConfigError(f"L0Count is an l0 threat model, got norm={shown(self.norm)}")
+        if not (isinstance(self.eps, int) or float(self.eps).is_integer()) or self.eps < 1:
+            raise ConfigError(f"the l0 count eps must be a whole number >= 1, got {shown(self.eps)}")
+
+    def budget(self, n_features: int) -> int:
+        """The largest number of features that may change in an input of ``n_features`` features."""
+        return min(int(self.eps), n_features)
+
+    def contains(self, x_adv: Tensor, x: Tensor, *, atol: float | None = None) -> Tensor:
+        """Per-sample bool: at most :meth:`budget` features changed, and inside the bounds (``+atol``,
+        default 1e-6)."""
+        lo, hi = self.bounds
+        atol = 1e-6 if atol is None else atol
+        flat = x_adv.reshape(x_adv.shape[0], -1)
+        in_box = (flat >= lo - atol).all(1) & (flat <= hi + atol).all(1)
+        return in_box & (perturbation_norms(x_adv, x)["l0"] <= self.budget(x[0].numel()))
+
+
+@dataclass(frozen=True, kw_only=True)
 class JSMA(Attack):
     """The Jacobian saliency map attack, batched.
 
@@ -109,6 +165,19 @@ class JSMA(Attack):
             The paper's ``theta=1`` on [0, 1] pixels sets chosen features to the bound.
         gamma: the largest fraction of features that may change, in (0, 1]; the paper's 0.145 is 14.5%.
             At most ``floor(gamma * n_features)`` features change.
+        max_features: the largest number of features that may change (a whole number >= 1); when set it
+            replaces ``gamma`` (a budget in pixels: one feature is one channel of one pixel, so a 3x224x224
+            image has 150,528). The threat model is then :class:`L0Count`.
+        per_step: pairs (single features with ``pairs=False``) changed per step, that is per Jacobian
+            evaluation; 1 (default) is the paper's algorithm. With ``m > 1`` a step takes the best pair, then
+            the best pair disjoint from it, and so on, all from the same Jacobian: about ``m`` times fewer
+            forward and backward passes, at the price of pairs chosen without seeing the effect of the
+            earlier ones (and up to ``2 (m - 1)`` more changed features than needed on the last step). See
+            "Large inputs" in the module docstring.
+        candidates: search pairs only among this many features, the ones with the largest saliency bound
+            (default None: every feature of the search domain, the paper's exhaustive search). See "Large
+            inputs" in the module docstring for what it can miss. Ignored for single features and for
+            ``output="probs"``, where the search is exact and linear anyway.
         pairs: use the paper's pairwise search (default); False picks one feature a step with ``S+``.
         variant: ``"increase"`` pushes features toward the upper bound (the paper's ``S+``, theta > 0),
             ``"decrease"`` toward the lower bound (``S-``, theta < 0).
@@ -124,7 +193,9 @@ class JSMA(Attack):
             memory of the pair search to about ``12 * chunk_elements`` bytes (float32).
         jacobian_batch: samples per forward/backward pass (results do not depend on it). None: on CPU,
             as many as make about 131,072 input features (167 MNIST images; large CPU batches run slower
-            per sample once activations leave the cache), elsewhere the whole batch.
+            per sample once activations leave the cache; one 3x224x224 image), elsewhere as many as make
+            :data:`bastion._model.GRAD_CHUNK_FEATURES` (bounded memory); features are counted once per
+            evaluation of the network (``eot(model, n)`` evaluates each input ``n`` times).
         channels_last: on CPU, evaluate a convolutional model through channels-last copies of its kernels
             (oneDNN's faster layout: on ``mnist-cnn`` about 5-10% off the attack's time; the model itself is
             not touched, see :mod:`bastion.attacks._layout`). The outputs agree with the model's own up to
@@ -133,7 +204,7 @@ class JSMA(Attack):
 
     Shape:
         x: (B, C, H, W) or (B, D); any number of features (a 3x224x224 input works: the pair search is
-        chunked and pruned).
+        chunked and pruned, and :meth:`large_input` makes its budget practical).
 
     Example:
         >>> from bastion.attacks.jsma import JSMA
@@ -142,11 +213,17 @@ class JSMA(Attack):
         113
         >>> res = atk(model, x, y, target=t)          # doctest: +SKIP
         >>> res.norms["l0"].max() <= 113              # doctest: +SKIP
+        >>> big = JSMA.large_input(1505)              # 1% of a 3x224x224 image, in about 50 steps
+        >>> big.per_step, big.candidates
+        (16, 1024)
     """
 
     name: ClassVar[str] = "jsma"
     theta: float = 1.0
     gamma: float = 0.145
+    max_features: int | None = None
+    per_step: int = 1
+    candidates: int | None = None
     pairs: bool = True
     variant: Literal["increase", "decrease"] = "increase"
     output: Literal["logits", "probs"] = "probs"
@@ -162,6 +239,11 @@ class JSMA(Attack):
         check_positive("theta", self.theta)
         if not isinstance(self.gamma, (int, float)) or isinstance(self.gamma, bool) or not 0.0 < self.gamma <= 1.0:
             raise ConfigError(f"gamma (the fraction of features that may change) must be in (0, 1], got {shown(self.gamma)}")
+        if self.max_features is not None:
+            check_int("max_features", self.max_features, minimum=1)
+        check_int("per_step", self.per_step, minimum=1)
+        if self.candidates is not None:
+            check_int("candidates", self.candidates, minimum=2)
         if not isinstance(self.pairs, bool):
             raise ConfigError(f"pairs must be True or False, got {shown(self.pairs)}")
         check_choice("variant", self.variant, ("increase", "decrease"))
@@ -174,8 +256,26 @@ class JSMA(Attack):
             raise ConfigError(f"channels_last must be True or False, got {shown(self.channels_last)}")
         _ = self.threat
 
+    @classmethod
+    def large_input(cls, max_features: int, *, steps: int = 50, candidates: int = 1024, **options: Any) -> JSMA:
+        """JSMA for large inputs (ImageNet-size images): at most ``max_features`` changed features, spent in
+        about ``steps`` Jacobian evaluations (each step changes ``ceil(max_features / (2 steps))`` pairs, or
+        ``ceil(max_features / steps)`` single features with ``pairs=False``), pairs searched among the
+        ``candidates`` most salient features. Other options as for :class:`JSMA`.
+
+        On a 3x224x224 input, the paper's algorithm at a 1% budget (1,505 features) needs 752 Jacobian
+        evaluations, each a forward and two backward passes (minutes on a CPU for a ResNet-18); this mode
+        needs about 50 (see ``benchmarks/scale_memory.py``)."""
+        check_int("max_features", max_features, minimum=1)
+        check_int("steps", steps, minimum=1)
+        width = 2 if options.get("pairs", True) else 1
+        per_step = max(1, math.ceil(max_features / (width * steps)))
+        return cls(max_features=max_features, per_step=per_step, candidates=candidates, **options)
+
     @property
-    def threat(self) -> L0Fraction:
+    def threat(self) -> L0Fraction | L0Count:
+        if self.max_features is not None:
+            return L0Count(eps=self.max_features, bounds=self.bounds)
         return L0Fraction(eps=self.gamma, bounds=self.bounds)
 
     def _run(self, model: nn.Module, task: Task) -> Outcome:
@@ -185,13 +285,14 @@ class JSMA(Attack):
         lo, hi = self.bounds
         up = self.variant == "increase"
         sign = 1.0 if up else -1.0
-        step_features = 2 if self.pairs else 1
+        width = 2 if self.pairs else 1  # features changed by one pick
         away = target is None and self.untargeted == "away"
         budget = self.threat.budget(n)
         if self.jacobian_batch is not None:
             micro = self.jacobian_batch
         else:
-            micro = max(1, _CPU_JACOBIAN_FEATURES // n) if x.device.type == "cpu" else b
+            per_pass = _CPU_JACOBIAN_FEATURES if x.device.type == "cpu" else None  # None: GRAD_CHUNK_FEATURES
+            micro = chunk_size(x, per_pass, per_sample=evaluations_per_input(model))
 
         forward = channels_last_forward(model, x) if self.channels_last else model
         x0 = x.reshape(b, n)
@@ -206,9 +307,11 @@ class JSMA(Attack):
         clean: Tensor | None = None  # the first step's forward pass is at x: the clean outputs
 
         while active.numel():
-            # Budget and domain first: a sample that cannot take another full step is finished.
-            room = (n_changed[active] + step_features <= budget) & (domain[active].sum(1) >= step_features)
-            active = active[room]
+            # Budget and domain first: a sample that cannot take another full pick is finished. Each pick
+            # changes at most ``width`` more features, so ``picks`` keeps every sample within its budget.
+            picks = torch.minimum(budget - n_changed[active], domain[active].sum(1)) // width
+            room = picks >= 1
+            active, picks = active[room], picks[room]
             if active.numel() == 0:
                 break
             t = y[active] if away else (None if target is None else target[active])
@@ -221,33 +324,50 @@ class JSMA(Attack):
             pred = logits.argmax(1)
             done = pred != y[active] if target is None else pred == t
             keep = ~done
-            active, alpha, beta = active[keep], alpha[keep], beta[keep]
+            active, alpha, beta, picks = active[keep], alpha[keep], beta[keep], picks[keep]
             if active.numel() == 0:
                 break
             # away from the true class: lower its score, raise the others' (the saliency map reversed)
             direction = -sign if away else sign
             a = direction * alpha.reshape(active.numel(), n)
             c = direction * beta.reshape(active.numel(), n)
-            dom = domain[active]
-            if self.pairs and self.output == "probs":  # beta = -alpha: the best pair is the top two alphas
-                p, q, found = best_pairs_opposed(a, dom)
-                chosen = torch.stack((p, q), 1)
-            elif self.pairs:
-                p, q, found = best_pairs(a, c, dom, self.chunk_elements)
-                chosen = torch.stack((p, q), 1)
-            else:
-                p, found = best_features(a, c, dom)
-                chosen = p[:, None]
-            active, chosen = active[found], chosen[found]
+            chosen, valid = self._select(a, c, domain[active], picks.clamp(max=self.per_step))
+            found = valid[:, 0]  # picks are made in order: none when the first one fails
+            active, chosen, valid = active[found], chosen[found], valid[found]
             if active.numel() == 0:
                 break
-            rows = active[:, None].expand_as(chosen)
-            moved = (xf[rows, chosen] + sign * self.theta).clamp(lo, hi)
-            xf[rows, chosen] = moved
-            domain[rows, chosen] = moved < hi if up else moved > lo
+            rows = active[:, None, None].expand_as(chosen)[valid]  # (picks, width)
+            cols = chosen[valid]
+            moved = (xf[rows, cols] + sign * self.theta).clamp(lo, hi)
+            xf[rows, cols] = moved
+            domain[rows, cols] = moved < hi if up else moved > lo
             n_changed[active] = (xf[active] != x0[active]).sum(1)
             final[active] = float("nan")
         return Outcome(xf.reshape(x.shape), queries, logits_adv=final, logits_clean=clean)
+
+    def _select(self, a: Tensor, c: Tensor, dom: Tensor, picks: Tensor) -> tuple[Tensor, Tensor]:
+        """This step's picks: ``(chosen, valid)``, ``chosen`` (B, m, width) feature indices and ``valid``
+        (B, m) bool, where ``m`` is the most picks any row may make and row ``i`` makes at most ``picks[i]``
+        (the paper's single pick when ``per_step`` is 1)."""
+        m = int(picks.max())
+        if not self.pairs:
+            if m == 1:
+                p, found = best_features(a, c, dom)
+                return p[:, None, None], found[:, None]
+            p, ok = top_features(a, c, dom, m)
+            chosen, valid = p[:, :, None], ok
+        elif self.output == "probs":  # beta = -alpha: the best pairs are the top alphas, two by two
+            if m == 1:
+                p, q, found = best_pairs_opposed(a, dom)
+                return torch.stack((p, q), 1)[:, None], found[:, None]
+            chosen, valid = greedy_pairs_opposed(a, dom, m)
+        elif self.candidates is None and m == 1:
+            p, q, found = best_pairs(a, c, dom, self.chunk_elements)
+            return torch.stack((p, q), 1)[:, None], found[:, None]
+        else:
+            chosen, valid = greedy_pairs(a, c, dom, m, candidates=self.candidates, chunk_elements=self.chunk_elements)
+        within = torch.arange(chosen.shape[1], device=a.device)[None] < picks[:, None]
+        return chosen, valid & within
 
 
 #: default input features per forward/backward pass on CPU (see ``JSMA.jacobian_batch``)
@@ -263,13 +383,22 @@ def _target_gradients(
     ``x``), where ``F`` is the logits or the softmax and ``t`` the target (untargeted: the highest-scoring
     class other than ``y`` at ``x``).
     """
-    if micro is not None and x.shape[0] > micro:
-        parts = [
-            _target_gradients(model, x[i:i + micro], y[i:i + micro], None if target is None else target[i:i + micro],
-                              probs=probs)
-            for i in range(0, x.shape[0], micro)
-        ]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+    if micro is None or x.shape[0] <= micro:
+        return _target_gradients_once(model, x, y, target, probs=probs)
+    alpha, beta = torch.empty_like(x), torch.empty_like(x)
+    logits = []
+    for i in range(0, x.shape[0], micro):
+        sl = slice(i, i + micro)
+        part = _target_gradients_once(model, x[sl], y[sl], None if target is None else target[sl], probs=probs)
+        logits.append(part[0])
+        alpha[sl], beta[sl] = part[1], part[2]
+    return torch.cat(logits), alpha, beta
+
+
+def _target_gradients_once(
+    model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, target: Tensor | None, *, probs: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_target_gradients` on one chunk."""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         logits = model(xg)
@@ -286,7 +415,7 @@ def _target_gradients(
         else:
             alpha = _grad(scores, xg, onehot, retain_graph=True)
             total = _grad(scores, xg, torch.ones_like(scores))
-            beta = total - alpha
+            beta = total.sub_(alpha)
     return logits.detach(), alpha.detach(), beta.detach()
 
 
@@ -320,6 +449,100 @@ def best_pairs_opposed(a: Tensor, domain: Tensor) -> tuple[Tensor, Tensor, Tenso
     """
     top, idx = a.masked_fill(~domain, float("-inf")).topk(2, dim=1)
     return idx[:, 0], idx[:, 1], top.sum(1) > 0
+
+
+def top_features(a: Tensor, b: Tensor, domain: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    """The ``m`` best single features per row by the saliency map ``a_i * |b_i|`` (``a_i > 0``, ``b_i < 0``,
+    in ``domain``), best first: the greedy extension of :func:`best_features` (the map of one feature does
+    not depend on the others, so greedy is exact here).
+
+    Shape:
+        a, b, domain: (B, N). Returns ``(p, found)``, each (B, min(m, N)).
+    """
+    valid = domain & (a > 0) & (b < 0)
+    score = torch.where(valid, -(a * b), torch.zeros((), dtype=a.dtype, device=a.device))
+    best, p = score.topk(min(m, a.shape[1]), dim=1)
+    return p, best > 0
+
+
+def greedy_pairs_opposed(a: Tensor, domain: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    """:func:`greedy_pairs` for ``b = -a`` (softmax outputs): the pair score ``(a_p + a_q) ** 2`` makes the
+    best ``m`` disjoint pairs the top ``2 m`` values of ``a``, two by two.
+
+    Shape:
+        a, domain: (B, N). Returns ``(pairs, found)``: (B, m', 2) and (B, m') with ``m' = min(m, N // 2)``.
+    """
+    m = min(m, a.shape[1] // 2)
+    top, idx = a.masked_fill(~domain, float("-inf")).topk(2 * m, dim=1)
+    pairs = idx.reshape(a.shape[0], m, 2)
+    return pairs, top.reshape(a.shape[0], m, 2).sum(2) > 0
+
+
+def greedy_pairs(
+    a: Tensor, b: Tensor, domain: Tensor, m: int, *, candidates: int | None = None, chunk_elements: int = 1 << 24,
+) -> tuple[Tensor, Tensor]:
+    """Up to ``m`` disjoint pairs per row, chosen greedily: the best pair of the paper's rule (see
+    :func:`best_pairs`), then the best pair among the remaining features, and so on.
+
+    ``candidates=None``: every pick is the exact best pair of the remaining domain (``m`` exact searches).
+    ``candidates=k``: the search is restricted to the ``k`` domain features with the largest upper bound
+    ``relu(a_p + max a) * relu(-b_p - min b)`` of any pair containing them (maxima over the domain); all their
+    ``k (k - 1) / 2`` pairs are scored once (in chunks of rows of at most ``chunk_elements`` scores) and the
+    picks are taken from that table. A pick equals the exhaustive search's whenever its score is at least the
+    largest bound left out; otherwise a better pair may hold a feature outside the candidates (e.g. two
+    specialists, one large in ``a`` and one large in ``-b``, where a feature moderate in both ranks above
+    one of them).
+
+    Shape:
+        a, b, domain: (B, N). Returns ``(pairs, found)``: (B, m, 2) feature indices and (B, m) bool; picks
+        are made in order, so ``found`` is False from the first pick that finds no valid pair on.
+    """
+    nb, n = a.shape
+    dev = a.device
+    if candidates is None:
+        dom = domain.clone()
+        rows = torch.arange(nb, device=dev)
+        picked: list[Tensor] = []
+        hits: list[Tensor] = []
+        for _ in range(m):
+            p, q, ok = best_pairs(a, b, dom, chunk_elements)
+            dom[rows[ok], p[ok]] = False
+            dom[rows[ok], q[ok]] = False
+            picked.append(torch.stack((p, q), 1))
+            hits.append(ok)
+        return torch.stack(picked, 1), torch.stack(hits, 1)
+    k = min(candidates, n)
+    am = a.masked_fill(~domain, float("-inf"))
+    bm = b.masked_fill(~domain, float("inf"))
+    bound = (am + am.amax(1, keepdim=True)).clamp_min(0) * (-(bm + bm.amin(1, keepdim=True))).clamp_min(0)
+    bound = bound.masked_fill(~domain, 0).nan_to_num_(nan=0.0)
+    # in feature order, so that ties between pairs resolve as in the exhaustive search (the first pair wins)
+    feats = bound.topk(k, dim=1).indices.sort(1).values  # (B, k)
+    ac, bc, dc = am.gather(1, feats), bm.gather(1, feats), domain.gather(1, feats)
+    pairs = torch.zeros(nb, m, 2, dtype=torch.int64, device=dev)
+    found = torch.zeros(nb, m, dtype=torch.bool, device=dev)
+    upper = torch.ones(k, k, dtype=torch.bool, device=dev).triu(1)
+    step = max(1, chunk_elements // (k * k))
+    for s in range(0, nb, step):
+        sa = ac[s : s + step, :, None] + ac[s : s + step, None, :]  # (rows, k, k)
+        sb = bc[s : s + step, :, None] + bc[s : s + step, None, :]
+        ok = (sa > 0) & (sb < 0) & upper & dc[s : s + step, :, None] & dc[s : s + step, None, :]
+        score = sa.mul_(sb).neg_().masked_fill_(~ok, 0)
+        r = torch.arange(score.shape[0], device=dev)
+        for j in range(m):
+            flat = score.reshape(score.shape[0], -1).argmax(1)  # the first of equal scores
+            val = score.reshape(score.shape[0], -1).gather(1, flat[:, None]).squeeze(1)
+            hit = val > 0
+            i, jj = flat // k, flat % k
+            pairs[s : s + step, j, 0] = feats[s : s + step].gather(1, i[:, None]).squeeze(1)
+            pairs[s : s + step, j, 1] = feats[s : s + step].gather(1, jj[:, None]).squeeze(1)
+            found[s : s + step, j] = hit
+            if not bool(hit.any()):
+                break
+            for f in (i, jj):  # both features leave the table: rows and columns
+                score[r, f, :] = 0
+                score[r, :, f] = 0
+    return pairs, found
 
 
 def best_pairs(

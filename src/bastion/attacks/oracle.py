@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion._checks import shown
+from bastion._model import forward_in_chunks
 from bastion.errors import BastionError, ConfigError, InputShapeError
 
 OracleOutput = Literal["scores", "labels"]
@@ -165,7 +166,7 @@ class Oracle:
     # ------------------------------------------------------------------ internals
     def _evaluate(self, x: Tensor) -> Tensor:
         with torch.no_grad():
-            z = self.__model(x.detach())
+            z = forward_in_chunks(self.__model, x.detach())  # chunks of the queries: bounded memory
         if z.ndim != 2:
             raise InputShapeError(f"the model returned shape {tuple(z.shape)}; expected (Q, classes)")
         self._k = int(z.shape[1])

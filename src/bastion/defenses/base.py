@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion._checks import shown
-from bastion._model import log_mean_softmax
+from bastion._model import evaluations_per_input, log_mean_softmax
 from bastion._wrap import ModelWrapper
 from bastion.errors import ConfigError
 
@@ -102,6 +102,12 @@ class Defended(ModelWrapper):
     def randomized(self) -> bool:
         return bool(self.defense.randomized)
 
+    @property
+    def evaluations_per_input(self) -> int:
+        """Calls of the classifier per input: ``n_samples`` draws when the defense is randomized."""
+        draws = self.n_samples if self.randomized else 1
+        return draws * evaluations_per_input(self.model)
+
     def defense_info(self) -> dict[str, Any]:
         return {"defense": type(self.defense).__name__, **self.defense.to_dict()}
 
@@ -138,6 +144,10 @@ class BPDA(ModelWrapper):
     @property
     def randomized(self) -> bool:
         return self.inner.randomized
+
+    @property
+    def evaluations_per_input(self) -> int:
+        return int(self.inner.evaluations_per_input)
 
     def forward(self, x: Tensor) -> Tensor:
         d: Defended = self.inner

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from bastion._checks import frozen
-from bastion._model import judge, log_mean_softmax
+from bastion._model import evaluations_per_input, forward_in_chunks, grad_in_chunks, judge, log_mean_softmax
 from bastion.data.base import ImageDataset
 from bastion.eval.report import Flag, Row
 
@@ -38,7 +38,7 @@ def check_outputs(model: nn.Module, data: ImageDataset, *, adaptive: bool, devic
     flags = []
     x = data.images.to(device)
     with frozen(model), torch.no_grad():
-        a, b = model(x), model(x)
+        a, b = forward_in_chunks(model, x), forward_in_chunks(model, x)
     if not torch.allclose(a, b, atol=1e-5):
         changed = float((a.argmax(1) != b.argmax(1)).float().mean())
         if not adaptive:
@@ -71,15 +71,17 @@ def check_gradients(model: nn.Module, data: ImageDataset, *, device: torch.devic
                     adaptive: bool = False) -> list[Flag]:
     """A large share of inputs whose loss gradient is exactly zero (an error; a warning when the evaluation
     has adaptive attacks, which exist to get around exactly that: their rows are then the ones to read)."""
-    x = data.images.to(device).detach().requires_grad_(True)
+    x = data.images.to(device)
     y = data.labels.to(device)
+
+    def loss(xs: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
+        logits = model(xs)
+        return logits, F.cross_entropy(logits, y[rows], reduction="none")
+
     with frozen(model):
-        loss = F.cross_entropy(model(x), y, reduction="sum")
-        (g,) = torch.autograd.grad(loss, x, allow_unused=True)
-    if g is None:
-        share = 1.0
-    else:
-        share = float((g.reshape(len(x), -1).abs().amax(1) == 0).float().mean())
+        # chunks of the batch: bounded memory on large images
+        _, _, g = grad_in_chunks(loss, x, per_sample=evaluations_per_input(model))
+    share = float((g.reshape(len(x), -1).abs().amax(1) == 0).float().mean())
     if share > threshold:
         return [Flag(
             code="zero-gradients", severity="warning" if adaptive else "error",
@@ -93,24 +95,47 @@ def check_gradients(model: nn.Module, data: ImageDataset, *, device: torch.devic
 
 
 def check_unbounded(model: nn.Module, data: ImageDataset, *, device: torch.device | str, threshold: float = 0.1,
-                    crafting: Mapping[str, nn.Module] | None = None, draws: int | None = None) -> list[Flag]:
+                    crafting: Mapping[str, nn.Module] | None = None, draws: int | None = None,
+                    batch_size: int | None = None) -> list[Flag]:
     """An unbounded attack (Linf eps = 1, which can reach any image) must bring accuracy to about 0: PGD on the
     model itself, else PGD crafted on each of the evaluation's adaptive models (``crafting``) and judged on
-    the model; the lowest accuracy counts."""
+    the model; the lowest accuracy counts. ``batch_size``: images per attack call (None: all at once)."""
     from bastion.attacks import PGD
 
     x, y = data.images.to(device), data.labels.to(device)
     pgd = PGD(eps=1.0, steps=20, step_size=0.1, restarts=1)
-    res = pgd(model, x, y, generator=torch.Generator().manual_seed(0), draws=draws)
-    acc = float(res.robust_share.mean())
+    step = batch_size or len(x)
+
+    def naive() -> tuple[Tensor, int]:
+        """PGD on the model in batches of ``step`` images (keyed by position: the same as one call): the shares
+        of correct judging draws, and how many draws judged them."""
+        shares, used = [], 1
+        for i in range(0, len(x), step):
+            res = pgd(model, x[i : i + step], y[i : i + step], generator=torch.Generator().manual_seed(0),
+                      draws=draws, keys=torch.arange(i, min(i + step, len(x)), device=x.device))
+            shares.append(res.robust_share)
+            used = res.draws
+        return torch.cat(shares), used
+
+    def transferred(m: nn.Module, judge_draws: int) -> Tensor:
+        """PGD crafted on ``m`` (in batches), judged on the model: its shares of correct draws."""
+        shares = []
+        for i in range(0, len(x), step):
+            xb, yb = x[i : i + step], y[i : i + step]
+            x_adv = pgd.craft(m, xb, yb, generator=torch.Generator().manual_seed(0),
+                              keys=torch.arange(i, i + len(xb), device=x.device)).x_adv
+            with frozen(model):
+                _, preds = judge(model, x_adv, draws=judge_draws)
+            shares.append((preds == yb).float().mean(0))
+        return torch.cat(shares)
+
+    share, used = naive()
+    acc = float(share.mean())
     by_mode = {"naive": acc}
     for label, m in (crafting or {}).items():
         if acc <= threshold:
             break
-        x_adv = pgd(m, x, y, generator=torch.Generator().manual_seed(0), draws=1).x_adv
-        with frozen(model):
-            _, preds = judge(model, x_adv, draws=res.draws)
-        by_mode[f"adaptive:{label}"] = float((preds == y).float().mean())
+        by_mode[f"adaptive:{label}"] = float(transferred(m, used).mean())
         acc = min(by_mode.values())
     if acc > threshold:
         return [Flag(
@@ -246,16 +271,19 @@ def check_eot_baseline(model: nn.Module, data: ImageDataset, rows: Sequence[Row]
     x0, y = data.images.to(device), data.labels.to(device)
     alpha = 2.5 * eps / steps
     x = x0.clone()
+
+    def mean_draws_loss(xs: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
+        rep = xs.repeat(samples, *([1] * (xs.ndim - 1)))
+        out = log_mean_softmax(model(rep).reshape(samples, xs.shape[0], -1))
+        return out, F.cross_entropy(out, y[rows], reduction="none")
+
     with frozen(model):
         for _ in range(steps):
-            xr = x.detach().requires_grad_(True)
-            rep = xr.repeat(samples, *([1] * (xr.ndim - 1)))
-            out = model(rep).reshape(samples, xr.shape[0], -1)
-            loss = F.cross_entropy(log_mean_softmax(out), y, reduction="sum")
-            (g,) = torch.autograd.grad(loss, xr, allow_unused=True)
-            if g is None:
+            # chunks of the batch, each evaluated ``samples`` times: bounded memory on large images
+            _, _, g = grad_in_chunks(mean_draws_loss, x, per_sample=samples * evaluations_per_input(model))
+            if not bool(g.any()):  # no gradient anywhere: no step would move
                 break
-            x = torch.minimum(torch.maximum(x.detach() + alpha * g.sign(), x0 - eps), x0 + eps).clamp(0.0, 1.0)
+            x = torch.minimum(torch.maximum(x + alpha * g.sign(), x0 - eps), x0 + eps).clamp(0.0, 1.0)
         _, preds = judge(model, x.detach(), draws=draws)
     baseline = float((preds == y).float().mean())
     best: dict[str, float] = {}
@@ -289,19 +317,22 @@ def run_checks(
     device: torch.device | str = "cpu",
     draws: int = 1,
     randomized: bool = False,
+    batch_size: int | None = None,
 ) -> list[Flag]:
     """All checks; ``data`` is a small batch (e.g. 64 images) for the model-level checks, ``n`` the number of
     evaluated images behind ``rows`` (default: the most any row attacked). ``adaptive``: the evaluation's
     adaptive attack models (``{label: module}``), used by the model-level checks (True: some exist, not given).
     ``randomized``: the model is randomized (its rows judged over ``draws`` calls); the EOT-baseline check then
-    runs too. Runs with autograd on, also when called under ``torch.no_grad()`` or ``inference_mode()``."""
+    runs too. ``batch_size``: images per attack call of the checks (None: all of ``data`` at once); forward and
+    backward passes are chunked in any case. Runs with autograd on, also when called under ``torch.no_grad()``
+    or ``inference_mode()``."""
     crafting = dict(adaptive) if isinstance(adaptive, Mapping) else {}
     with torch.inference_mode(False), torch.enable_grad():
         if data.images.is_inference():
             data = dataclasses.replace(data, images=data.images.clone(), labels=data.labels.clone())
         flags = check_outputs(model, data, adaptive=bool(adaptive), device=device)
         flags += check_gradients(model, data, device=device, adaptive=bool(adaptive))
-        flags += check_unbounded(model, data, device=device, crafting=crafting, draws=draws)
+        flags += check_unbounded(model, data, device=device, crafting=crafting, draws=draws, batch_size=batch_size)
         if randomized:
             flags += check_eot_baseline(model, data, rows, device=device, draws=max(draws, 2))
     n = n if n is not None else max((r.attacked for r in rows), default=0)

@@ -33,6 +33,12 @@ from bastion.threat import ThreatModel
 
 log = logging.getLogger(__name__)
 
+#: images per attack call by default (:attr:`Evaluation.batch_size`)
+DEFAULT_BATCH = 256
+#: the most input values a default batch holds: 55 images of 3x224x224 (about 32 MiB in float32 per copy the
+#: attacks keep), 256 MNIST or CIFAR images
+BATCH_VALUES = 1 << 23
+
 
 def suite_labels(suite: Sequence[Attack], *, swept: bool) -> list[str]:
     """One distinct row label per suite entry: the attack's :attr:`~bastion.attacks.base.Attack.label` (its
@@ -80,7 +86,11 @@ class Evaluation:
             counts as broken at ``eps`` when the attack fooled the model with a perturbation of norm at most
             ``eps``. Each entry gets its own rows, labelled by :func:`suite_labels`.
         eps_grid: radii; None runs each attack at its own radius.
-        batch_size: images per attack call.
+        batch_size: images per attack call (and per clean forward pass); what the attacks hold per image (the
+            adversarial points, their gradients, the best points so far) grows with it. None (default): 256
+            images, or fewer for large inputs, so that a batch holds at most about 8.4 million input values
+            (55 images of 3x224x224). Forward and backward passes inside an attack run on smaller chunks
+            (:mod:`bastion._model`), whatever the batch size.
         cascade: run each attack only on points still robust (AutoAttack's protocol; worst case per image).
         seed: seed of all randomness: the attacks' (per image, keyed by the image's index in its source split)
             and, for the run, the own generators of randomized models (e.g. ``Defended``; restored afterwards).
@@ -98,7 +108,7 @@ class Evaluation:
 
     suite: Sequence[Attack]
     eps_grid: Sequence[float] | None = None
-    batch_size: int = 256
+    batch_size: int | None = None
     cascade: bool = True
     seed: int = 0
     adaptive: Mapping[str, nn.Module] = field(default_factory=dict)
@@ -110,8 +120,9 @@ class Evaluation:
     def __post_init__(self) -> None:
         if not self.suite:
             raise ConfigError("the evaluation suite is empty")
-        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1, got {shown(self.batch_size)}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool)
+                                            or self.batch_size < 1):
+            raise ConfigError(f"batch_size must be an integer >= 1 or None, got {shown(self.batch_size)}")
         if self.draws is not None and (not isinstance(self.draws, int) or isinstance(self.draws, bool)
                                        or self.draws < 1):
             raise ConfigError(f"draws must be an integer >= 1 or None, got {shown(self.draws)}")
@@ -206,6 +217,14 @@ class Evaluation:
         return cls(suite=suite, eps_grid=grid, cascade=True, adaptive=crafting, preset=name, **options)
 
     # ------------------------------------------------------------------------------------------------
+    def batch_for(self, data: LabelledImages) -> int:
+        """Images per attack call on ``data``: ``batch_size``, or by default 256 or as many as make
+        :data:`BATCH_VALUES` input values, whichever is fewer (at least one)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        per_image = math.prod(data.input_shape)
+        return max(1, min(DEFAULT_BATCH, BATCH_VALUES // max(1, per_image)))
+
     def plan(self) -> list[tuple[int, Attack, float | None]]:
         """(attack index, configured attack, eps) in execution order, grouped by eps."""
         eps_values: list[float | None] = list(self.eps_grid) if self.eps_grid is not None else [None]
@@ -254,6 +273,7 @@ class Evaluation:
         assert data.indices is not None
         keys_all = data.indices.to(device)
         y_all = data.labels  # images come batch by batch (image files are decoded only then)
+        batch = self.batch_for(data)
         plan = self.plan()
         labels = suite_labels(self.suite, swept=self.eps_grid is not None)
         modes = ["naive", *[f"adaptive:{k}" for k in self.adaptive]]
@@ -269,9 +289,9 @@ class Evaluation:
         _reseed(generators, self.seed, 0)
         if n and done is None:
             with frozen(model):
-                for i in range(0, n, self.batch_size):
-                    xb = data.batch(slice(i, i + self.batch_size)).to(device)
-                    yb = y_all[i : i + self.batch_size].to(device)
+                for i in range(0, n, batch):
+                    xb = data.batch(slice(i, i + batch)).to(device)
+                    yb = y_all[i : i + batch].to(device)
                     checked_forward(model, xb[:PROBE_SAMPLES])  # a clear error for a model that cannot take x
                     logits, preds = judge(model, xb, draws=draws)
                     per.clean[i : i + len(xb)] = (preds == yb).double().mean(0).cpu()
@@ -319,8 +339,8 @@ class Evaluation:
                     idx = torch.arange(n)
                 ei = self.eps_grid.index(eps) if (eps is not None and self.eps_grid is not None) else 0
                 seed = (self.seed * 1_000_003 + mi * 10_007 + ai * 101 + ei) % (2**63)
-                for s in range(0, idx.numel(), self.batch_size):
-                    b = idx[s : s + self.batch_size]
+                for s in range(0, idx.numel(), batch):
+                    b = idx[s : s + batch]
                     xb, yb = data.batch(b).to(device), y_all[b].to(device)
                     t0 = time.perf_counter()
                     # the attack only crafts; each point is judged once, here, on the model under evaluation
@@ -367,9 +387,10 @@ class Evaluation:
         idx = torch.stack(needed).any(0).nonzero().squeeze(1)
         keys_all = data.indices.to(device)
         balls = [ThreatModel(norm=norm, eps=e, bounds=atk.threat.bounds) for e in grid]
-        for s in range(0, idx.numel(), self.batch_size):
-            b = idx[s : s + self.batch_size]
-            xb, yb = data.images[b].to(device), data.labels[b].to(device)
+        batch = self.batch_for(data)
+        for s in range(0, idx.numel(), batch):
+            b = idx[s : s + batch]
+            xb, yb = data.batch(b).to(device), data.labels[b].to(device)
             t0 = time.perf_counter()
             c: Crafted = atk.craft(craft, xb, yb, generator=torch.Generator().manual_seed(seed),
                                    keys=keys_all[b.to(device)])
@@ -511,7 +532,7 @@ class Evaluation:
                     _, rows, _ = self.aggregate(per)
                     flags = run_checks(model, data.spread(self.check_images).load(), rows, adaptive=self.adaptive,
                                        cascade=self.cascade, n=len(per), device=device, draws=draws,
-                                       randomized=randomized)
+                                       randomized=randomized, batch_size=self.batch_for(data))
         finally:
             for g, state in zip(gens, states, strict=True):
                 g.set_state(state)

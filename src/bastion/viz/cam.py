@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, check_images, frozen, shown
+from bastion._model import chunks, evaluations_per_input
 from bastion.errors import ConfigError, LabelError
 
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid)
@@ -39,7 +40,7 @@ def default_layer(model: nn.Module, x: Tensor | None = None) -> str:
         dev = next((p.device for p in model.parameters()), torch.device("cpu"))
         x = torch.zeros(1, *shape, device=dev)
     with torch.no_grad():
-        return _activations_and_scores(model, x, None)[2]
+        return _activations_and_scores(model, x[:1], None)[2]  # one input tells the layer
 
 
 def _module(model: nn.Module, layer: str) -> nn.Module:
@@ -103,6 +104,9 @@ def _activations_and_scores(model: nn.Module, x: Tensor, layer: str | None) -> t
 def grad_cam(model: nn.Module, x: Tensor, *, layer: str | None = None, class_idx: Tensor | int | None = None) -> Tensor:
     """Grad-CAM maps, shape (B, h, w) at the layer's resolution (use :func:`upsample` for input size).
 
+    The forward and backward passes run on chunks of the batch (:func:`bastion._model.chunks`), so memory
+    stays bounded for any batch of large images; the maps equal the whole batch's.
+
     Args:
         model: a conv net in eval mode.
         x: images (B, C, H, W) in [0, 1].
@@ -112,19 +116,25 @@ def grad_cam(model: nn.Module, x: Tensor, *, layer: str | None = None, class_idx
     """
     check_images(x)
     check_eval_mode(model)
+    _check_class_count(class_idx, x.shape[0])
+    maps = []
     with frozen(model), torch.inference_mode(False), torch.enable_grad():  # works under no_grad() too
-        xi = x.detach().clone().requires_grad_(True)  # so activations are part of a graph
-        a, scores, _ = _activations_and_scores(model, xi, layer)
-        cls = _classes(scores, class_idx)
-        picked = scores.gather(1, cls[:, None]).sum()
-        (g,) = torch.autograd.grad(picked, a)
-    alpha = g.mean(dim=(2, 3), keepdim=True)
-    return F.relu((alpha * a).sum(1)).detach()
+        for sl in chunks(x, per_sample=evaluations_per_input(model)):
+            xi = x[sl].detach().clone().requires_grad_(True)  # so activations are part of a graph
+            a, scores, _ = _activations_and_scores(model, xi, layer)
+            cls = _classes(scores, _rows(class_idx, sl))
+            picked = scores.gather(1, cls[:, None]).sum()
+            (g,) = torch.autograd.grad(picked, a)
+            alpha = g.mean(dim=(2, 3), keepdim=True)
+            maps.append(F.relu((alpha * a).sum(1)).detach())
+            del a, scores, g, picked
+    return maps[0] if len(maps) == 1 else torch.cat(maps)
 
 
 def cam(model: nn.Module, x: Tensor, *, layer: str | None = None, fc: str | None = None,
         class_idx: Tensor | int | None = None) -> Tensor:
-    """CAM maps ``sum_k w_{c,k} A_k`` (B, h, w) for a model ending in global average pooling + linear.
+    """CAM maps ``sum_k w_{c,k} A_k`` (B, h, w) for a model ending in global average pooling + linear
+    (computed on chunks of the batch, like :func:`grad_cam`).
 
     Args:
         layer: the last conv activation (default: the last spatial feature map the forward pass computes).
@@ -132,25 +142,42 @@ def cam(model: nn.Module, x: Tensor, *, layer: str | None = None, fc: str | None
     """
     check_images(x)
     check_eval_mode(model)
+    _check_class_count(class_idx, x.shape[0])
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     fc = fc or (linears[-1] if linears else None)
     if fc is None:
         raise ConfigError("CAM needs a final linear layer after global average pooling; use grad_cam instead")
     lin = _module(model, fc)
     assert isinstance(lin, nn.Linear)
+    maps = []
     with torch.no_grad():
-        a, scores, layer = _activations_and_scores(model, x, layer)
-        not_gap = (f"CAM needs global average pooling then {fc!r} right after {layer!r}; this model is not a GAP "
-                   "model there (pass layer=/fc=, or use grad_cam)")
-        if a.shape[1] != lin.in_features:
-            raise ConfigError(f"{not_gap}: {tuple(a.shape[1:])} activations, in_features={lin.in_features}")
-        # the definition's premise: the scores are the linear layer on the pooled activations
-        pooled = F.linear(a.mean((2, 3)), lin.weight, lin.bias)
-        if pooled.shape != scores.shape or not torch.allclose(pooled, scores, rtol=1e-3, atol=1e-4):
-            raise ConfigError(f"{not_gap}: the scores are not {shown(fc)} applied to the pooled activations")
-        cls = _classes(scores, class_idx)
-        w = lin.weight[cls]  # (B, K)
-        return torch.einsum("bk,bkhw->bhw", w, a).detach()
+        for sl in chunks(x, per_sample=evaluations_per_input(model)):
+            a, scores, found = _activations_and_scores(model, x[sl], layer)
+            not_gap = (f"CAM needs global average pooling then {fc!r} right after {found!r}; this model is not a "
+                       "GAP model there (pass layer=/fc=, or use grad_cam)")
+            if a.shape[1] != lin.in_features:
+                raise ConfigError(f"{not_gap}: {tuple(a.shape[1:])} activations, in_features={lin.in_features}")
+            # the definition's premise: the scores are the linear layer on the pooled activations
+            pooled = F.linear(a.mean((2, 3)), lin.weight, lin.bias)
+            if pooled.shape != scores.shape or not torch.allclose(pooled, scores, rtol=1e-3, atol=1e-4):
+                raise ConfigError(f"{not_gap}: the scores are not {shown(fc)} applied to the pooled activations")
+            cls = _classes(scores, _rows(class_idx, sl))
+            w = lin.weight[cls]  # (B, K)
+            maps.append(torch.einsum("bk,bkhw->bhw", w, a).detach())
+    return maps[0] if len(maps) == 1 else torch.cat(maps)
+
+
+def _check_class_count(class_idx: Tensor | int | None, b: int) -> None:
+    """A tensor of classes needs one entry per image or one for all."""
+    if isinstance(class_idx, Tensor) and class_idx.numel() not in (1, b):
+        raise LabelError(f"class_idx has {class_idx.numel()} entries for {b} images: give one per image or one for all")
+
+
+def _rows(class_idx: Tensor | int | None, sl: slice) -> Tensor | int | None:
+    """The classes of the images ``sl`` of a batch."""
+    if isinstance(class_idx, Tensor) and class_idx.numel() > 1:
+        return class_idx.reshape(-1)[sl]
+    return class_idx
 
 
 def _classes(scores: Tensor, class_idx: Tensor | int | None) -> Tensor:
@@ -176,10 +203,11 @@ def _classes(scores: Tensor, class_idx: Tensor | int | None) -> Tensor:
 
 
 def upsample(maps: Tensor, size: tuple[int, int], *, normalize: bool = True) -> Tensor:
-    """Bilinearly upsample (B, h, w) maps to ``size``; optionally scale each to [0, 1]."""
+    """Bilinearly upsample (B, h, w) maps to ``size``; optionally scale each to [0, 1] (in place: the result
+    is the only full-size tensor allocated)."""
     up = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
     if normalize:
         lo = up.amin(dim=(1, 2), keepdim=True)
         hi = up.amax(dim=(1, 2), keepdim=True)
-        up = (up - lo) / (hi - lo).clamp_min(1e-12)
+        up.sub_(lo).div_((hi - lo).clamp_min(1e-12))
     return up
