@@ -813,10 +813,10 @@ def _split_presets(names: Sequence[str] | None) -> tuple[str | None, str | None]
     if len(model_presets) > 1 or len(suite_presets) > 1:
         raise BastionError("--preset takes at most one preprocessing preset (imagenet) and one evaluation preset "
                            f"(autoattack), got {', '.join(model_presets + suite_presets)}")
-    return (model_presets or [None])[0], (suite_presets or [None])[0]
+    return (model_presets[0] if model_presets else None), (suite_presets[0] if suite_presets else None)
 
 
-def _preset(name: str, net: nn.Module, ds: ImageDataset, *, attacks: str | None, eps: str, steps: int | None,
+def _preset(name: str, net: nn.Module, ds: LabelledImages, *, attacks: str | None, eps: str, steps: int | None,
             restarts: int | None, adaptive: str, eot_n: int, cascade: bool, batch_size: int | None, seed: int,
             device: str) -> Evaluation:
     """The evaluation of ``--preset``: AutoAttack, its rand version when the model is randomized."""
@@ -833,7 +833,7 @@ def _preset(name: str, net: nn.Module, ds: ImageDataset, *, attacks: str | None,
     if not cascade:
         raise BastionError("--preset autoattack is a cascade: leave out --no-cascade")
     with torch.no_grad():
-        randomized = is_randomized(net, ds.images[:PROBE_SAMPLES].to(device))
+        randomized = is_randomized(net, ds.batch(slice(0, PROBE_SAMPLES)).to(device))
     return Evaluation.autoattack(parse_eps(eps), version="rand" if randomized else "standard", model=net,
                                  adaptive=_adaptive_models(net, adaptive, eot_n) or None, steps=steps or 100,
                                  restarts=restarts or 1, eot_draws=eot_n, batch_size=batch_size, seed=seed)
