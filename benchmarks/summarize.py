@@ -265,8 +265,16 @@ def rows() -> list[tuple[str, str, str, str]]:
     if rb:
         for name, r in rb["results"].items():
             if isinstance(r, dict):
-                add((f"{name}: test / FGSM 0.3 / PGD-40 0.1, 0.3", f"{pct(r['test_accuracy'])} / {pct(r['fgsm_0.3'])} / "
-                     f"{pct(r['pgd40_0.1'])}, {pct(r['pgd40_0.3'])}", "reported", "regularization_baselines.py"))
+                add((f"{name}: clean / FGSM 0.3 / PGD-40 0.1, 0.3 (weight norm)",
+                     f"{pct(r['clean'])} / {pct(r['fgsm_0.3'])} / {pct(r['pgd40_0.1'])}, {pct(r['pgd40_0.3'])} "
+                     f"({r['weight_norm']:.1f})", "reported", "regularization_baselines.py"))
+        for name, v in rb.get("verdicts", {}).items():
+            best = max(v["by_attack"].items(), key=lambda kv: kv[1]["difference"])
+            add((f"the lecture: \"{name.removeprefix('mnist-cnn-')} does not help\" ({name} vs {v['baseline']}; "
+                 "largest paired gain, weight norm ratio)",
+                 f"{v['claim']}: {best[0]} {best[1]['difference'] * 100:+.1f} pp "
+                 f"(+/- {best[1]['ci95_half_width'] * 100:.1f}); x{v['weight_norm_ratio']:.2f}",
+                 "verdict from the numbers", "regularization_baselines.py"))
     for recipe in ("fgsm-rs", "pgd", "trades"):
         at = load(f"adv_training_{recipe}.json")
         if at:
