@@ -136,8 +136,8 @@ class Adaptive(Attack):
     def through(self, model: nn.Module) -> nn.Module:
         """The model the gradient steps see: ``eot(bpda(model), n)`` (``eot(model, n)`` without an input defense
         or with ``use_bpda=False``)."""
-        view = model.bpda if self.use_bpda and callable(getattr(model, "bpda", None)) else None
-        return eot(view() if view is not None else model, self.n)
+        has_defense = self.use_bpda and callable(getattr(model, "bpda", None))
+        return eot(bpda(model) if has_defense else model, self.n)
 
     def _execute(self, model: nn.Module, task: Task) -> Outcome:
         out = self.attack._execute(self.through(model), replace(task, may_stop_early=False))
