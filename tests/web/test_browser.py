@@ -210,6 +210,11 @@ def test_the_adaptive_attack_breaks_bart_in_the_page(browser: Any, server_url: s
         assert "flipped" in page.inner_text("#verdict")
         assert "80 queries" in page.inner_text("#status") and "8 draws" in page.inner_text("#status")
         assert broken_images(page) == [] and page.locator("#error").is_hidden()
+
+        page.click("#curve-btn")  # the batch view: naive FGSM against FGSM through EOT + BPDA
+        page.wait_for_selector('#curve[data-model="bart"][data-lines="2"] svg polyline', timeout=120_000)
+        assert page.locator("#curve svg polyline").count() == 2
+        assert "30 images" in page.inner_text("#curve-info")
         save_screenshot(page, "web_demo.png")
         assert not errors, errors
     finally:

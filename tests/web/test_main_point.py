@@ -128,3 +128,22 @@ def test_the_download_is_an_8_bit_png_of_the_adversarial_image(ctx: DemoContext)
     assert np.array_equal(px, expect)
     assert np.abs(px / 255.0 - res.x_adv[0, 0].numpy()).max() <= 0.5 / 255 + 1e-6
     assert d["pred"] == out["adversarial"]["pred"]  # rounding does not undo this example
+
+
+def test_the_accuracy_curve_shows_what_the_naive_attack_misses(ctx: DemoContext) -> None:
+    with TestClient(create_app(ctx), base_url="http://127.0.0.1") as client:
+        r = client.post("/api/curve", json={"model": "bart", "seed": 0})
+        assert r.status_code == 200, r.text
+        bart = r.json()
+        bad = client.post("/api/curve", json={"model": "bart", "seed": -1})
+        assert bad.status_code == 400 and "seed must be an integer" in bad.json()["error"]
+        assert client.post("/api/curve", json={"model": "nope"}).status_code == 400
+    assert bart["eps"] == list(handlers.CURVE_EPS) and bart["images"] == 30 and bart["draws"] == 8
+    naive, adaptive = (ln["accuracy"] for ln in bart["lines"])
+    assert "EOT" in bart["lines"][1]["label"]
+    assert adaptive[-1] < naive[-1] - 0.15  # at eps 0.3 the adaptive attack breaks far more of the gallery
+
+    label_only = handlers.accuracy_curve({"model": "label-only"}, ctx)
+    flat, transfer = (ln["accuracy"] for ln in label_only["lines"])
+    assert flat == [1.0] * len(flat) and transfer[-1] < 0.6  # zero gradient vs transfer
+    assert handlers.accuracy_curve({"model": "label-only"}, ctx)["lines"] == label_only["lines"]  # reproducible

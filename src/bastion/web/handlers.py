@@ -628,3 +628,77 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
         "notes": notes,
         "timing_ms": {"attack": round(seconds * 1000, 1), "total": round((time.perf_counter() - t0) * 1000, 1)},
     }
+
+
+# --------------------------------------------------------------------------------------------- accuracy curve
+
+#: the radii of the accuracy-vs-eps chart
+CURVE_EPS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+
+
+def accuracy_curve(params: Any, ctx: DemoContext) -> dict[str, Any]:
+    """Accuracy vs eps of one model on the whole gallery: FGSM at each eps of :data:`CURVE_EPS` as the model is
+    attacked naively, and next to it the attack that does not fall for its defense: FGSM through
+    ``eot(bpda(model))`` for a randomized model, FGSM transferred from the transfer source for the others
+    (a :class:`bastion.eval.Evaluation`, no cascade, no checks).
+
+    ``params``: ``{"model": key, "seed": int}``. Returns the grid, one line per attack (label and accuracies), the
+    number of images, the judging draws, notes and the time taken.
+    """
+    from bastion.attacks import FGSM
+    from bastion.data import ImageDataset
+    from bastion.eval import Evaluation
+
+    t0 = time.perf_counter()
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"the request must be a JSON object, got {type(params).__name__}")
+    unknown = sorted(set(params) - {"model", "seed"})
+    if unknown:
+        raise ConfigError(f"unknown parameters {unknown}; valid: ['model', 'seed']")
+    key = params.get("model", "standard")
+    if not isinstance(key, str) or key not in ctx.specs:
+        raise UnknownNameError(f"unknown model {key!r}; valid models: {', '.join(ctx.specs)}")
+    seed = _integer(params, "seed", limit=2**63)
+    seed = 0 if seed is None else seed
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    try:
+        lm = ctx.model(key)
+    except UnavailableError as e:
+        raise UnavailableError(_public(str(e))) from None
+    gal = ctx.gallery()
+    device = next((p.device for p in lm.model.parameters()), torch.device(ctx.device))
+    data = ImageDataset(name="gallery", split="all", images=gal.images.to(device), labels=gal.labels.to(device),
+                        classes=gal.classes, indices=gal.source_indices.to(device))
+    randomized = declared_randomized(lm.model) is True
+    suite: list[Attack] = [FGSM(eps=CURVE_EPS[-1])]
+    adaptive: dict[str, nn.Module] = {}
+    notes: list[str] = []
+    source = None if randomized else ctx.transfer_source()
+    if randomized:
+        adaptive["eot(bpda)"] = Adaptive(attack=suite[0], n=ADAPTIVE_DRAWS).through(lm.model)
+    elif source is not None:
+        suite.append(TransferAttack(source=source, attack=FGSM(eps=CURVE_EPS[-1])))
+    evaluation = Evaluation(suite=suite, eps_grid=list(CURVE_EPS), cascade=False, checks=False, seed=seed,
+                            adaptive=adaptive)
+    with lm.lock, (ctx.transfer_lock if source is not None else contextlib.nullcontext()):
+        report = evaluation.run(lm.model, data, device=device)
+    lines: dict[str, list[float]] = {}
+    for row in report.rows:
+        if row.mode.startswith("adaptive"):
+            label = f"FGSM through EOT ({ADAPTIVE_DRAWS} draws) + BPDA"
+        elif row.access == "transfer":
+            label = f"FGSM transferred from {TRANSFER_SOURCE}"
+        else:
+            label = "FGSM on the model as it is"
+        lines.setdefault(label, [float("nan")] * len(CURVE_EPS))[CURVE_EPS.index(float(row.eps))] = round(row.accuracy, 4)
+    draws = report.draws
+    if randomized:
+        notes.append(f"Accuracy of a randomized model: the mean share of correct predictions over {draws} draws.")
+    if lm.spec.label_only:
+        notes.append("FGSM gets a zero gradient from a label-only model: its line stays flat (gradient masking); "
+                     "the transferred one shows the real weakness.")
+    return {"model": key, "eps": list(CURVE_EPS), "images": len(data), "draws": draws, "seed": seed,
+            "clean_accuracy": round(report.clean_accuracy, 4),
+            "lines": [{"label": k, "accuracy": v} for k, v in lines.items()], "notes": notes,
+            "seconds": round(time.perf_counter() - t0, 2)}

@@ -173,6 +173,74 @@
     res.dataset.seq = String(Number(res.dataset.seq || "0") + 1);
   }
 
+  // ------------------------------------------------------------------ accuracy vs eps chart
+
+  const CURVE_COLORS = ["#2754c5", "#c4302b", "#1a7f37"];
+
+  function svg(tag, attrs, text) {
+    const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  function drawCurve(c) {
+    const W = 520, H = 260, L = 44, R = 12, T = 12, B = 36;
+    const legendH = 18 * c.lines.length;
+    const root = svg("svg", { viewBox: "0 0 " + W + " " + (H + legendH), role: "img",
+      "aria-label": "accuracy against " + "\u03b5" + " for " + c.model });
+    const maxE = c.eps[c.eps.length - 1] || 1;
+    const x = (e) => L + (W - L - R) * e / maxE, y = (a) => T + (H - T - B) * (1 - a);
+    for (let i = 0; i <= 4; i++) {
+      const a = i / 4;
+      root.append(svg("line", { x1: L, x2: W - R, y1: y(a), y2: y(a), class: "grid" }));
+      root.append(svg("text", { x: L - 6, y: y(a) + 4, "text-anchor": "end" }, (100 * a).toFixed(0) + "%"));
+    }
+    for (const e of c.eps) root.append(svg("text", { x: x(e), y: H - B + 16, "text-anchor": "middle" }, e.toFixed(2)));
+    root.append(svg("line", { x1: L, x2: W - R, y1: y(0), y2: y(0), class: "axis" }));
+    root.append(svg("line", { x1: L, x2: L, y1: T, y2: y(0), class: "axis" }));
+    root.append(svg("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, "\u03b5 (Linf)"));
+    c.lines.forEach((ln, i) => {
+      const color = CURVE_COLORS[i % CURVE_COLORS.length];
+      const pts = ln.accuracy.map((a, j) => x(c.eps[j]).toFixed(1) + "," + y(a).toFixed(1)).join(" ");
+      root.append(svg("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2.5 }));
+      ln.accuracy.forEach((a, j) => root.append(svg("circle", { cx: x(c.eps[j]), cy: y(a), r: 3, fill: color })));
+      const ly = H + 14 + 18 * i;
+      root.append(svg("line", { x1: L, x2: L + 22, y1: ly - 4, y2: ly - 4, stroke: color, "stroke-width": 3 }));
+      root.append(svg("text", { x: L + 30, y: ly, class: "legend" }, ln.label));
+    });
+    const box = $("curve");
+    box.replaceChildren(root);
+    box.dataset.model = c.model;
+    box.dataset.lines = String(c.lines.length);
+    $("curve-info").textContent = c.images + " images" + (c.draws > 1 ? ", each judged over " + c.draws + " draws" : "") +
+      ", seed " + c.seed + ", clean accuracy " + pct(c.clean_accuracy) + " · computed in " + c.seconds.toFixed(1) + " s";
+    $("curve-notes").replaceChildren(...c.notes.map((n) => el("li", "", n)));
+  }
+
+  function clearCurve() {  // a chart of another model would mislead
+    $("curve").replaceChildren();
+    $("curve").dataset.model = "";
+    $("curve-notes").replaceChildren();
+  }
+
+  async function computeCurve() {
+    const btn = $("curve-btn");
+    btn.disabled = true;
+    $("curve-info").textContent = "computing…";
+    try {
+      drawCurve(await api("/api/curve", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ model: state.model, seed: state.seed }),
+      }));
+    } catch (e) {
+      $("curve-info").textContent = "";
+      showError("accuracy curve: " + e.message);
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
   // ------------------------------------------------------------------ inputs
 
   function selectTab(name) {
@@ -272,7 +340,7 @@
       const r = el("input");
       r.type = "radio"; r.name = "model"; r.value = m.key; r.disabled = !m.available;
       r.checked = m.key === state.model && m.available;
-      r.addEventListener("change", () => { state.model = m.key; updateAttackChoices(); schedule(0); });
+      r.addEventListener("change", () => { state.model = m.key; clearCurve(); updateAttackChoices(); schedule(0); });
       lab.append(r, el("span", "name", m.label), el("span", "desc", m.available ? m.description : "unavailable: " + m.reason));
       lab.title = m.available ? m.description : m.reason;
       box.append(lab);
@@ -381,6 +449,7 @@
     const onEps = () => { state.eps = Number(eps.value); $("eps-out").textContent = state.eps.toFixed(2); schedule(); };
     eps.addEventListener("input", onEps);
     eps.addEventListener("change", onEps);
+    $("curve-btn").addEventListener("click", computeCurve);
     const seed = $("seed");
     seed.addEventListener("change", () => {
       const t = seed.value.trim();
