@@ -685,6 +685,8 @@ def accuracy_curve(params: Any, ctx: DemoContext) -> dict[str, Any]:
         report = evaluation.run(lm.model, data, device=device)
     lines: dict[str, list[float]] = {}
     for row in report.rows:
+        if row.eps is None:  # every row of this suite has a radius; a row without one has no place on the chart
+            continue
         if row.mode.startswith("adaptive"):
             label = f"FGSM through EOT ({ADAPTIVE_DRAWS} draws) + BPDA"
         elif row.access == "transfer":
