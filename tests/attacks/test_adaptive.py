@@ -111,3 +111,38 @@ def test_train_surrogate_leaves_the_global_rng_and_the_defense_mode_alone() -> N
     train_surrogate(defense, data, epochs=1, width=8, depth=2)
     assert torch.equal(torch.random.get_rng_state(), state)
     assert defense.training
+
+
+def test_adaptive_attack_crafts_through_eot_bpda_and_is_judged_on_the_defended_model(digits) -> None:
+    """``Adaptive`` breaks mnist-cnn-bart where the same PGD on the model as it is mostly fails, stays in the
+    eps-ball, counts n calls of the defended model per step, judges over fresh draws and is reproducible."""
+    from bastion.attacks import Adaptive
+
+    x, y = digits[0][:6], digits[1][:6]
+    model = pretrained("mnist-cnn-bart")
+    pgd = PGD(eps=0.2, steps=20, early_stop=False)
+    atk = Adaptive(attack=pgd, n=4)
+    model.reseed(0)
+    naive = pgd(model, x, y, generator=torch.Generator().manual_seed(0))
+    model.reseed(0)
+    res = atk(model, x, y, generator=torch.Generator().manual_seed(0))
+    assert int(res.success.sum()) > int(naive.success.sum())
+    assert int(res.success.sum()) >= 4
+    assert (res.x_adv - x).abs().max() <= 0.2 + 1e-6
+    assert res.queries.tolist() == [20 * 4] * 6
+    assert res.preds_adv is not None and res.preds_adv.shape == (8, 6)  # the defended model's verdict, 8 draws
+    model.reseed(0)
+    again = atk(model, x, y, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.x_adv, res.x_adv)
+    assert atk.radius == 0.2 and atk.at_eps(0.1).radius == 0.1
+    assert atk.to_dict()["inner"]["attack"] == "pgd"
+    assert not model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_adaptive_attack_needs_an_attack_and_draws() -> None:
+    from bastion.attacks import Adaptive
+
+    with pytest.raises(ConfigError, match="attack must be a bastion Attack"):
+        Adaptive(attack="pgd", n=4)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="n must be an integer >= 1"):
+        Adaptive(attack=PGD(eps=0.1), n=0)

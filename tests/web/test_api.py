@@ -87,7 +87,7 @@ def test_attacks(client: TestClient) -> None:
     r = client.get("/api/attacks")
     assert r.status_code == 200
     body = r.json()
-    assert [a["key"] for a in body["attacks"]] == ["fgsm", "fgsm-targeted", "bim", "pgd", "jsma"]
+    assert [a["key"] for a in body["attacks"]] == ["fgsm", "fgsm-targeted", "bim", "pgd", "jsma", "pgd-adaptive", "pgd-transfer"]
     assert body["limits"]["max_upload_bytes"] == 5 * 1024 * 1024
 
 

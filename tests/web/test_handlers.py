@@ -66,7 +66,7 @@ def test_failing_loader_is_reported_not_raised() -> None:
 def test_list_attacks_and_limits(ctx: DemoContext) -> None:
     info = handlers.list_attacks(ctx)
     keys = [a["key"] for a in info["attacks"]]
-    assert keys == ["fgsm", "fgsm-targeted", "bim", "pgd", "jsma"]
+    assert keys == ["fgsm", "fgsm-targeted", "bim", "pgd", "jsma", "pgd-adaptive", "pgd-transfer"]
     assert all(a["available"] for a in info["attacks"])
     by = {a["key"]: a for a in info["attacks"]}
     assert by["fgsm-targeted"]["targeted"] == "required" and by["fgsm"]["targeted"] == "no"

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bastion.attacks.adaptive import bpda, eot
+from bastion.attacks.adaptive import Adaptive, bpda, eot
 from bastion.attacks.apgd import APGD
 from bastion.attacks.base import Attack, AttackResult, MinimumNormAttack
 from bastion.attacks.bim import BIM
@@ -33,7 +33,7 @@ from bastion.registry import Registry
 __all__ = [
     "Attack", "AttackResult", "MinimumNormAttack", "FGSM", "BIM", "PGD", "APGD", "FAB", "JSMA", "Square", "HopSkipJump",
     "MinNormPGD", "CW", "DeepFool", "FMN", "Oracle", "QueryBudgetError", "TransferAttack", "ATTACKS", "AttackEntry",
-    "bpda", "eot",
+    "bpda", "eot", "Adaptive",
 ]
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,12 +17,17 @@ gradients, so *every* gradient attack runs through them unchanged::
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
 from torch import Tensor, nn
 
 from bastion._checks import shown
 from bastion._model import declared_randomized, evaluations_per_input, log_mean_softmax
 from bastion._wrap import ModelWrapper
+from bastion.attacks.base import Access, Attack, Outcome, Task
 from bastion.errors import ConfigError
+from bastion.threat import ThreatModel
 
 
 class _Wrapper(ModelWrapper):
@@ -82,4 +87,66 @@ def eot(model: nn.Module, n: int = 16) -> EOT:
     return EOT(model, n)
 
 
-__all__ = ["bpda", "eot", "EOT"]
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Adaptive(Attack):
+    """``attack`` run through ``eot(bpda(model), n)`` and judged on ``model`` itself: the adaptive attack on a
+    randomized, non-differentiable input defense (Athalye et al. 2018) as one attack object.
+
+    The gradient steps see the average over ``n`` draws of the defense, backward through its BPDA view; the
+    verdict (by the base class) is the real model's, over ``draws`` fresh draws. On a model without an input
+    defense (nothing to approximate) ``bpda`` is skipped and only EOT applies.
+
+    Args:
+        attack: a white-box attack (e.g. ``PGD(eps=0.3, steps=20, early_stop=False)``); its threat model is this
+            attack's.
+        n: draws of the defense averaged per gradient (each step costs ``n`` forward/backward passes).
+        use_bpda: backward through the defense's differentiable approximation (True) or through the defense
+            itself (False: plain EOT).
+
+    ``queries`` counts calls of the defended model: ``n`` per call of the averaged one.
+
+    Example:
+        >>> atk = Adaptive(attack=PGD(eps=0.3, steps=20, early_stop=False), n=8)    # doctest: +SKIP
+        >>> res = atk(pretrained("mnist-cnn-bart"), x, y)                         # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "adaptive"
+    access: ClassVar[Access] = "white-box"
+    attack: Attack
+    n: int = 8
+    use_bpda: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attack, Attack):
+            raise ConfigError(f"attack must be a bastion Attack (e.g. PGD(eps=0.3)), got {type(self.attack).__name__}")
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
+            raise ConfigError(f"n must be an integer >= 1 (draws per gradient), got {shown(self.n)}")
+
+    @property
+    def threat(self) -> ThreatModel:
+        return self.attack.threat
+
+    @property
+    def radius(self) -> float | None:
+        return self.attack.radius
+
+    def at_eps(self, eps: float) -> Adaptive:
+        return replace(self, attack=self.attack.at_eps(eps))
+
+    def through(self, model: nn.Module) -> nn.Module:
+        """The model the gradient steps see: ``eot(bpda(model), n)`` (``eot(model, n)`` without an input defense
+        or with ``use_bpda=False``)."""
+        has_defense = self.use_bpda and callable(getattr(model, "bpda", None))
+        return eot(bpda(model) if has_defense else model, self.n)
+
+    def _execute(self, model: nn.Module, task: Task) -> Outcome:
+        out = self.attack._execute(self.through(model), replace(task, may_stop_early=False))
+        # each call of the averaged model is n calls of the defended one; its outputs are not the model's own
+        # (the verdict is judged afresh, over fresh draws)
+        return Outcome(out.x_adv, out.queries * self.n)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"attack": self.name, "inner": self.attack.to_dict(), "n": self.n, "use_bpda": self.use_bpda}
+
+
+__all__ = ["bpda", "eot", "EOT", "Adaptive"]

@@ -73,6 +73,12 @@ def _label_only(device: str) -> nn.Module:
     return HideProbabilities(pretrained("mnist-cnn", device=device)).eval()
 
 
+def _transfer_source(device: str) -> nn.Module:
+    from bastion.models import pretrained
+
+    return pretrained("mnist-cnn-dropout", device=device)
+
+
 #: The four models of the demo, in the order the page lists them.
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(key="standard", label="standard", load=_standard,
@@ -256,6 +262,8 @@ class DemoContext:
         input_shape: ``(C, H, W)`` of every model's input (default MNIST's).
         transform: how uploads become inputs for models of your own (resize, centre crop); None: MNIST-like
             preprocessing for 1-channel inputs, a plain resize for 3-channel ones (:mod:`bastion.web.upload`).
+        transfer_source: ``device -> model`` the transfer attack crafts on (a shipped model trained apart from the
+            demo's); None: no transfer attack.
     """
 
     def __init__(
@@ -268,6 +276,7 @@ class DemoContext:
         gallery_loader: Callable[[int], Gallery] = _default_gallery,
         input_shape: tuple[int, int, int] = (1, 28, 28),
         transform: ImageTransform | None = None,
+        transfer_source: Callable[[str], nn.Module] | None = _transfer_source,
     ) -> None:
         keys = [m.key for m in models]
         if len(set(keys)) != len(keys) or not keys:
@@ -288,6 +297,10 @@ class DemoContext:
         self._lock = threading.Lock()
         self._loaded: dict[str, LoadedModel | BastionError] = {}
         self._gallery: Gallery | None = None
+        self.transfer_loader = transfer_source
+        self._transfer: nn.Module | BastionError | None = None
+        #: held while the transfer source is used (attacks toggle its ``requires_grad`` flags)
+        self.transfer_lock = threading.Lock()
 
     def _load(self, key: str) -> LoadedModel | BastionError:
         with self._lock:
@@ -328,6 +341,20 @@ class DemoContext:
         got = self._load(key)
         return str(got) if isinstance(got, BastionError) else None
 
+    def transfer_source(self) -> nn.Module | None:
+        """The model the transfer attack crafts on (loaded on first use), or None when this demo has none or it
+        could not be loaded."""
+        if self.transfer_loader is None:
+            return None
+        with self._lock:
+            if self._transfer is None:
+                try:
+                    self._transfer = self.transfer_loader(self.device)
+                except BastionError as e:
+                    log.info("transfer source unavailable: %s", e)
+                    self._transfer = e
+            return None if isinstance(self._transfer, BastionError) else self._transfer
+
     def gallery(self) -> Gallery:
         """The gallery images (loaded on first use)."""
         with self._lock:
@@ -351,4 +378,5 @@ def own_model_context(model: nn.Module, *, label: str, description: str, gallery
     limits = Limits(max_json_bytes=Limits().max_json_bytes + 2 * c * h * w)  # an attack request carries a PNG
     spec = ModelSpec(key="yours", label=label, description=description, load=lambda _device: model)
     return DemoContext(device=device, models=(spec,), gallery_size=gallery_size, limits=limits,
-                       gallery_loader=lambda n: images_gallery(gallery, n), input_shape=(c, h, w), transform=transform)
+                       gallery_loader=lambda n: images_gallery(gallery, n), input_shape=(c, h, w), transform=transform,
+                       transfer_source=None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import math
 import re
@@ -25,9 +26,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from bastion._model import declared_randomized, judge
 from bastion.attacks import ATTACKS as ATTACK_REGISTRY
+from bastion.attacks import Adaptive, TransferAttack
 from bastion.attacks.base import Attack, AttackResult
 from bastion.errors import (
     BastionError,
@@ -57,6 +60,15 @@ THUMB_SIDE = 96
 MAX_JSMA_VALUES = 4096
 
 
+#: how the page writes each budget the registry names (bastion.attacks.ATTACKS entries' ``budget``)
+BUDGET_SYMBOLS: Mapping[str, str] = {"eps": "\u03b5", "gamma": "\u03b3"}
+#: draws of the defense averaged per gradient step by the demo's adaptive attack: PGD-20 through eot(bpda(model), 4)
+#: answers in about 0.3 s per image on one CPU thread and breaks mnist-cnn-bart at eps 0.3 (eight of eight draws)
+ADAPTIVE_DRAWS = 4
+#: the shipped model the transfer attack crafts on (trained apart from the demo's models, on the same data)
+TRANSFER_SOURCE = "mnist-cnn-dropout"
+
+
 @dataclass(frozen=True, kw_only=True)
 class AttackSpec:
     """An attack the demo offers: a registered attack (:data:`bastion.attacks.ATTACKS`) as the page shows it.
@@ -65,10 +77,15 @@ class AttackSpec:
         key: API name.
         name: the attack's registry name.
         label, description, eps_label: shown in the page (the registry entry's label, summary, budget label).
+        budget: the option the slider sets (the registry entry's ``budget``: ``"eps"``, ``"gamma"`` for JSMA).
         targeted: ``"no"``, ``"optional"`` or ``"required"`` (a target class).
         default_steps: iterations when the request gives none (the library's default unless the registry entry
             gives the demo another, with its reason); None means the attack has no steps.
         options: the other options the demo sets differently from the library (from the registry entry).
+        mode: ``"white-box"`` (the attack on the model as it is), ``"adaptive"`` (through
+            :class:`~bastion.attacks.Adaptive`: EOT over the defense's draws, BPDA through its non-differentiable
+            steps; for randomized models only) or ``"transfer"`` (crafted on another shipped model,
+            :class:`~bastion.attacks.TransferAttack`).
     """
 
     key: str
@@ -76,30 +93,46 @@ class AttackSpec:
     label: str
     description: str
     eps_label: str
+    budget: str
     targeted: Literal["no", "optional", "required"]
     default_steps: int | None
     options: Mapping[str, Any]
+    mode: Literal["white-box", "adaptive", "transfer"] = "white-box"
 
-    def build(self, eps: float, steps: int | None) -> Attack:
+    @property
+    def symbol(self) -> str:
+        """The budget as the page writes it (\u03b5, \u03b3)."""
+        return BUDGET_SYMBOLS.get(self.budget, self.budget)
+
+    def build(self, eps: float, steps: int | None, *, source: nn.Module | None = None) -> Attack:
         entry = ATTACK_REGISTRY.get(self.name)
         options: dict[str, Any] = dict(self.options)
-        options[entry.budget or "eps"] = eps
+        options[self.budget] = eps
         if self.default_steps is not None:
             options["steps"] = steps or self.default_steps
-        return entry.build(**options)
+        attack = entry.build(**options)
+        if self.mode == "adaptive":
+            return Adaptive(attack=attack, n=ADAPTIVE_DRAWS)
+        if self.mode == "transfer":
+            if source is None:
+                raise ConfigError(f"{self.label} needs a source model to craft on")
+            return TransferAttack(source=source, attack=attack)
+        return attack
 
 
 def _spec(name: str, *, key: str | None = None, label: str | None = None, description: str | None = None,
-          targeted: Literal["no", "optional", "required"] = "optional") -> AttackSpec:
+          targeted: Literal["no", "optional", "required"] = "optional",
+          mode: Literal["white-box", "adaptive", "transfer"] = "white-box", **overrides: Any) -> AttackSpec:
     """The demo's view of the registered attack ``name``."""
     entry = ATTACK_REGISTRY.get(name)
     if entry.web is None or entry.budget is None:
         raise ConfigError(f"the attack {name!r} is not registered for the web demo")
-    options = dict(entry.web)
+    options = {**entry.web, **overrides}
     steps_field = next((f for f in dataclasses.fields(entry.cls) if f.name == "steps"), None)  # type: ignore[arg-type]
     steps = options.pop("steps", None if steps_field is None else steps_field.default)
     return AttackSpec(key=key or name, name=name, label=label or entry.label, description=description or entry.summary,
-                      eps_label=entry.budget_label, targeted=targeted, default_steps=steps, options=options)
+                      eps_label=entry.budget_label, budget=entry.budget, targeted=targeted, default_steps=steps,
+                      options=options, mode=mode)
 
 
 ATTACK_SPECS: tuple[AttackSpec, ...] = (
@@ -109,6 +142,16 @@ ATTACK_SPECS: tuple[AttackSpec, ...] = (
     _spec("bim"),
     _spec("pgd"),
     _spec("jsma"),
+    _spec("pgd", key="pgd-adaptive", label="PGD + EOT + BPDA (adaptive)", mode="adaptive", early_stop=False,
+          description=f"PGD whose every step averages the gradient over {ADAPTIVE_DRAWS} random draws of the defense "
+                      "(EOT) and passes backward through its non-differentiable transforms as if they were the "
+                      "identity (BPDA), judged over 8 fresh draws (Athalye, Carlini & Wagner 2018). For randomized "
+                      "defended models."),
+    _spec("pgd", key="pgd-transfer", label=f"transfer PGD (from {TRANSFER_SOURCE})", mode="transfer",
+          early_stop=False,
+          description=f"PGD run on {TRANSFER_SOURCE}, another shipped model trained apart on the same digits; the "
+                      "examples are then shown to the chosen model, which the attack never queries. Needs no "
+                      "gradient and no score from the target: it breaks label-only models."),
 )
 ATTACKS: Mapping[str, AttackSpec] = {a.key: a for a in ATTACK_SPECS}
 
@@ -129,8 +172,9 @@ def list_models(ctx: DemoContext) -> dict[str, Any]:
     for key, spec in ctx.specs.items():
         reason = ctx.availability(key)
         reason = None if reason is None else _public(reason)
+        randomized = reason is None and declared_randomized(ctx.model(key).model) is True
         out.append({"key": key, "label": spec.label, "description": spec.description, "label_only": spec.label_only,
-                    "available": reason is None, "reason": reason})
+                    "randomized": randomized, "available": reason is None, "reason": reason})
     return {"models": out}
 
 
@@ -140,7 +184,8 @@ def list_attacks(ctx: DemoContext) -> dict[str, Any]:
     for spec in ATTACK_SPECS:
         reason = _unavailable(spec, ctx)
         attacks.append({"key": spec.key, "label": spec.label, "description": spec.description,
-                        "eps_label": spec.eps_label, "targeted": spec.targeted, "default_steps": spec.default_steps,
+                        "eps_label": spec.eps_label, "budget": spec.budget, "budget_symbol": spec.symbol,
+                        "mode": spec.mode, "targeted": spec.targeted, "default_steps": spec.default_steps,
                         "available": reason is None, "reason": reason})
     gal = ctx.gallery()
     return {
@@ -159,6 +204,16 @@ def _unavailable(spec: AttackSpec, ctx: DemoContext) -> str | None:
     if spec.name == "jsma" and values > MAX_JSMA_VALUES:
         return (f"JSMA changes one pair of pixels per step and scores all {values:,} input values each time: too slow for "
                 "a live page at this input size (run it with bastion attack)")
+    if spec.mode == "transfer" and (ctx.transfer_loader is None or ctx.input_shape != INPUT_SHAPE):
+        return "no source model to transfer from in this demo (the shipped ones take MNIST digits)"
+    return None
+
+
+def _model_reason(spec: AttackSpec, lm: LoadedModel) -> str | None:
+    """Why an attack does not apply to a model (None: it does)."""
+    if spec.mode == "adaptive" and declared_randomized(lm.model) is not True:
+        return (f"{spec.label} is for randomized defended models (e.g. BaRT); on {lm.spec.label!r} it would be plain "
+                "PGD: pick PGD")
     return None
 
 
@@ -433,7 +488,10 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
 
     Returns a dict with ``clean`` and ``adversarial`` sides (prediction, probabilities, top-5, image,
     Grad-CAM overlay), the magnified ``perturbation``, ``norms`` (L0 / L2 / Linf), ``flipped`` (the
-    prediction changed), ``success`` (the attack's own criterion), ``notes`` and ``timing_ms``.
+    prediction changed), ``success`` (the attack's own criterion), ``budget`` and ``budget_symbol`` (what the
+    slider set: eps, or gamma for JSMA), ``mode``, ``queries`` (the attack's calls of the model), ``draws`` (calls
+    that judged each prediction: more than one on a randomized model), ``download`` (the adversarial image as an
+    8-bit PNG, its file name and the model's prediction on those rounded pixels), ``notes`` and ``timing_ms``.
     """
     t0 = time.perf_counter()
     req = parse_attack(params, ctx)
@@ -442,6 +500,15 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
         lm = ctx.model(req.model)
     except UnavailableError as e:
         raise UnavailableError(_public(str(e))) from None
+    reason = _model_reason(spec, lm)
+    if reason is not None:
+        raise ConfigError(reason)
+    source = None
+    if spec.mode == "transfer":
+        source = ctx.transfer_source()
+        if source is None:
+            raise UnavailableError(f"{spec.label} is not available: its source model {TRANSFER_SOURCE} could not be "
+                                   "loaded")
     device = next((p.device for p in lm.model.parameters()), torch.device(ctx.device))
     gal = ctx.gallery()
     if req.gallery_id is not None:
@@ -452,8 +519,10 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
         x = req.pixels.to(device)
         label = None
     notes: list[str] = []
+    queries = 0
+    draws = 1
 
-    with lm.lock:
+    with lm.lock, (ctx.transfer_lock if source is not None else contextlib.nullcontext()):
         reseed = getattr(lm.model, "reseed", None)
         if callable(reseed):  # a randomized defense: the same request gives the same draws
             reseed(req.seed)
@@ -464,7 +533,7 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
             success = False
             notes.append("eps = 0: no perturbation, the adversarial image is the original.")
         else:
-            attack = spec.build(req.eps, req.steps)
+            attack = spec.build(req.eps, req.steps, source=source)
             if label is None:
                 with torch.no_grad():
                     y = lm.model(x).argmax(1)
@@ -480,6 +549,11 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
                                        generator=torch.Generator().manual_seed(req.seed))
             x_adv, logits_clean, logits_adv, seconds = res.x_adv, res.logits_clean, res.logits_adv, res.seconds
             success = bool(res.success[0])
+            queries = int(res.queries[0])
+            draws = 1 if res.preds_adv is None else int(res.preds_adv.shape[0])
+        # the downloadable PNG holds 8-bit values: judge what it holds too (for a randomized model, over new draws)
+        x_png = render.quantized(x_adv)
+        png_pred = int(judge(lm.model, x_png, draws=draws)[0].argmax(1)[0])
         probs_clean = _probs(logits_clean, lm.spec.label_only)
         probs_adv = _probs(logits_adv, lm.spec.label_only)
         preds = torch.stack([probs_clean.argmax(1)[0], probs_adv.argmax(1)[0]])
@@ -493,16 +567,31 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
     if lm.spec.label_only:
         notes.append("This model reveals only its label (one-hot scores), so its input gradient is exactly zero: "
                      "gradient attacks get no signal. That is gradient masking, not robustness: its decision "
-                     "boundary is the standard model's, and transfer or label-only attacks still break it.")
+                     "boundary is the standard model's, and the transfer attack in the list breaks it.")
     if callable(getattr(lm.model, "reseed", None)):
         notes.append(f"Randomized defense: its random transforms are drawn from seed {req.seed}; "
                      "another seed gives other draws (and possibly another prediction).")
+        if draws > 1:
+            notes.append(f"Predictions are the mean over {draws} draws of its random transforms.")
         if req.eps > 0 and float(norms["l0"][0]) == 0:
             notes.append("The attack did not change a pixel: through this draw's transforms (e.g. JPEG or colour "
                          "precision reduction) the gradient was zero. That is gradient masking, not robustness: "
-                         "BPDA and EOT (bastion evaluate) attack through the transforms.")
-    if req.attack == "jsma":
-        notes.append(f"For JSMA the slider sets gamma: at most {int(req.eps * math.prod(ctx.input_shape))} pixels may change.")
+                         "the adaptive attack (PGD + EOT + BPDA) attacks through the transforms.")
+        elif spec.mode == "white-box" and not success and req.eps > 0:
+            notes.append("PGD through the transforms as they are gets a noisy or zero gradient: pick the adaptive "
+                         "attack (PGD + EOT + BPDA), which averages over draws and steps through the transforms.")
+    if spec.mode == "adaptive" and req.eps > 0:
+        notes.append(f"Adaptive attack: {req.steps} PGD steps, each averaging the gradient over {ADAPTIVE_DRAWS} draws "
+                     f"of the defense and passing backward through it as the identity (BPDA): {queries} calls of the "
+                     "defended model.")
+    if spec.mode == "transfer" and req.eps > 0:
+        notes.append(f"Transfer attack: crafted white-box on {TRANSFER_SOURCE}, a shipped model trained apart from this "
+                     "one; the chosen model was queried 0 times by the attack (only for the verdict). Training a "
+                     "substitute from the model's labels (Papernot et al. 2017, bastion.training.substitute) is a "
+                     "training run, not a live step: this page transfers from a shipped surrogate instead.")
+    if spec.budget == "gamma":
+        notes.append(f"For {spec.label} the slider sets \u03b3 (gamma), the largest fraction of pixels changed: at most "
+                     f"{int(req.eps * math.prod(ctx.input_shape))} pixels may change.")
     classes = lm.classes
     return {
         "model": req.model,
@@ -511,6 +600,7 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
         "steps": req.steps,
         "target": req.target,
         "seed": req.seed,
+        "gallery": req.gallery_id,
         "label": label,
         "label_name": None if label is None else classes[label],
         "classes": list(classes),
@@ -522,6 +612,95 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
                   "linf": round(float(norms["linf"][0]), 4)},
         "flipped": flipped,
         "success": success,
+        "budget": spec.budget,
+        "budget_symbol": spec.symbol,
+        "mode": spec.mode,
+        "queries": queries,
+        "draws": draws,
+        "download": {
+            "image": render.image_url(x_png[0]),
+            "filename": f"bastion-{req.model}-{req.attack}-{spec.budget}{req.eps:.2f}-seed{req.seed}.png",
+            "pred": png_pred,
+            "flipped": png_pred != int(preds[0]),
+            "note": "8-bit PNG: each value rounded to the nearest multiple of 1/255 (at most 0.002 from the "
+                    "attack's float pixels)",
+        },
         "notes": notes,
         "timing_ms": {"attack": round(seconds * 1000, 1), "total": round((time.perf_counter() - t0) * 1000, 1)},
     }
+
+
+# --------------------------------------------------------------------------------------------- accuracy curve
+
+#: the radii of the accuracy-vs-eps chart
+CURVE_EPS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+
+
+def accuracy_curve(params: Any, ctx: DemoContext) -> dict[str, Any]:
+    """Accuracy vs eps of one model on the whole gallery: FGSM at each eps of :data:`CURVE_EPS` as the model is
+    attacked naively, and next to it the attack that does not fall for its defense: FGSM through
+    ``eot(bpda(model))`` for a randomized model, FGSM transferred from the transfer source for the others
+    (a :class:`bastion.eval.Evaluation`, no cascade, no checks).
+
+    ``params``: ``{"model": key, "seed": int}``. Returns the grid, one line per attack (label and accuracies), the
+    number of images, the judging draws, notes and the time taken.
+    """
+    from bastion.attacks import FGSM
+    from bastion.data import ImageDataset
+    from bastion.eval import Evaluation
+
+    t0 = time.perf_counter()
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"the request must be a JSON object, got {type(params).__name__}")
+    unknown = sorted(set(params) - {"model", "seed"})
+    if unknown:
+        raise ConfigError(f"unknown parameters {unknown}; valid: ['model', 'seed']")
+    key = params.get("model", "standard")
+    if not isinstance(key, str) or key not in ctx.specs:
+        raise UnknownNameError(f"unknown model {key!r}; valid models: {', '.join(ctx.specs)}")
+    seed = _integer(params, "seed", limit=2**63)
+    seed = 0 if seed is None else seed
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    try:
+        lm = ctx.model(key)
+    except UnavailableError as e:
+        raise UnavailableError(_public(str(e))) from None
+    gal = ctx.gallery()
+    device = next((p.device for p in lm.model.parameters()), torch.device(ctx.device))
+    data = ImageDataset(name="gallery", split="all", images=gal.images.to(device), labels=gal.labels.to(device),
+                        classes=gal.classes, indices=gal.source_indices.to(device))
+    randomized = declared_randomized(lm.model) is True
+    suite: list[Attack] = [FGSM(eps=CURVE_EPS[-1])]
+    adaptive: dict[str, nn.Module] = {}
+    notes: list[str] = []
+    source = None if randomized else ctx.transfer_source()
+    if randomized:
+        adaptive["eot(bpda)"] = Adaptive(attack=suite[0], n=ADAPTIVE_DRAWS).through(lm.model)
+    elif source is not None:
+        suite.append(TransferAttack(source=source, attack=FGSM(eps=CURVE_EPS[-1])))
+    evaluation = Evaluation(suite=suite, eps_grid=list(CURVE_EPS), cascade=False, checks=False, seed=seed,
+                            adaptive=adaptive)
+    with lm.lock, (ctx.transfer_lock if source is not None else contextlib.nullcontext()):
+        report = evaluation.run(lm.model, data, device=device)
+    lines: dict[str, list[float]] = {}
+    for row in report.rows:
+        if row.eps is None:  # every row of this suite has a radius; a row without one has no place on the chart
+            continue
+        if row.mode.startswith("adaptive"):
+            label = f"FGSM through EOT ({ADAPTIVE_DRAWS} draws) + BPDA"
+        elif row.access == "transfer":
+            label = f"FGSM transferred from {TRANSFER_SOURCE}"
+        else:
+            label = "FGSM on the model as it is"
+        lines.setdefault(label, [float("nan")] * len(CURVE_EPS))[CURVE_EPS.index(float(row.eps))] = round(row.accuracy, 4)
+    draws = report.draws
+    if randomized:
+        notes.append(f"Accuracy of a randomized model: the mean share of correct predictions over {draws} draws.")
+    if lm.spec.label_only:
+        notes.append("FGSM gets a zero gradient from a label-only model: its line stays flat (gradient masking); "
+                     "the transferred one shows the real weakness.")
+    return {"model": key, "eps": list(CURVE_EPS), "images": len(data), "draws": draws, "seed": seed,
+            "clean_accuracy": round(report.clean_accuracy, 4),
+            "lines": [{"label": k, "accuracy": v} for k, v in lines.items()], "notes": notes,
+            "seconds": round(time.perf_counter() - t0, 2)}

@@ -27,6 +27,11 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def quantized(x: Tensor) -> Tensor:
+    """``x`` in [0, 1] rounded as :func:`to_uint8` rounds it (to multiples of 1/255): what a PNG of it holds."""
+    return (x.detach().clamp(0.0, 1.0) * 255.0 + 0.5).floor() / 255.0
+
+
 def image_array(x: Tensor) -> np.ndarray:
     """One image (C, H, W) in [0, 1] to (H, W) or (H, W, 3) floats."""
     a = x.detach().to("cpu").float().numpy()

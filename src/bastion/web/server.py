@@ -10,6 +10,7 @@ Endpoints (all answers are JSON; every error is ``{"error": "..."}`` with a 4xx/
 ``GET /api/gallery``      held-out test images with labels (PNG data URLs)
 ``POST /api/upload``      a PNG/JPEG (raw body or multipart field ``file``) -> the converted input (28x28 for MNIST)
 ``POST /api/attack``      JSON parameters (see :func:`bastion.web.handlers.parse_attack`) -> the result
+``POST /api/curve``       ``{"model", "seed"}`` -> accuracy vs eps on the gallery (:func:`~bastion.web.handlers.accuracy_curve`)
 ========================  ===================================================================
 
 Uploads and attacks run on a bounded worker pool (:class:`~bastion.web.context.Limiter`), so the event
@@ -390,16 +391,24 @@ def create_app(ctx: DemoContext | None = None, *, allowed_hosts: Sequence[str] |
                 data, part_type = await read_body(request, limit, seconds=seconds), ctype
             return await ctx.limiter.run(handlers.upload, data, part_type, ctx)
 
+    async def json_body(request: Request) -> Any:
+        body = await read_body(request, ctx.limits.max_json_bytes, seconds=seconds)
+        try:
+            return json.loads(body, parse_int=_bounded_int)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"the request body must be a JSON object: {e}") from None
+        except RecursionError:
+            raise ConfigError("the request body is nested too deeply to be a request of this demo") from None
+
     async def attack(request: Request) -> Any:
         with admission.slot():
-            body = await read_body(request, ctx.limits.max_json_bytes, seconds=seconds)
-            try:
-                params = json.loads(body, parse_int=_bounded_int)
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise ConfigError(f"the request body must be a JSON object: {e}") from None
-            except RecursionError:
-                raise ConfigError("the request body is nested too deeply to be an attack request") from None
+            params = await json_body(request)
             return await ctx.limiter.run(handlers.run_attack, params, ctx)
+
+    async def curve(request: Request) -> Any:
+        with admission.slot():
+            params = await json_body(request)
+            return await ctx.limiter.run(handlers.accuracy_curve, params, ctx)
 
     async def http_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -415,6 +424,7 @@ def create_app(ctx: DemoContext | None = None, *, allowed_hosts: Sequence[str] |
         Route("/api/gallery", _endpoint(gallery), methods=["GET"]),
         Route("/api/upload", _endpoint(upload), methods=["POST"]),
         Route("/api/attack", _endpoint(attack), methods=["POST"]),
+        Route("/api/curve", _endpoint(curve), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     hosts = list(allowed_hosts) if allowed_hosts is not None else list(LOOPBACK_HOSTS)

@@ -10,6 +10,8 @@
     eps: 0.1,
     steps: null,
     target: null,
+    seed: 0,            // sent as typed; the server checks it (an integer in [0, 2**63))
+    models: {},         // key -> model description from the server
     imageLabel: null,   // label of the selected gallery image (null for uploads and drawings)
     attacks: {},        // key -> attack description from the server
     classes: [],
@@ -65,7 +67,7 @@
 
   function params() {
     const spec = state.attacks[state.attack] || {};
-    const p = { model: state.model, attack: state.attack, eps: state.eps, image: state.image };
+    const p = { model: state.model, attack: state.attack, eps: state.eps, seed: state.seed, image: state.image };
     if (spec.default_steps) p.steps = state.steps || spec.default_steps;
     if (spec.targeted === "required" || (spec.targeted === "optional" && state.target !== null)) {
       p.target = state.target === null ? 0 : state.target;
@@ -135,6 +137,12 @@
     camC.hidden = !c.cam; camA.hidden = !a.cam;
     if (c.cam) camC.src = c.cam;
     if (a.cam) camA.src = a.cam;
+    const dl = $("download");
+    dl.href = r.download.image;
+    dl.download = r.download.filename;
+    dl.hidden = false;
+    $("download-note").textContent = r.download.note + (r.download.flipped === r.flipped ? "" :
+      "; rounded, the prediction is " + r.classes[r.download.pred]);
 
     const v = $("verdict");
     v.classList.remove("flipped", "held");
@@ -151,14 +159,86 @@
     }
     const notes = $("notes");
     notes.replaceChildren(...r.notes.map((n) => el("li", "", n)));
-    $("status").textContent = r.attack + " on " + r.model + ", eps " + r.eps.toFixed(2) +
-      (r.steps ? ", " + r.steps + " steps" : "") + " · attack " + r.timing_ms.attack.toFixed(0) + " ms";
+    const spec = state.attacks[r.attack] || {};
+    $("status").textContent = (spec.label || r.attack) + " on " + r.model + ", " + r.budget_symbol + " = " + r.eps.toFixed(2) +
+      (r.steps ? ", " + r.steps + " steps" : "") + ", seed " + r.seed + " · " + r.queries + (r.queries === 1 ? " query" : " queries") +
+      (r.draws > 1 ? ", judged over " + r.draws + " draws" : "") + " · attack " + r.timing_ms.attack.toFixed(0) + " ms";
     const res = $("results");
     res.dataset.eps = r.eps.toFixed(2);
     res.dataset.attack = r.attack;
     res.dataset.model = r.model;
     res.dataset.flipped = String(r.flipped);
+    res.dataset.seed = String(r.seed);
+    res.dataset.gallery = r.gallery === null ? "" : String(r.gallery);
     res.dataset.seq = String(Number(res.dataset.seq || "0") + 1);
+  }
+
+  // ------------------------------------------------------------------ accuracy vs eps chart
+
+  const CURVE_COLORS = ["#2754c5", "#c4302b", "#1a7f37"];
+
+  function svg(tag, attrs, text) {
+    const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  function drawCurve(c) {
+    const W = 520, H = 260, L = 44, R = 12, T = 12, B = 36;
+    const legendH = 18 * c.lines.length;
+    const root = svg("svg", { viewBox: "0 0 " + W + " " + (H + legendH), role: "img",
+      "aria-label": "accuracy against " + "\u03b5" + " for " + c.model });
+    const maxE = c.eps[c.eps.length - 1] || 1;
+    const x = (e) => L + (W - L - R) * e / maxE, y = (a) => T + (H - T - B) * (1 - a);
+    for (let i = 0; i <= 4; i++) {
+      const a = i / 4;
+      root.append(svg("line", { x1: L, x2: W - R, y1: y(a), y2: y(a), class: "grid" }));
+      root.append(svg("text", { x: L - 6, y: y(a) + 4, "text-anchor": "end" }, (100 * a).toFixed(0) + "%"));
+    }
+    for (const e of c.eps) root.append(svg("text", { x: x(e), y: H - B + 16, "text-anchor": "middle" }, e.toFixed(2)));
+    root.append(svg("line", { x1: L, x2: W - R, y1: y(0), y2: y(0), class: "axis" }));
+    root.append(svg("line", { x1: L, x2: L, y1: T, y2: y(0), class: "axis" }));
+    root.append(svg("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, "\u03b5 (Linf)"));
+    c.lines.forEach((ln, i) => {
+      const color = CURVE_COLORS[i % CURVE_COLORS.length];
+      const pts = ln.accuracy.map((a, j) => x(c.eps[j]).toFixed(1) + "," + y(a).toFixed(1)).join(" ");
+      root.append(svg("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2.5 }));
+      ln.accuracy.forEach((a, j) => root.append(svg("circle", { cx: x(c.eps[j]), cy: y(a), r: 3, fill: color })));
+      const ly = H + 14 + 18 * i;
+      root.append(svg("line", { x1: L, x2: L + 22, y1: ly - 4, y2: ly - 4, stroke: color, "stroke-width": 3 }));
+      root.append(svg("text", { x: L + 30, y: ly, class: "legend" }, ln.label));
+    });
+    const box = $("curve");
+    box.replaceChildren(root);
+    box.dataset.model = c.model;
+    box.dataset.lines = String(c.lines.length);
+    $("curve-info").textContent = c.images + " images" + (c.draws > 1 ? ", each judged over " + c.draws + " draws" : "") +
+      ", seed " + c.seed + ", clean accuracy " + pct(c.clean_accuracy) + " · computed in " + c.seconds.toFixed(1) + " s";
+    $("curve-notes").replaceChildren(...c.notes.map((n) => el("li", "", n)));
+  }
+
+  function clearCurve() {  // a chart of another model would mislead
+    $("curve").replaceChildren();
+    $("curve").dataset.model = "";
+    $("curve-notes").replaceChildren();
+  }
+
+  async function computeCurve() {
+    const btn = $("curve-btn");
+    btn.disabled = true;
+    $("curve-info").textContent = "computing…";
+    try {
+      drawCurve(await api("/api/curve", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ model: state.model, seed: state.seed }),
+      }));
+    } catch (e) {
+      $("curve-info").textContent = "";
+      showError("accuracy curve: " + e.message);
+    } finally {
+      btn.disabled = false;
+    }
   }
 
   // ------------------------------------------------------------------ inputs
@@ -255,11 +335,12 @@
     const box = $("models");
     box.replaceChildren();
     for (const m of models) {
+      state.models[m.key] = m;
       const lab = el("label", "choice" + (m.available ? "" : " disabled"));
       const r = el("input");
       r.type = "radio"; r.name = "model"; r.value = m.key; r.disabled = !m.available;
       r.checked = m.key === state.model && m.available;
-      r.addEventListener("change", () => { state.model = m.key; schedule(0); });
+      r.addEventListener("change", () => { state.model = m.key; clearCurve(); updateAttackChoices(); schedule(0); });
       lab.append(r, el("span", "name", m.label), el("span", "desc", m.available ? m.description : "unavailable: " + m.reason));
       lab.title = m.available ? m.description : m.reason;
       box.append(lab);
@@ -270,11 +351,33 @@
     }
   }
 
+  // Attacks that do not apply to the chosen model are disabled (the adaptive attack needs a randomized one);
+  // the default attack for a model is the one that shows its weakness.
+  function attackFits(a, m) {
+    return a.available && (a.mode !== "adaptive" || (m && m.randomized));
+  }
+
+  function updateAttackChoices() {
+    const m = state.models[state.model];
+    const sel = $("attack");
+    for (const o of sel.options) {
+      const a = state.attacks[o.value];
+      o.disabled = !attackFits(a, m);
+      o.title = !a.available ? a.reason : (o.disabled ? "for randomized defended models (BaRT)" : "");
+    }
+    const cur = state.attacks[state.attack];
+    if (!cur || !attackFits(cur, m)) {
+      const first = Object.values(state.attacks).find((a) => attackFits(a, m));
+      if (first) { state.attack = first.key; sel.value = first.key; updateAttackFields(); }
+    }
+  }
+
   function updateAttackFields() {
     const a = state.attacks[state.attack];
     if (!a) return;
     $("attack-desc").textContent = a.description;
     $("eps-label").textContent = a.eps_label;
+    $("eps-sym").textContent = a.budget_symbol;
     $("target-row").hidden = a.targeted === "no";
     const tsel = $("target");
     tsel.querySelector('option[value=""]').disabled = a.targeted === "required";
@@ -346,6 +449,13 @@
     const onEps = () => { state.eps = Number(eps.value); $("eps-out").textContent = state.eps.toFixed(2); schedule(); };
     eps.addEventListener("input", onEps);
     eps.addEventListener("change", onEps);
+    $("curve-btn").addEventListener("click", computeCurve);
+    const seed = $("seed");
+    seed.addEventListener("change", () => {
+      const t = seed.value.trim();
+      state.seed = /^-?[0-9]+$/.test(t) ? Number(t) : (t === "" ? 0 : t); // the server says what is wrong with it
+      schedule(0);
+    });
     const steps = $("steps");
     const onSteps = () => { state.steps = Number(steps.value); $("steps-out").textContent = steps.value; schedule(); };
     steps.addEventListener("input", onSteps);
@@ -362,7 +472,10 @@
       renderModels(models.models);
       renderAttacks(attacks);
       renderGallery(gal);
+      updateAttackChoices();
       document.body.dataset.ready = "true";
+      // start with the first image selected and attacked: no empty panels, no broken images
+      if (gal.images.length && !state.image) selectGallery(gal.images[0].id, gal.images[0].label);
     } catch (e) {
       showError("could not load the demo: " + e.message);
     }
