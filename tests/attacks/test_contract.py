@@ -5,7 +5,21 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bastion.attacks import APGD, ATTACKS, BIM, CW, FAB, FGSM, FMN, JSMA, PGD, DeepFool, HopSkipJump, MinNormPGD, Square
+from bastion.attacks import (
+    APGD,
+    ATTACKS,
+    BIM,
+    CW,
+    FAB,
+    FGSM,
+    FMN,
+    JSMA,
+    PGD,
+    DeepFool,
+    HopSkipJump,
+    MinNormPGD,
+    Square,
+)
 from bastion.data import load_dataset
 from bastion.errors import ConfigError, InputRangeError, InputShapeError, LabelError, ModelModeError
 from bastion.models import pretrained
