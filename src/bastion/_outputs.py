@@ -118,9 +118,11 @@ class OutputFolder:
         return [n for n in self.names if os.path.lexists(self.folder / n)]
 
     def check(self, *, advice: str | None = None) -> OutputFolder:
-        """Create the folder and check every output before any work: a folder where a file goes is refused,
-        and so is an existing output unless ``overwrite`` (``advice`` replaces the default way out).
-        Removes temporary files an interrupted earlier write left. Returns ``self``.
+        """Check the folder and every output before any work: a folder where a file goes is refused, and so is
+        an existing output unless ``overwrite`` (``advice`` replaces the default way out). A folder that does not
+        exist yet is only checked to be creatable: it is made by the first write, so a command that fails
+        leaves no empty folder behind. Removes temporary files an interrupted earlier write left. Returns
+        ``self``.
 
         Raises:
             OutputError: one line naming the folder and the output.
@@ -128,10 +130,9 @@ class OutputFolder:
         folder, opt = self.folder, self.option
         if folder.exists() and not folder.is_dir():
             raise OutputError(f"{opt} {folder} is an existing file, not a folder")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(f"cannot create {opt} {folder}: {e.strerror or e}") from None
+        if not folder.exists():
+            _check_creatable(folder, opt)
+            return self
         if not os.access(folder, os.W_OK | os.X_OK):
             raise OutputError(f"{opt} {folder} is not writable")
         for name in self.names:
@@ -158,6 +159,10 @@ class OutputFolder:
         """``write(tmp)`` fills a temporary file that then replaces the output ``name`` (for writers that take
         a path, such as ``safetensors.torch.save_file``)."""
         path = self.path(name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create {self.option} {path.parent}: {e.strerror or e}") from None
         atomic_write(path, write)
         return path
 
@@ -173,3 +178,15 @@ class OutputFolder:
         text, where = finite_json(obj)
         self.write_text(name, text)
         return where
+
+
+def _check_creatable(folder: Path, opt: str) -> None:
+    """Raise unless ``folder`` (which does not exist) can be created: its nearest existing ancestor is a
+    writable folder."""
+    ancestor = folder.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot create {opt} {folder}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot create {opt} {folder}: {ancestor} is not writable")

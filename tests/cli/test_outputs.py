@@ -134,3 +134,26 @@ def test_nan_results_are_written_as_null_with_a_warning_about_the_model(tmp_path
     assert "NaN or infinite and are stored as null (rows[0].loss_clean" in text and "check the model" in text
     assert (out / "results.csv").exists() and (out / "report.html").exists()
 
+
+
+@pytest.mark.parametrize("args", [
+    ["attack", "--model", "no-such-model"],
+    ["attack", "--target", "99", "--n", "2"],
+    ["evaluate", "--split", "no-such-split", "--n", "4", "--quiet"],
+    ["evaluate", "--data", "folder:/no/such/folder", "--quiet"],
+    ["train", "--model", "logreg", "--defense", "no-such-defense", "--quiet"],
+    ["train", "--model", "logreg", "--data", "no-such-data", "--quiet"],
+    ["demo", "--n", "0", "--quiet"],
+])
+def test_a_failing_command_leaves_no_empty_folder(args, tmp_path):
+    out = tmp_path / "runs" / "out"
+    r = runner.invoke(app, [*args, "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert not out.exists() and not out.parent.exists()
+
+
+def test_an_out_folder_that_cannot_be_created_is_refused_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = runner.invoke(app, [*ATTACK, "--out", str(blocker / "sub")])
+    assert r.exit_code == 2 and "is a file, not a folder" in _flat(r)
