@@ -465,7 +465,7 @@ def _own_training(model: str, *, weights: Path | None, own: Preprocessing | None
 def _check_run_folder(out: Path, *, resume: bool, overwrite: bool, quiet: bool) -> None:
     """A folder holding a run is only continued (--resume) or started over (--overwrite), never silently
     overwritten; a resumed run updates its own files."""
-    from bastion.training.loop import CHECKPOINT
+    from bastion.training.loop import CHECKPOINT, METRICS
 
     if resume and overwrite:
         raise BastionError("--resume continues the run in --out and --overwrite starts it over: pass one of them")
@@ -477,6 +477,17 @@ def _check_run_folder(out: Path, *, resume: bool, overwrite: bool, quiet: bool) 
     outputs.check(advice="pass --overwrite to replace it, --resume to continue a run, or choose another --out")
     if resume and not (out / CHECKPOINT).exists() and not quiet:
         console.print(f"note: no {CHECKPOINT} in {out}: nothing to resume, training from the start")
+    elif resume and not quiet:
+        console.print(f"resuming the run in {out}{_epochs_done(out / METRICS)}")
+
+
+def _epochs_done(metrics: Path) -> str:
+    """': N epochs done' from a run's metrics.json ('' when it cannot be read: the checkpoint decides)."""
+    try:
+        epochs = json.loads(metrics.read_text())["epochs"]
+        return f" ({len(epochs)} epoch{'s' if len(epochs) != 1 else ''} done)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def _parse_options(pairs: list[str]) -> dict[str, object]:

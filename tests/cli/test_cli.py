@@ -122,6 +122,9 @@ def test_train_then_resume(tmp_path):
     r2 = runner.invoke(app, [*args, "--resume"])
     assert r2.exit_code == 0, r2.output
     assert len(json.loads((tmp_path / "metrics.json").read_text())["epochs"]) == 2
+    r3 = runner.invoke(app, [*args[:-1], "--resume"])  # without --quiet: it says what it resumes
+    assert r3.exit_code == 0, r3.output
+    assert f"resuming the run in {tmp_path} (2 epochs done)" in " ".join(r3.output.split())
 
 
 def test_train_from_a_defended_model_saves_a_loadable_classifier(tmp_path):
