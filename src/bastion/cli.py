@@ -642,13 +642,15 @@ def attack(
              f"L0 {summary['mean_l0_success']:.1f}" if ok else "no successful example")
     results.print(f"{atk.name}: success {summary['success_rate']:.1%}, robust accuracy {summary['robust_accuracy']:.1%}; "
                   f"{norms}; {summary['seconds']:.2f}s -> {out}", soft_wrap=True)
+    if k < len(ds):
+        console.print(f"figure.png shows the first {k} of the {len(ds)} images; summary.json has them all")
     if len(ds) <= len(shown_preds):
         for line in shown_preds:
             results.print(escape(line), soft_wrap=True, highlight=False)
     if getattr(net, "randomized", False):
-        console.print("note: this model is randomized, so one naive run of an attack understates what an attacker "
-                      "can do; `bastion evaluate` adds adaptive (EOT/BPDA) attacks, and iterative attacks should run "
-                      "with --set early_stop=false")
+        console.print("note: this model is randomized: the attack ran every step (no early stop) and each result "
+                      "is judged over several fresh draws of the model; still, one naive run understates what an "
+                      "attacker can do: `bastion evaluate` adds adaptive attacks (EOT/BPDA) beside it")
 
 
 @app.command()

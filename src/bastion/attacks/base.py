@@ -113,6 +113,18 @@ class AttackResult:
         preds = self.pred_clean[None] if self.preds_clean is None else self.preds_clean
         return (preds == self.y).float().mean(0)
 
+    def select(self, idx: Tensor) -> AttackResult:
+        """The result for the inputs ``idx`` (indices into the batch), in that order."""
+        def pick(t: Tensor | None, dim: int = 0) -> Tensor | None:
+            return None if t is None else t.index_select(dim, idx.to(t.device))
+        return AttackResult(
+            x_adv=self.x_adv[idx.to(self.x_adv.device)], success=self.success[idx.to(self.success.device)],
+            logits_adv=self.logits_adv[idx.to(self.logits_adv.device)],
+            logits_clean=self.logits_clean[idx.to(self.logits_clean.device)],
+            norms={k: v[idx.to(v.device)] for k, v in self.norms.items()},
+            queries=self.queries[idx.to(self.queries.device)], seconds=self.seconds, y=self.y[idx.to(self.y.device)],
+            target=pick(self.target), preds_adv=pick(self.preds_adv, 1), preds_clean=pick(self.preds_clean, 1))
+
     def summary(self) -> dict[str, float | None]:
         """Batch averages: clean/robust accuracy (on a randomized model: expected over its randomness, the mean
         share of correct draws), success rate, mean norms (``mean_<norm>`` over every input,

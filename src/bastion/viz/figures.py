@@ -58,9 +58,12 @@ def prediction_grid(images: Tensor, labels: Tensor, logits: Tensor, classes: Seq
 def triptych(
     x: Tensor, x_adv: Tensor, logits: Tensor, logits_adv: Tensor, classes: Sequence[str], *,
     y: Tensor | None = None, titles: Sequence[str] | None = None,
+    captions: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> Figure:
     """Rows of original | perturbation (magnified) | adversarial, each with its top prediction and confidence
-    (``giant panda 57.7%`` | ... | ``gibbon 99.3%``); a colour perturbation is drawn in colour around mid-grey."""
+    (``giant panda 57.7%`` | ... | ``gibbon 99.3%``); a colour perturbation is drawn in colour around mid-grey.
+    ``captions`` (clean, adversarial) replace the confidence lines (a randomized model's share of draws, or
+    nothing for a model that outputs only its label)."""
     n = x.shape[0]
     p, pa = torch.softmax(logits.float(), 1), torch.softmax(logits_adv.float(), 1)
     fig, axes = plt.subplots(n, 3, figsize=(5.4, 2.1 * n), squeeze=False)
@@ -68,7 +71,7 @@ def triptych(
         c0, k0 = p[i].max(0)
         c1, k1 = pa[i].max(0)
         _show(axes[i, 0], x[i])
-        axes[i, 0].set_title(f"{classes[int(k0)]}\n{float(c0):.1%}", fontsize=8)
+        axes[i, 0].set_title(f"{classes[int(k0)]}\n{float(c0):.1%}" if captions is None else captions[0][i], fontsize=8)
         d = (x_adv[i] - x[i]).detach().cpu().float()
         m = float(d.abs().max()) or 1.0
         if d.shape[0] == 3:  # colour: the perturbation itself, mid-grey = 0 (the classic panda figure)
@@ -77,10 +80,11 @@ def triptych(
             axes[i, 1].imshow(d.mean(0).numpy(), cmap="seismic", vmin=-m, vmax=m, interpolation="nearest")
         axes[i, 1].set_xticks([])
         axes[i, 1].set_yticks([])
-        axes[i, 1].set_title(f"perturbation (x{0.5 / m:.1f})" if m else "perturbation", fontsize=8)
+        axes[i, 1].set_title(f"perturbation (max |change| {m:.3f})", fontsize=8)
         _show(axes[i, 2], x_adv[i])
         wrong = y is not None and int(k1) != int(y[i])
-        axes[i, 2].set_title(f"{classes[int(k1)]}\n{float(c1):.1%}", fontsize=8, color="red" if wrong else "black")
+        axes[i, 2].set_title(f"{classes[int(k1)]}\n{float(c1):.1%}" if captions is None else captions[1][i], fontsize=8,
+                             color="red" if wrong else "black")
         if titles is not None:
             axes[i, 0].set_ylabel(titles[i], fontsize=8)
     return fig
