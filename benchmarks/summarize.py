@@ -179,11 +179,13 @@ def rows() -> list[tuple[str, str, str, str]]:
                 lo, hi = row[eot_key]["ci95"]
                 cells.append(f"eps {eps:g}: {pct(row['fgsm_naive']['accuracy'])} / {pct(row['pgd20_naive']['accuracy'])}"
                              f" / {pct(row[eot_key]['accuracy'])} ({pct(lo)}-{pct(hi)})")
-            add((f"BaRT k={k} on coloured MNIST (all 10 groups apply; mnist-cnn BaRT-trained from scratch, "
-                 f"{len(r.get('epochs', []))} epochs), {st['n']} held-out, {st['draws']} draws: clean; naive FGSM / "
+            add((f"BaRT k={k} on coloured MNIST (drawn from all 10 groups; mnist-cnn BaRT-trained from scratch at "
+                 f"k={r.get('trained_k', k)}, {len(r.get('epochs', []))} epochs), {st['n']} held-out, "
+                 f"{st['draws']} draws: clean; naive FGSM / "
                  f"naive PGD-20 / PGD-20 through eot{st['eot_n']}(bpda) (95% CI)",
                  f"{pct(ev['clean']['accuracy'])}; " + "; ".join(cells), "clean >= 80% to count",
-                 f"bart_colour_k10.py --k {k}"))
+                 f"bart_colour_k10.py --k {r.get('trained_k', k)}"
+                 + (f" --deploy-k {k}" if str(r.get('trained_k', k)) != k else "")))
         add(("Lecture (BaRT): \"after 10 transforms, PGD and FGSM can't fool the network\"",
              f"{bc['verdict']}: {bc['why']}", "verdict by the demo's rule (claims.randomness_stops_attacks)", "bart_colour_k10.py"))
     ad = load("adaptive_b.json")
