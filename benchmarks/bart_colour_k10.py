@@ -79,6 +79,10 @@ def train(k: int, epochs: int) -> dict:
     cmd = train_command(k, epochs, out)
     shown = "bastion " + " ".join(cmd[3:])
     info: dict = {"command": shown, "run_dir": os.path.relpath(out, ROOT)}
+    earlier = json.loads(OUT_JSON.read_text()).get("runs", {}).get(str(k), {}) if OUT_JSON.exists() else {}
+    if earlier.get("run_dir") == info["run_dir"]:  # the model exists: keep what its training run measured
+        info.update({key: earlier[key] for key in ("train_wall_seconds", "train_cpu_seconds", "resumed")
+                     if key in earlier})
     if not (out / "model.safetensors").exists():
         print("training:", shown, flush=True)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -112,6 +116,10 @@ def evaluate(model: Defended, x: torch.Tensor, y: torch.Tensor, keys: torch.Tens
     res: dict = {}
     model.reseed(0)
     res["clean"] = with_ci(share(judge(model, x, draws=DRAWS)[1], y), n)
+    # what a naive attacker sees: the input gradient of the loss through the real barrage (one draw)
+    xg = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(xg), y).backward()
+    res["naive_gradient_all_zero_share"] = float((xg.grad.flatten(1).abs().amax(1) == 0).float().mean())
     print("clean", res["clean"], flush=True)
     for eps in eps_list:
         row: dict = {}
@@ -128,7 +136,8 @@ def evaluate(model: Defended, x: torch.Tensor, y: torch.Tensor, keys: torch.Tens
             model.reseed(100 + seed)
             acc = share(judge(model, c.x_adv, draws=DRAWS)[1], y)
             row[name] = with_ci(acc, n, seconds=seconds, attack=atk.to_dict(),
-                                max_linf=float((c.x_adv - x).abs().amax()))
+                                max_linf=float((c.x_adv - x).abs().amax()),
+                                crafted_on_randomized_model=c.task.randomized, stopped_early=c.task.may_stop_early)
             print(f"eps {eps} {name}: {acc:.3f} ({seconds:.0f} s)", flush=True)
         res[f"eps{eps:g}"] = row
     return res
