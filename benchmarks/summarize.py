@@ -167,6 +167,27 @@ def rows() -> list[tuple[str, str, str, str]]:
         add((f"mnist-cnn-bart PGD-40 0.3 ({r['n']} held-out, every step run): naive / bpda / {eot[6:]}",
              f"{pct(r['pgd40_naive']['accuracy'])} / {pct(r['pgd40_bpda']['accuracy'])} / {pct(r[eot]['accuracy'])}",
              "adaptive <= naive / 2", "adaptive.py --part a"))
+    bc = load("bart_colour_k10.json")
+    if bc:
+        st = bc["settings"]
+        for k, r in sorted(bc["runs"].items(), key=lambda kv: -int(kv[0])):
+            ev = r["evaluation"]
+            eot_key = next(key for key in ev["eps0.3"] if key.startswith("pgd20_eot"))
+            cells = []
+            for eps in sorted(st["eps"], reverse=True):
+                row = ev[f"eps{eps:g}"]
+                lo, hi = row[eot_key]["ci95"]
+                cells.append(f"eps {eps:g}: {pct(row['fgsm_naive']['accuracy'])} / {pct(row['pgd20_naive']['accuracy'])}"
+                             f" / {pct(row[eot_key]['accuracy'])} ({pct(lo)}-{pct(hi)})")
+            add((f"BaRT k={k} on coloured MNIST (drawn from all 10 groups; mnist-cnn BaRT-trained from scratch at "
+                 f"k={r.get('trained_k', k)}, {len(r.get('epochs', []))} epochs), {st['n']} held-out, "
+                 f"{st['draws']} draws: clean; naive FGSM / "
+                 f"naive PGD-20 / PGD-20 through eot{st['eot_n']}(bpda) (95% CI)",
+                 f"{pct(ev['clean']['accuracy'])}; " + "; ".join(cells), "clean >= 80% to count",
+                 f"bart_colour_k10.py --k {r.get('trained_k', k)}"
+                 + (f" --deploy-k {k}" if str(r.get('trained_k', k)) != k else "")))
+        add(("Lecture (BaRT): \"after 10 transforms, PGD and FGSM can't fool the network\"",
+             f"{bc['verdict']}: {bc['why']}", "verdict by the demo's rule (claims.randomness_stops_attacks)", "bart_colour_k10.py"))
     ad = load("adaptive_b.json")
     if ad and "learned_bpda" in ad:
         for name, r in ad["learned_bpda"].items():

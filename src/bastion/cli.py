@@ -136,8 +136,8 @@ CenterCropOption = Annotated[str | None, typer.Option(
     "--center-crop", help="Centre-crop images to N or HxW (the model's input size, as --input-size).")]
 LabelsOption = Annotated[Path | None, typer.Option(
     help="With --data images:PATH: a CSV of file,label rows (labels are class names or numbers).")]
-_DATA_HELP = ("A data set name (mnist-5k, mnist, fashion-mnist, cifar10), or your images: folder:PATH (one subfolder per "
-              "class) or images:PATH with --labels FILE.csv.")
+_DATA_HELP = ("A data set name (mnist-5k, mnist, fashion-mnist, cifar10, coloured-mnist-5k, coloured-mnist), or your "
+              "images: folder:PATH (one subfolder per class) or images:PATH with --labels FILE.csv.")
 
 
 def _numbers(text: str, option: str) -> tuple[float, ...]:

@@ -12,7 +12,7 @@ import os
 from dataclasses import replace
 
 from bastion._checks import shown
-from bastion.data import blobs, cifar, idx, mnist5k
+from bastion.data import blobs, cifar, coloured, idx, mnist5k
 from bastion.data._files import data_root
 from bastion.data.base import ImageDataset, parse_split
 from bastion.data.images import ImageFiles, ImageTransform, image_folder, image_list, single_image
@@ -34,6 +34,8 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "fashion-mnist": ("train", "test"),
     "cifar10": ("train", "test"),
     "blobs2d": ("train", "test"),
+    "coloured-mnist-5k": ("all", "train", "test"),
+    "coloured-mnist": ("train", "test"),
 }
 
 
@@ -49,7 +51,8 @@ def load_dataset(
 
     Args:
         name: one of ``mnist-5k`` (embedded, the default everywhere), ``mnist``, ``fashion-mnist``,
-            ``cifar10``, ``blobs2d``.
+            ``cifar10``, ``blobs2d``, or the colour versions of MNIST (random foreground and background colours,
+            3 channels; see :mod:`bastion.data.coloured`): ``coloured-mnist-5k`` (embedded) and ``coloured-mnist``.
         split: a split name, optionally sliced like a Python list: ``"train[5848:]"``.
         data_dir: folder holding the standard files (default ``$BASTION_DATA``, then ``~/.cache/bastion``).
         download: fetch missing official files (needs a network); offline, missing files fail fast.
@@ -64,6 +67,10 @@ def load_dataset(
     base, sl = parse_split(split)
     if base not in DATASETS[name]:
         raise BastionError(f"{name} has splits {DATASETS[name]}, not {shown(base)}")
+    if name in coloured.SOURCES:
+        source = coloured.SOURCES[name]
+        grey = load_dataset(source, split, data_dir=data_dir, download=download, verify=verify)  # sliced first
+        return coloured.colourize(grey, name=name, stream=coloured.stream_of(source, base))
     root = data_root(data_dir)
     if name == "mnist-5k":
         ds = mnist5k.load(base, verify_checksum=verify)

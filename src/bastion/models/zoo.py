@@ -22,6 +22,7 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "fashion-mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "blobs2d": ((0.5, 0.5), (0.25, 0.25)),
+    "coloured-mnist": ((0.4991, 0.5006, 0.4998), (0.2892, 0.3106, 0.2842)),
 }
 
 
@@ -231,7 +232,10 @@ def skeleton(meta: ModelMeta) -> Classifier:
                            f"{meta.arch} of {n:,} parameters, more than bastion loads ({MAX_PARAMETERS:,})")
     return Classifier(net, meta)
 
-_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "blobs2d": (2,)}
+_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "blobs2d": (2,),
+           "coloured-mnist": (3, 28, 28)}
+#: embedded subsets and the data set whose shape and normalization they share
+_SAME_AS = {"mnist-5k": "mnist", "coloured-mnist-5k": "coloured-mnist"}
 
 
 def create_model(
@@ -247,7 +251,8 @@ def create_model(
     Args:
         arch: an architecture name (``ARCHITECTURES.names()``).
         dataset: the data it is for; sets input shape and normalization (default per architecture).
-            ``mnist-5k`` is treated as ``mnist``.
+            ``mnist-5k`` is treated as ``mnist``, ``coloured-mnist-5k`` as ``coloured-mnist`` (3x28x28; any
+            MNIST architecture takes it).
         classes: class names (default ``"0"`` .. ``"9"``; ``("red", "blue")`` for ``blobs2d``).
         seed: initialisation seed.
         **arch_options: passed to the builder (e.g. ``dropout=0.5`` for ``mnist-cnn``).
@@ -255,7 +260,7 @@ def create_model(
     builder: Callable[..., nn.Module] = ARCHITECTURES.get(arch)
     check_options(arch, arch_options)
     ds = dataset or DEFAULT_DATASET[arch]
-    ds = "mnist" if ds == "mnist-5k" else ds
+    ds = _SAME_AS.get(ds, ds)
     if ds not in _SHAPES:
         raise UnknownNameError(f"unknown data set {ds!r} for create_model; valid: {', '.join(sorted(_SHAPES))}")
     input_shape = _SHAPES[ds]
