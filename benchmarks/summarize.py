@@ -65,6 +65,8 @@ def rows() -> list[tuple[str, str, str, str]]:
         add(("APGD-CE vs PGD-100 at eps 0.3, robust accuracy per shipped model (mnist-cnn-bart through eot(bpda))",
              cells, "APGD <= PGD on each", "autoattack.py apgd-vs-pgd"))
     fs = load("fgsm_speed.json")
+    if fs and "by_threads" not in fs and "ratio_of_medians" in fs:  # a run with one --threads value
+        fs = {**fs, "by_threads": {str(fs["threads"]): fs}}
     if fs and "by_threads" in fs:
         add(("FGSM time / hand-written FGSM, 1,000 images (median of rounds; ratio of medians), by torch threads",
              "; ".join(f"{t} thread{'s' if t != '1' else ''}: {r['ratio_median_of_rounds']:.2f} / "
@@ -282,6 +284,14 @@ def rows() -> list[tuple[str, str, str, str]]:
         add(("mnist-cnn-adv: white-box PGD-40 vs PGD / FGSM transferred from mnist-cnn (1,000 held-out)",
              f"{pct(ta['defense']['white_box_pgd_on_target']['robust_accuracy'])} vs {pct(pt['pgd']['robust_accuracy'])}"
              f" / {pct(pt['fgsm']['robust_accuracy'])}", "reported", "transfer.py --target mnist-cnn-adv"))
+    ft = load("mnist-cnn-fgsm-training.json")
+    if ft:
+        last = ft["epochs"][-1]
+        add((f"mnist-cnn-fgsm (plain FGSM adversarial training, Goodfellow et al.; eps 0.3, {len(ft['epochs'])} epochs): "
+             "validation clean / FGSM / PGD accuracy after the last epoch; label leaking flagged",
+             f"{pct(last['val_clean_acc'])} / {pct(last['val_fgsm_acc'])} / {pct(last['val_robust_acc'])}; "
+             f"{'yes' if any(e.get('label_leaking') for e in ft['epochs']) else 'no'}",
+             "reported (the lecture: it only helps against FGSM)", "bastion train --defense adv --attack fgsm"))
     rb = load("regularization_baselines.json")
     if rb:
         for name, r in rb["results"].items():
