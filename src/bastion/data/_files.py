@@ -57,9 +57,9 @@ def resolve_dir(root: Path, subdir: str, files: Sequence[str], *, urls: Sequence
     missing = [f for f in files if not (target / f).exists()]
     if not download:
         raise DataError(
-            f"missing data files {missing} in {target}. Put the official files there (or point data_dir= / "
-            f"${ENV_VAR} at their folder), or pass download=True where a network is available. Sources: "
-            + ", ".join(urls)
+            f"missing data files {missing} in {target}. Put the official files there, or point --data-dir "
+            f"(Python: data_dir=) or ${ENV_VAR} at the folder holding them; where a network is available, "
+            "load_dataset(..., download=True) fetches them. Sources: " + ", ".join(urls)
         )
     target.mkdir(parents=True, exist_ok=True)
     for name in missing:
