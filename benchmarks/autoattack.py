@@ -236,9 +236,12 @@ def apgd_vs_pgd(args: argparse.Namespace) -> None:
     started_at = commit()
     results: dict[str, Any] = {}
     apgd, pgd = APGD(eps=0.3, steps=100), PGD(eps=0.3, steps=100)
-    for name in ("logreg", "mnist-cnn", "mnist-cnn-gap", "mnist-cnn-adv", "mnist-cnn-bart"):
+    from bastion._model import declared_randomized
+    from bastion.models import PRETRAINED, weights_path
+
+    for name in [n for n in PRETRAINED if weights_path(n).exists()]:  # every shipped model
         model = pretrained(name)
-        bart = name == "mnist-cnn-bart"
+        bart = bool(declared_randomized(model))
         data = heldout(args.bart_n if bart else args.n)
         craft = eot(bpda(model), n=args.eot) if bart else model
         row: dict[str, Any] = {"n": len(data), "crafted_on": f"eot(bpda({name}), n={args.eot})" if bart else name}
