@@ -78,6 +78,7 @@ def triptych(
             axes[i, 1].imshow((0.5 + 0.5 * d / m).clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
         else:
             axes[i, 1].imshow(d.mean(0).numpy(), cmap="seismic", vmin=-m, vmax=m, interpolation="nearest")
+            axes[i, 1].set_xlabel("red: brighter, blue: darker", fontsize=7)
         axes[i, 1].set_xticks([])
         axes[i, 1].set_yticks([])
         axes[i, 1].set_title(f"perturbation (max |change| {m:.3f})", fontsize=8)
@@ -113,7 +114,7 @@ def accuracy_curves(report: RobustnessReport, *, title: str = "accuracy vs eps")
             if worst and sum(report.norm_of(a, mode) == nm and bool(report.curve(a, mode))
                              for a in report.attacks(mode)) > 1:
                 eps, acc = zip(*worst, strict=True)
-                ax.plot((0.0, *eps), (report.clean_accuracy, *acc), ls, color="black", lw=2,
+                ax.plot((0.0, *eps), (report.clean_accuracy, *acc), ls, color="black", lw=5, alpha=0.25, zorder=1,
                         label="worst case" + tag(nm) + ("" if mode == "naive" else f" [{mode}]"))
     names = {"linf": "Linf", "l2": "L2", "l1": "L1", "l0": "L0"}
     ax.set_xlabel("eps (" + ", ".join(names.get(nm or "", str(nm)) for nm in all_norms if nm) + ")"
@@ -148,13 +149,17 @@ def cam_panel(images: Tensor, adv: Tensor, maps: dict[str, Tensor], *, row_title
             ax = axes[i, 2 + j]
             base = adv[i] if title.startswith("adv") else images[i]
             ax.imshow(_img(base), cmap="gray", vmin=0, vmax=1)
-            ax.imshow(m[i].detach().cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            shown_map = ax.imshow(m[i].detach().cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(title, fontsize=8)
         if row_titles is not None:
             axes[i, 0].set_ylabel(row_titles[i], fontsize=8)
+    if maps:
+        bar = fig.colorbar(shown_map, ax=axes[:, 2:].ravel().tolist(), shrink=0.6, pad=0.02)
+        bar.set_label("attention (0: none, 1: the strongest in the row)", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
     return fig
 
 
@@ -185,6 +190,8 @@ def toy_boundary(model: nn.Module, points: Tensor, labels: Tensor, adversarial: 
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
+        ax.set_xlabel("feature 1", fontsize=8)
+        ax.set_ylabel("feature 2", fontsize=8)
     return fig
 
 
