@@ -149,7 +149,7 @@ def run_demo(
                    "EOT+BPDA PGD": b.adaptive_pgd}, v, why)
         claims.append(c)
         sections.append(rep.barrage(b, c))
-        return dataclasses.asdict(b) | {"adaptive_ci95": list(ci)}
+        return {k: v for k, v in dataclasses.asdict(b).items() if k != "views"} | {"adaptive_ci95": list(ci)}
 
     def s_masked() -> dict[str, Any]:
         m = ex.hide_probabilities(lab, standard)

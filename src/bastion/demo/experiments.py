@@ -232,6 +232,8 @@ class Barrage:
     steps: int
     k: int
     flags: list[str]
+    views: Tensor  # (V, C, H, W): one image through V draws of the barrage
+    view_groups: list[list[str]]  # the groups each draw applied, in order
 
 
 def bart(lab: Lab, model: Defended, n: int = 40, eot_samples: int = 8, steps: int = 20) -> Barrage:
@@ -251,8 +253,12 @@ def bart(lab: Lab, model: Defended, n: int = 40, eot_samples: int = 8, steps: in
     adaptive = float((preds == lab.y[:k]).float().mean())
     flags = [f.code for f in check_outputs(model, lab.data.take(min(64, len(lab.data))), adaptive=False,
                                              device=lab.device)]
+    with torch.no_grad():  # what the barrage does: one image through six draws
+        views, draw = model.defense(lab.x[:1].expand(6, -1, -1, -1), generator=torch.Generator().manual_seed(lab.seed),
+                                    return_params=True)
+    groups = [[draw.names[int(j)] for j in row if int(j) >= 0] for row in draw.order]
     return Barrage(k, 8, clean, naive_fgsm, naive, adaptive, eot_samples, steps, int(getattr(model.defense, "k", 0)),
-                   flags)
+                   flags, views.cpu(), groups)
 
 
 # ---- 7. hiding the probabilities ---------------------------------------------------------------------------------

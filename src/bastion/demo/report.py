@@ -26,6 +26,7 @@ from bastion.demo.experiments import (
 from bastion.viz.figures import (
     accuracy_curves,
     cam_panel,
+    image_row,
     loss_slice,
     png_bytes,
     prediction_grid,
@@ -146,7 +147,10 @@ def barrage(b: Barrage, claim: Claim) -> tuple[str, list[str]]:
             (f"PGD-{b.steps} through eot(bpda(model), n={b.eot_samples})",
              f"{pct(b.adaptive_pgd)} (95% interval {pct(lo)}-{pct(hi)})")]),
         claim_verdict(claim),
-        paragraph("Sanity checks on the naive evaluation: " + (", ".join(b.flags) or "none") + ".", "note")])
+        paragraph("Sanity checks on the naive evaluation: " + (", ".join(b.flags) or "none") + ".", "note"),
+        paragraph("What the barrage does: one held-out image through six draws, each naming the transforms it "
+                  "applied, in order."),
+        img(image_row(b.views, [" > ".join(g) for g in b.view_groups]), "barrage draws")])
 
 
 def masked(m: Masked, claim: Claim) -> tuple[str, list[str]]:

@@ -4,6 +4,7 @@ decision boundary. Every function returns a ``Figure``; :func:`png_bytes` render
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -52,6 +53,17 @@ def prediction_grid(images: Tensor, labels: Tensor, logits: Tensor, classes: Seq
         ok = int(pred[i]) == int(labels[i])
         ax.set_title(f"{classes[int(pred[i])]} ({float(conf[i]):.0%})", fontsize=8, color="black" if ok else "red")
     fig.suptitle("predictions (red = wrong)", fontsize=9)
+    return fig
+
+
+def image_row(images: Tensor, captions: Sequence[str]) -> Figure:
+    """Images side by side, each with a (wrapped) caption under it: e.g. one input through several draws of a
+    randomized defense."""
+    n = images.shape[0]
+    fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.6), squeeze=False)
+    for ax, im, cap in zip(axes[0], images, captions, strict=True):
+        _show(ax, im)
+        ax.set_xlabel("\n".join(textwrap.wrap(cap, 22)) or "(none)", fontsize=6.5)
     return fig
 
 
