@@ -1,6 +1,6 @@
 """End to end in a real headless browser: Debian's ``chromium`` driven by Playwright against a server on
 127.0.0.1. Pick a gallery image, run FGSM at eps 0.3, check that the displayed prediction flips and the
-probability bars change, and save a screenshot (``test-artifacts/web_demo.png``).
+probability bars change, and save a screenshot (in $BASTION_TEST_ARTIFACTS or a temporary folder).
 
 Playwright's own browser download does not work offline, so the test points ``executable_path`` at the
 system Chromium (``apt-get install chromium``); it skips, saying why, only when there is none.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from .conftest import digit_array, encode, live_server
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
+#: screenshots of each run: a temporary folder unless $BASTION_TEST_ARTIFACTS names one (tests write nothing into
+#: the checkout but the README's screenshots, and those only when asked)
+ARTIFACTS = Path(os.environ.get("BASTION_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "bastion-test-artifacts")
 README_SHOT = ROOT / "docs" / "web_demo.png"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -110,10 +113,10 @@ def test_fgsm_flips_the_displayed_prediction(browser: Any, server_url: str) -> N
 
 
 def save_screenshot(page: Any, name: str, *, full_page: bool = True) -> None:
-    """``test-artifacts/NAME``; the README's copy in ``docs/`` is written when missing or when asked
+    """``ARTIFACTS/NAME``; the README's copy in ``docs/`` is written when missing or when asked
     (BASTION_UPDATE_SCREENSHOT=1), so that an ordinary test run does not leave a changed binary file in the
     working tree."""
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / name
     page.screenshot(path=str(shot), full_page=full_page)
     assert shot.stat().st_size > 10_000
