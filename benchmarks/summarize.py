@@ -301,7 +301,8 @@ def rows() -> list[tuple[str, str, str, str]]:
                      f"({r['weight_norm']:.1f})", "reported", "regularization_baselines.py"))
         for name, v in rb.get("verdicts", {}).items():
             best = max(v["by_attack"].items(), key=lambda kv: kv[1]["difference"])
-            add((f"the lecture: \"{name.removeprefix('mnist-cnn-')} does not help\" ({name} vs {v['baseline']}; "
+            what = {"mnist-cnn-dropout": "dropout", "mnist-cnn-sgd-wd": "weight decay"}.get(name, name)
+            add((f"the lecture: \"{what} does not help\" ({name} vs {v['baseline']}; "
                  "largest paired gain, weight norm ratio)",
                  f"{v['claim']}: {best[0]} {best[1]['difference'] * 100:+.1f} pp "
                  f"(+/- {best[1]['ci95_half_width'] * 100:.1f}); x{v['weight_norm_ratio']:.2f}",
