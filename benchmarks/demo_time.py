@@ -106,7 +106,10 @@ def main() -> None:
     busy_median = statistics.median(r["wall_seconds"] for r in busy) if busy else None
     fi = statistics.median(r["seconds"] for r in floor_idle)
     fb = statistics.median(r["seconds"] for r in floor_busy) if floor_busy else None
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip() or None
     print(write("demo_time.json", {
+        "commit": commit,
         "floor": {"what": "PGD-10 on 500 mnist-5k images through mnist-cnn, 3 times, with the demo's thread choice; "
                           "timed before and after the idle runs and before and after the busy ones",
                   "idle_seconds": [r["seconds"] for r in floor_idle], "busy_seconds": [r["seconds"] for r in floor_busy],
