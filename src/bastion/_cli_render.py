@@ -83,6 +83,9 @@ def _progress_lines(interval: float) -> Iterator[ProgressCallback]:
     def tick() -> None:
         while not stop.wait(interval):
             with lock:
+                if not state:  # the first step has not finished yet: still say the run is alive
+                    console.print(f"[working] {_clock(time.monotonic() - start)} elapsed, no step finished yet",
+                                  highlight=False, markup=False, soft_wrap=True)
                 for task, (done, total, _) in state.items():
                     if total is None or done < total:
                         console.print(line(task), highlight=False, markup=False, soft_wrap=True)

@@ -73,3 +73,27 @@ def test_resume_refuses_another_evaluation(tmp_path: Path):
     assert runner.invoke(app, small).exit_code == 0
     r = runner.invoke(app, [*small[:-2], "--eps", "0.2", "--out", str(tmp_path), "--resume"])
     assert r.exit_code == 2 and "another evaluation (other eps_grid" in r.output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_long_run_with_redirected_output_says_it_is_alive_at_least_every_15_seconds(tmp_path: Path):
+    """A real `bastion evaluate` of more than 30 s with stderr to a pipe (CI, nohup, a notebook): a progress line
+    at least every 15 s from the first one on, and the first within 15 s of the thread note that starts the
+    work."""
+    args = ["evaluate", "--model", "mnist-cnn", "--attacks", "pgd", "--steps", "200", "--eps", "0.1,0.2,0.3",
+            "--no-cascade", "--n", "400", "--threads", "1", "--out", str(tmp_path / "ev")]
+    t0 = time.monotonic()
+    p = subprocess.Popen([sys.executable, "-m", "bastion", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    stamps: list[tuple[float, str]] = []
+    assert p.stderr is not None
+    for line in p.stderr:
+        stamps.append((time.monotonic() - t0, line.rstrip()))
+    assert p.wait() == 0, stamps[-5:]
+    start = next(t for t, ln in stamps if ln.startswith("using "))
+    progress = [t for t, ln in stamps if ln.startswith("[")]
+    assert stamps[-1][0] - start > 30, "the run should take over 30 s"
+    assert progress and progress[0] - start <= 15, stamps[:5]
+    gaps = [b - a for a, b in zip(progress, progress[1:], strict=False)]
+    assert max(gaps) <= 15, (max(gaps), stamps)
