@@ -25,9 +25,8 @@ from torch import Tensor, nn
 from bastion._checks import shown
 from bastion._model import declared_randomized, evaluations_per_input, log_mean_softmax
 from bastion._wrap import ModelWrapper
-from bastion.attacks.base import Access, Attack, Outcome, Task
+from bastion.attacks.base import Access, Attack, Outcome, Task, WrappingAttack
 from bastion.errors import ConfigError
-from bastion.threat import ThreatModel
 
 
 class _Wrapper(ModelWrapper):
@@ -88,7 +87,7 @@ def eot(model: nn.Module, n: int = 16) -> EOT:
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Adaptive(Attack):
+class Adaptive(WrappingAttack):
     """``attack`` run through ``eot(bpda(model), n)`` and judged on ``model`` itself: the adaptive attack on a
     randomized, non-differentiable input defense (Athalye et al. 2018) as one attack object.
 
@@ -121,17 +120,6 @@ class Adaptive(Attack):
             raise ConfigError(f"attack must be a bastion Attack (e.g. PGD(eps=0.3)), got {type(self.attack).__name__}")
         if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
             raise ConfigError(f"n must be an integer >= 1 (draws per gradient), got {shown(self.n)}")
-
-    @property
-    def threat(self) -> ThreatModel:
-        return self.attack.threat
-
-    @property
-    def radius(self) -> float | None:
-        return self.attack.radius
-
-    def at_eps(self, eps: float) -> Adaptive:
-        return replace(self, attack=self.attack.at_eps(eps))
 
     def through(self, model: nn.Module) -> nn.Module:
         """The model the gradient steps see: ``eot(bpda(model), n)`` (``eot(model, n)`` without an input defense

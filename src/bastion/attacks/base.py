@@ -31,8 +31,8 @@ import dataclasses
 import math
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields, is_dataclass
-from typing import Any, ClassVar, Literal, final
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from typing import Any, ClassVar, Literal, Self, final
 
 import torch
 from torch import Tensor, nn
@@ -461,6 +461,26 @@ class MinimumNormAttack(Attack):
     @property
     def radius(self) -> None:
         return None
+
+
+class WrappingAttack(Attack):
+    """Base of the attacks that run another attack (``attack``, a dataclass field of the subclass) in another
+    setting: through another view of the model (:class:`~bastion.attacks.Adaptive`) or on a source model
+    (:class:`~bastion.attacks.TransferAttack`). The threat model, the radius and ``at_eps`` are the inner
+    attack's."""
+
+    attack: Attack
+
+    @property
+    def threat(self) -> ThreatModel:
+        return self.attack.threat
+
+    @property
+    def radius(self) -> float | None:
+        return self.attack.radius
+
+    def at_eps(self, eps: float) -> Self:
+        return replace(self, attack=self.attack.at_eps(eps))  # type: ignore[type-var]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,9 +18,8 @@ from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, frozen
 from bastion._model import DEFAULT_DRAWS, describe_model
-from bastion.attacks.base import Access, Attack, Outcome, Task, probe_model
+from bastion.attacks.base import Access, Attack, Outcome, Task, WrappingAttack, probe_model
 from bastion.errors import ConfigError, InputShapeError
-from bastion.threat import ThreatModel
 
 
 def short_model_repr(model: nn.Module) -> str:
@@ -59,7 +58,7 @@ def craft_on_source(attack: Attack, source: nn.Module, task: Task) -> Tensor:
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class TransferAttack(Attack):
+class TransferAttack(WrappingAttack):
     """Adversarial examples crafted white-box on ``source``, returned for the target model.
 
     The target model is never queried by the attack itself: the base class evaluates it once on the clean
@@ -96,17 +95,6 @@ class TransferAttack(Attack):
             raise ConfigError(f"source must be a torch.nn.Module, got {type(self.source).__name__}")
         if not isinstance(self.attack, Attack):
             raise ConfigError(f"attack must be a bastion Attack (e.g. FGSM(eps=0.3)), got {type(self.attack).__name__}")
-
-    @property
-    def threat(self) -> ThreatModel:
-        return self.attack.threat
-
-    @property
-    def radius(self) -> float | None:
-        return self.attack.radius
-
-    def at_eps(self, eps: float) -> TransferAttack:
-        return replace(self, attack=self.attack.at_eps(eps))
 
     def _execute(self, model: nn.Module, task: Task) -> Outcome:
         del model  # the target is never queried by the attack itself
