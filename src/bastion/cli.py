@@ -925,6 +925,9 @@ def demo(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("bastion-report"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Finish an interrupted demo in OUT (run the same command again with --resume): only its missing "
+             "sections run, and the numbers equal an uninterrupted run's.")] = False,
     n: Annotated[int, typer.Option(min=10, help="Held-out images to evaluate.")] = 200,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option()] = "cpu",
@@ -932,15 +935,28 @@ def demo(
     threads: Threads = None,
 ) -> None:
     """The whole story on the embedded data and shipped models; writes OUT/report.html and results.json."""
-    from bastion.demo import DEMO_OUTPUTS, run_demo
+    from bastion.demo import DEMO_OUTPUTS, SECTION_WEIGHTS, partial_demo, run_demo
 
     try:
         check_device(device)
-        OutputFolder(out, DEMO_OUTPUTS, overwrite=overwrite).check()  # a refused --out is said before anything else
+        if resume and overwrite:
+            raise BastionError("--resume finishes the demo in --out and --overwrite starts it over: pass one of them")
+        # a refused --out is said before anything else
+        OutputFolder(out, DEMO_OUTPUTS, overwrite=overwrite or resume).check()
+        if resume and not quiet:
+            earlier = partial_demo(out, {"n": n, "seed": seed, "device": device})
+            console.print(f"note: no interrupted demo in {out}: nothing to resume, running from the start"
+                          if earlier is None else f"resuming the demo in {out}: {len(earlier['sections'])} of "
+                          f"{len(SECTION_WEIGHTS)} sections done ({', '.join(earlier['sections'])})")
         _use_threads(threads, quiet=quiet)
-        with progress_bar(enabled=not quiet) as bar:
-            result = run_demo(out, n=n, seed=seed, device=device, progress=bar, command=_command_line(ctx),
-                              overwrite=overwrite)
+        try:
+            with progress_bar(enabled=not quiet) as bar:
+                result = run_demo(out, n=n, seed=seed, device=device, progress=bar, command=_command_line(ctx),
+                                  overwrite=overwrite, resume=resume)
+        except KeyboardInterrupt:
+            console.print(f"interrupted: the sections finished so far are in {out}/results.json (marked partial); "
+                          "run the same command with --resume to finish the demo")
+            raise typer.Exit(130) from None
     except BastionError as e:
         _fail(e)
         return

@@ -4,11 +4,18 @@ It runs small experiments (:mod:`bastion.demo.experiments`), checks each of the 
 numbers (:mod:`bastion.demo.claims`), and writes one self-contained report (:mod:`bastion.demo.report`):
 ``report.html``, ``results.json`` (every number and every verdict) and ``predictions.png``. Nothing is cached or
 typed in: every number comes from this run. A section whose model is not shipped in this version says so.
+
+After each section the demo writes what it has: ``results.json`` marked ``"partial": true``, and
+``demo-partial.json`` (the finished sections' numbers, verdicts and rendered HTML), from which ``resume=True``
+(``bastion demo --resume``) continues. A resumed demo runs only the sections still missing and gives the numbers of an uninterrupted one
+(each section seeds its own randomness); ``demo-partial.json`` is removed when the demo completes.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -18,12 +25,13 @@ from typing import Any
 import torch
 
 from bastion import __version__
-from bastion._outputs import OutputFolder, nonfinite_message
+from bastion._outputs import OutputFolder, finite_json, nonfinite_message
 from bastion.defenses import Defended
 from bastion.demo import claims as rules
 from bastion.demo import experiments as ex
 from bastion.demo import report as rep
 from bastion.demo.claims import Claim
+from bastion.errors import ConfigError
 from bastion.models import pretrained
 from bastion.progress import Progress, no_progress
 from bastion.viz.html import HtmlReport, paragraph, verdict
@@ -31,8 +39,10 @@ from bastion.viz.html import HtmlReport, paragraph, verdict
 log = logging.getLogger(__name__)
 
 heldout = ex.heldout
+#: what an interrupted demo leaves for ``resume`` (removed when the demo completes)
+PARTIAL = "demo-partial.json"
 #: the files the demo writes
-DEMO_OUTPUTS = ("report.html", "results.json", "predictions.png")
+DEMO_OUTPUTS = ("report.html", "results.json", "predictions.png", PARTIAL)
 #: the sections' relative costs (seconds on an idle 2-core machine, measured by benchmarks/demo_time.py), for the
 #: estimate of the time left before a section has run
 SECTION_WEIGHTS = {"standard model": 1, "gradient attacks": 12, "JSMA vs FGSM": 4, "adversarial training": 25,
@@ -42,17 +52,21 @@ SECTION_WEIGHTS = {"standard model": 1, "gradient attacks": 12, "JSMA vs FGSM": 
 
 def run_demo(
     out: str | os.PathLike[str], *, n: int = 200, seed: int = 0, device: str = "cpu",
-    progress: Progress = no_progress, command: str | None = None, overwrite: bool = False,
+    progress: Progress = no_progress, command: str | None = None, overwrite: bool = False, resume: bool = False,
 ) -> dict[str, Any]:
     """Run the demo on ``n`` held-out images and write ``out/report.html``, ``out/results.json`` and
-    ``out/predictions.png``.
+    ``out/predictions.png``. ``resume``: finish a demo an interruption stopped in ``out`` (the same ``n``, ``seed``
+    and ``device``), running only its missing sections; without a partial demo in ``out``, run from the start.
 
     Raises:
         OutputError: before any work, when ``out`` holds these files from an earlier run (pass
             ``overwrite=True`` to replace them) or cannot hold them.
+        ConfigError: ``resume`` on a partial demo run with another ``n``, ``seed``, ``device`` or bastion version.
     """
     t_start = time.perf_counter()
-    folder = OutputFolder(out, DEMO_OUTPUTS, overwrite=overwrite).check()
+    folder = OutputFolder(out, DEMO_OUTPUTS, overwrite=overwrite or resume).check()
+    setting = {"bastion_version": __version__, "n": n, "seed": seed, "device": device}
+    earlier = partial_demo(out, setting) if resume else None
     lab = ex.Lab(data=heldout(n), device=device, seed=seed, progress=no_progress)
     standard = pretrained("mnist-cnn", device=device)
     classes = ex.classes_of(standard)
@@ -196,33 +210,79 @@ def run_demo(
         ("class activation maps", "class_activation_maps", s_cams),
         ("linear models", "linear_models", s_linear),
     ]
+    earlier_seconds = 0.0
+    if earlier is not None:  # the sections an interrupted run finished, as it left them
+        results["sections"], results["seconds_per_section"] = earlier["sections"], earlier["seconds_per_section"]
+        results["resumed_sections"] = list(earlier["sections"])
+        earlier_seconds = sum(earlier["seconds_per_section"].values())
+        sections.extend((title, parts) for title, parts in earlier["html"])
+        claims.extend(Claim(**c) for c in earlier["claims"])
+        std_pgd.extend(earlier["std_pgd"])
+        grid_png = base64.b64decode(earlier["predictions_png"])
     total = sum(SECTION_WEIGHTS[name] for name, _, _ in plan)
-    done = 0
-    progress("demo", 0, total)
+    done = sum(SECTION_WEIGHTS[name] for name, key, _ in plan if key in results["sections"])
+    progress("demo", done, total)
     for name, key, fn in plan:
+        if key in results["sections"]:
+            continue
         t0 = time.perf_counter()
         results["sections"][key] = fn()
         results["seconds_per_section"][name] = time.perf_counter() - t0
         done += SECTION_WEIGHTS[name]
-        progress("demo", done, total)
         log.info("section %s: %.1fs", name, time.perf_counter() - t0)
-    results["claims"] = [dataclasses.asdict(c) for c in claims]
-    seconds = time.perf_counter() - t_start
+        results["claims"] = [dataclasses.asdict(c) for c in claims]
+        if done < total:  # what is finished survives an interruption
+            folder.write_json("results.json", results | {"partial": True})
+            folder.write_text(PARTIAL, finite_json(setting | {
+                "sections": results["sections"], "seconds_per_section": results["seconds_per_section"],
+                "claims": results["claims"], "html": sections, "std_pgd": std_pgd,
+                "predictions_png": base64.b64encode(grid_png).decode()}, indent=None)[0])
+        progress("demo", done, total)
+    seconds = time.perf_counter() - t_start + earlier_seconds  # a resumed demo counts its earlier sections' time
     results["seconds"] = seconds
     page.section("What the lecture claims, and what this run measured", rep.claims_table(claims),
                  paragraph("Each verdict is computed from the numbers in its row by a rule written in "
                            "bastion.demo.claims; the sections below show how each number was measured.", "note"))
     for title, parts in sections:
         page.section(title, *parts)
-    page.add(paragraph(f"Total time {seconds:.0f} s on {torch.get_num_threads()} thread(s).", "note"))
+    resumed = (f" (resumed after an interruption: {len(results['resumed_sections'])} sections came from the earlier "
+               "run)") if earlier is not None else ""
+    page.add(paragraph(f"Total time {seconds:.0f} s on {torch.get_num_threads()} thread(s){resumed}.", "note"))
     html = page.render(command=command, versions={"bastion": __version__, "torch": torch.__version__})
     where = folder.write_json("results.json", results)
     if where:
         log.warning("%s", nonfinite_message(str(folder.path("results.json")), where))
     folder.write_text("report.html", html)
     folder.write_bytes("predictions.png", grid_png)
+    folder.path(PARTIAL).unlink(missing_ok=True)
     return {"report": str(folder.path("report.html")), "results": str(folder.path("results.json")),
             "seconds": seconds}
 
 
-__all__ = ["run_demo", "heldout", "DEMO_OUTPUTS"]
+def partial_demo(out: str | os.PathLike[str], setting: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """What an interrupted demo left in ``out`` (its finished sections under ``"sections"``), or None when
+    there is none. With ``setting``, refuse one run with other options.
+
+    Raises:
+        ConfigError: the file is not a partial demo, or was run with other options than ``setting``.
+    """
+    path = OutputFolder(out, DEMO_OUTPUTS).path(PARTIAL)
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        keys = {"sections", "seconds_per_section", "claims", "html", "std_pgd", "predictions_png"}
+        if not isinstance(state, dict) or not keys <= state.keys():
+            raise ValueError("fields are missing")
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} cannot be resumed: it is not a partial bastion demo ({e}); pass --overwrite "
+                          "to start over") from None
+    other = {k: (state.get(k), v) for k, v in (setting or {}).items() if state.get(k) != v}
+    if other:
+        said = ", ".join(f"{k} {was!r} (now {now!r})" for k, (was, now) in other.items())
+        raise ConfigError(f"the partial demo in {out} was run with {said}: run it with the same options to finish "
+                          "it, or pass --overwrite to start over")
+    return state
+
+
+__all__ = ["run_demo", "partial_demo", "heldout", "DEMO_OUTPUTS"]
