@@ -28,7 +28,9 @@ Every sample of a batch advances together; on a deterministic model a sample sto
 would not change the verdict), restarts and further targets run only on samples not yet successful, and each
 sample returns its first successful point, else the point of highest loss. A randomized model is never
 early-stopped (a success under one random draw says little about the next): every sample walks every
-iteration of every run and returns its highest-loss point. For such models AutoAttack's ``rand`` version
+iteration of every run and returns its last iterate, as PGD does (the highest of 100 noisy loss values mostly
+picks a point whose loss was overestimated), and restarts and targets are compared by the verdict over the
+task's judging draws. For such models AutoAttack's ``rand`` version
 averages gradients over 20 draws: pass ``eot(model, n=20)`` (:func:`bastion.attacks.eot`) as the model.
 
 A few details follow the paper where the reference implementation (github.com/fra31/auto-attack) differs: the
@@ -48,6 +50,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from bastion._model import judge
 from bastion.attacks.base import GradientAttack, Outcome, Task, check_int
 from bastion.attacks.descent import LossFn, SuccessFn, misclassified, named_loss, value_and_grad
 from bastion.attacks.losses import attack_loss
@@ -102,8 +105,9 @@ class Walk:
 
     Attributes:
         x_adv: the first successful point (early stopping) or the best one: successful if any, then the
-            highest loss; with ``prefer_success=False`` the highest-loss point.
-        success: bool, the success test at ``x_adv``; ``logits``: the model's outputs there.
+            highest loss; with ``last_iterate=True`` the last iterate.
+        success: bool, the success test at ``x_adv``; ``logits``: the model's outputs there (with
+            ``last_iterate=True``: unevaluated, success False and NaN outputs).
         queries: int64, model evaluations spent.
     """
 
@@ -127,14 +131,14 @@ def apgd_walk(
     rho: float = 0.75,
     momentum: float = 0.75,
     early_stop: bool = True,
-    prefer_success: bool = True,
+    last_iterate: bool = False,
     on_iterate: IterateHook | None = None,
 ) -> Walk:
     """One APGD run from a random point of the ball around each ``x`` (see the module's description).
 
     ``loss(logits, idx)`` and ``success(logits, idx)`` take the outputs of the samples ``idx`` (positions in
-    ``x``). ``early_stop``: a sample stops at its first success. ``prefer_success``: a successful point beats
-    any unsuccessful one as the result (False on randomized models: the highest loss decides).
+    ``x``). ``early_stop``: a sample stops at its first success. ``last_iterate``: return the last iterate,
+    unevaluated, instead of the best point visited (for randomized models, whose loss values are noisy).
     """
     b = x.shape[0]
     dev = x.device
@@ -175,7 +179,7 @@ def apgd_walk(
             s.best_loss = torch.where(up, f, s.best_loss)
             ok = success(logits, s.idx)
             old_ok, old_loss = res_ok[s.idx], res_loss[s.idx]
-            better = ((ok & ~old_ok) | ((ok == old_ok) & (f > old_loss))) if prefer_success else f > old_loss
+            better = (ok & ~old_ok) | ((ok == old_ok) & (f > old_loss))
             sel = s.idx[better]
             res_x[sel], res_ok[sel], res_loss[sel], res_logits[sel] = s.cur[better], ok[better], f[better], logits[better]
             if i + 1 in checks:
@@ -189,6 +193,8 @@ def apgd_walk(
                 last_check = i + 1
             if early_stop and bool(ok.any()):
                 s = s.select(~ok)
+    if last_iterate:
+        res_x[s.idx], res_ok[s.idx], res_logits[s.idx] = s.cur, False, float("nan")
     return Walk(res_x, res_ok, res_logits, queries)
 
 
@@ -272,19 +278,24 @@ class APGD(GradientAttack):
                 loss = named_loss(self.loss, sub.y, None if target is None else target[todo])
                 walk = apgd_walk(model, sub.x, loss, misclassified(sub.y, sub.target), threat=self.threat,
                                  steps=self.steps, keys=sub.keys, seed=task.seed, stream=stream, rho=self.rho,
-                                 momentum=self.momentum, early_stop=stop, prefer_success=task.may_stop_early)
+                                 momentum=self.momentum, early_stop=stop, last_iterate=task.randomized)
                 stream += 1
                 queries[todo] += walk.queries
+                logits, ok = walk.logits, walk.success
+                if task.randomized and len(runs) * self.restarts > 1:  # judge the last iterates to compare runs
+                    logits, _ = judge(model, walk.x_adv, draws=task.draws)
+                    ok = sub.success(logits)
+                    queries[todo] += task.draws
                 with torch.no_grad():
                     # runs compare by the margin of the call's goal (the runs' own losses differ by target)
-                    score = attack_loss("margin", walk.logits, sub.y, sub.target).to(score_res.dtype)
+                    score = attack_loss("margin", logits, sub.y, sub.target).to(score_res.dtype)
                 old_ok = ok_res[todo]
-                better = ((walk.success & ~old_ok) | ((walk.success == old_ok) & (score > score_res[todo]))
-                          if task.may_stop_early else score > score_res[todo])
+                first = torch.isneginf(score_res[todo])  # the first run counts whatever its score (NaN: unevaluated)
+                better = first | (ok & ~old_ok) | ((ok == old_ok) & (score > score_res[todo]))
                 sel = todo[better]
                 if logits_res is None:
                     logits_res = torch.full((b, walk.logits.shape[1]), float("nan"), dtype=walk.logits.dtype, device=dev)
-                x_res[sel], ok_res[sel], score_res[sel] = walk.x_adv[better], walk.success[better], score[better]
-                logits_res[sel] = walk.logits[better]
+                x_res[sel], ok_res[sel], score_res[sel] = walk.x_adv[better], ok[better], score[better]
+                logits_res[sel] = logits[better]
         log.debug("apgd: %d of %d samples successful", int(ok_res.sum()), b)
-        return Outcome(x_res, queries, logits_adv=logits_res, logits_clean=clean)
+        return Outcome(x_res, queries, logits_adv=None if task.randomized else logits_res, logits_clean=clean)
