@@ -92,6 +92,13 @@ def _write_failed(e: OSError) -> None:
 #: the --threads option of the commands that compute (attack, evaluate, train, demo)
 Threads = Annotated[int | None, typer.Option(
     min=1, help="torch threads (default: the CPUs available minus those other processes keep busy).")]
+Device = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:N or mps.")]
+Quiet = Annotated[bool, typer.Option(help="No progress bars.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)]
+Seed = Annotated[int, typer.Option()]
+DistTimeout = Annotated[float | None, typer.Option(
+    help="Under torchrun: seconds a process may wait for, or hear nothing from, another before the job stops "
+         "(default: $BASTION_DIST_TIMEOUT, else 300).")]
 
 
 def _use_threads(threads: int | None, *, quiet: bool = False) -> None:
@@ -307,7 +314,7 @@ def train(
     schedule: Annotated[str, typer.Option(help="onecycle, cosine or constant")] = "onecycle",
     weight_decay: Annotated[float, typer.Option()] = 0.0,
     dropout: Annotated[float, typer.Option(help="Dropout rate (mnist-cnn only).")] = 0.0,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Seed = 0,
     defense: Annotated[str | None, typer.Option(help="adv (adversarial training) or bart.")] = None,
     attack: Annotated[str, typer.Option(help="With --defense adv: fgsm (Goodfellow et al.), fgsm-rs, pgd or trades.")] = "fgsm-rs",
     eps: Annotated[float, typer.Option(help="With --defense adv: Linf radius.")] = 0.3,
@@ -326,11 +333,9 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an OUT that holds an earlier run, "
                                                                "replacing its files (refused otherwise).")] = False,
-    device: Annotated[str, typer.Option()] = "cpu",
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
-    dist_timeout: Annotated[float | None, typer.Option(
-        help="Under torchrun: seconds a process may wait for, or hear nothing from, another before the job stops "
-             "(default: $BASTION_DIST_TIMEOUT, else 300).")] = None,
+    device: Device = "cpu",
+    quiet: Quiet = False,
+    dist_timeout: DistTimeout = None,
     threads: Threads = None,
 ) -> None:
     """Train a classifier (optionally with a defense); writes OUT/model.safetensors."""
@@ -571,10 +576,10 @@ def attack(
     n: Annotated[int, typer.Option(min=1, help="Number of images, evenly spaced over the split (every class of a "
                                                 "label-sorted set such as mnist-5k); a slice like --split 'all[:16]' "
                                                 "takes the first ones.")] = 16,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Seed = 0,
     out: Annotated[Path, typer.Option()] = Path("runs/attack"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
-    device: Annotated[str, typer.Option()] = "cpu",
+    overwrite: Overwrite = False,
+    device: Device = "cpu",
     threads: Threads = None,
 ) -> None:
     """Attack a batch of images; writes adversarial tensors, a JSON summary and the classic figure."""
@@ -691,17 +696,15 @@ def evaluate(
                                         "--nnodes/--nproc-per-node.")] = 1000,
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="Images per attack call (default: 256, fewer for large images: about 8.4M input values).")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Seed = 0,
     out: Annotated[Path, typer.Option()] = Path("runs/evaluate"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
+    overwrite: Overwrite = False,
     resume: Annotated[bool, typer.Option(
         help="Finish an interrupted evaluation from OUT/results.json (run the same command again with --resume); "
              "the results equal an uninterrupted run's.")] = False,
-    device: Annotated[str, typer.Option()] = "cpu",
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
-    dist_timeout: Annotated[float | None, typer.Option(
-        help="Under torchrun: seconds a process may wait for, or hear nothing from, another before the job stops "
-             "(default: $BASTION_DIST_TIMEOUT, else 300).")] = None,
+    device: Device = "cpu",
+    quiet: Quiet = False,
+    dist_timeout: DistTimeout = None,
     threads: Threads = None,
 ) -> None:
     """Evaluate robustness over an eps grid; writes results.json, results.csv and report.html."""
@@ -924,14 +927,14 @@ def _print_report(report: object) -> None:
 def demo(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("bastion-report"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
+    overwrite: Overwrite = False,
     resume: Annotated[bool, typer.Option(
         help="Finish an interrupted demo in OUT (run the same command again with --resume): only its missing "
              "sections run, and the numbers equal an uninterrupted run's.")] = False,
     n: Annotated[int, typer.Option(min=10, help="Held-out images to evaluate.")] = 200,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option()] = "cpu",
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    seed: Seed = 0,
+    device: Device = "cpu",
+    quiet: Quiet = False,
     threads: Threads = None,
 ) -> None:
     """The whole story on the embedded data and shipped models; writes OUT/report.html and results.json."""
@@ -967,7 +970,7 @@ def demo(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    device: Annotated[str, typer.Option()] = "cpu",
+    device: Device = "cpu",
     model: Annotated[str | None, typer.Option(
         help="Serve this model instead of the shipped ones (with --gallery): " + _MODEL_HELP)] = None,
     weights: WeightsOption = None,

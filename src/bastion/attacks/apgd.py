@@ -51,10 +51,9 @@ import torch
 from torch import Tensor, nn
 
 from bastion._model import judge
-from bastion.attacks.base import GradientAttack, Outcome, Task, check_int
+from bastion.attacks.base import GradientAttack, Outcome, Task, check_int, check_unit
 from bastion.attacks.descent import LossFn, SuccessFn, misclassified, named_loss, value_and_grad
 from bastion.attacks.losses import attack_loss
-from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -240,10 +239,8 @@ class APGD(GradientAttack):
         check_int("steps", self.steps)
         check_int("restarts", self.restarts)
         check_int("targets", self.targets, minimum=0)
-        for name in ("rho", "momentum"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-                raise ConfigError(f"{name} must be a number in [0, 1], got {v!r}")
+        check_unit("rho", self.rho)
+        check_unit("momentum", self.momentum)
 
     @property
     def label(self) -> str:
@@ -258,12 +255,9 @@ class APGD(GradientAttack):
         clean: Tensor | None = None
         runs: list[Tensor | None] = [task.target]
         if self.targets and task.target is None:
-            with torch.no_grad():
-                clean = model(task.x).detach()
+            clean, targets = task.runner_up_targets(model, self.targets)
+            runs = list(targets)
             queries += 1
-            k = min(self.targets, task.num_classes - 1)
-            ranked = clean.scatter(1, task.y[:, None], float("-inf")).topk(k, dim=1).indices
-            runs = [ranked[:, j] for j in range(k)]
         x_res = task.x.clone()
         ok_res = torch.zeros(b, dtype=torch.bool, device=dev)
         score_res = torch.full((b,), float("-inf"), device=dev)

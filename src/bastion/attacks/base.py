@@ -184,6 +184,14 @@ class Task:
         target = self.target if self.target is None or idx is None else self.target[idx]
         return is_success(logits, y, target)
 
+    def runner_up_targets(self, model: nn.Module, k: int) -> tuple[Tensor, list[Tensor]]:
+        """The model's clean outputs (one query) and AutoAttack's targets: for each ``j < k``, the class the
+        model ranks ``j + 1``-th after the true one on the clean input (at most ``num_classes - 1`` targets)."""
+        with torch.no_grad():
+            clean = model(self.x).detach()
+        ranked = clean.scatter(1, self.y[:, None], float("-inf")).topk(min(k, self.num_classes - 1), dim=1).indices
+        return clean, list(ranked.T)
+
 
 @dataclass(frozen=True, eq=False)
 class Outcome:
@@ -453,10 +461,17 @@ class MinimumNormAttack(Attack):
     found, and so a whole accuracy-vs-eps curve: :class:`~bastion.eval.Evaluation` counts an image as broken
     at ``eps`` when the attack succeeded with a perturbation of norm at most ``eps``."""
 
+    bounds: tuple[float, float]
+
     @property
     def minimized_norm(self) -> str:
-        """The norm the attack minimises (its threat model's): ``"l2"``, ``"linf"``, ``"l1"`` or ``"l0"``."""
-        return self.threat.norm
+        """The norm the attack minimises: ``"l2"``, ``"linf"``, ``"l1"`` or ``"l0"`` (a subclass's ``norm``
+        option; an attack made for one norm overrides this)."""
+        return str(self.norm)  # type: ignore[attr-defined]
+
+    @property
+    def threat(self) -> ThreatModel:
+        return ThreatModel(norm=self.minimized_norm, eps=float("inf"), bounds=self.bounds)  # type: ignore[arg-type]
 
     @property
     def radius(self) -> None:
@@ -484,15 +499,13 @@ class WrappingAttack(Attack):
 
 
 @dataclass(frozen=True, kw_only=True)
-class GradientAttack(Attack):
-    """Base of the white-box attacks inside a norm ball (FGSM, BIM, PGD): the radius ``eps``, the norm, the
-    loss and the bounds, validated once.
+class BallAttack(Attack):
+    """Base of the white-box attacks inside a norm ball (FGSM, BIM, PGD, APGD, FAB): the radius ``eps``, the
+    norm and the bounds, validated once, and :meth:`at_eps`.
 
     Args:
         eps: perturbation budget in the chosen norm.
         norm: ``"linf"`` or ``"l2"``.
-        loss: ``"ce"`` (cross-entropy), ``"margin"`` (Carlini-Wagner) or ``"dlr"`` (Difference of Logits Ratio,
-            Croce & Hein 2020; see :func:`bastion.attacks.losses.dlr_loss`).
         bounds: the valid input range.
     """
 
@@ -501,13 +514,11 @@ class GradientAttack(Attack):
     scaled_with_eps: ClassVar[tuple[str, ...]] = ()
     eps: float
     norm: Literal["linf", "l2"] = "linf"
-    loss: str = "ce"
     bounds: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
         check_positive("eps", self.eps, allow_zero=True)
         check_choice("norm", self.norm, ("linf", "l2"))
-        check_choice("loss", self.loss, LOSSES)
         _ = self.threat
         self._check()
 
@@ -522,13 +533,30 @@ class GradientAttack(Attack):
     def radius(self) -> float:
         return float(self.eps)
 
-    def at_eps(self, eps: float) -> GradientAttack:
+    def at_eps(self, eps: float) -> Self:
         changes: dict[str, Any] = {"eps": eps}
         for name in self.scaled_with_eps:
             value = getattr(self, name)
             if value is not None and self.eps:
                 changes[name] = value * eps / self.eps
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientAttack(BallAttack):
+    """Base of the attacks that climb a loss inside a norm ball (FGSM, BIM, PGD, APGD): :class:`BallAttack`'s
+    options and the loss.
+
+    Args:
+        loss: ``"ce"`` (cross-entropy), ``"margin"`` (Carlini-Wagner) or ``"dlr"`` (Difference of Logits Ratio,
+            Croce & Hein 2020; see :func:`bastion.attacks.losses.dlr_loss`).
+    """
+
+    loss: str = "ce"
+
+    def __post_init__(self) -> None:
+        check_choice("loss", self.loss, LOSSES)
+        super().__post_init__()
 
 
 class QueryAttack(Attack):
@@ -580,6 +608,11 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
 def check_int(name: str, value: int, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {shown(value)}")
+
+
+def check_unit(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a number in [0, 1], got {shown(value)}")
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

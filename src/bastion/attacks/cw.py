@@ -43,7 +43,6 @@ from bastion.attacks.descent import value_and_grad
 from bastion.attacks.losses import attack_loss
 from bastion.attacks.min_norm import Smallest
 from bastion.errors import ConfigError
-from bastion.threat import ThreatModel
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
@@ -91,8 +90,8 @@ class CW(MinimumNormAttack):
         _ = self.threat
 
     @property
-    def threat(self) -> ThreatModel:
-        return ThreatModel(norm="l2", eps=float("inf"), bounds=self.bounds)
+    def minimized_norm(self) -> str:
+        return "l2"
 
     @property
     def cost(self) -> int:

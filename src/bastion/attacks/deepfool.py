@@ -41,7 +41,6 @@ from torch import Tensor, nn
 from bastion.attacks.base import MinimumNormAttack, Outcome, Task, check_choice, check_int, check_positive
 from bastion.attacks.min_norm import Smallest
 from bastion.errors import ConfigError
-from bastion.threat import ThreatModel
 
 _PAST_BOUNDARY = 1e-4
 
@@ -81,10 +80,6 @@ class DeepFool(MinimumNormAttack):
         if self.candidates is not None:
             check_int("candidates", self.candidates, minimum=2)
         _ = self.threat
-
-    @property
-    def threat(self) -> ThreatModel:
-        return ThreatModel(norm=self.norm, eps=float("inf"), bounds=self.bounds)
 
     @property
     def cost(self) -> int:

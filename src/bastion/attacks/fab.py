@@ -27,17 +27,15 @@ left out: AutoAttack's standard version runs only FAB-T.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack, Outcome, Task, check_choice, check_int, check_positive
+from bastion.attacks.base import BallAttack, Outcome, Task, check_int, check_positive, check_unit
 from bastion.attacks.descent import misclassified, value_and_grad
-from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
 
 log = logging.getLogger(__name__)
@@ -83,7 +81,7 @@ def boundary_step(p: Tensor, w: Tensor, b: Tensor, *, bounds: tuple[float, float
 
 
 @dataclass(frozen=True, kw_only=True)
-class FAB(Attack):
+class FAB(BallAttack):
     """FAB-T: the targeted Fast Adaptive Boundary attack, kept within ``eps`` (Croce & Hein 2020).
 
     Args:
@@ -103,39 +101,20 @@ class FAB(Attack):
     """
 
     name: ClassVar[str] = "fab"
-    eps: float
-    norm: Literal["linf", "l2"] = "linf"
     steps: int = 100
     targets: int = 9
     restarts: int = 1
     alpha_max: float = 0.1
     eta: float = 1.05
     beta: float = 0.9
-    bounds: tuple[float, float] = (0.0, 1.0)
 
-    def __post_init__(self) -> None:
-        check_positive("eps", self.eps, allow_zero=True)
-        check_choice("norm", self.norm, ("linf", "l2"))
+    def _check(self) -> None:
         check_int("steps", self.steps)
         check_int("targets", self.targets)
         check_int("restarts", self.restarts)
         check_positive("eta", self.eta)
-        for name in ("alpha_max", "beta"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-                raise ConfigError(f"{name} must be a number in [0, 1], got {v!r}")
-        _ = self.threat
-
-    @property
-    def threat(self) -> ThreatModel:
-        return ThreatModel(norm=self.norm, eps=self.eps, bounds=self.bounds)
-
-    @property
-    def radius(self) -> float:
-        return float(self.eps)
-
-    def at_eps(self, eps: float) -> FAB:
-        return dataclasses.replace(self, eps=eps)
+        check_unit("alpha_max", self.alpha_max)
+        check_unit("beta", self.beta)
 
     @property
     def label(self) -> str:
@@ -147,16 +126,10 @@ class FAB(Attack):
         stop = task.may_stop_early
         queries = torch.zeros(b, dtype=torch.int64, device=dev)
         clean: Tensor | None = None
-        runs: list[Tensor]
-        if task.target is not None:
-            runs = [task.target]
-        else:
-            with torch.no_grad():
-                clean = model(task.x).detach()
+        runs = [task.target] if task.target is not None else []
+        if task.target is None:
+            clean, runs = task.runner_up_targets(model, self.targets)
             queries += 1
-            k = min(self.targets, task.num_classes - 1)
-            ranked = clean.scatter(1, task.y[:, None], float("-inf")).topk(k, dim=1).indices
-            runs = [ranked[:, j] for j in range(k)]
         best = task.x.clone()
         best_dist = torch.full((b,), float("inf"), dtype=torch.float64, device=dev)
         near = task.x.clone()

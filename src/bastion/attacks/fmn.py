@@ -113,10 +113,6 @@ class FMN(MinimumNormAttack):
         _ = self.threat
 
     @property
-    def threat(self) -> ThreatModel:
-        return ThreatModel(norm=self.norm, eps=float("inf"), bounds=self.bounds)
-
-    @property
     def cost(self) -> int:
         return self.steps + 1
 

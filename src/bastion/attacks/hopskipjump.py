@@ -59,7 +59,6 @@ from bastion.attacks.base import (
 )
 from bastion.attacks.oracle import Oracle, OracleOutput
 from bastion.errors import ConfigError, InputShapeError
-from bastion.threat import ThreatModel
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +123,6 @@ class HopSkipJump(QueryAttack, MinimumNormAttack):
                 raise ConfigError("starting_points must be a tensor (M, ...) of inputs")
             check_images(self.starting_points, bounds=self.bounds, name="starting_points")
         _ = self.threat
-
-    @property
-    def threat(self) -> ThreatModel:
-        return ThreatModel(norm=self.norm, eps=float("inf"), bounds=self.bounds)
 
     @property
     def per_sample_budget(self) -> int:

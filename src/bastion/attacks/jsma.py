@@ -79,7 +79,7 @@ from bastion.attacks.base import Attack, Outcome, Task, check_choice, check_int,
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel, perturbation_norms
 
-__all__ = ["JSMA", "L0Count", "L0Fraction", "best_features", "best_pairs", "best_pairs_opposed", "greedy_pairs",
+__all__ = ["JSMA", "L0Budget", "L0Count", "L0Fraction", "best_features", "best_pairs", "best_pairs_opposed", "greedy_pairs",
            "greedy_pairs_opposed", "max_changed_features", "top_features"]
 
 
@@ -89,32 +89,21 @@ def max_changed_features(gamma: float, n_features: int) -> int:
 
 
 @dataclass(frozen=True, kw_only=True)
-class L0Fraction(ThreatModel):
-    """An L0 ball whose radius ``eps`` is a fraction of the input's features.
-
-    A point is inside when at most ``floor(eps * n_features)`` features differ from the original (a
-    feature counts as changed when it moves by more than 1e-7, as in
-    :func:`~bastion.threat.perturbation_norms`). :meth:`distance` is the fraction of changed features, so
-    ``distance <= eps`` and :meth:`contains` agree exactly.
-    """
+class L0Budget(ThreatModel):
+    """An L0 ball: at most :meth:`budget` features differ from the original (a feature counts as changed when it
+    moves by more than 1e-7, as in :func:`~bastion.threat.perturbation_norms`). The base of :class:`L0Fraction`
+    and :class:`L0Count`, which say how ``eps`` gives the budget."""
 
     norm: Literal["l0"] = "l0"  # type: ignore[assignment]
-    eps: float
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.norm != "l0":
-            raise ConfigError(f"L0Fraction is an l0 threat model, got norm={shown(self.norm)}")
-        if not 0.0 < self.eps <= 1.0:
-            raise ConfigError(f"the l0 fraction eps must be in (0, 1], got {shown(self.eps)}")
+            raise ConfigError(f"{type(self).__name__} is an l0 threat model, got norm={shown(self.norm)}")
 
     def budget(self, n_features: int) -> int:
         """The largest number of features that may change in an input of ``n_features`` features."""
-        return max_changed_features(self.eps, n_features)
-
-    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
-        """Per-sample fraction of changed features, shape (B,)."""
-        return perturbation_norms(x_adv, x)["l0"] / x[0].numel()
+        raise NotImplementedError
 
     def contains(self, x_adv: Tensor, x: Tensor, *, atol: float | None = None) -> Tensor:
         """Per-sample bool: at most :meth:`budget` features changed, and inside the bounds (``+atol``,
@@ -127,33 +116,41 @@ class L0Fraction(ThreatModel):
 
 
 @dataclass(frozen=True, kw_only=True)
-class L0Count(ThreatModel):
-    """An L0 ball whose radius ``eps`` is a number of features: at most ``eps`` features differ from the
-    original (a feature counts as changed when it moves by more than 1e-7). :meth:`distance` is the number of
-    changed features."""
+class L0Fraction(L0Budget):
+    """An L0 ball whose radius ``eps`` is a fraction of the input's features: at most ``floor(eps *
+    n_features)`` features change. :meth:`distance` is the fraction of changed features, so ``distance <= eps``
+    and :meth:`contains` agree exactly.
+    """
 
-    norm: Literal["l0"] = "l0"  # type: ignore[assignment]
     eps: float
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.norm != "l0":
-            raise ConfigError(f"L0Count is an l0 threat model, got norm={shown(self.norm)}")
+        if not 0.0 < self.eps <= 1.0:
+            raise ConfigError(f"the l0 fraction eps must be in (0, 1], got {shown(self.eps)}")
+
+    def budget(self, n_features: int) -> int:
+        return max_changed_features(self.eps, n_features)
+
+    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Per-sample fraction of changed features, shape (B,)."""
+        return perturbation_norms(x_adv, x)["l0"] / x[0].numel()
+
+
+@dataclass(frozen=True, kw_only=True)
+class L0Count(L0Budget):
+    """An L0 ball whose radius ``eps`` is a number of features: at most ``eps`` features change.
+    :meth:`distance` is the number of changed features."""
+
+    eps: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not (isinstance(self.eps, int) or float(self.eps).is_integer()) or self.eps < 1:
             raise ConfigError(f"the l0 count eps must be a whole number >= 1, got {shown(self.eps)}")
 
     def budget(self, n_features: int) -> int:
-        """The largest number of features that may change in an input of ``n_features`` features."""
         return min(int(self.eps), n_features)
-
-    def contains(self, x_adv: Tensor, x: Tensor, *, atol: float | None = None) -> Tensor:
-        """Per-sample bool: at most :meth:`budget` features changed, and inside the bounds (``+atol``,
-        default 1e-6)."""
-        lo, hi = self.bounds
-        atol = 1e-6 if atol is None else atol
-        flat = x_adv.reshape(x_adv.shape[0], -1)
-        in_box = (flat >= lo - atol).all(1) & (flat <= hi + atol).all(1)
-        return in_box & (perturbation_norms(x_adv, x)["l0"] <= self.budget(x[0].numel()))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,7 +270,7 @@ class JSMA(Attack):
         return cls(max_features=max_features, per_step=per_step, candidates=candidates, **options)
 
     @property
-    def threat(self) -> L0Fraction | L0Count:
+    def threat(self) -> L0Budget:
         if self.max_features is not None:
             return L0Count(eps=self.max_features, bounds=self.bounds)
         return L0Fraction(eps=self.gamma, bounds=self.bounds)

@@ -137,8 +137,8 @@ class MinNormPGD(MinimumNormAttack):
         _ = self.threat
 
     @property
-    def threat(self) -> ThreatModel:
-        return ThreatModel(norm="l2", eps=float("inf"), bounds=self.bounds)
+    def minimized_norm(self) -> str:
+        return "l2"
 
     def _run(self, model: nn.Module, task: Task) -> Outcome:
         x = task.x

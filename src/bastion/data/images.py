@@ -29,7 +29,8 @@ import csv
 import hashlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -162,25 +163,13 @@ def read_header(path: Path, *, max_pixels: int = MAX_PIXELS) -> Header:
         DataError: not a readable image of that format, or more than ``max_pixels`` pixels (the message names
             the file).
     """
-    fmt = SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(f"{path}: not a PNG, JPEG or WebP file (suffix {path.suffix or 'none'})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=[fmt]) as im:
-                w, h = im.size
-                mode = im.mode
-                try:
-                    orientation = int(im.getexif().get(0x0112, 1))
-                except Exception:  # noqa: BLE001 - a broken EXIF block: the image itself may still be fine
-                    orientation = 1
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(f"{path}: the image has too many pixels (decompression-bomb guard)") from None
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not a readable {fmt} image") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: not a readable {fmt} image ({_first_line(e)})") from None
+    with _open_image(path, "not a readable {fmt} image") as (fmt, im):
+        w, h = im.size
+        mode = im.mode
+        try:
+            orientation = int(im.getexif().get(0x0112, 1))
+        except Exception:  # noqa: BLE001 - a broken EXIF block: the image itself may still be fine
+            orientation = 1
     if w < 1 or h < 1:
         raise DataError(f"{path}: the image has no pixels ({w}x{h})")
     if w * h > max_pixels:
@@ -206,6 +195,18 @@ def decode(path: Path, transform: ImageTransform, *, max_pixels: int = MAX_PIXEL
 
 def decode_array(path: Path, transform: ImageTransform, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """:func:`decode` as a float32 numpy array."""
+    with _open_image(path, "cannot decode the {fmt} image (truncated or corrupt?)") as (_, im):
+        if im.size[0] * im.size[1] > max_pixels:
+            raise DataError(f"{path}: the image is {im.size[0]}x{im.size[1]} pixels; at most {max_pixels:,}")
+        im.load()
+        return transform.array(im)
+
+
+@contextmanager
+def _open_image(path: Path, unreadable: str) -> Iterator[tuple[str, Image.Image]]:
+    """``path`` opened as the format its suffix names (``(format, image)``), with Pillow's decompression-bomb
+    guard: any failure to read it, inside the block too, becomes one :class:`DataError` naming the file
+    (``unreadable``: what is said of an undecodable file, ``{fmt}`` standing for its format)."""
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: not a PNG, JPEG or WebP file (suffix {path.suffix or 'none'})")
@@ -213,16 +214,14 @@ def decode_array(path: Path, transform: ImageTransform, *, max_pixels: int = MAX
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=[fmt]) as im:
-                if im.size[0] * im.size[1] > max_pixels:
-                    raise DataError(f"{path}: the image is {im.size[0]}x{im.size[1]} pixels; at most {max_pixels:,}")
-                im.load()
-                return transform.array(im)
+                yield fmt, im
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError(f"{path}: the image has too many pixels (decompression-bomb guard)") from None
     except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError) as e:
-        raise DataError(f"{path}: cannot decode the {fmt} image (truncated or corrupt?): {_first_line(e)}") from None
+        detail = "" if isinstance(e, UnidentifiedImageError) else f" ({_first_line(e)})"
+        raise DataError(f"{path}: {unreadable.format(fmt=fmt)}{detail}") from None
 
 
 @dataclass(frozen=True, eq=False)
