@@ -57,7 +57,9 @@ def rows() -> list[tuple[str, str, str, str]]:
              f"{pct(aa['bastion_robust_accuracy'])} vs {pct(aa['reference_robust_accuracy'])} "
              f"({aa['difference_pp']:+.1f} pp; {len(aa['robust_in_bastion_broken_by_reference'])} images robust in bastion "
              f"only); {aa['time_ratio_bastion_over_reference']:.2f}x",
-             "<= reference + 0.5 pp; <= 1x", f"autoattack.py agreement --model {aa['model']} --steps {aa['steps']}"))
+             "<= reference + 0.5 pp; <= 1x",
+             f"autoattack.py agreement --model {aa['model']} --eps {aa['eps']:g} --n {aa['n']} --steps {aa['steps']}"
+             + ("" if path.name == f"autoattack-{aa['model']}-{aa['steps']}.json" else f" --out {path.name}")))
     ap = load("apgd_vs_pgd.json")
     if ap:
         cells = "; ".join(f"{name} {pct(r['apgd_ce']['robust_accuracy'])} / {pct(r['pgd100']['robust_accuracy'])}"

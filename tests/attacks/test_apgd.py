@@ -190,6 +190,27 @@ def test_randomized_model_walks_every_step():
     assert bool((res.queries == 2 * (9 + DEFAULT_DRAWS)).all())
 
 
+def test_on_a_randomized_model_the_walk_keeps_its_own_path(monkeypatch):
+    """Noisy loss values pick a lucky point as the best: on a randomized model APGD returns the last iterate and a
+    halving continues from the current point; on a deterministic one it keeps the best point and goes back to it."""
+    import bastion.attacks.apgd as apgd_module
+    from tests.attacks.test_randomized import Noisy
+
+    seen = []
+    walk = apgd_module.apgd_walk
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["last_iterate"], kwargs["restart_from_best"]))
+        return walk(*args, **kwargs)
+
+    monkeypatch.setattr(apgd_module, "apgd_walk", spy)
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2])
+    APGD(eps=0.3, steps=5)(Noisy(tiny_cnn(seed=1), sigma=0.2).eval(), x, y)
+    APGD(eps=0.3, steps=5)(tiny_cnn(seed=1).eval(), x, y)
+    assert seen == [(True, False), (False, True)]
+
+
 @pytest.fixture(scope="module")
 def mnist():
     from bastion.data import load_dataset

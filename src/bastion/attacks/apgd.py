@@ -28,10 +28,12 @@ Every sample of a batch advances together; on a deterministic model a sample sto
 would not change the verdict), restarts and further targets run only on samples not yet successful, and each
 sample returns its first successful point, else the point of highest loss. A randomized model is never
 early-stopped (a success under one random draw says little about the next): every sample walks every
-iteration of every run and returns its last iterate, as PGD does (the highest of 100 noisy loss values mostly
-picks a point whose loss was overestimated), and restarts and targets are compared by the verdict over the
-task's judging draws. For such models AutoAttack's ``rand`` version
-averages gradients over 20 draws: pass ``eot(model, n=20)`` (:func:`bastion.attacks.eot`) as the model.
+iteration of every run and returns its last iterate, as PGD does, and a halving of the step keeps the current
+point instead of going back to the best one: the highest of many noisy loss values mostly picks a point whose
+loss was overestimated (on mnist-cnn-bart through eot(bpda, 8), 200 held-out images, going back left 1.6% robust
+against 0.7% without, and PGD-100's 0.75%). Restarts and targets are compared by the verdict over the task's
+judging draws. For such models AutoAttack's ``rand`` version averages gradients over 20 draws: pass
+``eot(model, n=20)`` (:func:`bastion.attacks.eot`) as the model.
 
 A few details follow the paper where the reference implementation (github.com/fra31/auto-attack) differs: the
 checkpoints are ``ceil(p_j N)`` (the reference rounds the periods down instead, which for short runs such as 10
@@ -131,13 +133,16 @@ def apgd_walk(
     momentum: float = 0.75,
     early_stop: bool = True,
     last_iterate: bool = False,
+    restart_from_best: bool = True,
     on_iterate: IterateHook | None = None,
 ) -> Walk:
     """One APGD run from a random point of the ball around each ``x`` (see the module's description).
 
     ``loss(logits, idx)`` and ``success(logits, idx)`` take the outputs of the samples ``idx`` (positions in
     ``x``). ``early_stop``: a sample stops at its first success. ``last_iterate``: return the last iterate,
-    unevaluated, instead of the best point visited (for randomized models, whose loss values are noisy).
+    unevaluated, instead of the best point visited; ``restart_from_best``: a halving of the step restarts from the
+    best point visited (on a randomized model, whose loss values are noisy, APGD passes ``last_iterate=True,
+    restart_from_best=False``).
     """
     b = x.shape[0]
     dev = x.device
@@ -184,9 +189,10 @@ def apgd_walk(
             if i + 1 in checks:
                 halve = (s.rises < rho * (i + 1 - last_check)) | (~s.halved_at_check & (s.best_loss <= s.loss_at_check))
                 s.step = torch.where(halve, s.step / 2, s.step)
-                s.cur = torch.where(_rows(halve, s.cur), s.best_x, s.cur)
-                s.grad = torch.where(_rows(halve, s.grad), s.best_grad, s.grad)
-                s.loss = torch.where(halve, s.best_loss, s.loss)
+                back = halve & restart_from_best
+                s.cur = torch.where(_rows(back, s.cur), s.best_x, s.cur)
+                s.grad = torch.where(_rows(back, s.grad), s.best_grad, s.grad)
+                s.loss = torch.where(back, s.best_loss, s.loss)
                 s.halved_at_check, s.loss_at_check = halve, s.best_loss
                 s.rises = torch.zeros_like(s.rises)
                 last_check = i + 1
@@ -272,7 +278,8 @@ class APGD(GradientAttack):
                 loss = named_loss(self.loss, sub.y, None if target is None else target[todo])
                 walk = apgd_walk(model, sub.x, loss, misclassified(sub.y, sub.target), threat=self.threat,
                                  steps=self.steps, keys=sub.keys, seed=task.seed, stream=stream, rho=self.rho,
-                                 momentum=self.momentum, early_stop=stop, last_iterate=task.randomized)
+                                 momentum=self.momentum, early_stop=stop, last_iterate=task.randomized,
+                                 restart_from_best=not task.randomized)
                 stream += 1
                 queries[todo] += walk.queries
                 logits, ok = walk.logits, walk.success
