@@ -65,7 +65,10 @@ def rows() -> list[tuple[str, str, str, str]]:
         cells = "; ".join(f"{name} {pct(r['apgd_ce']['robust_accuracy'])} / {pct(r['pgd100']['robust_accuracy'])}"
                           for name, r in ap["models"].items())
         add(("APGD-CE vs PGD-100 at eps 0.3, robust accuracy per shipped model (mnist-cnn-bart through eot(bpda))",
-             cells, "APGD <= PGD on each", "autoattack.py apgd-vs-pgd"))
+             cells, "APGD <= PGD on each",
+             "autoattack.py apgd-vs-pgd --n {} --bart-n {}".format(
+                 max(r["n"] for r in ap["models"].values()),
+                 min(r["n"] for r in ap["models"].values()))))
     fs = load("fgsm_speed.json")
     if fs and "by_threads" not in fs and "ratio_of_medians" in fs:  # a run with one --threads value
         fs = {**fs, "by_threads": {str(fs["threads"]): fs}}
