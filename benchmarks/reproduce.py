@@ -21,44 +21,16 @@ import json
 from typing import Any
 
 import torch
-from _common import RESULTS, heldout, write
+from _common import RESULTS, SHARED, heldout, write
 
+from attacks import logreg_errors, strength
 from bastion._model import declared_randomized
-from bastion.attacks import APGD, BIM, FGSM, PGD
+from bastion.attacks import APGD, PGD
+from bastion.data import load_dataset
 from bastion.eval import Evaluation
 from bastion.models import PRETRAINED, pretrained, weights_path
 
 TOL = 1e-6
-
-
-def strength() -> dict[str, Any]:
-    data = heldout(1000)
-    x, y = data.images, data.labels
-    model = pretrained("mnist-cnn")
-    with torch.no_grad():
-        out: dict[str, Any] = {"clean_accuracy": float((model(x).argmax(1) == y).float().mean())}
-    for eps in (0.1, 0.2, 0.3):
-        out[f"fgsm_{eps}"] = FGSM(eps=eps)(model, x, y).summary()
-    out["bim_0.3"] = BIM(eps=0.3, steps=10)(model, x, y).summary()
-    out["pgd40_0.3"] = PGD(eps=0.3, steps=40, step_size=0.01)(model, x, y, generator=torch.Generator().manual_seed(0)
-                                                             ).summary()
-    return out
-
-
-def logreg_table(source: str) -> list[dict[str, float]]:
-    from _common import SHARED
-
-    from bastion.data import load_dataset
-
-    data = load_dataset("mnist", "test", data_dir=SHARED) if source.startswith("MNIST test") else \
-        load_dataset("mnist-5k", "all")
-    model = pretrained("logreg")
-    rows = []
-    for eps in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5):
-        errs = [(~FGSM(eps=eps)(model, data.images[i:i + 2000], data.labels[i:i + 2000]).robust).float()
-                for i in range(0, len(data), 2000)]
-        rows.append({"eps": eps, "error": float(torch.cat(errs).mean())})
-    return rows
 
 
 def apgd_vs_pgd(committed: dict[str, Any]) -> dict[str, Any]:
@@ -96,9 +68,13 @@ def main() -> None:
     attacks = json.loads((RESULTS / "attacks.json").read_text())
     apgd = json.loads((RESULTS / "apgd_vs_pgd.json").read_text())
     rows: list[dict[str, Any]] = []
-    compare(attacks["strength"], strength(), "attacks.json:strength", rows)
-    compare(attacks["logreg_fgsm"]["rows"], logreg_table(attacks["logreg_fgsm"]["data"]), "attacks.json:logreg_fgsm",
+    data = heldout(attacks["strength"]["n"])
+    compare(attacks["strength"], strength(pretrained("mnist-cnn"), data.images, data.labels), "attacks.json:strength",
             rows)
+    source = attacks["logreg_fgsm"]["data"]
+    logreg_data = load_dataset("mnist", "test", data_dir=SHARED) if source.startswith("MNIST test") else \
+        load_dataset("mnist-5k", "all")
+    compare(attacks["logreg_fgsm"]["rows"], logreg_errors(logreg_data), "attacks.json:logreg_fgsm", rows)
     compare(apgd["models"], apgd_vs_pgd(apgd), "apgd_vs_pgd.json:models", rows)
     bad = [r for r in rows if not r["matches"]]
     path = write("reproduce.json", {"tolerance": TOL, "numbers": len(rows), "differ": len(bad), "rows": rows})

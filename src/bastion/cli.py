@@ -938,7 +938,7 @@ def demo(
     threads: Threads = None,
 ) -> None:
     """The whole story on the embedded data and shipped models; writes OUT/report.html and results.json."""
-    from bastion.demo import DEMO_OUTPUTS, SECTION_WEIGHTS, partial_demo, run_demo
+    from bastion.demo import DEMO_OUTPUTS, SECTION_WEIGHTS, demo_setting, partial_demo, run_demo
 
     try:
         check_device(device)
@@ -947,7 +947,7 @@ def demo(
         # a refused --out is said before anything else
         OutputFolder(out, DEMO_OUTPUTS, overwrite=overwrite or resume).check()
         if resume and not quiet:
-            earlier = partial_demo(out, {"n": n, "seed": seed, "device": device})
+            earlier = partial_demo(out, demo_setting(n=n, seed=seed, device=device))
             console.print(f"note: no interrupted demo in {out}: nothing to resume, running from the start"
                           if earlier is None else f"resuming the demo in {out}: {len(earlier['sections'])} of "
                           f"{len(SECTION_WEIGHTS)} sections done ({', '.join(earlier['sections'])})")

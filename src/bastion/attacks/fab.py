@@ -126,8 +126,9 @@ class FAB(BallAttack):
         stop = task.may_stop_early
         queries = torch.zeros(b, dtype=torch.int64, device=dev)
         clean: Tensor | None = None
-        runs = [task.target] if task.target is not None else []
-        if task.target is None:
+        if task.target is not None:
+            runs = [task.target]
+        else:
             clean, runs = task.runner_up_targets(model, self.targets)
             queries += 1
         best = task.x.clone()

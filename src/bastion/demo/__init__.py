@@ -7,8 +7,9 @@ typed in: every number comes from this run. A section whose model is not shipped
 
 After each section the demo writes what it has: ``results.json`` marked ``"partial": true``, and
 ``demo-partial.json`` (the finished sections' numbers, verdicts and rendered HTML), from which ``resume=True``
-(``bastion demo --resume``) continues. A resumed demo runs only the sections still missing and gives the numbers of an uninterrupted one
-(each section seeds its own randomness); ``demo-partial.json`` is removed when the demo completes.
+(``bastion demo --resume``) continues. A resumed demo runs only the sections still missing and gives the numbers
+of an uninterrupted one (each section seeds its own randomness); ``demo-partial.json`` is removed when the demo
+completes.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def run_demo(
     """
     t_start = time.perf_counter()
     folder = OutputFolder(out, DEMO_OUTPUTS, overwrite=overwrite or resume).check()
-    setting = {"bastion_version": __version__, "n": n, "seed": seed, "device": device}
+    setting = demo_setting(n=n, seed=seed, device=device)
     earlier = partial_demo(out, setting) if resume else None
     lab = ex.Lab(data=heldout(n), device=device, seed=seed, progress=no_progress)
     standard = pretrained("mnist-cnn", device=device)
@@ -259,6 +260,11 @@ def run_demo(
             "seconds": seconds}
 
 
+def demo_setting(*, n: int, seed: int, device: str) -> dict[str, Any]:
+    """What a partial demo must share with the run that finishes it."""
+    return {"bastion_version": __version__, "n": n, "seed": seed, "device": device}
+
+
 def partial_demo(out: str | os.PathLike[str], setting: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """What an interrupted demo left in ``out`` (its finished sections under ``"sections"``), or None when
     there is none. With ``setting``, refuse one run with other options.
@@ -285,4 +291,4 @@ def partial_demo(out: str | os.PathLike[str], setting: dict[str, Any] | None = N
     return state
 
 
-__all__ = ["run_demo", "partial_demo", "heldout", "DEMO_OUTPUTS"]
+__all__ = ["run_demo", "demo_setting", "partial_demo", "heldout", "DEMO_OUTPUTS"]
