@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import torch
@@ -48,44 +49,27 @@ class ModelSpec:
     label_only: bool = False
 
 
-def _standard(device: str) -> nn.Module:
+def _pretrained(name: str, device: str) -> nn.Module:
     from bastion.models import pretrained
 
-    return pretrained("mnist-cnn", device=device)
-
-
-def _adversarial(device: str) -> nn.Module:
-    from bastion.models import pretrained
-
-    return pretrained("mnist-cnn-adv", device=device)
-
-
-def _bart(device: str) -> nn.Module:
-    from bastion.models import pretrained
-
-    return pretrained("mnist-cnn-bart", device=device)
+    return pretrained(name, device=device)
 
 
 def _label_only(device: str) -> nn.Module:
     from bastion.defenses import HideProbabilities
-    from bastion.models import pretrained
 
-    return HideProbabilities(pretrained("mnist-cnn", device=device)).eval()
+    return HideProbabilities(_pretrained("mnist-cnn", device)).eval()
 
 
-def _transfer_source(device: str) -> nn.Module:
-    from bastion.models import pretrained
-
-    return pretrained("mnist-cnn-dropout", device=device)
-
+_TRANSFER_SOURCE = partial(_pretrained, "mnist-cnn-dropout")
 
 #: The four models of the demo, in the order the page lists them.
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec(key="standard", label="standard", load=_standard,
+    ModelSpec(key="standard", label="standard", load=partial(_pretrained, "mnist-cnn"),
               description="mnist-cnn: small conv net, ordinary training"),
-    ModelSpec(key="adversarial", label="adversarially trained", load=_adversarial,
+    ModelSpec(key="adversarial", label="adversarially trained", load=partial(_pretrained, "mnist-cnn-adv"),
               description="mnist-cnn-adv: trained on PGD examples at eps=0.3 (Madry et al.)"),
-    ModelSpec(key="bart", label="BaRT-defended", load=_bart,
+    ModelSpec(key="bart", label="BaRT-defended", load=partial(_pretrained, "mnist-cnn-bart"),
               description="mnist-cnn-bart: a random barrage of input transforms in front of the classifier"),
     ModelSpec(key="label-only", label="label-only", load=_label_only, label_only=True,
               description="mnist-cnn behind HideProbabilities: returns only its label (one-hot scores)"),
@@ -276,7 +260,7 @@ class DemoContext:
         gallery_loader: Callable[[int], Gallery] = _default_gallery,
         input_shape: tuple[int, int, int] = (1, 28, 28),
         transform: ImageTransform | None = None,
-        transfer_source: Callable[[str], nn.Module] | None = _transfer_source,
+        transfer_source: Callable[[str], nn.Module] | None = _TRANSFER_SOURCE,
     ) -> None:
         keys = [m.key for m in models]
         if len(set(keys)) != len(keys) or not keys:
