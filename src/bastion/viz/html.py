@@ -73,12 +73,8 @@ def flags_html(flags: Sequence[Flag]) -> str:
     if not flags:
         return paragraph("No sanity-check flags: no sign of gradient masking or a broken evaluation was found "
                          "(which is not proof of robustness).", "note")
-    parts = []
-    for f in flags:
-        parts.append(
-            f'<div class="flag {esc(f.severity)}"><b>{esc(f.title)}</b> <code>{esc(f.code)}</code><br>'
-            f"{esc(f.meaning)}<br><i>What to do:</i> {esc(f.advice)}</div>")
-    return "".join(parts)
+    return "".join(f'<div class="flag {esc(f.severity)}"><b>{esc(f.title)}</b> <code>{esc(f.code)}</code><br>'
+                   f"{esc(f.meaning)}<br><i>What to do:</i> {esc(f.advice)}</div>" for f in flags)
 
 
 def pct(v: float | None, digits: int = 1) -> str:
