@@ -48,11 +48,7 @@ def img(fig: Figure | bytes, alt: str) -> str:
 
 
 def fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return esc(v)
+    return num(v, digits) if v is None or isinstance(v, float) else esc(v)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
