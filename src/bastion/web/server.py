@@ -34,9 +34,8 @@ import asyncio
 import io
 import json
 import logging
-import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,9 +55,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.errors import ConfigError, DataError
 from bastion.web import handlers
-from bastion.web.context import DemoContext
+from bastion.web.context import Admission, DemoContext
 from bastion.web.errors import (
-    BusyError,
     CrossSiteError,
     PayloadTooLargeError,
     RequestTimeoutError,
@@ -161,37 +159,6 @@ async def _multipart_file(request: Request, limit: int, seconds: float | None) -
         return data, part.content_type
     finally:
         await form.close()
-
-
-class Admission:
-    """At most ``limit`` requests inside at once; one more is refused at once with :class:`BusyError` (503).
-
-    Taken before a request's body is read, so a flood of uploads cannot make the server buffer more than
-    ``limit`` bodies; released when the request is answered (or its client goes away).
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._inside = 0
-        self._lock = threading.Lock()
-
-    @property
-    def inside(self) -> int:
-        with self._lock:
-            return self._inside
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        with self._lock:
-            if self._inside >= self.limit:
-                raise BusyError(f"the server is busy ({self._inside} requests being received or computed, limit "
-                                f"{self.limit}); try again in a moment")
-            self._inside += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._inside -= 1
 
 
 def _endpoint(fn: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Response]]:
