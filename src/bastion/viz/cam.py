@@ -56,11 +56,9 @@ _POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool
 
 def _activations_and_scores(model: nn.Module, x: Tensor, layer: str | None) -> tuple[Tensor, Tensor, str]:
     """The activations of ``layer`` (its last 4-D output in the forward pass), the model's scores, and the
-    layer's name. ``layer=None``: the last feature map the forward pass computes (by execution order, not
-    registration order: a residual block's skip-connection conv is registered last but is not the block's
-    output), skipping pooling outputs and 1x1 maps. A tensor keeps the name of the last leaf module that
-    returned it (an in-place ReLU returns its conv's tensor: the ReLU's name); a container that only passes
-    a tensor on does not rename it."""
+    layer's name. ``layer=None``: the layer :func:`default_layer` names, skipping pooling outputs and 1x1 maps. A
+    tensor keeps the name of the last leaf module that returned it (an in-place ReLU returns its conv's tensor: the
+    ReLU's name); a container that only passes a tensor on does not rename it."""
     found: list[tuple[str, Tensor]] = []
     made_by: dict[int, str] = {}
     alive: list[Tensor] = []  # every tensor seen stays referenced, so that no id() is reused mid-pass
@@ -111,7 +109,7 @@ def grad_cam(model: nn.Module, x: Tensor, *, layer: str | None = None, class_idx
         model: a conv net in eval mode.
         x: images (B, C, H, W) in [0, 1].
         layer: module name (``dict(model.named_modules())`` key); default the last spatial feature map the
-            forward pass computes (see :func:`_activations_and_scores`).
+            forward pass computes (see :func:`default_layer`).
         class_idx: class per image (tensor (B,) or int); default the predicted class.
     """
     _check_inputs(model, x, class_idx)

@@ -209,12 +209,11 @@ def _unavailable(spec: AttackSpec, ctx: DemoContext) -> str | None:
     return None
 
 
-def _model_reason(spec: AttackSpec, lm: LoadedModel) -> str | None:
-    """Why an attack does not apply to a model (None: it does)."""
+def _check_applies(spec: AttackSpec, lm: LoadedModel) -> None:
+    """Refuse an attack that does not apply to a model."""
     if spec.mode == "adaptive" and declared_randomized(lm.model) is not True:
-        return (f"{spec.label} is for randomized defended models (e.g. BaRT); on {lm.spec.label!r} it would be plain "
-                "PGD: pick PGD")
-    return None
+        raise ConfigError(f"{spec.label} is for randomized defended models (e.g. BaRT); on {lm.spec.label!r} it would "
+                          "be plain PGD: pick PGD")
 
 
 def _upload_hint(ctx: DemoContext) -> str:
@@ -515,9 +514,7 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
     req = parse_attack(params, ctx)
     spec = ATTACKS[req.attack]
     lm, device = _loaded(ctx, req.model)
-    reason = _model_reason(spec, lm)
-    if reason is not None:
-        raise ConfigError(reason)
+    _check_applies(spec, lm)
     source = None
     if spec.mode == "transfer":
         source = ctx.transfer_source()
