@@ -371,9 +371,8 @@ def linear_models(lab: Lab) -> Linear:
     logreg = pretrained("logreg", device=lab.device)
     full = load_dataset("mnist-5k", "all")
     x, y = full.images.to(lab.device), full.labels.to(lab.device)
-    err = {}
-    for e in LINEAR_EPS:
-        err[e] = 1.0 - float(FGSM(eps=e)(logreg, x, y).robust_share.mean()) if e else 1.0 - accuracy(logreg, full)
+    err = {e: 1.0 - (float(FGSM(eps=e)(logreg, x, y).robust_share.mean()) if e else accuracy(logreg, full))
+           for e in LINEAR_EPS}
     train = load_dataset("blobs2d", "train")
     toy = create_model("blobs-logreg", seed=lab.seed)
     fit(toy, train, config=TrainConfig(epochs=30, batch_size=64, lr=0.1, schedule="constant", seed=lab.seed))

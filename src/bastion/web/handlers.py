@@ -471,8 +471,7 @@ def _probs(scores: Tensor, label_only: bool) -> Tensor:
 
 def _side(x: Tensor, probs: Tensor, classes: tuple[str, ...], cam_url: str | None) -> dict[str, Any]:
     p = probs[0]
-    k = min(TOP_K, p.numel())
-    top = torch.topk(p, k)
+    top = torch.topk(p, min(TOP_K, p.numel()))
     pred = int(p.argmax())
     return {
         "pred": pred,
