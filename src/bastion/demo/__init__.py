@@ -82,6 +82,10 @@ def run_demo(
     grid_png = b""
     std_pgd: list[float] = []
 
+    def not_shipped(title: str, model: str) -> dict[str, Any]:
+        sections.append((title, [verdict(f"{model} is not shipped in this version.", "info")]))
+        return {"available": False}
+
     def s_standard() -> dict[str, Any]:
         nonlocal grid_png
         s = ex.standard(lab, standard)
@@ -153,8 +157,7 @@ def run_demo(
     def s_bart() -> dict[str, Any]:
         model = ex.optional_model("mnist-cnn-bart", device)
         if not isinstance(model, Defended):
-            sections.append(("6. BaRT", [verdict("mnist-cnn-bart is not shipped in this version.", "info")]))
-            return {"available": False}
+            return not_shipped("6. BaRT", "mnist-cnn-bart")
         b = ex.bart(lab, model)
         ci = rules.wilson(b.adaptive_pgd, b.n * b.draws)
         v, why = rules.randomness_stops_attacks(naive=b.naive_pgd, adaptive=b.adaptive_pgd, clean=b.clean, adaptive_ci=ci)
@@ -181,9 +184,7 @@ def run_demo(
     def s_cams() -> dict[str, Any]:
         model = ex.optional_model("mnist-cnn-gap", device)
         if model is None:
-            sections.append(("8. Class activation maps", [verdict("mnist-cnn-gap is not shipped in this version.",
-                                                                   "info")]))
-            return {"available": False}
+            return not_shipped("8. Class activation maps", "mnist-cnn-gap")
         c = ex.cams(lab, model)
         sections.append(rep.cam_section(c))
         return {"model": "mnist-cnn-gap", "n": int(c.x.shape[0]), "success_rate": c.success_rate}

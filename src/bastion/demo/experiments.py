@@ -7,8 +7,7 @@ experiment uses fewer images than the rest, its result says how many, and the re
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +56,27 @@ def optional_model(name: str, device: str) -> nn.Module | None:
         return pretrained(name, device=device)
     except WeightsError:
         return None
+
+
+def _shipped(names: tuple[str, ...], device: str) -> Iterator[tuple[str, nn.Module]]:
+    """The models of ``names`` this version ships, with their names."""
+    for name in names:
+        m = optional_model(name, device)
+        if m is not None:
+            yield name, m
+
+
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def _flags(lab: Lab, model: nn.Module) -> list[str]:
+    """The sanity-check flags of ``model`` on (up to) 64 of the images, without the adaptive checks."""
+    from bastion.eval.checks import check_outputs
+
+    return [f.code for f in check_outputs(model, lab.data.take(min(64, len(lab.data))), adaptive=False,
+                                          device=lab.device)]
 
 
 @dataclass
@@ -176,14 +196,9 @@ def adversarial_training(lab: Lab, standard_model: nn.Module, names: tuple[str, 
     # examples crafted once on the standard model, with every step run (transfer never stops early)
     pgd_src = lab.attack(PGD(eps=0.3, steps=40, step_size=0.01, early_stop=False), standard_model, n=k).x_adv
     fgsm_src = lab.attack(FGSM(eps=0.3), standard_model, n=k).x_adv
-    for name in names:
-        m = optional_model(name, lab.device)
-        if m is None:
-            continue
+    for name, m in _shipped(names, lab.device):
         rep = lab.evaluate(m, suite(), eps=(0.1, 0.2, 0.3), n=k)
-        with torch.no_grad():
-            tr = float((m(pgd_src).argmax(1) == lab.y[:k]).float().mean())
-            trf = float((m(fgsm_src).argmax(1) == lab.y[:k]).float().mean())
+        tr, trf = _accuracy(m, pgd_src, lab.y[:k]), _accuracy(m, fgsm_src, lab.y[:k])
         out.append(Trained(name, rep, rep.clean_accuracy, row(rep, "pgd", 0.3), row(rep, "fgsm", 0.3), tr, trf,
                            dict(training_of(m).get("defense") or {})))
     return out
@@ -205,12 +220,8 @@ def regularization(lab: Lab, names: tuple[str, ...] = ("mnist-cnn", "mnist-cnn-d
                                                          "mnist-cnn-sgd-wd"), n: int = 100) -> list[Regularized]:
     out = []
     k = min(n, len(lab.data))
-    for name in names:
-        m = optional_model(name, lab.device)
-        if m is None:
-            continue
-        with torch.no_grad():
-            clean = float((m(lab.x[:k]).argmax(1) == lab.y[:k]).float().mean())
+    for name, m in _shipped(names, lab.device):
+        clean = _accuracy(m, lab.x[:k], lab.y[:k])
         fgsm = float(lab.attack(FGSM(eps=0.3), m, n=k).robust_share.mean())
         pgd = float(lab.attack(PGD(eps=0.1, steps=20), m, n=k).robust_share.mean())
         norm = float(torch.cat([p.detach().reshape(-1) for p in m.parameters()]).norm())
@@ -239,8 +250,6 @@ class Barrage:
 def bart(lab: Lab, model: Defended, n: int = 40, eot_samples: int = 8, steps: int = 20) -> Barrage:
     """Naive FGSM and PGD through the model as it is, and PGD through ``eot(bpda(model))`` (the adaptive attack
     of Athalye et al.), judged over 8 draws of the barrage. No attack stops early on a randomized model."""
-    from bastion.eval.checks import check_outputs
-
     k = min(n, len(lab.data))
     model.reseed(lab.seed)
     _, preds = judge(model, lab.x[:k], draws=8)
@@ -251,8 +260,7 @@ def bart(lab: Lab, model: Defended, n: int = 40, eot_samples: int = 8, steps: in
     x_adv = lab.attack(pgd, eot(bpda(model), n=eot_samples), n=k, draws=1).x_adv
     _, preds = judge(model, x_adv, draws=8)
     adaptive = float((preds == lab.y[:k]).float().mean())
-    flags = [f.code for f in check_outputs(model, lab.data.take(min(64, len(lab.data))), adaptive=False,
-                                             device=lab.device)]
+    flags = _flags(lab, model)
     with torch.no_grad():  # what the barrage does: one image through six draws
         views, draw = model.defense(lab.x[:1].expand(6, -1, -1, -1), generator=torch.Generator().manual_seed(lab.seed),
                                     return_params=True)
@@ -287,12 +295,9 @@ def hide_probabilities(lab: Lab, model: nn.Module, n: int = 100) -> Masked:
     """Naive PGD on ``HideProbabilities(model)`` against an attacker who trains a substitute from label queries
     only (seed images from mnist-5k's training split, which the evaluation images are not in) and transfers
     FGSM and PGD examples from it."""
-    from bastion.eval.checks import check_outputs
-
     hidden = HideProbabilities(model).eval()
     k = min(n, len(lab.data))
-    with torch.no_grad():
-        clean = float((hidden(lab.x[:k]).argmax(1) == lab.y[:k]).float().mean())
+    clean = _accuracy(hidden, lab.x[:k], lab.y[:k])
     naive = float(lab.attack(PGD(eps=0.3, steps=40, step_size=0.01), hidden, n=k).robust_share.mean())
     seeds = pick_seed_set(load_dataset("mnist-5k", "train"), 15, generator=lab.gen()).images.to(lab.device)
     sub = DEMO_SUBSTITUTE.train(hidden, seeds, generator=lab.gen(), device=lab.device)
@@ -301,9 +306,7 @@ def hide_probabilities(lab: Lab, model: nn.Module, n: int = 100) -> Masked:
     with torch.no_grad():
         agree = float((sub.model(lab.x[:k]).argmax(1) == hidden(lab.x[:k]).argmax(1)).float().mean())
     t, defended, substitute = _loss_slice(hidden, sub.model, lab.x[:1], lab.y[:1])
-    flags = [f.code for f in check_outputs(hidden, lab.data.take(min(64, len(lab.data))), adaptive=False,
-                                             device=lab.device)]
-    return Masked(k, clean, naive, fg, pg, sub.queries, agree, t, defended, substitute, flags)
+    return Masked(k, clean, naive, fg, pg, sub.queries, agree, t, defended, substitute, _flags(lab, hidden))
 
 
 def _loss_slice(defended: nn.Module, substitute: nn.Module, x: Tensor, y: Tensor,
@@ -368,9 +371,8 @@ def linear_models(lab: Lab) -> Linear:
     logreg = pretrained("logreg", device=lab.device)
     full = load_dataset("mnist-5k", "all")
     x, y = full.images.to(lab.device), full.labels.to(lab.device)
-    err = {}
-    for e in LINEAR_EPS:
-        err[e] = 1.0 - float(FGSM(eps=e)(logreg, x, y).robust_share.mean()) if e else 1.0 - accuracy(logreg, full)
+    err = {e: 1.0 - (float(FGSM(eps=e)(logreg, x, y).robust_share.mean()) if e else accuracy(logreg, full))
+           for e in LINEAR_EPS}
     train = load_dataset("blobs2d", "train")
     toy = create_model("blobs-logreg", seed=lab.seed)
     fit(toy, train, config=TrainConfig(epochs=30, batch_size=64, lr=0.1, schedule="constant", seed=lab.seed))
@@ -383,13 +385,3 @@ def linear_models(lab: Lab) -> Linear:
         if e in (0.05, 0.1, 0.2):
             adv[e] = FGSM(eps=e)(toy, pts, lab_).x_adv
     return Linear(err, toy_err, toy, pts, lab_, adv)
-
-
-#: (name in the report, key in results.json, experiment) in the report's order
-Experiment = Callable[..., Any]
-
-
-def timed(fn: Experiment, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0

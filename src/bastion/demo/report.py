@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from matplotlib.figure import Figure
 
+from bastion.attacks import AttackResult
 from bastion.demo.claims import Claim, wilson
 from bastion.demo.experiments import (
     LECTURE_LOGREG_ERROR,
@@ -33,13 +35,9 @@ from bastion.viz.figures import (
     toy_boundary,
     triptych,
 )
-from bastion.viz.html import esc, flags_html, img, paragraph, rows_table, table, verdict
+from bastion.viz.html import esc, flags_html, img, paragraph, pct, rows_table, table, verdict
 
 _LEVEL = {"holds": "good", "does not hold": "bad", "depends": "warn"}
-
-
-def pct(v: float | None) -> str:
-    return "–" if v is None else f"{v:.1%}"
 
 
 def claims_table(claims: Sequence[Claim]) -> str:
@@ -57,6 +55,19 @@ def claim_verdict(c: Claim) -> str:
     return verdict(f"The lecture says: \u201c{c.claim}\u201d \u2014 {c.verdict}: {c.why}.", _LEVEL[c.verdict])
 
 
+def _naive_flags(flags: list[str]) -> str:
+    return paragraph("Sanity checks on the naive evaluation: " + (", ".join(flags) or "none") + ".", "note")
+
+
+def _first_image(examples: dict[str, AttackResult], names: list[str], x: torch.Tensor, y: torch.Tensor,
+                 classes: Sequence[str]) -> Figure:
+    """A triptych of the first image under each attack of ``names``."""
+    return triptych(torch.cat([x[:1]] * len(names)).cpu(), torch.cat([examples[a].x_adv[:1] for a in names]).cpu(),
+                    torch.cat([examples[a].logits_clean[:1] for a in names]).cpu(),
+                    torch.cat([examples[a].logits_adv[:1] for a in names]).cpu(), classes,
+                    y=torch.cat([y[:1]] * len(names)).cpu(), titles=[a.upper() for a in names])
+
+
 def standard(s: Standard, x: torch.Tensor, y: torch.Tensor, classes: Sequence[str]) -> tuple[str, list[str], bytes]:
     grid = png_bytes(prediction_grid(x[:24].cpu(), y[:24].cpu(), s.logits.cpu(), classes))
     return ("1. A standard classifier", [
@@ -67,12 +78,7 @@ def standard(s: Standard, x: torch.Tensor, y: torch.Tensor, classes: Sequence[st
 
 def gradient(g: GradientAttacks, x: torch.Tensor, y: torch.Tensor, classes: Sequence[str]) -> tuple[str, list[str]]:
     rep = g.report
-    names = [n for n in ("fgsm", "bim", "pgd") if n in g.examples]
-    ex = g.examples
-    fig = triptych(torch.cat([x[:1]] * len(names)).cpu(), torch.cat([ex[a].x_adv[:1] for a in names]).cpu(),
-                   torch.cat([ex[a].logits_clean[:1] for a in names]).cpu(),
-                   torch.cat([ex[a].logits_adv[:1] for a in names]).cpu(), classes,
-                   y=torch.cat([y[:1]] * len(names)).cpu(), titles=[a.upper() for a in names])
+    fig = _first_image(g.examples, [n for n in ("fgsm", "bim", "pgd") if n in g.examples], x, y, classes)
     pgd03 = next(r for r in rep.rows if r.attack == "pgd" and r.eps == 0.3)
     return ("2. Breaking it with gradient attacks", [
         verdict(f"PGD-40 at eps=0.3 leaves {pgd03.accuracy:.1%} accuracy (clean {rep.clean_accuracy:.1%}).",
@@ -85,12 +91,7 @@ def gradient(g: GradientAttacks, x: torch.Tensor, y: torch.Tensor, classes: Sequ
 
 
 def sparse(s: Sparse, claim: Claim, x: torch.Tensor, y: torch.Tensor, classes: Sequence[str]) -> tuple[str, list[str]]:
-    names = [r["attack"] for r in s.rows]
-    ex = s.examples
-    fig = triptych(torch.cat([x[:1]] * len(names)).cpu(), torch.cat([ex[a].x_adv[:1] for a in names]).cpu(),
-                   torch.cat([ex[a].logits_clean[:1] for a in names]).cpu(),
-                   torch.cat([ex[a].logits_adv[:1] for a in names]).cpu(), classes,
-                   y=torch.cat([y[:1]] * len(names)).cpu(), titles=[a.upper() for a in names])
+    fig = _first_image(s.examples, [r["attack"] for r in s.rows], x, y, classes)
     rows = [(r["attack"], pct(r["success_rate"]), f"{r['seconds_per_image'] * 1000:.1f}", f"{r['l0']:.1f}",
              f"{r['l2']:.2f}", f"{r['linf']:.2f}") for r in s.rows]
     return ("3. JSMA against FGSM: fast and dense, or slow and sparse?", [
@@ -147,7 +148,7 @@ def barrage(b: Barrage, claim: Claim) -> tuple[str, list[str]]:
             (f"PGD-{b.steps} through eot(bpda(model), n={b.eot_samples})",
              f"{pct(b.adaptive_pgd)} (95% interval {pct(lo)}-{pct(hi)})")]),
         claim_verdict(claim),
-        paragraph("Sanity checks on the naive evaluation: " + (", ".join(b.flags) or "none") + ".", "note"),
+        _naive_flags(b.flags),
         paragraph("What the barrage does: one held-out image through six draws, each naming the transforms it "
                   "applied, in order."),
         img(image_row(b.views, [" > ".join(g) for g in b.view_groups]), "barrage draws")])
@@ -171,7 +172,7 @@ def masked(m: Masked, claim: Claim) -> tuple[str, list[str]]:
         img(fig, "loss slices"),
         paragraph("The defended model's loss is flat (no gradient) with a jump where its label changes; the "
                   "substitute's is smooth, and its slope points to the same jump.", "note"),
-        paragraph("Sanity checks on the naive evaluation: " + (", ".join(m.flags) or "none") + ".", "note")])
+        _naive_flags(m.flags)])
 
 
 def cam_section(c: Cams) -> tuple[str, list[str]]:

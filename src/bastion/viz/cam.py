@@ -56,11 +56,9 @@ _POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool
 
 def _activations_and_scores(model: nn.Module, x: Tensor, layer: str | None) -> tuple[Tensor, Tensor, str]:
     """The activations of ``layer`` (its last 4-D output in the forward pass), the model's scores, and the
-    layer's name. ``layer=None``: the last feature map the forward pass computes (by execution order, not
-    registration order: a residual block's skip-connection conv is registered last but is not the block's
-    output), skipping pooling outputs and 1x1 maps. A tensor keeps the name of the last leaf module that
-    returned it (an in-place ReLU returns its conv's tensor: the ReLU's name); a container that only passes
-    a tensor on does not rename it."""
+    layer's name. ``layer=None``: the layer :func:`default_layer` names, skipping pooling outputs and 1x1 maps. A
+    tensor keeps the name of the last leaf module that returned it (an in-place ReLU returns its conv's tensor: the
+    ReLU's name); a container that only passes a tensor on does not rename it."""
     found: list[tuple[str, Tensor]] = []
     made_by: dict[int, str] = {}
     alive: list[Tensor] = []  # every tensor seen stays referenced, so that no id() is reused mid-pass
@@ -111,12 +109,10 @@ def grad_cam(model: nn.Module, x: Tensor, *, layer: str | None = None, class_idx
         model: a conv net in eval mode.
         x: images (B, C, H, W) in [0, 1].
         layer: module name (``dict(model.named_modules())`` key); default the last spatial feature map the
-            forward pass computes (see :func:`_activations_and_scores`).
+            forward pass computes (see :func:`default_layer`).
         class_idx: class per image (tensor (B,) or int); default the predicted class.
     """
-    check_images(x)
-    check_eval_mode(model)
-    _check_class_count(class_idx, x.shape[0])
+    _check_inputs(model, x, class_idx)
     maps = []
     with frozen(model), torch.inference_mode(False), torch.enable_grad():  # works under no_grad() too
         for sl in chunks(x, per_sample=evaluations_per_input(model)):
@@ -140,9 +136,7 @@ def cam(model: nn.Module, x: Tensor, *, layer: str | None = None, fc: str | None
         layer: the last conv activation (default: the last spatial feature map the forward pass computes).
         fc: the final linear layer (default the model's last ``nn.Linear``).
     """
-    check_images(x)
-    check_eval_mode(model)
-    _check_class_count(class_idx, x.shape[0])
+    _check_inputs(model, x, class_idx)
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     fc = fc or (linears[-1] if linears else None)
     if fc is None:
@@ -167,8 +161,11 @@ def cam(model: nn.Module, x: Tensor, *, layer: str | None = None, fc: str | None
     return maps[0] if len(maps) == 1 else torch.cat(maps)
 
 
-def _check_class_count(class_idx: Tensor | int | None, b: int) -> None:
-    """A tensor of classes needs one entry per image or one for all."""
+def _check_inputs(model: nn.Module, x: Tensor, class_idx: Tensor | int | None) -> None:
+    """Images in [0, 1], a model in eval mode, and a tensor of classes with one entry per image or one for all."""
+    check_images(x)
+    check_eval_mode(model)
+    b = x.shape[0]
     if isinstance(class_idx, Tensor) and class_idx.numel() not in (1, b):
         raise LabelError(f"class_idx has {class_idx.numel()} entries for {b} images: give one per image or one for all")
 
@@ -188,11 +185,7 @@ def _classes(scores: Tensor, class_idx: Tensor | int | None) -> Tensor:
     if isinstance(class_idx, int) and not isinstance(class_idx, bool):
         cls = torch.full((b,), class_idx, dtype=torch.int64, device=scores.device)
     elif isinstance(class_idx, Tensor) and not class_idx.is_floating_point() and class_idx.dtype != torch.bool:
-        cls = class_idx.to(scores.device, torch.int64).reshape(-1)
-        if cls.numel() == 1:
-            cls = cls.expand(b)
-        elif cls.numel() != b:
-            raise LabelError(f"class_idx has {cls.numel()} entries for {b} images: give one per image or one for all")
+        cls = class_idx.to(scores.device, torch.int64).reshape(-1).expand(b)  # one for all, or (by _rows) one each
     else:
         raise LabelError(f"class_idx must be an int or an integer tensor of classes, got "
                          f"{class_idx.dtype if isinstance(class_idx, Tensor) else type(class_idx).__name__}")

@@ -16,11 +16,6 @@ from bastion.viz.figures import cam_panel, triptych
 from bastion.viz.html import esc, img, paragraph
 
 
-def classifier_of(model: nn.Module) -> nn.Module:
-    """The innermost classifier of a stack of wrappers (defenses, adaptive transforms)."""
-    return innermost(model)
-
-
 def is_label_only(scores: Tensor) -> bool:
     """Whether a model's outputs are one-hot (it returns only its label): no confidence to show."""
     return bool(((scores == 0) | (scores == 1)).all() and (scores.sum(1) == 1).all())
@@ -75,7 +70,7 @@ def example_blocks(model: nn.Module, data: LabelledImages, attack: Attack, *, k:
               img(triptych(x.cpu(), res.x_adv.cpu(), res.logits_clean.cpu(), res.logits_adv.cpu(), classes, y=y.cpu(),
                            titles=titles, captions=captions(res, classes, label_only=is_label_only(res.logits_clean))),
                   "attack examples")]
-    net = classifier_of(model)
+    net = innermost(model)  # the classifier inside any defenses and adaptive wrappers
     try:
         size = (x.shape[2], x.shape[3])
         raw = {

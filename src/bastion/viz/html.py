@@ -48,11 +48,7 @@ def img(fig: Figure | bytes, alt: str) -> str:
 
 
 def fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return esc(v)
+    return num(v, digits) if v is None or isinstance(v, float) else esc(v)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -73,12 +69,8 @@ def flags_html(flags: Sequence[Flag]) -> str:
     if not flags:
         return paragraph("No sanity-check flags: no sign of gradient masking or a broken evaluation was found "
                          "(which is not proof of robustness).", "note")
-    parts = []
-    for f in flags:
-        parts.append(
-            f'<div class="flag {esc(f.severity)}"><b>{esc(f.title)}</b> <code>{esc(f.code)}</code><br>'
-            f"{esc(f.meaning)}<br><i>What to do:</i> {esc(f.advice)}</div>")
-    return "".join(parts)
+    return "".join(f'<div class="flag {esc(f.severity)}"><b>{esc(f.title)}</b> <code>{esc(f.code)}</code><br>'
+                   f"{esc(f.meaning)}<br><i>What to do:</i> {esc(f.advice)}</div>" for f in flags)
 
 
 def pct(v: float | None, digits: int = 1) -> str:

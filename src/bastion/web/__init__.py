@@ -10,18 +10,16 @@ prediction flip.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __all__ = ["create_app", "serve", "DemoContext"]
 
+#: where each name lives (late imports: `import bastion.web` stays cheap)
+_HOMES = {"create_app": "server", "serve": "server", "DemoContext": "context"}
 
-def __getattr__(name: str) -> Any:  # late imports: `import bastion.web` stays cheap
-    if name in ("create_app", "serve"):
-        from bastion.web import server
 
-        return getattr(server, name)
-    if name == "DemoContext":
-        from bastion.web.context import DemoContext
-
-        return DemoContext
-    raise AttributeError(name)
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(f"bastion.web.{_HOMES[name]}"), name)

@@ -10,9 +10,11 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import torch
@@ -48,44 +50,27 @@ class ModelSpec:
     label_only: bool = False
 
 
-def _standard(device: str) -> nn.Module:
+def _pretrained(name: str, device: str) -> nn.Module:
     from bastion.models import pretrained
 
-    return pretrained("mnist-cnn", device=device)
-
-
-def _adversarial(device: str) -> nn.Module:
-    from bastion.models import pretrained
-
-    return pretrained("mnist-cnn-adv", device=device)
-
-
-def _bart(device: str) -> nn.Module:
-    from bastion.models import pretrained
-
-    return pretrained("mnist-cnn-bart", device=device)
+    return pretrained(name, device=device)
 
 
 def _label_only(device: str) -> nn.Module:
     from bastion.defenses import HideProbabilities
-    from bastion.models import pretrained
 
-    return HideProbabilities(pretrained("mnist-cnn", device=device)).eval()
+    return HideProbabilities(_pretrained("mnist-cnn", device)).eval()
 
 
-def _transfer_source(device: str) -> nn.Module:
-    from bastion.models import pretrained
-
-    return pretrained("mnist-cnn-dropout", device=device)
-
+_TRANSFER_SOURCE = partial(_pretrained, "mnist-cnn-dropout")
 
 #: The four models of the demo, in the order the page lists them.
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec(key="standard", label="standard", load=_standard,
+    ModelSpec(key="standard", label="standard", load=partial(_pretrained, "mnist-cnn"),
               description="mnist-cnn: small conv net, ordinary training"),
-    ModelSpec(key="adversarial", label="adversarially trained", load=_adversarial,
+    ModelSpec(key="adversarial", label="adversarially trained", load=partial(_pretrained, "mnist-cnn-adv"),
               description="mnist-cnn-adv: trained on PGD examples at eps=0.3 (Madry et al.)"),
-    ModelSpec(key="bart", label="BaRT-defended", load=_bart,
+    ModelSpec(key="bart", label="BaRT-defended", load=partial(_pretrained, "mnist-cnn-bart"),
               description="mnist-cnn-bart: a random barrage of input transforms in front of the classifier"),
     ModelSpec(key="label-only", label="label-only", load=_label_only, label_only=True,
               description="mnist-cnn behind HideProbabilities: returns only its label (one-hot scores)"),
@@ -188,6 +173,45 @@ def _default_gallery(n: int) -> Gallery:
                    source_indices=full.indices[idx].clone())
 
 
+class Admission:
+    """At most ``limit`` requests (or jobs) inside at once; one more is refused at once with :class:`BusyError`
+    (the app answers 503), its message naming ``what`` is inside.
+
+    The server takes a :meth:`slot` before a request's body is read, so a flood of uploads cannot make it buffer
+    more than ``limit`` bodies; the slot is released when the request is answered (or its client goes away).
+    """
+
+    def __init__(self, limit: int, what: str = "requests being received or computed") -> None:
+        self.limit = limit
+        self.what = what
+        self._inside = 0
+        self._lock = threading.Lock()
+
+    @property
+    def inside(self) -> int:
+        with self._lock:
+            return self._inside
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._inside >= self.limit:
+                raise BusyError(f"the server is busy ({self._inside} {self.what}, limit {self.limit}); "
+                                "try again in a moment")
+            self._inside += 1
+
+    def leave(self, *_done: Any) -> None:
+        with self._lock:
+            self._inside -= 1
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+
 class Limiter:
     """Bounded concurrency for CPU-heavy work: ``max_running`` worker threads and at most ``max_waiting``
     jobs queued behind them; one more is refused at once with :class:`BusyError` (the app answers 503).
@@ -199,38 +223,28 @@ class Limiter:
     def __init__(self, max_running: int, max_waiting: int) -> None:
         self.max_running = max_running
         self.max_waiting = max_waiting
+        self._jobs = Admission(max_running + max_waiting, "attacks running or waiting")
         self._lock = threading.Lock()
-        self._admitted = 0
         self._executor: ThreadPoolExecutor | None = None
 
     @property
     def admitted(self) -> int:
         """Jobs running or waiting now."""
-        with self._lock:
-            return self._admitted
+        return self._jobs.inside
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Queue ``fn(*args)`` on a worker, or raise :class:`BusyError` when the queue is full."""
-        with self._lock:
-            capacity = self.max_running + self.max_waiting
-            if self._admitted >= capacity:
-                raise BusyError(
-                    f"the server is busy ({self._admitted} attacks running or waiting, limit {capacity}); "
-                    "try again in a moment")
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=self.max_running, thread_name_prefix="bastion-web")
-            self._admitted += 1
-            try:
+        self._jobs.enter()
+        try:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(max_workers=self.max_running, thread_name_prefix="bastion-web")
                 fut = self._executor.submit(fn, *args)
-            except BaseException:
-                self._admitted -= 1
-                raise
-        fut.add_done_callback(self._release)
+        except BaseException:
+            self._jobs.leave()
+            raise
+        fut.add_done_callback(self._jobs.leave)
         return fut
-
-    def _release(self, _fut: Future[Any]) -> None:
-        with self._lock:
-            self._admitted -= 1
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on a worker thread and await its result (the event loop keeps serving)."""
@@ -276,7 +290,7 @@ class DemoContext:
         gallery_loader: Callable[[int], Gallery] = _default_gallery,
         input_shape: tuple[int, int, int] = (1, 28, 28),
         transform: ImageTransform | None = None,
-        transfer_source: Callable[[str], nn.Module] | None = _transfer_source,
+        transfer_source: Callable[[str], nn.Module] | None = _TRANSFER_SOURCE,
     ) -> None:
         keys = [m.key for m in models]
         if len(set(keys)) != len(keys) or not keys:

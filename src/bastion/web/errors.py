@@ -52,6 +52,4 @@ def status_of(exc: BaseException) -> int:
     status = getattr(exc, "status", None)
     if isinstance(status, int):
         return status
-    if isinstance(exc, BastionError):
-        return 400
-    return 500
+    return 400 if isinstance(exc, BastionError) else 500

@@ -209,12 +209,11 @@ def _unavailable(spec: AttackSpec, ctx: DemoContext) -> str | None:
     return None
 
 
-def _model_reason(spec: AttackSpec, lm: LoadedModel) -> str | None:
-    """Why an attack does not apply to a model (None: it does)."""
+def _check_applies(spec: AttackSpec, lm: LoadedModel) -> None:
+    """Refuse an attack that does not apply to a model."""
     if spec.mode == "adaptive" and declared_randomized(lm.model) is not True:
-        return (f"{spec.label} is for randomized defended models (e.g. BaRT); on {lm.spec.label!r} it would be plain "
-                "PGD: pick PGD")
-    return None
+        raise ConfigError(f"{spec.label} is for randomized defended models (e.g. BaRT); on {lm.spec.label!r} it would "
+                          "be plain PGD: pick PGD")
 
 
 def _upload_hint(ctx: DemoContext) -> str:
@@ -339,6 +338,35 @@ def _integer(params: Mapping[str, Any], name: str, *, limit: int = 2**53) -> int
     return int(v)
 
 
+def _model_key(params: Any, valid: tuple[str, ...], ctx: DemoContext) -> str:
+    """The model a request names, after refusing a request that is not an object or has parameters not in ``valid``."""
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"the request must be a JSON object, got {type(params).__name__}")
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown parameters {unknown}; valid: {list(valid)}")
+    model = params.get("model", "standard")
+    if not isinstance(model, str) or model not in ctx.specs:
+        raise UnknownNameError(f"unknown model {model!r}; valid models: {', '.join(ctx.specs)}")
+    return model
+
+
+def _seed(params: Mapping[str, Any]) -> int:
+    seed = _integer(params, "seed", limit=2**63) or 0
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    return seed
+
+
+def _loaded(ctx: DemoContext, key: str) -> tuple[LoadedModel, torch.device]:
+    """The model ``key`` and the device it is on (a reason it is unavailable without the server's file paths)."""
+    try:
+        lm = ctx.model(key)
+    except UnavailableError as e:
+        raise UnavailableError(_public(str(e))) from None
+    return lm, next((p.device for p in lm.model.parameters()), torch.device(ctx.device))
+
+
 def parse_attack(params: Any, ctx: DemoContext) -> AttackRequest:
     """Validate an attack request.
 
@@ -351,14 +379,7 @@ def parse_attack(params: Any, ctx: DemoContext) -> AttackRequest:
     Raises:
         ConfigError, UnknownNameError, LabelError, InputShapeError, InputRangeError, UnavailableError.
     """
-    if not isinstance(params, Mapping):
-        raise ConfigError(f"the request must be a JSON object, got {type(params).__name__}")
-    unknown = sorted(set(params) - set(_PARAMS))
-    if unknown:
-        raise ConfigError(f"unknown parameters {unknown}; valid: {list(_PARAMS)}")
-    model = params.get("model", "standard")
-    if not isinstance(model, str) or model not in ctx.specs:
-        raise UnknownNameError(f"unknown model {model!r}; valid models: {', '.join(ctx.specs)}")
+    model = _model_key(params, _PARAMS, ctx)
     attack = params.get("attack")
     if not isinstance(attack, str) or attack not in ATTACKS:
         if attack is None:
@@ -394,11 +415,7 @@ def parse_attack(params: Any, ctx: DemoContext) -> AttackRequest:
         if not 0 <= target < num_classes:
             raise LabelError(f"target must be a class in [0, {num_classes}), got {target!r}")
 
-    seed = _integer(params, "seed", limit=2**63)
-    seed = 0 if seed is None else seed
-    if not 0 <= seed < 2**63:
-        raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
-
+    seed = _seed(params)
     gallery_id, pixels = _parse_image(params.get("image"), ctx)
     return AttackRequest(model=model, attack=attack, eps=float(eps), steps=steps, target=target, seed=seed,
                          gallery_id=gallery_id, pixels=pixels)
@@ -454,8 +471,7 @@ def _probs(scores: Tensor, label_only: bool) -> Tensor:
 
 def _side(x: Tensor, probs: Tensor, classes: tuple[str, ...], cam_url: str | None) -> dict[str, Any]:
     p = probs[0]
-    k = min(TOP_K, p.numel())
-    top = torch.topk(p, k)
+    top = torch.topk(p, min(TOP_K, p.numel()))
     pred = int(p.argmax())
     return {
         "pred": pred,
@@ -496,20 +512,14 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
     t0 = time.perf_counter()
     req = parse_attack(params, ctx)
     spec = ATTACKS[req.attack]
-    try:
-        lm = ctx.model(req.model)
-    except UnavailableError as e:
-        raise UnavailableError(_public(str(e))) from None
-    reason = _model_reason(spec, lm)
-    if reason is not None:
-        raise ConfigError(reason)
+    lm, device = _loaded(ctx, req.model)
+    _check_applies(spec, lm)
     source = None
     if spec.mode == "transfer":
         source = ctx.transfer_source()
         if source is None:
             raise UnavailableError(f"{spec.label} is not available: its source model {TRANSFER_SOURCE} could not be "
                                    "loaded")
-    device = next((p.device for p in lm.model.parameters()), torch.device(ctx.device))
     gal = ctx.gallery()
     if req.gallery_id is not None:
         x = gal.images[req.gallery_id : req.gallery_id + 1].to(device)
@@ -650,24 +660,10 @@ def accuracy_curve(params: Any, ctx: DemoContext) -> dict[str, Any]:
     from bastion.eval import Evaluation
 
     t0 = time.perf_counter()
-    if not isinstance(params, Mapping):
-        raise ConfigError(f"the request must be a JSON object, got {type(params).__name__}")
-    unknown = sorted(set(params) - {"model", "seed"})
-    if unknown:
-        raise ConfigError(f"unknown parameters {unknown}; valid: ['model', 'seed']")
-    key = params.get("model", "standard")
-    if not isinstance(key, str) or key not in ctx.specs:
-        raise UnknownNameError(f"unknown model {key!r}; valid models: {', '.join(ctx.specs)}")
-    seed = _integer(params, "seed", limit=2**63)
-    seed = 0 if seed is None else seed
-    if not 0 <= seed < 2**63:
-        raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
-    try:
-        lm = ctx.model(key)
-    except UnavailableError as e:
-        raise UnavailableError(_public(str(e))) from None
+    key = _model_key(params, ("model", "seed"), ctx)
+    seed = _seed(params)
+    lm, device = _loaded(ctx, key)
     gal = ctx.gallery()
-    device = next((p.device for p in lm.model.parameters()), torch.device(ctx.device))
     data = ImageDataset(name="gallery", split="all", images=gal.images.to(device), labels=gal.labels.to(device),
                         classes=gal.classes, indices=gal.source_indices.to(device))
     randomized = declared_randomized(lm.model) is True

@@ -43,15 +43,20 @@ def image_url(x: Tensor) -> str:
     return png_data_url(to_uint8(image_array(x)))
 
 
+def shrink(a: np.ndarray, longest: int) -> np.ndarray:
+    """``a`` (H, W) or (H, W, 3), uint8 or float32, downscaled (area average) so that its longer side is at most
+    ``longest``."""
+    h, w = a.shape[:2]
+    if max(h, w) <= longest:
+        return a
+    scale = longest / max(h, w)
+    small = Image.fromarray(a).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
+    return np.asarray(small, dtype=a.dtype)
+
+
 def thumbnail_url(x: Tensor, side: int) -> str:
     """One image (C, H, W) in [0, 1] as a PNG data URL, shrunk (area average) to at most ``side`` pixels per side."""
-    a = to_uint8(image_array(x))
-    h, w = a.shape[:2]
-    if max(h, w) <= side:
-        return png_data_url(a)
-    scale = side / max(h, w)
-    small = Image.fromarray(a).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
-    return png_data_url(np.asarray(small, dtype=np.uint8))
+    return png_data_url(shrink(to_uint8(image_array(x)), side))
 
 
 def diverging(delta: np.ndarray, scale: float) -> np.ndarray:

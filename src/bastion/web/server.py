@@ -34,9 +34,8 @@ import asyncio
 import io
 import json
 import logging
-import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,9 +55,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.errors import ConfigError, DataError
 from bastion.web import handlers
-from bastion.web.context import DemoContext
+from bastion.web.context import Admission, DemoContext
 from bastion.web.errors import (
-    BusyError,
     CrossSiteError,
     PayloadTooLargeError,
     RequestTimeoutError,
@@ -75,6 +73,10 @@ MULTIPART_OVERHEAD = 16 * 1024
 
 _CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+#: on every response: a strict Content-Security-Policy (same-origin only: the page must work offline, with no CDN),
+#: ``nosniff``, no referrer and no caching
+_SECURITY_HEADERS = [(b"content-security-policy", _CSP.encode()), (b"x-content-type-options", b"nosniff"),
+                     (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store")]
 
 
 def _bounded_int(text: str) -> int:
@@ -117,12 +119,13 @@ async def _chunks(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
         yield chunk
 
 
-@contextmanager
-def _body_deadline(seconds: float | None) -> Iterator[None]:
+@asynccontextmanager
+async def _body_deadline(seconds: float | None) -> AsyncIterator[None]:
     """Runs the body's reading under a deadline: :class:`RequestTimeoutError` (408) when it has not finished
     after ``seconds`` (None: no deadline)."""
     try:
-        yield
+        async with asyncio.timeout(seconds):
+            yield
     except TimeoutError:
         raise RequestTimeoutError(f"the request body did not arrive within {seconds:g} s") from None
 
@@ -131,23 +134,21 @@ async def read_body(request: Request, limit: int, *, seconds: float | None = Non
     """The request body, refusing more than ``limit`` bytes (413) while reading it, and a body that has not
     fully arrived after ``seconds`` (408)."""
     buf = io.BytesIO()
-    with _body_deadline(seconds):
-        async with asyncio.timeout(seconds):
-            async for chunk in _chunks(request, limit):
-                buf.write(chunk)
+    async with _body_deadline(seconds):
+        async for chunk in _chunks(request, limit):
+            buf.write(chunk)
     return buf.getvalue()  # shares the buffer: no second copy of the body
 
 
 async def _multipart_file(request: Request, limit: int, seconds: float | None) -> tuple[bytes, str | None]:
     """The ``file`` field of a multipart body, parsed as the body streams in (the parser spools a file part
     to disk past 1 MiB), with the same size limit and deadline as :func:`read_body`."""
-    with _body_deadline(seconds):
-        async with asyncio.timeout(seconds):
-            try:
-                form = await MultiPartParser(request.headers, _chunks(request, limit + MULTIPART_OVERHEAD),
-                                             max_files=1, max_fields=8, max_part_size=64 * 1024).parse()
-            except MultiPartException as e:
-                raise DataError(f"bad multipart upload: {e.message}") from None
+    async with _body_deadline(seconds):
+        try:
+            form = await MultiPartParser(request.headers, _chunks(request, limit + MULTIPART_OVERHEAD),
+                                         max_files=1, max_fields=8, max_part_size=64 * 1024).parse()
+        except MultiPartException as e:
+            raise DataError(f"bad multipart upload: {e.message}") from None
     try:
         part = form.get("file")
         if not isinstance(part, UploadFile):
@@ -158,37 +159,6 @@ async def _multipart_file(request: Request, limit: int, seconds: float | None) -
         return data, part.content_type
     finally:
         await form.close()
-
-
-class Admission:
-    """At most ``limit`` requests inside at once; one more is refused at once with :class:`BusyError` (503).
-
-    Taken before a request's body is read, so a flood of uploads cannot make the server buffer more than
-    ``limit`` bodies; released when the request is answered (or its client goes away).
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._inside = 0
-        self._lock = threading.Lock()
-
-    @property
-    def inside(self) -> int:
-        with self._lock:
-            return self._inside
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        with self._lock:
-            if self._inside >= self.limit:
-                raise BusyError(f"the server is busy ({self._inside} requests being received or computed, limit "
-                                f"{self.limit}); try again in a moment")
-            self._inside += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._inside -= 1
 
 
 def _endpoint(fn: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Response]]:
@@ -205,29 +175,6 @@ def _endpoint(fn: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Aw
 
     endpoint.__name__ = fn.__name__
     return endpoint
-
-
-class SecurityHeaders:
-    """Adds a strict Content-Security-Policy (same-origin only: the page must work offline, with no CDN),
-    ``nosniff`` and no-referrer to every response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [(b"content-security-policy", _CSP.encode()), (b"x-content-type-options", b"nosniff"),
-                            (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store")]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -284,7 +231,8 @@ def cross_site_reason(headers: Headers, scheme: str = "http") -> str | None:
 
 
 class RequestGuard:
-    """Before the app sees a request, refuses cross-site POSTs (:func:`cross_site_reason`, 403 JSON).
+    """Before the app sees a request, refuses cross-site POSTs (:func:`cross_site_reason`, 403 JSON); adds the
+    security headers (``_SECURITY_HEADERS``) to every response.
 
     And a response that starts before the request's body was fully received (a 503, 413, 408 or 403 sent
     early) closes the connection afterwards (``Connection: close``), so that the client cannot keep it open by
@@ -329,9 +277,10 @@ class RequestGuard:
 
         async def closing_send(message: Message) -> None:
             nonlocal early
-            if message["type"] == "http.response.start" and not received:
-                early = True
-                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            if message["type"] == "http.response.start":
+                early = not received
+                message = {**message, "headers": [*message.get("headers", []), *_SECURITY_HEADERS,
+                                                  *([(b"connection", b"close")] if early else [])]}
             elif early and message["type"] == "http.response.body" and not message.get("more_body", False):
                 await send({**message, "more_body": True})  # the answer now; the close after the drain
                 await self._drain(tracked_receive)
@@ -366,14 +315,11 @@ def create_app(ctx: DemoContext | None = None, *, allowed_hosts: Sequence[str] |
     async def index(_request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    async def models(_request: Request) -> Any:
-        return await run_in_threadpool(handlers.list_models, ctx)
+    def listing(handler: Callable[[DemoContext], Any]) -> Callable[[Request], Awaitable[Any]]:
+        async def get(_request: Request) -> Any:
+            return await run_in_threadpool(handler, ctx)
 
-    async def attacks(_request: Request) -> Any:
-        return await run_in_threadpool(handlers.list_attacks, ctx)
-
-    async def gallery(_request: Request) -> Any:
-        return await run_in_threadpool(handlers.gallery, ctx)
+        return get
 
     admission = Admission(ctx.limits.max_requests)
     seconds = ctx.limits.body_seconds
@@ -400,15 +346,13 @@ def create_app(ctx: DemoContext | None = None, *, allowed_hosts: Sequence[str] |
         except RecursionError:
             raise ConfigError("the request body is nested too deeply to be a request of this demo") from None
 
-    async def attack(request: Request) -> Any:
-        with admission.slot():
-            params = await json_body(request)
-            return await ctx.limiter.run(handlers.run_attack, params, ctx)
+    def computed(handler: Callable[[Any, DemoContext], Any]) -> Callable[[Request], Awaitable[Any]]:
+        async def post(request: Request) -> Any:
+            with admission.slot():
+                params = await json_body(request)
+                return await ctx.limiter.run(handler, params, ctx)
 
-    async def curve(request: Request) -> Any:
-        with admission.slot():
-            params = await json_body(request)
-            return await ctx.limiter.run(handlers.accuracy_curve, params, ctx)
+        return post
 
     async def http_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -419,19 +363,19 @@ def create_app(ctx: DemoContext | None = None, *, allowed_hosts: Sequence[str] |
 
     routes = [
         Route("/", index, methods=["GET"]),
-        Route("/api/models", _endpoint(models), methods=["GET"]),
-        Route("/api/attacks", _endpoint(attacks), methods=["GET"]),
-        Route("/api/gallery", _endpoint(gallery), methods=["GET"]),
+        Route("/api/models", _endpoint(listing(handlers.list_models)), methods=["GET"]),
+        Route("/api/attacks", _endpoint(listing(handlers.list_attacks)), methods=["GET"]),
+        Route("/api/gallery", _endpoint(listing(handlers.gallery)), methods=["GET"]),
         Route("/api/upload", _endpoint(upload), methods=["POST"]),
-        Route("/api/attack", _endpoint(attack), methods=["POST"]),
-        Route("/api/curve", _endpoint(curve), methods=["POST"]),
+        Route("/api/attack", _endpoint(computed(handlers.run_attack)), methods=["POST"]),
+        Route("/api/curve", _endpoint(computed(handlers.accuracy_curve)), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     hosts = list(allowed_hosts) if allowed_hosts is not None else list(LOOPBACK_HOSTS)
     app = Starlette(
         routes=routes,
         middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False),
-                    Middleware(SecurityHeaders), Middleware(RequestGuard)],
+                    Middleware(RequestGuard)],
         exception_handlers={HTTPException: http_error, Exception: unexpected},
         lifespan=lifespan,
     )

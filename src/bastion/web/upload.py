@@ -38,6 +38,7 @@ from torch import Tensor
 
 from bastion.errors import DataError
 from bastion.web.errors import PayloadTooLargeError, UnsupportedMediaError
+from bastion.web.render import shrink
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -163,20 +164,11 @@ def mnist_like(a: np.ndarray, size: tuple[int, int] = (28, 28)) -> tuple[np.ndar
     return out, inverted
 
 
-def _fit(a: np.ndarray, longest: int) -> np.ndarray:
-    """Downscale (area average) so the longer side is at most ``longest``: bounds the work that follows."""
-    if max(a.shape) <= longest:
-        return a
-    scale = longest / max(a.shape)
-    size = (max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale)))
-    return np.asarray(Image.fromarray(a).resize(size, Image.Resampling.BOX), dtype=np.float32)
-
-
 def image_to_tensor(im: Image.Image, shape: tuple[int, int, int]) -> tuple[Tensor, bool]:
     """A decoded image as a model input (1, C, H, W) in [0, 1]; returns the tensor and whether it was inverted."""
     c, h, w = shape
     if c == 1:
-        arr, inverted = mnist_like(_fit(to_grayscale(im), 512), (h, w))
+        arr, inverted = mnist_like(shrink(to_grayscale(im), 512), (h, w))  # bounds the work that follows
         return torch.from_numpy(arr)[None, None].contiguous(), inverted
     if c == 3:
         im = ImageOps.exif_transpose(im) or im
