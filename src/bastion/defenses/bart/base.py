@@ -22,7 +22,9 @@ Outputs stay in [0, 1] with the input's shape, dtype and device.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -104,6 +106,11 @@ def seeds(n: int, g: torch.Generator) -> Tensor:
     return torch.randint(0, 2**62, (n,), generator=g, dtype=torch.long)
 
 
+def pick(n: int, values: Sequence[int], g: torch.Generator) -> Tensor:
+    """``n`` integers drawn uniformly from ``values``."""
+    return torch.tensor(values)[torch.randint(0, len(values), (n,), generator=g)]
+
+
 def check_range(name: str, r: tuple[float, float], lo: float, hi: float) -> tuple[float, float]:
     """Validate a (min, max) sampling range inside [lo, hi]; returns it as floats."""
     try:
@@ -113,6 +120,35 @@ def check_range(name: str, r: tuple[float, float], lo: float, hi: float) -> tupl
     if not (lo <= a <= b <= hi):
         raise ConfigError(f"{name} must satisfy {lo} <= min <= max <= {hi}, got ({a}, {b})")
     return a, b
+
+
+def check_int_range(name: str, r: tuple[int, int], lo: int, hi: int | None = None) -> tuple[int, int]:
+    """Validate a (min, max) range of integers from ``lo`` (to ``hi`` when given); returns it as ints."""
+    a, b = (int(v) for v in r)
+    if not (lo <= a <= b and (hi is None or b <= hi)):
+        upper = "" if hi is None else f" <= {hi}"
+        raise ConfigError(f"{name} must satisfy {lo} <= min <= max{upper}, got {shown(r)}")
+    return a, b
+
+
+def check_ints(name: str, values: tuple[int, ...], lo: int, hi: int, what: str, *,
+               odd: bool = False) -> tuple[int, ...]:
+    """Validate a non-empty list of integers in ``lo..hi`` (odd ones only when ``odd``); returns it as ints."""
+    vals = tuple(int(v) for v in values)
+    if not vals or any(not lo <= v <= hi or (odd and v % 2 == 0) for v in vals):
+        raise ConfigError(f"{name} must be a non-empty list of {what} in {lo}..{hi}, got {shown(values)}")
+    return vals
+
+
+def check_prob(name: str, p: float) -> float:
+    """Validate a probability in [0, 1]; returns it as a float."""
+    try:
+        q = float(p)
+    except (TypeError, ValueError):
+        q = math.nan
+    if not 0.0 <= q <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {shown(p)}")
+    return q
 
 
 def check_choices(name: str, chosen: tuple[str, ...] | list[str], valid: tuple[str, ...]) -> tuple[str, ...]:
@@ -143,6 +179,7 @@ class RandomTransform(nn.Module, ABC):
             beyond its per-image work: many small kernels, iterations, codec calls; measured with
             ``benchmarks/bart_speed.py``). :class:`~bastion.defenses.bart.BaRT` only uses it to decide in which
             order to run the groups' calls; results do not depend on it.
+        options: the constructor's options, attributes of the same names (what :meth:`config` returns).
         chunk_values: :meth:`apply` transforms a batch of more than this many values (images x channels x
             pixels) in chunks of whole images of at most this size (None: always in one piece). Every group's
             result for an image does not depend on the rest of the batch, so chunks give the same values;
@@ -156,6 +193,7 @@ class RandomTransform(nn.Module, ABC):
     channels: ClassVar[tuple[int, ...]] = (1, 3)
     call_cost: ClassVar[float] = 1.0
     chunk_values: ClassVar[int | None] = 1 << 19
+    options: ClassVar[tuple[str, ...]] = ()
 
     def supports(self, c: int) -> bool:
         """Whether the group applies to images with ``c`` channels."""
@@ -213,7 +251,8 @@ class RandomTransform(nn.Module, ABC):
 
     def config(self) -> dict[str, Any]:
         """The constructor options (JSON-able); ``type(self)(**t.config())`` rebuilds the transform."""
-        return {}
+        values = {k: getattr(self, k) for k in self.options}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.config()}

@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import kornia.color as kc
 import torch
 from torch import Tensor
 
-from bastion.defenses.bart.base import Params, RandomTransform, check_choices, check_range, expect, uniform
+from bastion.defenses.bart.base import (
+    Params,
+    RandomTransform,
+    check_choices,
+    check_range,
+    expect,
+    pick,
+    uniform,
+)
 from bastion.defenses.bart.functional import dispatch
 
 SPACES = ("hsv", "lab", "xyz", "yuv")
@@ -78,19 +85,16 @@ class ColorSpace(RandomTransform):
     call_cost = 1.5
     chunk_values = None
     channels = (3,)
+    options = ("spaces", "delta")
 
     def __init__(self, *, spaces: tuple[str, ...] = SPACES, delta: tuple[float, float] = (0.0, 0.1)) -> None:
         super().__init__()
         self.spaces = check_choices("spaces", spaces, SPACES)
         self.delta = check_range("delta", delta, 0.0, 1.0)
 
-    def config(self) -> dict[str, Any]:
-        return {"spaces": list(self.spaces), "delta": list(self.delta)}
-
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> ColorSpaceParams:
         g = generator
-        allowed = torch.tensor([SPACES.index(s) for s in self.spaces])
-        space = allowed[torch.randint(0, len(allowed), (n,), generator=g)]
+        space = pick(n, [SPACES.index(s) for s in self.spaces], g)
         sign = torch.randint(0, 2, (n,), generator=g).to(torch.float64) * 2 - 1
         return ColorSpaceParams(space=space, channel=torch.randint(0, 3, (n,), generator=g),
                                 delta=sign * uniform(n, *self.delta, g)).to(device or "cpu")

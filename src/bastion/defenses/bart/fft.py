@@ -14,7 +14,6 @@ Raff et al., CVPR 2019, https://arxiv.org/abs/1903.08778
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -53,14 +52,11 @@ class FFTPerturbation(RandomTransform):
     name = "fft"
     grad = "exact"
     call_cost = 0.35
-    channels = (1, 3)
+    options = ("fraction",)
 
     def __init__(self, *, fraction: tuple[float, float] = (0.0, 0.8)) -> None:
         super().__init__()
         self.fraction = check_range("fraction", fraction, 0.0, 0.999)
-
-    def config(self) -> dict[str, Any]:
-        return {"fraction": list(self.fraction)}
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> FFTParams:
         frac = torch.stack([uniform(n, *self.fraction, generator) for _ in range(3)], 1)

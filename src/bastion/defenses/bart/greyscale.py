@@ -12,12 +12,20 @@ Raff et al., CVPR 2019, https://arxiv.org/abs/1903.08778
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from bastion.defenses.bart.base import Params, RandomTransform, check_range, coin, expect, per_sample, uniform
+from bastion.defenses.bart.base import (
+    Params,
+    RandomTransform,
+    check_prob,
+    check_range,
+    coin,
+    expect,
+    per_sample,
+    uniform,
+)
 
 
 @dataclass(frozen=True)
@@ -51,16 +59,14 @@ class Greyscale(RandomTransform):
     grad = "exact"
     call_cost = 0.1
     channels = (3,)
+    options = ("amount", "full_prob", "all_channels_prob")
 
     def __init__(self, *, amount: tuple[float, float] = (0.0, 1.0), full_prob: float = 0.5,
                  all_channels_prob: float = 0.5) -> None:
         super().__init__()
         self.amount = check_range("amount", amount, 0.0, 1.0)
-        self.full_prob = check_range("full_prob", (full_prob, full_prob), 0.0, 1.0)[0]
-        self.all_channels_prob = check_range("all_channels_prob", (all_channels_prob, all_channels_prob), 0.0, 1.0)[0]
-
-    def config(self) -> dict[str, Any]:
-        return {"amount": list(self.amount), "full_prob": self.full_prob, "all_channels_prob": self.all_channels_prob}
+        self.full_prob = check_prob("full_prob", full_prob)
+        self.all_channels_prob = check_prob("all_channels_prob", all_channels_prob)
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> GreyscaleParams:
         g = generator

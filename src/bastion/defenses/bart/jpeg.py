@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bastion._checks import shown
-from bastion.defenses.bart.base import Params, RandomTransform, expect, randint
+from bastion.defenses.bart.base import Params, RandomTransform, check_int_range, expect, randint
 from bastion.defenses.bart.functional import soft_round
 from bastion.defenses.bart.jpeg_codec import jpeg_roundtrip, quant_table_ints
-from bastion.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -113,17 +110,11 @@ class JPEG(RandomTransform):
     grad = "approx"
     call_cost = 0.8
     chunk_values = None
-    channels = (1, 3)
+    options = ("quality",)
 
     def __init__(self, *, quality: tuple[int, int] = (55, 95)) -> None:
         super().__init__()
-        lo, hi = (int(v) for v in quality)
-        if not 1 <= lo <= hi <= 95:
-            raise ConfigError(f"quality must satisfy 1 <= min <= max <= 95, got {shown(quality)}")
-        self.quality = (lo, hi)
-
-    def config(self) -> dict[str, Any]:
-        return {"quality": list(self.quality)}
+        self.quality = check_int_range("quality", quality, 1, 95)
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> JPEGParams:
         return JPEGParams(quality=randint(n, *self.quality, generator)).to(device or "cpu")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,6 +34,7 @@ from bastion.defenses.bart.base import (
     check_range,
     expect,
     per_sample,
+    pick,
     seeds,
     uniform,
 )
@@ -251,7 +251,7 @@ class Noise(RandomTransform):
     grad = "approx"
     call_cost = 1.6
     chunk_values = None
-    channels = (1, 3)
+    options = ("kinds", "var", "amount", "salt_vs_pepper")
 
     def __init__(
         self,
@@ -267,16 +267,10 @@ class Noise(RandomTransform):
         self.amount = check_range("amount", amount, 0.0, 1.0)
         self.salt_vs_pepper = check_range("salt_vs_pepper", salt_vs_pepper, 0.0, 1.0)
 
-    def config(self) -> dict[str, Any]:
-        return {"kinds": list(self.kinds), "var": list(self.var), "amount": list(self.amount),
-                "salt_vs_pepper": list(self.salt_vs_pepper)}
-
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> NoiseParams:
         g = generator
-        allowed = torch.tensor([KINDS.index(k) for k in self.kinds])
-        kind = allowed[torch.randint(0, len(allowed), (n,), generator=g)]
         return NoiseParams(
-            kind=kind, var=uniform(n, *self.var, g), amount=uniform(n, *self.amount, g),
+            kind=pick(n, [KINDS.index(k) for k in self.kinds], g), var=uniform(n, *self.var, g), amount=uniform(n, *self.amount, g),
             salt_vs_pepper=uniform(n, *self.salt_vs_pepper, g), seed=seeds(n, g),
         ).to(device or "cpu")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -69,15 +68,12 @@ class Swirl(RandomTransform):
     name = "swirl"
     grad = "exact"
     call_cost = 0.3
-    channels = (1, 3)
+    options = ("strength", "radius")
 
     def __init__(self, *, strength: tuple[float, float] = (0.01, 2.0), radius: tuple[float, float] = (0.05, 0.9)) -> None:
         super().__init__()
         self.strength = check_range("strength", strength, 0.0, 50.0)
         self.radius = check_range("radius", radius, 1e-3, 10.0)
-
-    def config(self) -> dict[str, Any]:
-        return {"strength": list(self.strength), "radius": list(self.radius)}
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> SwirlParams:
         g = generator

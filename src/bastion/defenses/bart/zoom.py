@@ -11,7 +11,6 @@ Raff et al., CVPR 2019, https://arxiv.org/abs/1903.08778
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,14 +49,11 @@ class Zoom(RandomTransform):
     name = "zoom"
     grad = "exact"
     call_cost = 0.25
-    channels = (1, 3)
+    options = ("scale",)
 
     def __init__(self, *, scale: tuple[float, float] = (0.7, 1.0)) -> None:
         super().__init__()
         self.scale = check_range("scale", scale, 0.05, 1.0)
-
-    def config(self) -> dict[str, Any]:
-        return {"scale": list(self.scale)}
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> ZoomParams:
         g = generator
