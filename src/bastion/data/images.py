@@ -31,7 +31,7 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bastion._checks import as_index, shown
-from bastion.data.base import ImageDataset, prefix_spread
+from bastion._checks import shown
+from bastion.data.base import ImageDataset, _LabelledItems
 from bastion.errors import ConfigError, DataError
 
 #: file suffixes looked at, and the one format each may hold
@@ -224,8 +224,8 @@ def _open_image(path: Path, unreadable: str) -> Iterator[tuple[str, Image.Image]
         raise DataError(f"{path}: {unreadable.format(fmt=fmt)}{detail}") from None
 
 
-@dataclass(frozen=True, eq=False)
-class ImageFiles(Dataset[tuple[Tensor, Tensor]]):
+@dataclass(frozen=True, eq=False, repr=False)
+class ImageFiles(_LabelledItems, Dataset[tuple[Tensor, Tensor]]):
     """Labelled image files, decoded on demand: what :class:`~bastion.data.base.ImageDataset` is for images
     held in memory, with the same selection methods (:meth:`subset`, :meth:`take`, :meth:`spread`) and
     :meth:`batch` to decode some of them. Made by :func:`image_folder`, :func:`image_list` or :func:`single_image`.
@@ -265,15 +265,8 @@ class ImageFiles(Dataset[tuple[Tensor, Tensor]]):
         if self.indices is None:
             object.__setattr__(self, "indices", torch.arange(len(self.paths)))
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         return decode(self.paths[i], self.transform), self.labels[i]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
     def batch(self, index: slice | Tensor | Sequence[int]) -> Tensor:
         """The images at ``index`` (a slice, or integer positions), decoded: ``(n, C, H, W)`` float32 in [0, 1].
@@ -296,43 +289,8 @@ class ImageFiles(Dataset[tuple[Tensor, Tensor]]):
         return ImageDataset(name=self.name, split=self.split, images=self.batch(slice(None)), labels=self.labels.clone(),
                             classes=self.classes, sha256=dict(self.sha256), indices=self.indices)
 
-    def subset(self, index: Tensor | slice | np.ndarray | list[int], *, split: str | None = None) -> ImageFiles:
-        """The selected items: integer positions, a boolean mask of this length, or a slice."""
-        if isinstance(index, slice):
-            idx = torch.arange(len(self))[index]
-        else:
-            idx = as_index(np.asarray(index), len(self), error=DataError, what=f"{self.name}: subset")
-        assert self.indices is not None
-        return replace(self, paths=tuple(self.paths[int(i)] for i in idx), labels=self.labels[idx],
-                       indices=self.indices[idx], split=split or f"{self.split}<subset of {len(idx)}>")
-
-    def take(self, n: int | None) -> ImageFiles:
-        """The first ``n`` items (all when ``n`` is None or larger than the set)."""
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-            raise ConfigError(f"take needs a non-negative number of items, got {shown(n)}")
-        if n is None or n >= len(self):
-            return self
-        return self.subset(slice(0, n), split=f"{self.split}[:{n}]")
-
-    def spread(self, n: int | None) -> ImageFiles:
-        """``n`` items evenly spaced over the listing (sorted by class: every class is seen), in an order whose
-        every prefix is spread too (see :meth:`ImageDataset.spread`)."""
-        if n is None or n >= len(self):
-            return self
-        if n < 1:
-            raise ConfigError(f"spread needs a positive number of items, got {n}")
-        return self.subset(prefix_spread(len(self), n), split=f"{self.split}<{n} spread>")
-
-    def relative(self, path: Path) -> str:
-        """``path`` relative to :attr:`root` (as messages and reports name files)."""
-        try:
-            return str(path.relative_to(self.root))
-        except ValueError:
-            return str(path)
-
-    def __repr__(self) -> str:
-        return (f"ImageFiles(name={self.name!r}, split={self.split!r}, n={len(self)}, shape={self.input_shape}, "
-                f"classes={len(self.classes)})")
+    def _items(self, idx: Tensor) -> dict[str, Any]:
+        return {"paths": tuple(self.paths[int(i)] for i in idx)}
 
 
 # ------------------------------------------------------------------------------------------------ listings
