@@ -86,29 +86,32 @@ def fresh_generator() -> torch.Generator:
 # ---- sampling helpers (CPU, explicit generator) -----------------------------------------------------------
 
 
-def uniform(n: int, lo: float, hi: float, g: torch.Generator) -> Tensor:
-    """``n`` floats uniform in [lo, hi] (float64 on the CPU, so values survive dtype round trips exactly)."""
-    return lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
+@dataclass(frozen=True)
+class Draws:
+    """``n`` independent draws of each kind from the CPU generator ``g`` (what ``sample`` methods draw with)."""
 
+    n: int
+    g: torch.Generator
 
-def randint(n: int, lo: int, hi: int, g: torch.Generator) -> Tensor:
-    """``n`` integers uniform in [lo, hi] (inclusive)."""
-    return torch.randint(lo, hi + 1, (n,), generator=g, dtype=torch.long)
+    def uniform(self, lo: float, hi: float) -> Tensor:
+        """Floats uniform in [lo, hi] (float64 on the CPU, so values survive dtype round trips exactly)."""
+        return lo + (hi - lo) * torch.rand(self.n, generator=self.g, dtype=torch.float64)
 
+    def randint(self, lo: int, hi: int) -> Tensor:
+        """Integers uniform in [lo, hi] (inclusive)."""
+        return torch.randint(lo, hi + 1, (self.n,), generator=self.g, dtype=torch.long)
 
-def coin(n: int, p: float, g: torch.Generator) -> Tensor:
-    """``n`` booleans, each True with probability ``p``."""
-    return torch.rand(n, generator=g) < p
+    def coin(self, p: float) -> Tensor:
+        """Booleans, each True with probability ``p``."""
+        return torch.rand(self.n, generator=self.g) < p
 
+    def seeds(self) -> Tensor:
+        """Independent 62-bit seeds (for keyed, replayable noise)."""
+        return torch.randint(0, 2**62, (self.n,), generator=self.g, dtype=torch.long)
 
-def seeds(n: int, g: torch.Generator) -> Tensor:
-    """``n`` independent 62-bit seeds (for keyed, replayable noise)."""
-    return torch.randint(0, 2**62, (n,), generator=g, dtype=torch.long)
-
-
-def pick(n: int, values: Sequence[int], g: torch.Generator) -> Tensor:
-    """``n`` integers drawn uniformly from ``values``."""
-    return torch.tensor(values)[torch.randint(0, len(values), (n,), generator=g)]
+    def pick(self, values: Sequence[int]) -> Tensor:
+        """Integers drawn uniformly from ``values``."""
+        return torch.tensor(values)[torch.randint(0, len(values), (self.n,), generator=self.g)]
 
 
 def check_range(name: str, r: tuple[float, float], lo: float, hi: float) -> tuple[float, float]:
@@ -158,11 +161,6 @@ def check_choices(name: str, chosen: tuple[str, ...] | list[str], valid: tuple[s
     if bad or not chosen:
         raise ConfigError(f"{name} must be a non-empty subset of {valid}, got {shown(chosen)}")
     return tuple(v for v in valid if v in chosen)
-
-
-def per_sample(v: Tensor, x: Tensor) -> Tensor:
-    """A (n,) parameter as an (n, 1, 1, 1) tensor of ``x``'s dtype and device (broadcasts over C, H, W)."""
-    return v.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
 
 
 class RandomTransform(nn.Module, ABC):

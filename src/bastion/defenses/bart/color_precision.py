@@ -16,15 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bastion.defenses.bart.base import (
-    Params,
-    RandomTransform,
-    check_int_range,
-    check_prob,
-    coin,
-    expect,
-    randint,
-)
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_int_range, check_prob, expect
 from bastion.defenses.bart.functional import soft_round
 
 
@@ -61,9 +53,9 @@ class ColorPrecision(RandomTransform):
         self.shared_prob = check_prob("shared_prob", shared_prob)
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> ColorPrecisionParams:
-        lv = torch.stack([randint(n, *self.levels, generator) for _ in range(3)], 1)
-        shared = coin(n, self.shared_prob, generator)
-        lv = torch.where(shared[:, None], lv[:, :1].expand(-1, 3), lv)
+        d = Draws(n, generator)
+        lv = torch.stack([d.randint(*self.levels) for _ in range(3)], 1)
+        lv = torch.where(d.coin(self.shared_prob)[:, None], lv[:, :1].expand(-1, 3), lv)
         return ColorPrecisionParams(levels=lv).to(device or "cpu")
 
     def _steps(self, x: Tensor, p: Params) -> Tensor:

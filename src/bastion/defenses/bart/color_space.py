@@ -17,15 +17,7 @@ import kornia.color as kc
 import torch
 from torch import Tensor
 
-from bastion.defenses.bart.base import (
-    Params,
-    RandomTransform,
-    check_choices,
-    check_range,
-    expect,
-    pick,
-    uniform,
-)
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_choices, check_range, expect
 from bastion.defenses.bart.functional import dispatch
 
 SPACES = ("hsv", "lab", "xyz", "yuv")
@@ -93,11 +85,11 @@ class ColorSpace(RandomTransform):
         self.delta = check_range("delta", delta, 0.0, 1.0)
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> ColorSpaceParams:
-        g = generator
-        space = pick(n, [SPACES.index(s) for s in self.spaces], g)
-        sign = torch.randint(0, 2, (n,), generator=g).to(torch.float64) * 2 - 1
-        return ColorSpaceParams(space=space, channel=torch.randint(0, 3, (n,), generator=g),
-                                delta=sign * uniform(n, *self.delta, g)).to(device or "cpu")
+        d = Draws(n, generator)
+        space = d.pick([SPACES.index(s) for s in self.spaces])
+        sign = d.randint(0, 1).to(torch.float64) * 2 - 1
+        return ColorSpaceParams(space=space, channel=d.randint(0, 2),
+                                delta=sign * d.uniform(*self.delta)).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:
         return perturb_in_space(x, expect(p, ColorSpaceParams).to(x.device))

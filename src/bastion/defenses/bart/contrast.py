@@ -34,6 +34,7 @@ from torch import Tensor
 
 from bastion._checks import shown
 from bastion.defenses.bart.base import (
+    Draws,
     Params,
     RandomTransform,
     check_choices,
@@ -41,9 +42,6 @@ from bastion.defenses.bart.base import (
     check_ints,
     check_range,
     expect,
-    pick,
-    randint,
-    uniform,
 )
 from bastion.defenses.bart.functional import by_key, dispatch, quantile_linear
 from bastion.errors import ConfigError
@@ -210,13 +208,11 @@ class Contrast(RandomTransform):
             raise ConfigError(f"low percentiles must stay below high ones, got low={shown(low)}, high={shown(high)}")
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> ContrastParams:
-        g = generator
+        d = Draws(n, generator)
         return ContrastParams(
-            kind=pick(n, [KINDS.index(k) for k in self.kinds], g),
-            nbins=randint(n, *self.nbins, g),
-            clip=pick(n, range(len(CLIP_LIMITS)), g),
-            grid=pick(n, self.grids, g),
-            low=uniform(n, *self.low, g), high=uniform(n, *self.high, g),
+            kind=d.pick([KINDS.index(k) for k in self.kinds]), nbins=d.randint(*self.nbins),
+            clip=d.pick(range(len(CLIP_LIMITS))), grid=d.pick(self.grids),
+            low=d.uniform(*self.low), high=d.uniform(*self.high),
         ).to(device or "cpu")
 
     def _run(self, x: Tensor, p: ContrastParams, *, surrogate: bool) -> Tensor:

@@ -46,14 +46,13 @@ from torch import Tensor
 
 from bastion._checks import shown
 from bastion.defenses.bart.base import (
+    Draws,
     Params,
     RandomTransform,
     check_choices,
     check_ints,
     check_range,
     expect,
-    pick,
-    uniform,
 )
 from bastion.defenses.bart.functional import by_key, dispatch, nonzero_median
 from bastion.errors import ConfigError
@@ -460,13 +459,12 @@ class Denoise(RandomTransform):
         self.distances = check_ints("distances", distances, 1, 20, "search radii")
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> DenoiseParams:
-        g = generator
+        d = Draws(n, generator)
         return DenoiseParams(
-            kind=pick(n, [KINDS.index(k) for k in self.kinds], g),
-            sigma=uniform(n, *self.sigma, g), size=pick(n, self.sizes, g),
-            sigma_color=uniform(n, *self.sigma_color, g), sigma_spatial=uniform(n, *self.sigma_spatial, g),
-            weight=uniform(n, *self.weight, g), method=pick(n, [WAVELET_METHODS.index(m) for m in self.methods], g),
-            h=uniform(n, *self.h, g), patch=pick(n, self.patches, g), distance=pick(n, self.distances, g),
+            kind=d.pick([KINDS.index(k) for k in self.kinds]), sigma=d.uniform(*self.sigma), size=d.pick(self.sizes),
+            sigma_color=d.uniform(*self.sigma_color), sigma_spatial=d.uniform(*self.sigma_spatial),
+            weight=d.uniform(*self.weight), method=d.pick([WAVELET_METHODS.index(m) for m in self.methods]),
+            h=d.uniform(*self.h), patch=d.pick(self.patches), distance=d.pick(self.distances),
         ).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:

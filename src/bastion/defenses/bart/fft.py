@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from bastion._rng import keyed_uniform
-from bastion.defenses.bart.base import Params, RandomTransform, check_range, expect, seeds, uniform
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_range, expect
 
 _SEED = 0x666674
 
@@ -59,8 +59,9 @@ class FFTPerturbation(RandomTransform):
         self.fraction = check_range("fraction", fraction, 0.0, 0.999)
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> FFTParams:
-        frac = torch.stack([uniform(n, *self.fraction, generator) for _ in range(3)], 1)
-        return FFTParams(fraction=frac, seed=seeds(n, generator)).to(device or "cpu")
+        d = Draws(n, generator)
+        frac = torch.stack([d.uniform(*self.fraction) for _ in range(3)], 1)
+        return FFTParams(fraction=frac, seed=d.seeds()).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:
         p = expect(p, FFTParams).to(x.device)

@@ -49,6 +49,11 @@ def dispatch(x: Tensor, kinds: Tensor, ops: Sequence[Callable[[Tensor, Tensor], 
     return by_key(x, kinds, lambda xs, k, idx: ops[k](xs, idx))
 
 
+def per_sample(v: Tensor, x: Tensor) -> Tensor:
+    """A (n,) parameter as an (n, 1, 1, 1) tensor of ``x``'s dtype and device (broadcasts over C, H, W)."""
+    return v.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+
+
 def sort_rows(v: Tensor) -> Tensor:
     """The values of each row of ``v`` (B, N) in ascending order (NumPy's vectorised sort on the CPU, same values
     as ``torch.sort``; ``torch.sort`` when a gradient is needed or elsewhere)."""

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bastion.defenses.bart.base import Params, RandomTransform, check_int_range, expect, randint
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_int_range, expect
 from bastion.defenses.bart.functional import soft_round
 from bastion.defenses.bart.jpeg_codec import jpeg_roundtrip, quant_table_ints
 
@@ -117,7 +117,7 @@ class JPEG(RandomTransform):
         self.quality = check_int_range("quality", quality, 1, 95)
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> JPEGParams:
-        return JPEGParams(quality=randint(n, *self.quality, generator)).to(device or "cpu")
+        return JPEGParams(quality=Draws(n, generator).randint(*self.quality)).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:
         return real_jpeg(x, expect(p, JPEGParams).quality)

@@ -27,18 +27,8 @@ import torch
 from torch import Tensor
 
 from bastion._rng import keyed_uniform
-from bastion.defenses.bart.base import (
-    Params,
-    RandomTransform,
-    check_choices,
-    check_range,
-    expect,
-    per_sample,
-    pick,
-    seeds,
-    uniform,
-)
-from bastion.defenses.bart.functional import dispatch, sort_rows
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_choices, check_range, expect
+from bastion.defenses.bart.functional import dispatch, per_sample, sort_rows
 
 KINDS = ("gaussian", "poisson", "salt", "pepper", "s&p", "speckle")
 _SEED = 0x6E6F697365  # stream key of this group's noise
@@ -268,10 +258,10 @@ class Noise(RandomTransform):
         self.salt_vs_pepper = check_range("salt_vs_pepper", salt_vs_pepper, 0.0, 1.0)
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> NoiseParams:
-        g = generator
+        d = Draws(n, generator)
         return NoiseParams(
-            kind=pick(n, [KINDS.index(k) for k in self.kinds], g), var=uniform(n, *self.var, g), amount=uniform(n, *self.amount, g),
-            salt_vs_pepper=uniform(n, *self.salt_vs_pepper, g), seed=seeds(n, g),
+            kind=d.pick([KINDS.index(k) for k in self.kinds]), var=d.uniform(*self.var),
+            amount=d.uniform(*self.amount), salt_vs_pepper=d.uniform(*self.salt_vs_pepper), seed=d.seeds(),
         ).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bastion.defenses.bart.base import Params, RandomTransform, check_range, expect, uniform
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_range, expect
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,9 @@ class Swirl(RandomTransform):
         self.radius = check_range("radius", radius, 1e-3, 10.0)
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> SwirlParams:
-        g = generator
-        return SwirlParams(
-            cx=uniform(n, 0.0, 1.0, g), cy=uniform(n, 0.0, 1.0, g),
-            strength=uniform(n, *self.strength, g), radius=uniform(n, *self.radius, g),
-        ).to(device or "cpu")
+        d = Draws(n, generator)
+        return SwirlParams(cx=d.uniform(0.0, 1.0), cy=d.uniform(0.0, 1.0), strength=d.uniform(*self.strength),
+                           radius=d.uniform(*self.radius)).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:
         p = expect(p, SwirlParams)

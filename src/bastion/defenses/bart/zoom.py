@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bastion.defenses.bart.base import Params, RandomTransform, check_range, expect, uniform
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_range, expect
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,8 @@ class Zoom(RandomTransform):
         self.scale = check_range("scale", scale, 0.05, 1.0)
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> ZoomParams:
-        g = generator
-        return ZoomParams(scale=uniform(n, *self.scale, g), u=uniform(n, 0.0, 1.0, g),
-                          v=uniform(n, 0.0, 1.0, g)).to(device or "cpu")
+        d = Draws(n, generator)
+        return ZoomParams(scale=d.uniform(*self.scale), u=d.uniform(0.0, 1.0), v=d.uniform(0.0, 1.0)).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:
         p = expect(p, ZoomParams).to(x.device)
