@@ -283,13 +283,11 @@ class BaRT(InputDefense):
             xs = x if full else x.index_select(0, idx)
             p = draw.params[t.name]
             p = p if full else p.select(idx)
-            if mode == "real":
-                ys = t.apply(xs, p)
-            elif mode == "surrogate":
+            if mode == "surrogate":
                 ys = t.apply_surrogate(xs, p)
-            elif t.grad == "exact":
+            elif mode == "real" or t.grad == "exact":
                 ys = t.apply(xs, p)
-            else:
+            else:  # bpda
                 ys = _exact_straight_through(t.apply(xs, p), t.apply_surrogate(xs, p))
             ys = ys.to(x.dtype)
             if full:
