@@ -39,12 +39,6 @@ class JPEGParams(Params):
     quality: Tensor
 
 
-def quant_tables(quality: Tensor, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(n, 8, 8) luminance and chrominance tables scaled for each quality, as libjpeg does."""
-    q = quality.to(device)
-    return quant_table_ints(q, chroma=False).to(dtype), quant_table_ints(q, chroma=True).to(dtype)
-
-
 def _dct_matrix(dtype: torch.dtype, device: torch.device) -> Tensor:
     k = torch.arange(8, dtype=torch.float64, device=device).view(-1, 1)
     n = torch.arange(8, dtype=torch.float64, device=device).view(1, -1)
@@ -68,7 +62,7 @@ def differentiable_jpeg(x: Tensor, quality: Tensor) -> Tensor:
     """A differentiable approximation of a baseline JPEG round trip of ``x`` (N, 1|3, H, W) in [0, 1]."""
     n, c, h, w = x.shape
     d = _dct_matrix(x.dtype, x.device)
-    qy, qc = quant_tables(quality, x.dtype, x.device)
+    qy, qc = (quant_table_ints(quality.to(x.device), chroma=c).to(x.dtype) for c in (False, True))  # as libjpeg
     m = 16 if c == 3 else 8
     ph, pw = (-h) % m, (-w) % m
     v = F.pad(x * 255.0, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x * 255.0
