@@ -179,11 +179,9 @@ class RandomTransform(nn.Module, ABC):
             order to run the groups' calls; results do not depend on it.
         options: the constructor's options, attributes of the same names (what :meth:`config` returns).
         chunk_values: :meth:`apply` transforms a batch of more than this many values (images x channels x
-            pixels) in chunks of whole images of at most this size (None: always in one piece). Every group's
-            result for an image does not depend on the rest of the batch, so chunks give the same values;
-            on a CPU they keep the temporaries of elementwise-heavy groups cache-sized (1,000 RGB 32x32
-            images ran up to 5x slower in one piece, each fresh multi-megabyte temporary being paged in
-            anew). Groups whose cost is mostly per call (iterations, per-kind dispatch) set None.
+            pixels) in chunks of whole images of at most this size (None: always in one piece; for groups whose
+            cost is mostly per call). Chunks give the same values and keep temporaries cache-sized on a CPU
+            (1,000 RGB 32x32 images ran up to 5x slower in one piece).
     """
 
     name: ClassVar[str]

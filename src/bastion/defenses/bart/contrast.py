@@ -5,10 +5,8 @@
   evaluated at each value by linear interpolation between bin centres. Batched with ``scatter_add``.
 * ``clahe``: contrast-limited adaptive equalisation (``kornia.enhance.equalize_clahe``, per channel) with a
   random clip limit among (0.01, 0.02, 0.03, 0.04) (scikit-image units: fraction of a tile's pixels; the
-  paper's range) and a random tile grid among ``grids``. The images are grouped by grid (a loop over a few
-  values, not over images); kornia's tile LUTs are computed with one clip limit per image and each pixel's
-  four LUT entries are gathered directly (the values of ``equalize_clahe`` on each image alone, checked
-  by the tests). Without kornia's private helpers, the public function runs per (clip, grid) pair.
+  paper's range) and a random tile grid among ``grids``, batched by grid: the values of ``equalize_clahe`` on
+  each image alone (the tests check).
 * ``stretch``: ``exposure.rescale_intensity`` between random low and high percentiles (paper: 1..4 and
   96..99).
 
@@ -122,16 +120,12 @@ def _clahe_grid(x: Tensor, clip: Tensor, gsize: int) -> Tensor:
 
 
 def _clahe_gathered(x: Tensor, limits: Tensor, gsize: int) -> Tensor:
-    """kornia's ``equalize_clahe`` (its tiles, LUTs and blending arithmetic, value for value) with the four
-    lookups of every pixel gathered directly from the tiles' LUTs (kornia's even-tile path first stacks four
-    whole 256-entry LUTs per half tile, and its odd-tile path indexes with five index tensors; on small images
-    that costs more than the rest).
+    """kornia's ``equalize_clahe`` (its tiles, LUTs and blending arithmetic, value for value) with each pixel's
+    four lookups gathered directly from the tiles' LUTs (cheaper on small images than kornia's stacked LUTs).
 
     Each pixel blends the LUTs of the (up to) four tiles whose centres surround it (the nearest ones on the
-    borders). Even tiles (kornia's half-tile path): ``t = tr + w (tl - tr)``, ``b = br + w (bl - br)``,
-    ``out = b + v (t - b)`` with weights ``(T - k - 0.5) / T``, ``k`` the pixel's offset past the previous tile
-    centre (where kornia interpolates in one direction or not at all, the missing tiles repeat the nearest one
-    and add exactly 0). Odd tiles: kornia's centre-coordinate path, ``t = tr + (tl - tr)(1 - wx)``, ...
+    borders, adding exactly 0), with kornia's weights: ``(T - k - 0.5) / T`` for even tiles (``k`` the pixel's
+    offset past the previous tile centre), its centre coordinates for odd ones.
     """
     b, c, h, w = x.shape
     th_, tw_ = -(-h // gsize), -(-w // gsize)

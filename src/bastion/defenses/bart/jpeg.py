@@ -1,12 +1,9 @@
 """JPEG noise: a real JPEG encode/decode at a random quality (BaRT group 2).
 
-``apply`` runs a baseline JPEG round trip that equals Pillow's libjpeg(-turbo) pixel for pixel (``save(...,
-quality=q)`` with its defaults, then decode: islow integer DCT, quality-scaled tables, 4:2:0 chroma subsampling
-for RGB): :func:`bastion.defenses.bart.jpeg_codec.jpeg_roundtrip` does the codec's integer arithmetic on whole
-batches of tensors (any device, no loop over images). Pillow's codec, the C library itself one image (or
-one sheet of tiled grayscale images of one quality) per call, is the reference the tests hold it to (tests/defenses/bart/pillow_jpeg.py); it is also
-slower at the batch sizes BaRT calls it with (17 vs 37 us per MNIST image in batches of 128 of mixed quality,
-47 vs 100 us per 32x32 RGB image in batches of 1,000, on one CPU thread).
+``apply`` runs a baseline JPEG round trip equal to Pillow's (libjpeg-turbo's) pixel for pixel, on whole batches
+of tensors (:func:`bastion.defenses.bart.jpeg_codec.jpeg_roundtrip`; the tests hold it to Pillow's codec). It is
+also faster than Pillow, one image per call, at BaRT's batch sizes (17 vs 37 us per MNIST image in batches of 128
+of mixed quality, 47 vs 100 us per 32x32 RGB image in batches of 1,000, on one CPU thread).
 
 The codec rounds at every step and has no gradient, so the group declares ``grad = "approx"`` and
 ``apply_surrogate`` is a differentiable JPEG written in torch:

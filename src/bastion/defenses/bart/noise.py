@@ -111,13 +111,10 @@ def sample_poisson(lam: Tensor, uniform: Callable[[int], Tensor]) -> Tensor:
     (``s`` = 0, 1, ...; each a tensor of uniforms in [0, 1) shaped like ``lam``; a stream is only drawn when
     needed, so keyed streams replay exactly).
 
-    Rates of at least 10 use Hörmann's transformed rejection with squeeze (PTRS, "The transformed rejection
-    method for generating Poisson random variables", 1993, the method of NumPy's generator) for
-    ``_PTRS_ROUNDS`` rounds of two streams each (most values are accepted in the first);
-    smaller rates and the values rejected in every round are inverted exactly
-    (:func:`poisson_from_uniform` on stream 0). Every accepted value is Poisson(``lam``) distributed, so
-    the mixture is too. Inversion alone costs an incomplete gamma function per value, which at the rates of
-    a colour image (``lam`` up to 4096) is several times slower than the rejection rounds.
+    Rates of at least 10 use Hörmann's transformed rejection with squeeze (PTRS, 1993, NumPy's method) for
+    ``_PTRS_ROUNDS`` rounds of two streams each; smaller rates and the values rejected in every round are
+    inverted exactly (:func:`poisson_from_uniform` on stream 0, several times slower at a colour image's rates).
+    Every accepted value is Poisson(``lam``) distributed, so the mixture is too.
     """
     lam = lam.to(torch.float64)
     flat = lam.reshape(-1)
@@ -132,12 +129,9 @@ def sample_poisson(lam: Tensor, uniform: Callable[[int], Tensor]) -> Tensor:
 
 
 def _ptrs(flat: Tensor, todo: Tensor, k: Tensor, uniform: Callable[[int], Tensor]) -> Tensor:
-    """PTRS rounds for the rates ``flat`` at the positions where ``todo`` (a mask of rates >= 10; cleared in place
-    as values are accepted), writing the accepted variates into ``k``; returns the positions no round accepted.
-
-    A round over most of the values runs on contiguous blocks of every value (the others masked out), a round
-    over few of them gathers those; either way in blocks of ``_BLOCK`` values, so the temporaries stay small (a
-    fresh multi-megabyte temporary per operation, each paged in anew, made this several times slower)."""
+    """PTRS rounds for the rates ``flat`` where ``todo`` (a mask of rates >= 10, cleared in place as values are
+    accepted), writing the accepted variates into ``k``; returns the positions no round accepted. Rounds run in
+    cache-sized blocks of ``_BLOCK`` values: masked over all values while most are left, else gathered."""
     m = flat.numel()
     left = None  # positions still to draw, once they are few
     for r in range(_PTRS_ROUNDS):
