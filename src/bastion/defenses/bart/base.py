@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -50,19 +50,18 @@ class Params:
     def select(self: P, idx: Tensor | list[int]) -> P:
         """The parameters of the images ``idx`` (an index tensor or list), in that order."""
         i = as_index(idx, len(self))
-        out = {}
-        for f in fields(self):
-            t = getattr(self, f.name)
-            out[f.name] = t.index_select(0, i.to(t.device))
-        return replace(self, **out)
+        return self._map(lambda t: t.index_select(0, i.to(t.device)))
 
     def rows(self: P, start: int, stop: int) -> P:
         """The parameters of the images ``start:stop`` (views)."""
-        return replace(self, **{f.name: getattr(self, f.name)[start:stop] for f in fields(self)})
+        return self._map(lambda t: t[start:stop])
 
     def to(self: P, device: torch.device | str) -> P:
         """The same parameters on ``device``."""
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return self._map(lambda t: t.to(device))
+
+    def _map(self: P, fn: Callable[[Tensor], Tensor]) -> P:
+        return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
     def as_dict(self) -> dict[str, list[Any]]:
         """JSON-able view (lists), e.g. for logging a draw."""
