@@ -44,7 +44,6 @@ import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d, median_blur
 from torch import Tensor
 
-from bastion._checks import shown
 from bastion.defenses.bart.base import (
     Draws,
     Params,
@@ -55,7 +54,6 @@ from bastion.defenses.bart.base import (
     expect,
 )
 from bastion.defenses.bart.functional import by_key, dispatch, nonzero_median
-from bastion.errors import ConfigError
 
 KINDS = ("gaussian", "median", "mean", "bilateral", "tv", "wavelet", "nl_means")
 WAVELET_METHODS = ("BayesShrink", "VisuShrink")
@@ -453,9 +451,7 @@ class Denoise(RandomTransform):
         self.weight = check_range("weight", weight, 1e-4, 100.0)
         self.methods = check_choices("methods", methods, WAVELET_METHODS)
         self.h = check_range("h", h, 1e-4, 10.0)
-        self.patches = check_ints("patches", patches, 1, 31, "odd sizes", odd=True)
-        if min(self.patches) < 3:
-            raise ConfigError(f"patches must be at least 3 pixels wide, got {shown(patches)}")
+        self.patches = check_ints("patches", patches, 3, 31, "odd sizes", odd=True)
         self.distances = check_ints("distances", distances, 1, 20, "search radii")
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> DenoiseParams:

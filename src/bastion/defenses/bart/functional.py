@@ -20,13 +20,11 @@ def soft_round(z: Tensor) -> Tensor:
 
 
 def by_key(x: Tensor, keys: Tensor, fn: Callable[[Tensor, int, Tensor], Tensor]) -> Tensor:
-    """``fn(x[idx], k, idx)`` for each distinct integer ``k`` of ``keys`` (``idx``: the images whose key is ``k``),
-    put back in image order (for ops whose kind, kernel size or setting is per image).
+    """``fn(x[idx], k, idx)`` for each distinct integer ``k`` of ``keys`` (``idx``: the images whose key is ``k``, for
+    ``fn`` to select their parameters), put back in image order: a loop over the (few) keys, never over images.
 
-    The loop runs over the (few) keys, never over images; results are written back out of place with
-    ``index_copy`` so autograd flows through every branch (without autograd, in place into one copy of the
-    batch). ``idx`` lets ``fn`` select its own per-image parameters.
-    """
+    Results go back by an out-of-place ``index_copy`` so autograd flows through every branch (without autograd,
+    in place into one copy of the batch)."""
     keys = keys.to(x.device)
     n = x.shape[0]
     inplace = not (torch.is_grad_enabled() and x.requires_grad)

@@ -207,18 +207,15 @@ def add_noise(x: Tensor, p: NoiseParams) -> Tensor:
         k = sample_poisson(lam, lambda s: _uniform(xs, p.seed[i], 4 + s))  # streams 4 (inversion), 5-8 (PTRS)
         return (k / vals).to(xs.dtype)
 
-    def impulse(salt_prob: float | None):  # noqa: ANN202 - small closure factory
-        def op(xs: Tensor, i: Tensor) -> Tensor:
-            flip = _uniform(xs, p.seed[i], 2) < per_sample(p.amount[i], xs).to(torch.float64)
-            q = p.salt_vs_pepper[i] if salt_prob is None else torch.full_like(p.amount[i], float(salt_prob))
-            salted = _uniform(xs, p.seed[i], 3) < per_sample(q, xs).to(torch.float64)
-            out = torch.where(flip & salted, torch.ones_like(xs), xs)
-            return torch.where(flip & ~salted, torch.zeros_like(xs), out)
+    def impulse(xs: Tensor, i: Tensor, salt_prob: float | None) -> Tensor:
+        flip = _uniform(xs, p.seed[i], 2) < per_sample(p.amount[i], xs).to(torch.float64)
+        q = p.salt_vs_pepper[i] if salt_prob is None else torch.full_like(p.amount[i], float(salt_prob))
+        salted = _uniform(xs, p.seed[i], 3) < per_sample(q, xs).to(torch.float64)
+        out = torch.where(flip & salted, torch.ones_like(xs), xs)
+        return torch.where(flip & ~salted, torch.zeros_like(xs), out)
 
-        return op
-
-    out = dispatch(x, p.kind, [gaussian, poisson, impulse(1.0), impulse(0.0), impulse(None), speckle])
-    return out.clamp(0.0, 1.0)
+    return dispatch(x, p.kind, [gaussian, poisson, lambda xs, i: impulse(xs, i, 1.0), lambda xs, i: impulse(xs, i, 0.0),
+                                lambda xs, i: impulse(xs, i, None), speckle]).clamp(0.0, 1.0)
 
 
 class Noise(RandomTransform):
