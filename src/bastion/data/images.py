@@ -163,7 +163,7 @@ def read_header(path: Path, *, max_pixels: int = MAX_PIXELS) -> Header:
         DataError: not a readable image of that format, or more than ``max_pixels`` pixels (the message names
             the file).
     """
-    with _open_image(path, "not a readable {fmt} image") as (fmt, im):
+    with _open_image(path, "not a readable {fmt} image", max_pixels) as (fmt, im):
         w, h = im.size
         mode = im.mode
         try:
@@ -172,8 +172,6 @@ def read_header(path: Path, *, max_pixels: int = MAX_PIXELS) -> Header:
             orientation = 1
     if w < 1 or h < 1:
         raise DataError(f"{path}: the image has no pixels ({w}x{h})")
-    if w * h > max_pixels:
-        raise DataError(f"{path}: the image is {w}x{h} = {w * h:,} pixels; at most {max_pixels:,} are accepted")
     if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: shown as h x w
         w, h = h, w
     return Header(fmt, w, h, mode)
@@ -195,18 +193,17 @@ def decode(path: Path, transform: ImageTransform, *, max_pixels: int = MAX_PIXEL
 
 def decode_array(path: Path, transform: ImageTransform, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """:func:`decode` as a float32 numpy array."""
-    with _open_image(path, "cannot decode the {fmt} image (truncated or corrupt?)") as (_, im):
-        if im.size[0] * im.size[1] > max_pixels:
-            raise DataError(f"{path}: the image is {im.size[0]}x{im.size[1]} pixels; at most {max_pixels:,}")
+    with _open_image(path, "cannot decode the {fmt} image (truncated or corrupt?)", max_pixels) as (_, im):
         im.load()
         return transform.array(im)
 
 
 @contextmanager
-def _open_image(path: Path, unreadable: str) -> Iterator[tuple[str, Image.Image]]:
-    """``path`` opened as the format its suffix names (``(format, image)``), with Pillow's decompression-bomb
-    guard: any failure to read it, inside the block too, becomes one :class:`DataError` naming the file
-    (``unreadable``: what is said of an undecodable file, ``{fmt}`` standing for its format)."""
+def _open_image(path: Path, unreadable: str, max_pixels: int) -> Iterator[tuple[str, Image.Image]]:
+    """``path`` opened as the format its suffix names (``(format, image)``), refused beyond ``max_pixels`` pixels
+    and with Pillow's decompression-bomb guard: any failure to read it, inside the block too, becomes one
+    :class:`DataError` naming the file (``unreadable``: what is said of an undecodable file, ``{fmt}`` standing
+    for its format)."""
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: not a PNG, JPEG or WebP file (suffix {path.suffix or 'none'})")
@@ -214,6 +211,10 @@ def _open_image(path: Path, unreadable: str) -> Iterator[tuple[str, Image.Image]
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=[fmt]) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise DataError(f"{path}: the image is {w}x{h} = {w * h:,} pixels; at most {max_pixels:,} are "
+                                    "accepted")
                 yield fmt, im
     except DataError:
         raise

@@ -46,13 +46,11 @@ def perturb_in_space(x: Tensor, p: ColorSpaceParams) -> Tensor:
 
     def hsv(xs: Tensor, i: Tensor) -> Tensor:
         z = _shift(kc.rgb_to_hsv(xs), p.channel[i], p.delta[i], RANGES["hsv"])
-        z = torch.cat([torch.remainder(z[:, :1], 2 * math.pi), z[:, 1:].clamp(0.0, 1.0)], 1)
-        return kc.hsv_to_rgb(z)
+        return kc.hsv_to_rgb(torch.cat([torch.remainder(z[:, :1], 2 * math.pi), z[:, 1:].clamp(0.0, 1.0)], 1))
 
     def lab(xs: Tensor, i: Tensor) -> Tensor:
         z = _shift(kc.rgb_to_lab(xs), p.channel[i], p.delta[i], RANGES["lab"])
-        z = torch.cat([z[:, :1].clamp(0.0, 100.0), z[:, 1:]], 1)
-        return kc.lab_to_rgb(z, clip=True)
+        return kc.lab_to_rgb(torch.cat([z[:, :1].clamp(0.0, 100.0), z[:, 1:]], 1), clip=True)
 
     def xyz(xs: Tensor, i: Tensor) -> Tensor:
         z = _shift(kc.rgb_to_xyz(kc.rgb_to_linear_rgb(xs)), p.channel[i], p.delta[i], RANGES["xyz"])
