@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -15,8 +16,67 @@ from bastion._checks import as_index, shown
 from bastion.errors import BastionError, ConfigError, DataError
 
 
-@dataclass(frozen=True, eq=False)
-class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
+class _LabelledItems:
+    """What :class:`ImageDataset` and :class:`~bastion.data.images.ImageFiles` share: a labelled set whose items
+    can be selected; :meth:`_items` picks a subclass's own per-item fields."""
+
+    name: str
+    split: str
+    labels: Tensor
+    classes: tuple[str, ...]
+    indices: Tensor | None
+    input_shape: tuple[int, ...]
+
+    def _items(self, idx: Tensor) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, index: Tensor | slice | np.ndarray | list[int], *, split: str | None = None) -> Self:
+        """A new data set holding the selected items: integer indices into this one, a boolean mask of its
+        length, or a slice."""
+        if isinstance(index, slice):
+            idx = torch.arange(len(self))[index]
+        else:
+            idx = as_index(np.asarray(index), len(self), error=DataError, what=f"{self.name}: subset")
+        assert self.indices is not None
+        return replace(self, **self._items(idx), labels=self.labels[idx],  # type: ignore[type-var]
+                       indices=self.indices[idx], split=split or f"{self.split}<subset of {len(idx)}>")
+
+    def take(self, n: int | None) -> Self:
+        """The first ``n`` items (all when ``n`` is None or larger than the set)."""
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ConfigError(f"take needs a non-negative number of items, got {shown(n)}")
+        if n is None or n >= len(self):
+            return self
+        return self.subset(slice(0, n), split=f"{self.split}[:{n}]")
+
+    def spread(self, n: int | None) -> Self:
+        """``n`` items evenly spaced over the set, ordered so that every prefix is spread too (bit-reversed
+        order); all of it, in order, when ``n`` is None or at least the set's size.
+
+        Where :meth:`take` would see one class of a set stored sorted by label (``mnist-5k`` is: its first 500
+        images are zeros; a folder listing is sorted by class too), this sees them all, in about equal numbers,
+        from any prefix on.
+        """
+        if n is None or n >= len(self):
+            return self
+        if n < 1:
+            raise ConfigError(f"spread needs a positive number of items, got {n}")
+        return self.subset(prefix_spread(len(self), n), split=f"{self.split}<{n} spread>")
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+                f"shape={self.input_shape}, classes={len(self.classes)})")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class ImageDataset(_LabelledItems, Dataset[tuple[Tensor, Tensor]]):
     """Images and labels held in memory.
 
     Attributes:
@@ -44,56 +104,15 @@ class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
         if self.indices is None:
             object.__setattr__(self, "indices", torch.arange(self.images.shape[0]))
 
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         return self.images[i], self.labels[i]
 
     @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
+    def input_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # a field of ImageFiles
         return tuple(self.images.shape[1:])
 
-    def subset(self, index: Tensor | slice | np.ndarray | list[int], *, split: str | None = None) -> ImageDataset:
-        """A new data set holding the selected items: integer indices into this one, a boolean mask of its
-        length, or a slice."""
-        if isinstance(index, slice):
-            idx = torch.arange(len(self))[index]
-        else:
-            idx = as_index(np.asarray(index), len(self), error=DataError, what=f"{self.name}: subset")
-        assert self.indices is not None
-        return replace(
-            self,
-            images=self.images[idx],
-            labels=self.labels[idx],
-            indices=self.indices[idx],
-            split=split or f"{self.split}<subset of {len(idx)}>",
-        )
-
-    def take(self, n: int | None) -> ImageDataset:
-        """The first ``n`` items (all when ``n`` is None or larger than the set)."""
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-            raise ConfigError(f"take needs a non-negative number of items, got {shown(n)}")
-        if n is None or n >= len(self):
-            return self
-        return self.subset(slice(0, n), split=f"{self.split}[:{n}]")
-
-    def spread(self, n: int | None) -> ImageDataset:
-        """``n`` items evenly spaced over the set, ordered so that every prefix is spread too (bit-reversed
-        order); all of it, in order, when ``n`` is None or at least the set's size.
-
-        Where :meth:`take` would see one class of a set stored sorted by label (``mnist-5k`` is: its first 500
-        images are zeros), this sees them all, in about equal numbers, from any prefix on.
-        """
-        if n is None or n >= len(self):
-            return self
-        if n < 1:
-            raise ConfigError(f"spread needs a positive number of items, got {n}")
-        return self.subset(prefix_spread(len(self), n), split=f"{self.split}<{n} spread>")
+    def _items(self, idx: Tensor) -> dict[str, Any]:
+        return {"images": self.images[idx]}
 
     def batch(self, index: slice | Tensor | Sequence[int]) -> Tensor:
         """The images at ``index`` (a slice or integer positions): what :meth:`ImageFiles.batch
@@ -104,12 +123,6 @@ class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
         """This data set (its images are in memory already; see :meth:`ImageFiles.load
         <bastion.data.images.ImageFiles.load>`)."""
         return self
-
-    def __repr__(self) -> str:
-        return (
-            f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
-            f"shape={self.input_shape}, classes={len(self.classes)})"
-        )
 
 
 def prefix_spread(size: int, n: int) -> Tensor:

@@ -110,14 +110,13 @@ def load(split: str, *, root: Path, download: bool, verify_checksum: bool = True
         tdir = resolve_dir(root, "cifar10", [TARBALL], urls=URLS, download=download)
         sha[TARBALL] = digest((tdir / TARBALL).read_bytes(), "sha256")
         blobs = _members_from_tar(tdir / TARBALL, names, verify_checksum=verify_checksum)
-    xs, ys = [], []
+    batches = []
     for n in names:
         if verify_checksum:
             verify(blobs[n], BATCH_MD5[n], "md5", what=n)
         sha.setdefault(n, digest(blobs[n], "sha256"))
-        x, y = read_batch(blobs[n], what=n)
-        xs.append(x)
-        ys.append(y)
+        batches.append(read_batch(blobs[n], what=n))
+    xs, ys = zip(*batches, strict=True)
     return ImageDataset(
         name="cifar10",
         split=split,

@@ -126,17 +126,14 @@ def load(spec: IdxSpec, split: str, *, root: Path, download: bool, verify_checks
     stems = spec.files(split)
     gz = [s + ".gz" for s in stems]
     fallback = spec is MNIST  # files directly in the data root are taken for MNIST's, never Fashion-MNIST's
-    try:
-        folder = resolve_dir(root, spec.subdir, gz, urls=spec.urls, download=False, root_fallback=fallback)
-        names = gz
-    except DataError:
+    attempts = ((gz, False), (list(stems), False), (gz, download))  # .gz, else uncompressed, else fetch the .gz
+    for i, (names, fetch) in enumerate(attempts):
         try:
-            folder = resolve_dir(root, spec.subdir, list(stems), urls=spec.urls, download=False,
-                                     root_fallback=fallback)
-            names = list(stems)
+            folder = resolve_dir(root, spec.subdir, names, urls=spec.urls, download=fetch, root_fallback=fallback)
+            break
         except DataError:
-            folder = resolve_dir(root, spec.subdir, gz, urls=spec.urls, download=download, root_fallback=fallback)
-            names = gz
+            if i == len(attempts) - 1:  # the error names the missing .gz files
+                raise
     img_payload, img_sha = _read(folder / names[0], spec, stems[0], verify_checksum=verify_checksum)
     lab_payload, lab_sha = _read(folder / names[1], spec, stems[1], verify_checksum=verify_checksum)
     images = parse_idx(img_payload, magic=IMAGES_MAGIC, what=str(folder / names[0]))

@@ -31,7 +31,7 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bastion._checks import as_index, shown
-from bastion.data.base import ImageDataset, prefix_spread
+from bastion._checks import shown
+from bastion.data.base import ImageDataset, _LabelledItems
 from bastion.errors import ConfigError, DataError
 
 #: file suffixes looked at, and the one format each may hold
@@ -163,7 +163,7 @@ def read_header(path: Path, *, max_pixels: int = MAX_PIXELS) -> Header:
         DataError: not a readable image of that format, or more than ``max_pixels`` pixels (the message names
             the file).
     """
-    with _open_image(path, "not a readable {fmt} image") as (fmt, im):
+    with _open_image(path, "not a readable {fmt} image", max_pixels) as (fmt, im):
         w, h = im.size
         mode = im.mode
         try:
@@ -172,8 +172,6 @@ def read_header(path: Path, *, max_pixels: int = MAX_PIXELS) -> Header:
             orientation = 1
     if w < 1 or h < 1:
         raise DataError(f"{path}: the image has no pixels ({w}x{h})")
-    if w * h > max_pixels:
-        raise DataError(f"{path}: the image is {w}x{h} = {w * h:,} pixels; at most {max_pixels:,} are accepted")
     if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: shown as h x w
         w, h = h, w
     return Header(fmt, w, h, mode)
@@ -195,18 +193,17 @@ def decode(path: Path, transform: ImageTransform, *, max_pixels: int = MAX_PIXEL
 
 def decode_array(path: Path, transform: ImageTransform, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """:func:`decode` as a float32 numpy array."""
-    with _open_image(path, "cannot decode the {fmt} image (truncated or corrupt?)") as (_, im):
-        if im.size[0] * im.size[1] > max_pixels:
-            raise DataError(f"{path}: the image is {im.size[0]}x{im.size[1]} pixels; at most {max_pixels:,}")
+    with _open_image(path, "cannot decode the {fmt} image (truncated or corrupt?)", max_pixels) as (_, im):
         im.load()
         return transform.array(im)
 
 
 @contextmanager
-def _open_image(path: Path, unreadable: str) -> Iterator[tuple[str, Image.Image]]:
-    """``path`` opened as the format its suffix names (``(format, image)``), with Pillow's decompression-bomb
-    guard: any failure to read it, inside the block too, becomes one :class:`DataError` naming the file
-    (``unreadable``: what is said of an undecodable file, ``{fmt}`` standing for its format)."""
+def _open_image(path: Path, unreadable: str, max_pixels: int) -> Iterator[tuple[str, Image.Image]]:
+    """``path`` opened as the format its suffix names (``(format, image)``), refused beyond ``max_pixels`` pixels
+    and with Pillow's decompression-bomb guard: any failure to read it, inside the block too, becomes one
+    :class:`DataError` naming the file (``unreadable``: what is said of an undecodable file, ``{fmt}`` standing
+    for its format)."""
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: not a PNG, JPEG or WebP file (suffix {path.suffix or 'none'})")
@@ -214,6 +211,10 @@ def _open_image(path: Path, unreadable: str) -> Iterator[tuple[str, Image.Image]
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=[fmt]) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise DataError(f"{path}: the image is {w}x{h} = {w * h:,} pixels; at most {max_pixels:,} are "
+                                    "accepted")
                 yield fmt, im
     except DataError:
         raise
@@ -224,8 +225,8 @@ def _open_image(path: Path, unreadable: str) -> Iterator[tuple[str, Image.Image]
         raise DataError(f"{path}: {unreadable.format(fmt=fmt)}{detail}") from None
 
 
-@dataclass(frozen=True, eq=False)
-class ImageFiles(Dataset[tuple[Tensor, Tensor]]):
+@dataclass(frozen=True, eq=False, repr=False)
+class ImageFiles(_LabelledItems, Dataset[tuple[Tensor, Tensor]]):
     """Labelled image files, decoded on demand: what :class:`~bastion.data.base.ImageDataset` is for images
     held in memory, with the same selection methods (:meth:`subset`, :meth:`take`, :meth:`spread`) and
     :meth:`batch` to decode some of them. Made by :func:`image_folder`, :func:`image_list` or :func:`single_image`.
@@ -265,15 +266,8 @@ class ImageFiles(Dataset[tuple[Tensor, Tensor]]):
         if self.indices is None:
             object.__setattr__(self, "indices", torch.arange(len(self.paths)))
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         return decode(self.paths[i], self.transform), self.labels[i]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
     def batch(self, index: slice | Tensor | Sequence[int]) -> Tensor:
         """The images at ``index`` (a slice, or integer positions), decoded: ``(n, C, H, W)`` float32 in [0, 1].
@@ -296,43 +290,8 @@ class ImageFiles(Dataset[tuple[Tensor, Tensor]]):
         return ImageDataset(name=self.name, split=self.split, images=self.batch(slice(None)), labels=self.labels.clone(),
                             classes=self.classes, sha256=dict(self.sha256), indices=self.indices)
 
-    def subset(self, index: Tensor | slice | np.ndarray | list[int], *, split: str | None = None) -> ImageFiles:
-        """The selected items: integer positions, a boolean mask of this length, or a slice."""
-        if isinstance(index, slice):
-            idx = torch.arange(len(self))[index]
-        else:
-            idx = as_index(np.asarray(index), len(self), error=DataError, what=f"{self.name}: subset")
-        assert self.indices is not None
-        return replace(self, paths=tuple(self.paths[int(i)] for i in idx), labels=self.labels[idx],
-                       indices=self.indices[idx], split=split or f"{self.split}<subset of {len(idx)}>")
-
-    def take(self, n: int | None) -> ImageFiles:
-        """The first ``n`` items (all when ``n`` is None or larger than the set)."""
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-            raise ConfigError(f"take needs a non-negative number of items, got {shown(n)}")
-        if n is None or n >= len(self):
-            return self
-        return self.subset(slice(0, n), split=f"{self.split}[:{n}]")
-
-    def spread(self, n: int | None) -> ImageFiles:
-        """``n`` items evenly spaced over the listing (sorted by class: every class is seen), in an order whose
-        every prefix is spread too (see :meth:`ImageDataset.spread`)."""
-        if n is None or n >= len(self):
-            return self
-        if n < 1:
-            raise ConfigError(f"spread needs a positive number of items, got {n}")
-        return self.subset(prefix_spread(len(self), n), split=f"{self.split}<{n} spread>")
-
-    def relative(self, path: Path) -> str:
-        """``path`` relative to :attr:`root` (as messages and reports name files)."""
-        try:
-            return str(path.relative_to(self.root))
-        except ValueError:
-            return str(path)
-
-    def __repr__(self) -> str:
-        return (f"ImageFiles(name={self.name!r}, split={self.split!r}, n={len(self)}, shape={self.input_shape}, "
-                f"classes={len(self.classes)})")
+    def _items(self, idx: Tensor) -> dict[str, Any]:
+        return {"paths": tuple(self.paths[int(i)] for i in idx)}
 
 
 # ------------------------------------------------------------------------------------------------ listings

@@ -65,13 +65,8 @@ def split_indices(labels: np.ndarray, split: str) -> np.ndarray:
         raise DataError(f"mnist-5k has splits 'all', 'train' and 'test', not {shown(split)}")
     if split == "all":
         return np.arange(len(labels))
-    train, test = [], []
-    for c in range(10):
-        idx = np.flatnonzero(labels == c)
-        train.append(idx[:TRAIN_PER_CLASS])
-        test.append(idx[TRAIN_PER_CLASS:])
-    chosen = train if split == "train" else test
-    return np.sort(np.concatenate(chosen))
+    part = slice(None, TRAIN_PER_CLASS) if split == "train" else slice(TRAIN_PER_CLASS, None)
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[part] for c in range(10)]))
 
 
 def load(split: str, *, verify_checksum: bool = True) -> ImageDataset:

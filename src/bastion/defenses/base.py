@@ -15,6 +15,7 @@ from torch's global RNG.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -116,10 +117,13 @@ class Defended(ModelWrapper):
         self.generator.manual_seed(self.seed if seed is None else seed)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._averaged(lambda z: self.model(self.defense(z, generator=self.generator)), x)
+
+    def _averaged(self, one_draw: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+        """``one_draw(x)``, or for a randomized defense the log of its softmax averaged over ``n_samples`` draws."""
         if self.n_samples == 1 or not self.randomized:
-            return self.model(self.defense(x, generator=self.generator))
-        return log_mean_softmax(
-            torch.stack([self.model(self.defense(x, generator=self.generator)) for _ in range(self.n_samples)]))
+            return one_draw(x)
+        return log_mean_softmax(torch.stack([one_draw(x) for _ in range(self.n_samples)]))
 
     def bpda(self, surrogate: nn.Module | None = None) -> BPDA:
         """This model's BPDA view (Athalye et al. 2018): the real defense forward, a differentiable approximation
@@ -150,11 +154,7 @@ class BPDA(ModelWrapper):
         return int(self.inner.evaluations_per_input)
 
     def forward(self, x: Tensor) -> Tensor:
-        d: Defended = self.inner
-        if d.n_samples == 1 or not d.randomized:
-            return self._one_draw(x)
-        # the defended model averages the softmax over n_samples draws: so does its BPDA version
-        return log_mean_softmax(torch.stack([self._one_draw(x) for _ in range(d.n_samples)]))
+        return self.inner._averaged(self._one_draw, x)  # over as many draws as the defended model
 
     def _one_draw(self, x: Tensor) -> Tensor:
         d: Defended = self.inner

@@ -3,10 +3,8 @@
 For every image, ``k`` transform groups are picked at random (without replacement) and applied in a
 random order, each with its own random parameters (https://arxiv.org/abs/1903.08778). The orders of a
 whole batch are drawn at once, ``torch.rand(B, N).argsort(1)[:, :k]``; then each batched call transforms
-all the images whose next group is the same (:func:`_schedule` picks which group runs next, so that the
-costly groups run on many images at once) and puts the results back in image order (in place into a
-private copy without autograd; by an out-of-place ``index_copy`` with it, so autograd works, with the same
-values), with no Python loop over images.
+all the images whose next group is the same (:func:`_schedule` picks the calls) and puts the results back in
+image order, with no Python loop over images.
 
 A draw (:class:`BarrageDraw`: the orders and every group's parameters) can be returned and replayed
 exactly with :meth:`BaRT.apply`. :meth:`BaRT.bpda_forward` runs one draw whose forward value is the real
@@ -125,18 +123,12 @@ _CALL_OVERHEAD = 0.15
 def _schedule(order: Tensor, call_cost: Sequence[float]) -> list[tuple[int, Tensor]]:
     """The batched calls that run a draw: ``(group, images)`` pairs, in execution order.
 
-    Every image must go through its groups in its own order (row ``i`` of ``order``), but nothing forces the
-    images to move in lock-step, slot by slot: a call may take every image whose *next* group is ``g``,
-    whichever step that is for it. Each round runs the group with the lowest fixed cost per waiting image,
-    ``c_g / w_g`` with ``c_g = call_cost[g] + _CALL_OVERHEAD``, weighted by ``(r_g / w_g) ** 3`` where ``r_g`` is
-    the number of images that still need the group: a call that leaves images behind implies another call
-    later, so a costly group waits until (nearly) all of its images have reached it, while cheap groups run
-    often on few images. Each image still sees exactly its own sequence and every group's result for an image
-    does not depend on the rest of its batch, so the output is the slot-by-slot one (up to last-bit
-    differences of batch-size-dependent convolution kernels: within 1e-6 of chaining each image alone, which
-    the tests check); only the number and size of the calls change (a k=5 barrage over 1,000 MNIST images:
-    37-39 calls, denoise 2-3 of them, where slot by slot takes 40 with 5 denoise calls, and the previous rule,
-    without the ``r_g / w_g`` weight and the overhead, 68).
+    A call takes every image whose *next* group (in its own order, row ``i`` of ``order``) is ``g``, whichever
+    step that is for it. Each round runs the group with the lowest fixed cost per waiting image, ``c_g / w_g``
+    with ``c_g = call_cost[g] + _CALL_OVERHEAD``, weighted by ``(r_g / w_g) ** 3``, ``r_g`` the images that still
+    need the group: a costly group waits until (nearly) all of its images have reached it. The output is the
+    slot-by-slot one (within 1e-6, batch-size-dependent kernels; the tests check); only the calls change (a k=5
+    barrage over 1,000 MNIST images: 37-39 calls, 2-3 of denoise, against 40 with 5 slot by slot).
     """
     order = order.cpu()
     n = order.shape[0]
@@ -283,13 +275,11 @@ class BaRT(InputDefense):
             xs = x if full else x.index_select(0, idx)
             p = draw.params[t.name]
             p = p if full else p.select(idx)
-            if mode == "real":
-                ys = t.apply(xs, p)
-            elif mode == "surrogate":
+            if mode == "surrogate":
                 ys = t.apply_surrogate(xs, p)
-            elif t.grad == "exact":
+            elif mode == "real" or t.grad == "exact":
                 ys = t.apply(xs, p)
-            else:
+            else:  # bpda
                 ys = _exact_straight_through(t.apply(xs, p), t.apply_surrogate(xs, p))
             ys = ys.to(x.dtype)
             if full:

@@ -22,7 +22,9 @@ Outputs stay in [0, 1] with the input's shape, dtype and device.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -48,19 +50,18 @@ class Params:
     def select(self: P, idx: Tensor | list[int]) -> P:
         """The parameters of the images ``idx`` (an index tensor or list), in that order."""
         i = as_index(idx, len(self))
-        out = {}
-        for f in fields(self):
-            t = getattr(self, f.name)
-            out[f.name] = t.index_select(0, i.to(t.device))
-        return replace(self, **out)
+        return self._map(lambda t: t.index_select(0, i.to(t.device)))
 
     def rows(self: P, start: int, stop: int) -> P:
         """The parameters of the images ``start:stop`` (views)."""
-        return replace(self, **{f.name: getattr(self, f.name)[start:stop] for f in fields(self)})
+        return self._map(lambda t: t[start:stop])
 
     def to(self: P, device: torch.device | str) -> P:
         """The same parameters on ``device``."""
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return self._map(lambda t: t.to(device))
+
+    def _map(self: P, fn: Callable[[Tensor], Tensor]) -> P:
+        return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
     def as_dict(self) -> dict[str, list[Any]]:
         """JSON-able view (lists), e.g. for logging a draw."""
@@ -84,24 +85,32 @@ def fresh_generator() -> torch.Generator:
 # ---- sampling helpers (CPU, explicit generator) -----------------------------------------------------------
 
 
-def uniform(n: int, lo: float, hi: float, g: torch.Generator) -> Tensor:
-    """``n`` floats uniform in [lo, hi] (float64 on the CPU, so values survive dtype round trips exactly)."""
-    return lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
+@dataclass(frozen=True)
+class Draws:
+    """``n`` independent draws of each kind from the CPU generator ``g`` (what ``sample`` methods draw with)."""
 
+    n: int
+    g: torch.Generator
 
-def randint(n: int, lo: int, hi: int, g: torch.Generator) -> Tensor:
-    """``n`` integers uniform in [lo, hi] (inclusive)."""
-    return torch.randint(lo, hi + 1, (n,), generator=g, dtype=torch.long)
+    def uniform(self, lo: float, hi: float) -> Tensor:
+        """Floats uniform in [lo, hi] (float64 on the CPU, so values survive dtype round trips exactly)."""
+        return lo + (hi - lo) * torch.rand(self.n, generator=self.g, dtype=torch.float64)
 
+    def randint(self, lo: int, hi: int) -> Tensor:
+        """Integers uniform in [lo, hi] (inclusive)."""
+        return torch.randint(lo, hi + 1, (self.n,), generator=self.g, dtype=torch.long)
 
-def coin(n: int, p: float, g: torch.Generator) -> Tensor:
-    """``n`` booleans, each True with probability ``p``."""
-    return torch.rand(n, generator=g) < p
+    def coin(self, p: float) -> Tensor:
+        """Booleans, each True with probability ``p``."""
+        return torch.rand(self.n, generator=self.g) < p
 
+    def seeds(self) -> Tensor:
+        """Independent 62-bit seeds (for keyed, replayable noise)."""
+        return torch.randint(0, 2**62, (self.n,), generator=self.g, dtype=torch.long)
 
-def seeds(n: int, g: torch.Generator) -> Tensor:
-    """``n`` independent 62-bit seeds (for keyed, replayable noise)."""
-    return torch.randint(0, 2**62, (n,), generator=g, dtype=torch.long)
+    def pick(self, values: Sequence[int]) -> Tensor:
+        """Integers drawn uniformly from ``values``."""
+        return torch.tensor(values)[torch.randint(0, len(values), (self.n,), generator=self.g)]
 
 
 def check_range(name: str, r: tuple[float, float], lo: float, hi: float) -> tuple[float, float]:
@@ -115,6 +124,35 @@ def check_range(name: str, r: tuple[float, float], lo: float, hi: float) -> tupl
     return a, b
 
 
+def check_int_range(name: str, r: tuple[int, int], lo: int, hi: int | None = None) -> tuple[int, int]:
+    """Validate a (min, max) range of integers from ``lo`` (to ``hi`` when given); returns it as ints."""
+    a, b = (int(v) for v in r)
+    if not (lo <= a <= b and (hi is None or b <= hi)):
+        upper = "" if hi is None else f" <= {hi}"
+        raise ConfigError(f"{name} must satisfy {lo} <= min <= max{upper}, got {shown(r)}")
+    return a, b
+
+
+def check_ints(name: str, values: tuple[int, ...], lo: int, hi: int, what: str, *,
+               odd: bool = False) -> tuple[int, ...]:
+    """Validate a non-empty list of integers in ``lo..hi`` (odd ones only when ``odd``); returns it as ints."""
+    vals = tuple(int(v) for v in values)
+    if not vals or any(not lo <= v <= hi or (odd and v % 2 == 0) for v in vals):
+        raise ConfigError(f"{name} must be a non-empty list of {what} in {lo}..{hi}, got {shown(values)}")
+    return vals
+
+
+def check_prob(name: str, p: float) -> float:
+    """Validate a probability in [0, 1]; returns it as a float."""
+    try:
+        q = float(p)
+    except (TypeError, ValueError):
+        q = math.nan
+    if not 0.0 <= q <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {shown(p)}")
+    return q
+
+
 def check_choices(name: str, chosen: tuple[str, ...] | list[str], valid: tuple[str, ...]) -> tuple[str, ...]:
     """Validate a non-empty subset of ``valid`` (order kept as in ``valid``)."""
     chosen = tuple(chosen)
@@ -122,11 +160,6 @@ def check_choices(name: str, chosen: tuple[str, ...] | list[str], valid: tuple[s
     if bad or not chosen:
         raise ConfigError(f"{name} must be a non-empty subset of {valid}, got {shown(chosen)}")
     return tuple(v for v in valid if v in chosen)
-
-
-def per_sample(v: Tensor, x: Tensor) -> Tensor:
-    """A (n,) parameter as an (n, 1, 1, 1) tensor of ``x``'s dtype and device (broadcasts over C, H, W)."""
-    return v.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
 
 
 class RandomTransform(nn.Module, ABC):
@@ -143,12 +176,11 @@ class RandomTransform(nn.Module, ABC):
             beyond its per-image work: many small kernels, iterations, codec calls; measured with
             ``benchmarks/bart_speed.py``). :class:`~bastion.defenses.bart.BaRT` only uses it to decide in which
             order to run the groups' calls; results do not depend on it.
+        options: the constructor's options, attributes of the same names (what :meth:`config` returns).
         chunk_values: :meth:`apply` transforms a batch of more than this many values (images x channels x
-            pixels) in chunks of whole images of at most this size (None: always in one piece). Every group's
-            result for an image does not depend on the rest of the batch, so chunks give the same values;
-            on a CPU they keep the temporaries of elementwise-heavy groups cache-sized (1,000 RGB 32x32
-            images ran up to 5x slower in one piece, each fresh multi-megabyte temporary being paged in
-            anew). Groups whose cost is mostly per call (iterations, per-kind dispatch) set None.
+            pixels) in chunks of whole images of at most this size (None: always in one piece; for groups whose
+            cost is mostly per call). Chunks give the same values and keep temporaries cache-sized on a CPU
+            (1,000 RGB 32x32 images ran up to 5x slower in one piece).
     """
 
     name: ClassVar[str]
@@ -156,6 +188,7 @@ class RandomTransform(nn.Module, ABC):
     channels: ClassVar[tuple[int, ...]] = (1, 3)
     call_cost: ClassVar[float] = 1.0
     chunk_values: ClassVar[int | None] = 1 << 19
+    options: ClassVar[tuple[str, ...]] = ()
 
     def supports(self, c: int) -> bool:
         """Whether the group applies to images with ``c`` channels."""
@@ -213,7 +246,8 @@ class RandomTransform(nn.Module, ABC):
 
     def config(self) -> dict[str, Any]:
         """The constructor options (JSON-able); ``type(self)(**t.config())`` rebuilds the transform."""
-        return {}
+        values = {k: getattr(self, k) for k in self.options}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.config()}

@@ -12,15 +12,12 @@ https://arxiv.org/abs/1903.08778
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from bastion._checks import shown
-from bastion.defenses.bart.base import Params, RandomTransform, coin, expect, randint
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_int_range, check_prob, expect
 from bastion.defenses.bart.functional import soft_round
-from bastion.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -48,25 +45,17 @@ class ColorPrecision(RandomTransform):
     name = "color_precision"
     grad = "approx"
     call_cost = 0.05
-    channels = (1, 3)
+    options = ("levels", "shared_prob")
 
     def __init__(self, *, levels: tuple[int, int] = (8, 200), shared_prob: float = 0.5) -> None:
         super().__init__()
-        lo, hi = (int(v) for v in levels)
-        if not 2 <= lo <= hi:
-            raise ConfigError(f"levels must satisfy 2 <= min <= max, got {shown(levels)}")
-        if not 0.0 <= shared_prob <= 1.0:
-            raise ConfigError(f"shared_prob must be in [0, 1], got {shared_prob}")
-        self.levels = (lo, hi)
-        self.shared_prob = float(shared_prob)
-
-    def config(self) -> dict[str, Any]:
-        return {"levels": list(self.levels), "shared_prob": self.shared_prob}
+        self.levels = check_int_range("levels", levels, 2)
+        self.shared_prob = check_prob("shared_prob", shared_prob)
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> ColorPrecisionParams:
-        lv = torch.stack([randint(n, *self.levels, generator) for _ in range(3)], 1)
-        shared = coin(n, self.shared_prob, generator)
-        lv = torch.where(shared[:, None], lv[:, :1].expand(-1, 3), lv)
+        d = Draws(n, generator)
+        lv = torch.stack([d.randint(*self.levels) for _ in range(3)], 1)
+        lv = torch.where(d.coin(self.shared_prob)[:, None], lv[:, :1].expand(-1, 3), lv)
         return ColorPrecisionParams(levels=lv).to(device or "cpu")
 
     def _steps(self, x: Tensor, p: Params) -> Tensor:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import kornia.color as kc
 import torch
 from torch import Tensor
 
-from bastion.defenses.bart.base import Params, RandomTransform, check_choices, check_range, expect, uniform
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_choices, check_range, expect
 from bastion.defenses.bart.functional import dispatch
 
 SPACES = ("hsv", "lab", "xyz", "yuv")
@@ -47,13 +46,11 @@ def perturb_in_space(x: Tensor, p: ColorSpaceParams) -> Tensor:
 
     def hsv(xs: Tensor, i: Tensor) -> Tensor:
         z = _shift(kc.rgb_to_hsv(xs), p.channel[i], p.delta[i], RANGES["hsv"])
-        z = torch.cat([torch.remainder(z[:, :1], 2 * math.pi), z[:, 1:].clamp(0.0, 1.0)], 1)
-        return kc.hsv_to_rgb(z)
+        return kc.hsv_to_rgb(torch.cat([torch.remainder(z[:, :1], 2 * math.pi), z[:, 1:].clamp(0.0, 1.0)], 1))
 
     def lab(xs: Tensor, i: Tensor) -> Tensor:
         z = _shift(kc.rgb_to_lab(xs), p.channel[i], p.delta[i], RANGES["lab"])
-        z = torch.cat([z[:, :1].clamp(0.0, 100.0), z[:, 1:]], 1)
-        return kc.lab_to_rgb(z, clip=True)
+        return kc.lab_to_rgb(torch.cat([z[:, :1].clamp(0.0, 100.0), z[:, 1:]], 1), clip=True)
 
     def xyz(xs: Tensor, i: Tensor) -> Tensor:
         z = _shift(kc.rgb_to_xyz(kc.rgb_to_linear_rgb(xs)), p.channel[i], p.delta[i], RANGES["xyz"])
@@ -78,22 +75,19 @@ class ColorSpace(RandomTransform):
     call_cost = 1.5
     chunk_values = None
     channels = (3,)
+    options = ("spaces", "delta")
 
     def __init__(self, *, spaces: tuple[str, ...] = SPACES, delta: tuple[float, float] = (0.0, 0.1)) -> None:
         super().__init__()
         self.spaces = check_choices("spaces", spaces, SPACES)
         self.delta = check_range("delta", delta, 0.0, 1.0)
 
-    def config(self) -> dict[str, Any]:
-        return {"spaces": list(self.spaces), "delta": list(self.delta)}
-
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> ColorSpaceParams:
-        g = generator
-        allowed = torch.tensor([SPACES.index(s) for s in self.spaces])
-        space = allowed[torch.randint(0, len(allowed), (n,), generator=g)]
-        sign = torch.randint(0, 2, (n,), generator=g).to(torch.float64) * 2 - 1
-        return ColorSpaceParams(space=space, channel=torch.randint(0, 3, (n,), generator=g),
-                                delta=sign * uniform(n, *self.delta, g)).to(device or "cpu")
+        d = Draws(n, generator)
+        space = d.pick([SPACES.index(s) for s in self.spaces])
+        sign = d.randint(0, 1).to(torch.float64) * 2 - 1
+        return ColorSpaceParams(space=space, channel=d.randint(0, 2),
+                                delta=sign * d.uniform(*self.delta)).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:
         return perturb_in_space(x, expect(p, ColorSpaceParams).to(x.device))

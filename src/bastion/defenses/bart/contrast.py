@@ -5,10 +5,8 @@
   evaluated at each value by linear interpolation between bin centres. Batched with ``scatter_add``.
 * ``clahe``: contrast-limited adaptive equalisation (``kornia.enhance.equalize_clahe``, per channel) with a
   random clip limit among (0.01, 0.02, 0.03, 0.04) (scikit-image units: fraction of a tile's pixels; the
-  paper's range) and a random tile grid among ``grids``. The images are grouped by grid (a loop over a few
-  values, not over images); kornia's tile LUTs are computed with one clip limit per image and each pixel's
-  four LUT entries are gathered directly (the values of ``equalize_clahe`` on each image alone, checked
-  by the tests). Without kornia's private helpers, the public function runs per (clip, grid) pair.
+  paper's range) and a random tile grid among ``grids``, batched by grid: the values of ``equalize_clahe`` on
+  each image alone (the tests check).
 * ``stretch``: ``exposure.rescale_intensity`` between random low and high percentiles (paper: 1..4 and
   96..99).
 
@@ -21,7 +19,6 @@ Raff et al., CVPR 2019, https://arxiv.org/abs/1903.08778
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from kornia.enhance import equalize_clahe
@@ -35,15 +32,16 @@ from torch import Tensor
 
 from bastion._checks import shown
 from bastion.defenses.bart.base import (
+    Draws,
     Params,
     RandomTransform,
     check_choices,
+    check_int_range,
+    check_ints,
     check_range,
     expect,
-    randint,
-    uniform,
 )
-from bastion.defenses.bart.functional import dispatch, quantile_linear
+from bastion.defenses.bart.functional import by_key, dispatch, quantile_linear
 from bastion.errors import ConfigError
 
 KINDS = ("equalize", "clahe", "stretch")
@@ -102,14 +100,7 @@ def stretch(x: Tensor, low: Tensor, high: Tensor) -> Tensor:
 def clahe(x: Tensor, clip: Tensor, grid: Tensor) -> Tensor:
     """Adaptive equalisation via kornia, grouped by grid (and by clip limit when kornia takes a scalar one) so
     each kornia call is batched."""
-    out = x
-    g = grid.to(x.device)
-    for gsize in torch.unique(g).tolist():
-        idx = (g == gsize).nonzero().squeeze(1)
-        xs = x if idx.numel() == x.shape[0] else x.index_select(0, idx)
-        res = _clahe_grid(xs, clip.to(x.device).index_select(0, idx), int(gsize))
-        out = res.to(x.dtype) if idx.numel() == x.shape[0] else out.index_copy(0, idx, res.to(x.dtype))
-    return out
+    return by_key(x, grid, lambda xs, gsize, idx: _clahe_grid(xs, clip.to(x.device).index_select(0, idx), gsize))
 
 
 def _clahe_grid(x: Tensor, clip: Tensor, gsize: int) -> Tensor:
@@ -124,25 +115,17 @@ def _clahe_grid(x: Tensor, clip: Tensor, gsize: int) -> Tensor:
             return _equalize_clahe_per_image(x, limits, (gsize, gsize), False)
         return torch.cat([_equalize_clahe_per_image(x[i : i + step], limits[i : i + step], (gsize, gsize), False)
                           for i in range(0, x.shape[0], step)])
-    out = x
-    for v in torch.unique(clip).tolist():
-        idx = (clip == v).nonzero().squeeze(1)
-        res = equalize_clahe(x.index_select(0, idx), clip_limit=256.0 * CLIP_LIMITS[int(v)], grid_size=(gsize, gsize))
-        out = out.index_copy(0, idx, res.to(x.dtype))
-    return out
+    return by_key(x, clip, lambda xs, c, _: equalize_clahe(xs, clip_limit=256.0 * CLIP_LIMITS[c],
+                                                           grid_size=(gsize, gsize)))
 
 
 def _clahe_gathered(x: Tensor, limits: Tensor, gsize: int) -> Tensor:
-    """kornia's ``equalize_clahe`` (its tiles, LUTs and blending arithmetic, value for value) with the four
-    lookups of every pixel gathered directly from the tiles' LUTs (kornia's even-tile path first stacks four
-    whole 256-entry LUTs per half tile, and its odd-tile path indexes with five index tensors; on small images
-    that costs more than the rest).
+    """kornia's ``equalize_clahe`` (its tiles, LUTs and blending arithmetic, value for value) with each pixel's
+    four lookups gathered directly from the tiles' LUTs (cheaper on small images than kornia's stacked LUTs).
 
     Each pixel blends the LUTs of the (up to) four tiles whose centres surround it (the nearest ones on the
-    borders). Even tiles (kornia's half-tile path): ``t = tr + w (tl - tr)``, ``b = br + w (bl - br)``,
-    ``out = b + v (t - b)`` with weights ``(T - k - 0.5) / T``, ``k`` the pixel's offset past the previous tile
-    centre (where kornia interpolates in one direction or not at all, the missing tiles repeat the nearest one
-    and add exactly 0). Odd tiles: kornia's centre-coordinate path, ``t = tr + (tl - tr)(1 - wx)``, ...
+    borders, adding exactly 0), with kornia's weights: ``(T - k - 0.5) / T`` for even tiles (``k`` the pixel's
+    offset past the previous tile centre), its centre coordinates for odd ones.
     """
     b, c, h, w = x.shape
     th_, tw_ = -(-h // gsize), -(-w // gsize)
@@ -204,39 +187,26 @@ class Contrast(RandomTransform):
     name = "contrast"
     grad = "approx"
     call_cost = 1.6
-    channels = (1, 3)
+    options = ("kinds", "nbins", "grids", "low", "high")
 
     def __init__(self, *, kinds: tuple[str, ...] = KINDS, nbins: tuple[int, int] = (40, 256),
                  grids: tuple[int, ...] = (2, 4), low: tuple[float, float] = (1.0, 4.0),
                  high: tuple[float, float] = (96.0, 99.0)) -> None:
         super().__init__()
         self.kinds = check_choices("kinds", kinds, KINDS)
-        lo, hi = (int(v) for v in nbins)
-        if not 2 <= lo <= hi <= 4096:
-            raise ConfigError(f"nbins must satisfy 2 <= min <= max <= 4096, got {shown(nbins)}")
-        self.nbins = (lo, hi)
-        self.grids = tuple(int(v) for v in grids)
-        if not self.grids or any(not 1 <= v <= 64 for v in self.grids):
-            raise ConfigError(f"grids must be a non-empty list of tile counts in 1..64, got {shown(grids)}")
+        self.nbins = check_int_range("nbins", nbins, 2, 4096)
+        self.grids = check_ints("grids", grids, 1, 64, "tile counts")
         self.low = check_range("low", low, 0.0, 100.0)
         self.high = check_range("high", high, 0.0, 100.0)
         if self.low[1] >= self.high[0]:
             raise ConfigError(f"low percentiles must stay below high ones, got low={shown(low)}, high={shown(high)}")
 
-    def config(self) -> dict[str, Any]:
-        return {"kinds": list(self.kinds), "nbins": list(self.nbins), "grids": list(self.grids),
-                "low": list(self.low), "high": list(self.high)}
-
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> ContrastParams:
-        g = generator
-        allowed = torch.tensor([KINDS.index(k) for k in self.kinds])
-        grids = torch.tensor(self.grids)
+        d = Draws(n, generator)
         return ContrastParams(
-            kind=allowed[torch.randint(0, len(allowed), (n,), generator=g)],
-            nbins=randint(n, *self.nbins, g),
-            clip=torch.randint(0, len(CLIP_LIMITS), (n,), generator=g),
-            grid=grids[torch.randint(0, len(grids), (n,), generator=g)],
-            low=uniform(n, *self.low, g), high=uniform(n, *self.high, g),
+            kind=d.pick([KINDS.index(k) for k in self.kinds]), nbins=d.randint(*self.nbins),
+            clip=d.pick(range(len(CLIP_LIMITS))), grid=d.pick(self.grids),
+            low=d.uniform(*self.low), high=d.uniform(*self.high),
         ).to(device or "cpu")
 
     def _run(self, x: Tensor, p: ContrastParams, *, surrogate: bool) -> Tensor:

@@ -38,17 +38,22 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d, median_blur
 from torch import Tensor
 
-from bastion._checks import shown
-from bastion.defenses.bart.base import Params, RandomTransform, check_choices, check_range, expect, uniform
-from bastion.defenses.bart.functional import dispatch, group_by, nonzero_median
-from bastion.errors import ConfigError
+from bastion.defenses.bart.base import (
+    Draws,
+    Params,
+    RandomTransform,
+    check_choices,
+    check_ints,
+    check_range,
+    expect,
+)
+from bastion.defenses.bart.functional import by_key, dispatch, nonzero_median
 
 KINDS = ("gaussian", "median", "mean", "bilateral", "tv", "wavelet", "nl_means")
 WAVELET_METHODS = ("BayesShrink", "VisuShrink")
@@ -86,22 +91,19 @@ def gaussian(x: Tensor, sigma: Tensor, *, max_sigma: float) -> Tensor:
 
 def median(x: Tensor, size: Tensor) -> Tensor:
     """Median over a ``size x size`` window (odd, per image), replicate borders."""
-    out = x
-    for k, idx in group_by(size.to(x.device)):
-        out = out.index_copy(0, idx, median_blur(x.index_select(0, idx), k, border_type="replicate"))
-    return out
+    return by_key(x, size, lambda xs, k, _: median_blur(xs, k, border_type="replicate"))
 
 
 def mean(x: Tensor, size: Tensor) -> Tensor:
     """Mean over a ``size x size`` window (odd, per image), replicate borders: separable sums of shifted slices
     of the padded image (the values of ``avg_pool2d`` on it to float rounding; on the CPU ``avg_pool2d`` with
     stride 1 was 3-5x slower, slower than SciPy image by image)."""
-    out = x
-    for k, idx in group_by(size.to(x.device)):
-        r = k // 2
-        padded = F.pad(x.index_select(0, idx), (r, r, r, r), mode="replicate")
-        out = out.index_copy(0, idx, _box_sum(_box_sum(padded, k, 2), k, 3) / (k * k))
-    return out
+
+    def box_mean(xs: Tensor, k: int, _: Tensor) -> Tensor:
+        padded = F.pad(xs, (k // 2,) * 4, mode="replicate")
+        return _box_sum(_box_sum(padded, k, 2), k, 3) / (k * k)
+
+    return by_key(x, size, box_mean)
 
 
 def bilateral(x: Tensor, sigma_color: Tensor, sigma_spatial: Tensor) -> Tensor:
@@ -122,35 +124,33 @@ def bilateral(x: Tensor, sigma_color: Tensor, sigma_spatial: Tensor) -> Tensor:
     spatial = torch.where((dr.abs() <= r) & (dc.abs() <= r), spatial, torch.zeros_like(spatial))
     inv = -0.5 / (sigma_color.to(x) ** 2 * c * c)
 
-    def run_window(b: int):  # noqa: ANN202
-        def run(xs: Tensor, sp: Tensor, iv: Tensor) -> Tensor:
-            pad = F.pad(xs, (b, b, b, b), value=0.0)
-            win_ = pad.unfold(2, h, 1).unfold(3, w, 1)  # (m, C, K, K, H, W): every window offset
-            m, k = xs.shape[0], 2 * b + 1
-            ip = not (torch.is_grad_enabled() and xs.requires_grad)  # in place (same values) without autograd
-            # buffers laid out (m, C, K, K, H, W): fewer, cache-friendly passes
-            if ip:
-                diff = torch.sub(win_, xs[:, :, None, None], out=torch.empty(win_.shape, dtype=xs.dtype,
-                                                                             device=xs.device)).square_()
-            else:
-                diff = (win_ - xs[:, :, None, None]).contiguous().square()
-            d2 = diff[:, 0] if c == 1 else diff.sum(1)
-            ivv, spv = iv.view(-1, 1, 1, 1, 1), sp[:, :, :, None, None]
-            # exponents below -80 are clamped (weights < 2e-35 beside the centre's 1): exp of very negative
-            # numbers takes a slow underflow path, several times slower than the rest of this function
-            wgt = d2.mul_(ivv).clamp_(min=-80.0).exp_().mul_(spv) if ip else torch.exp((d2 * ivv).clamp(min=-80.0)) * spv
-            den = wgt.reshape(m, 1, k * k, h * w).sum(2)  # before ``diff`` (which ``wgt`` may share) is reused
-            prod = torch.mul(win_, wgt[:, None], out=diff) if ip else (win_ * wgt[:, None]).contiguous()
-            return (prod.view(m, c, k * k, h * w).sum(2) / den).view(m, c, h, w)
+    def run(xs: Tensor, sp: Tensor, iv: Tensor) -> Tensor:
+        m, k = xs.shape[0], sp.shape[-1]  # the window is k = 2 b + 1 pixels wide
+        b = k // 2
+        pad = F.pad(xs, (b, b, b, b), value=0.0)
+        win_ = pad.unfold(2, h, 1).unfold(3, w, 1)  # (m, C, K, K, H, W): every window offset
+        ip = not (torch.is_grad_enabled() and xs.requires_grad)  # in place (same values) without autograd
+        # buffers laid out (m, C, K, K, H, W): fewer, cache-friendly passes
+        if ip:
+            diff = torch.sub(win_, xs[:, :, None, None], out=torch.empty(win_.shape, dtype=xs.dtype,
+                                                                         device=xs.device)).square_()
+        else:
+            diff = (win_ - xs[:, :, None, None]).contiguous().square()
+        d2 = diff[:, 0] if c == 1 else diff.sum(1)
+        ivv, spv = iv.view(-1, 1, 1, 1, 1), sp[:, :, :, None, None]
+        # exponents below -80 are clamped (weights < 2e-35 beside the centre's 1): exp of very negative
+        # numbers takes a slow underflow path, several times slower than the rest of this function
+        wgt = d2.mul_(ivv).clamp_(min=-80.0).exp_().mul_(spv) if ip else torch.exp((d2 * ivv).clamp(min=-80.0)) * spv
+        den = wgt.reshape(m, 1, k * k, h * w).sum(2)  # before ``diff`` (which ``wgt`` may share) is reused
+        prod = torch.mul(win_, wgt[:, None], out=diff) if ip else (win_ * wgt[:, None]).contiguous()
+        return (prod.view(m, c, k * k, h * w).sum(2) / den).view(m, c, h, w)
 
-        return run
-
-    out = x
-    for wsize, idx in group_by(win):  # window sizes differ per image: group so each runs its own window
+    def window(xs: Tensor, wsize: int, idx: Tensor) -> Tensor:  # window sizes differ per image
         b = wsize // 2
         sp = spatial.index_select(0, idx)[:, big - b : big + b + 1, big - b : big + b + 1]
-        out = out.index_copy(0, idx, _chunked(run_window(b), x.index_select(0, idx), sp, inv.index_select(0, idx),
-                                              budget=1_000_000))
+        return _chunked(run, xs, sp, inv.index_select(0, idx), budget=1_000_000)
+
+    out = by_key(x, win, window)
     flat_img = (x.amax((1, 2, 3)) == x.amin((1, 2, 3))).view(-1, 1, 1, 1)  # scikit-image returns these as is
     return torch.where(flat_img, x, out)
 
@@ -335,11 +335,8 @@ def wavelet(x: Tensor, method: Tensor) -> Tensor:
 
 def nl_means(x: Tensor, h: Tensor, patch: Tensor, distance: Tensor) -> Tensor:
     """scikit-image's fast ``denoise_nl_means`` (``sigma=0``) with per-image h, patch size and distance."""
-    out = x
     combos = patch.to(x.device) * 1000 + distance.to(x.device)
-    for v, idx in group_by(combos):
-        out = out.index_copy(0, idx, _nl_means(x.index_select(0, idx), h.to(x.device)[idx], v // 1000, v % 1000))
-    return out
+    return by_key(x, combos, lambda xs, v, idx: _nl_means(xs, h.to(x.device)[idx], v // 1000, v % 1000))
 
 
 def _nl_means(x: Tensor, h: Tensor, s: int, d: int) -> Tensor:
@@ -428,7 +425,8 @@ class Denoise(RandomTransform):
     grad = "approx"
     call_cost = 4.5
     chunk_values = None
-    channels = (1, 3)
+    options = ("kinds", "sigma", "sizes", "sigma_color", "sigma_spatial", "weight", "methods", "h", "patches",
+               "distances")
 
     def __init__(
         self,
@@ -447,44 +445,22 @@ class Denoise(RandomTransform):
         super().__init__()
         self.kinds = check_choices("kinds", kinds, KINDS)
         self.sigma = check_range("sigma", sigma, 1e-3, 10.0)
-        self.sizes = self._odd("sizes", sizes)
+        self.sizes = check_ints("sizes", sizes, 1, 31, "odd sizes", odd=True)
         self.sigma_color = check_range("sigma_color", sigma_color, 1e-3, 10.0)
         self.sigma_spatial = check_range("sigma_spatial", sigma_spatial, 1e-3, 10.0)
         self.weight = check_range("weight", weight, 1e-4, 100.0)
         self.methods = check_choices("methods", methods, WAVELET_METHODS)
         self.h = check_range("h", h, 1e-4, 10.0)
-        self.patches = self._odd("patches", patches)
-        if min(self.patches) < 3:
-            raise ConfigError(f"patches must be at least 3 pixels wide, got {shown(patches)}")
-        self.distances = tuple(int(v) for v in distances)
-        if not self.distances or any(not 1 <= v <= 20 for v in self.distances):
-            raise ConfigError(f"distances must be a non-empty list of search radii in 1..20, got {shown(distances)}")
-
-    @staticmethod
-    def _odd(name: str, values: tuple[int, ...]) -> tuple[int, ...]:
-        vals = tuple(int(v) for v in values)
-        if not vals or any(v < 1 or v % 2 == 0 or v > 31 for v in vals):
-            raise ConfigError(f"{name} must be a non-empty list of odd sizes in 1..31, got {shown(values)}")
-        return vals
-
-    def config(self) -> dict[str, Any]:
-        return {"kinds": list(self.kinds), "sigma": list(self.sigma), "sizes": list(self.sizes),
-                "sigma_color": list(self.sigma_color), "sigma_spatial": list(self.sigma_spatial),
-                "weight": list(self.weight), "methods": list(self.methods), "h": list(self.h),
-                "patches": list(self.patches), "distances": list(self.distances)}
+        self.patches = check_ints("patches", patches, 3, 31, "odd sizes", odd=True)
+        self.distances = check_ints("distances", distances, 1, 20, "search radii")
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> DenoiseParams:
-        g = generator
-
-        def pick(values: tuple[int, ...]) -> Tensor:
-            return torch.tensor(values)[torch.randint(0, len(values), (n,), generator=g)]
-
+        d = Draws(n, generator)
         return DenoiseParams(
-            kind=pick(tuple(KINDS.index(k) for k in self.kinds)),
-            sigma=uniform(n, *self.sigma, g), size=pick(self.sizes),
-            sigma_color=uniform(n, *self.sigma_color, g), sigma_spatial=uniform(n, *self.sigma_spatial, g),
-            weight=uniform(n, *self.weight, g), method=pick(tuple(WAVELET_METHODS.index(m) for m in self.methods)),
-            h=uniform(n, *self.h, g), patch=pick(self.patches), distance=pick(self.distances),
+            kind=d.pick([KINDS.index(k) for k in self.kinds]), sigma=d.uniform(*self.sigma), size=d.pick(self.sizes),
+            sigma_color=d.uniform(*self.sigma_color), sigma_spatial=d.uniform(*self.sigma_spatial),
+            weight=d.uniform(*self.weight), method=d.pick([WAVELET_METHODS.index(m) for m in self.methods]),
+            h=d.uniform(*self.h), patch=d.pick(self.patches), distance=d.pick(self.distances),
         ).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:

@@ -14,13 +14,12 @@ Raff et al., CVPR 2019, https://arxiv.org/abs/1903.08778
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from bastion._rng import keyed_uniform
-from bastion.defenses.bart.base import Params, RandomTransform, check_range, expect, seeds, uniform
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_range, expect
 
 _SEED = 0x666674
 
@@ -53,18 +52,16 @@ class FFTPerturbation(RandomTransform):
     name = "fft"
     grad = "exact"
     call_cost = 0.35
-    channels = (1, 3)
+    options = ("fraction",)
 
     def __init__(self, *, fraction: tuple[float, float] = (0.0, 0.8)) -> None:
         super().__init__()
         self.fraction = check_range("fraction", fraction, 0.0, 0.999)
 
-    def config(self) -> dict[str, Any]:
-        return {"fraction": list(self.fraction)}
-
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> FFTParams:
-        frac = torch.stack([uniform(n, *self.fraction, generator) for _ in range(3)], 1)
-        return FFTParams(fraction=frac, seed=seeds(n, generator)).to(device or "cpu")
+        d = Draws(n, generator)
+        frac = torch.stack([d.uniform(*self.fraction) for _ in range(3)], 1)
+        return FFTParams(fraction=frac, seed=d.seeds()).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:
         p = expect(p, FFTParams).to(x.device)

@@ -19,35 +19,37 @@ def soft_round(z: Tensor) -> Tensor:
     return r + (z - r) ** 3
 
 
-def dispatch(
-    x: Tensor,
-    kinds: Tensor,
-    ops: Sequence[Callable[[Tensor, Tensor], Tensor] | None],
-) -> Tensor:
-    """Apply ``ops[k](x[idx], idx)`` to the images whose ``kinds`` equal ``k``; ``None`` leaves them as they are.
+def by_key(x: Tensor, keys: Tensor, fn: Callable[[Tensor, int, Tensor], Tensor]) -> Tensor:
+    """``fn(x[idx], k, idx)`` for each distinct integer ``k`` of ``keys`` (``idx``: the images whose key is ``k``, for
+    ``fn`` to select their parameters), put back in image order: a loop over the (few) keys, never over images.
 
-    The loop runs over the (few) kinds, never over images; results are written back out of place with
-    ``index_copy`` so autograd flows through every branch. ``idx`` lets an op select its own parameters.
-    """
-    kinds = kinds.to(x.device)
+    Results go back by an out-of-place ``index_copy`` so autograd flows through every branch (without autograd,
+    in place into one copy of the batch)."""
+    keys = keys.to(x.device)
     n = x.shape[0]
     inplace = not (torch.is_grad_enabled() and x.requires_grad)
     out = None
-    counts = torch.bincount(kinds, minlength=len(ops)).tolist() if n else []
-    for k, op in enumerate(ops):
-        if op is None or k >= len(counts) or counts[k] == 0:
-            continue
-        if counts[k] == n:  # the whole batch drew this kind: no gather/scatter
-            return op(x, torch.arange(n, device=x.device)).to(x.dtype)
-        idx = (kinds == k).nonzero().squeeze(1)
-        ys = op(x.index_select(0, idx), idx).to(x.dtype)
+    for k in torch.unique(keys).tolist():
+        idx = (keys == k).nonzero().squeeze(1)
+        if idx.numel() == n:  # the whole batch has this key: no gather/scatter
+            return fn(x, int(k), idx).to(x.dtype)
+        ys = fn(x.index_select(0, idx), int(k), idx).to(x.dtype)
         if inplace:  # no autograd: one copy of the batch, written in place
-            if out is None:
-                out = x.clone()
+            out = x.clone() if out is None else out
             out.index_copy_(0, idx, ys)
         else:
             out = (x if out is None else out).index_copy(0, idx, ys)
     return x if out is None else out
+
+
+def dispatch(x: Tensor, kinds: Tensor, ops: Sequence[Callable[[Tensor, Tensor], Tensor]]) -> Tensor:
+    """Apply ``ops[k](x[idx], idx)`` to the images whose ``kinds`` equal ``k`` (see :func:`by_key`)."""
+    return by_key(x, kinds, lambda xs, k, idx: ops[k](xs, idx))
+
+
+def per_sample(v: Tensor, x: Tensor) -> Tensor:
+    """A (n,) parameter as an (n, 1, 1, 1) tensor of ``x``'s dtype and device (broadcasts over C, H, W)."""
+    return v.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
 
 
 def sort_rows(v: Tensor) -> Tensor:
@@ -58,14 +60,6 @@ def sort_rows(v: Tensor) -> Tensor:
     ):
         return torch.from_numpy(np.sort(v.detach().contiguous().numpy(), axis=1))
     return torch.sort(v, dim=1).values
-
-
-def group_by(values: Tensor) -> list[tuple[int, Tensor]]:
-    """``[(value, indices)]`` for each distinct integer in ``values`` (for ops whose kernel size is per sample)."""
-    out = []
-    for v in torch.unique(values).tolist():
-        out.append((int(v), (values == v).nonzero().squeeze(1)))
-    return out
 
 
 def quantile_linear(flat: Tensor, q: Tensor) -> Tensor:

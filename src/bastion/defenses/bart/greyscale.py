@@ -12,12 +12,12 @@ Raff et al., CVPR 2019, https://arxiv.org/abs/1903.08778
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from bastion.defenses.bart.base import Params, RandomTransform, check_range, coin, expect, per_sample, uniform
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_prob, check_range, expect
+from bastion.defenses.bart.functional import per_sample
 
 
 @dataclass(frozen=True)
@@ -51,25 +51,23 @@ class Greyscale(RandomTransform):
     grad = "exact"
     call_cost = 0.1
     channels = (3,)
+    options = ("amount", "full_prob", "all_channels_prob")
 
     def __init__(self, *, amount: tuple[float, float] = (0.0, 1.0), full_prob: float = 0.5,
                  all_channels_prob: float = 0.5) -> None:
         super().__init__()
         self.amount = check_range("amount", amount, 0.0, 1.0)
-        self.full_prob = check_range("full_prob", (full_prob, full_prob), 0.0, 1.0)[0]
-        self.all_channels_prob = check_range("all_channels_prob", (all_channels_prob, all_channels_prob), 0.0, 1.0)[0]
-
-    def config(self) -> dict[str, Any]:
-        return {"amount": list(self.amount), "full_prob": self.full_prob, "all_channels_prob": self.all_channels_prob}
+        self.full_prob = check_prob("full_prob", full_prob)
+        self.all_channels_prob = check_prob("all_channels_prob", all_channels_prob)
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> GreyscaleParams:
-        g = generator
-        w = torch.rand(n, 3, generator=g, dtype=torch.float64) + 1e-3
+        d = Draws(n, generator)
+        w = torch.rand(n, 3, generator=generator, dtype=torch.float64) + 1e-3
         w = w / w.sum(1, keepdim=True)
-        subset = torch.randint(1, 7, (n,), generator=g)  # a non-empty proper subset of {R, G, B} as bits
+        subset = d.randint(1, 6)  # a non-empty proper subset of {R, G, B} as bits
         bits = torch.stack([(subset >> k) & 1 for k in range(3)], 1).bool()
-        mask = torch.where(coin(n, self.all_channels_prob, g)[:, None], torch.ones_like(bits), bits)
-        amount = torch.where(coin(n, self.full_prob, g), torch.ones(n, dtype=torch.float64), uniform(n, *self.amount, g))
+        mask = torch.where(d.coin(self.all_channels_prob)[:, None], torch.ones_like(bits), bits)
+        amount = torch.where(d.coin(self.full_prob), torch.ones(n, dtype=torch.float64), d.uniform(*self.amount))
         return GreyscaleParams(weights=w, mask=mask, amount=amount).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:

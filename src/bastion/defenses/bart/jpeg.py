@@ -1,12 +1,9 @@
 """JPEG noise: a real JPEG encode/decode at a random quality (BaRT group 2).
 
-``apply`` runs a baseline JPEG round trip that equals Pillow's libjpeg(-turbo) pixel for pixel (``save(...,
-quality=q)`` with its defaults, then decode: islow integer DCT, quality-scaled tables, 4:2:0 chroma subsampling
-for RGB): :func:`bastion.defenses.bart.jpeg_codec.jpeg_roundtrip` does the codec's integer arithmetic on whole
-batches of tensors (any device, no loop over images). Pillow's codec, the C library itself one image (or
-one sheet of tiled grayscale images of one quality) per call, is the reference the tests hold it to (tests/defenses/bart/pillow_jpeg.py); it is also
-slower at the batch sizes BaRT calls it with (17 vs 37 us per MNIST image in batches of 128 of mixed quality,
-47 vs 100 us per 32x32 RGB image in batches of 1,000, on one CPU thread).
+``apply`` runs a baseline JPEG round trip equal to Pillow's (libjpeg-turbo's) pixel for pixel, on whole batches
+of tensors (:func:`bastion.defenses.bart.jpeg_codec.jpeg_roundtrip`; the tests hold it to Pillow's codec). It is
+also faster than Pillow, one image per call, at BaRT's batch sizes (17 vs 37 us per MNIST image in batches of 128
+of mixed quality, 47 vs 100 us per 32x32 RGB image in batches of 1,000, on one CPU thread).
 
 The codec rounds at every step and has no gradient, so the group declares ``grad = "approx"`` and
 ``apply_surrogate`` is a differentiable JPEG written in torch:
@@ -22,17 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bastion._checks import shown
-from bastion.defenses.bart.base import Params, RandomTransform, expect, randint
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_int_range, expect
 from bastion.defenses.bart.functional import soft_round
 from bastion.defenses.bart.jpeg_codec import jpeg_roundtrip, quant_table_ints
-from bastion.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -40,12 +34,6 @@ class JPEGParams(Params):
     """``quality``: (n,) int64 JPEG quality factors (1..95)."""
 
     quality: Tensor
-
-
-def quant_tables(quality: Tensor, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(n, 8, 8) luminance and chrominance tables scaled for each quality, as libjpeg does."""
-    q = quality.to(device)
-    return quant_table_ints(q, chroma=False).to(dtype), quant_table_ints(q, chroma=True).to(dtype)
 
 
 def _dct_matrix(dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -71,7 +59,7 @@ def differentiable_jpeg(x: Tensor, quality: Tensor) -> Tensor:
     """A differentiable approximation of a baseline JPEG round trip of ``x`` (N, 1|3, H, W) in [0, 1]."""
     n, c, h, w = x.shape
     d = _dct_matrix(x.dtype, x.device)
-    qy, qc = quant_tables(quality, x.dtype, x.device)
+    qy, qc = (quant_table_ints(quality.to(x.device), chroma=c).to(x.dtype) for c in (False, True))  # as libjpeg
     m = 16 if c == 3 else 8
     ph, pw = (-h) % m, (-w) % m
     v = F.pad(x * 255.0, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x * 255.0
@@ -113,20 +101,14 @@ class JPEG(RandomTransform):
     grad = "approx"
     call_cost = 0.8
     chunk_values = None
-    channels = (1, 3)
+    options = ("quality",)
 
     def __init__(self, *, quality: tuple[int, int] = (55, 95)) -> None:
         super().__init__()
-        lo, hi = (int(v) for v in quality)
-        if not 1 <= lo <= hi <= 95:
-            raise ConfigError(f"quality must satisfy 1 <= min <= max <= 95, got {shown(quality)}")
-        self.quality = (lo, hi)
-
-    def config(self) -> dict[str, Any]:
-        return {"quality": list(self.quality)}
+        self.quality = check_int_range("quality", quality, 1, 95)
 
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> JPEGParams:
-        return JPEGParams(quality=randint(n, *self.quality, generator)).to(device or "cpu")
+        return JPEGParams(quality=Draws(n, generator).randint(*self.quality)).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:
         return real_jpeg(x, expect(p, JPEGParams).quality)

@@ -15,8 +15,7 @@ quality=q)`` and for decoding), so the output equals Pillow's pixel for pixel:
 
 Entropy coding is lossless and is skipped. Each pass of an integer DCT is linear with integer coefficients and
 rounds once per output, so it is computed as a float64 matrix product (every partial sum is an integer below
-2**53, hence exact) followed by that rounding. The test suite checks the result against Pillow's codec
-(Pillow's codec, in the tests) over many images, sizes and qualities.
+2**53, hence exact) followed by that rounding. The tests check it against Pillow over many images and qualities.
 
 Everything is batched (a loop over chunks of many images, never over single images) and runs on any device;
 there is no gradient (the values are rounded at every step): :func:`bastion.defenses.bart.jpeg.differentiable_jpeg`

@@ -22,23 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from bastion._rng import keyed_uniform
-from bastion.defenses.bart.base import (
-    Params,
-    RandomTransform,
-    check_choices,
-    check_range,
-    expect,
-    per_sample,
-    seeds,
-    uniform,
-)
-from bastion.defenses.bart.functional import dispatch, sort_rows
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_choices, check_range, expect
+from bastion.defenses.bart.functional import dispatch, per_sample, sort_rows
 
 KINDS = ("gaussian", "poisson", "salt", "pepper", "s&p", "speckle")
 _SEED = 0x6E6F697365  # stream key of this group's noise
@@ -121,13 +111,10 @@ def sample_poisson(lam: Tensor, uniform: Callable[[int], Tensor]) -> Tensor:
     (``s`` = 0, 1, ...; each a tensor of uniforms in [0, 1) shaped like ``lam``; a stream is only drawn when
     needed, so keyed streams replay exactly).
 
-    Rates of at least 10 use Hörmann's transformed rejection with squeeze (PTRS, "The transformed rejection
-    method for generating Poisson random variables", 1993, the method of NumPy's generator) for
-    ``_PTRS_ROUNDS`` rounds of two streams each (most values are accepted in the first);
-    smaller rates and the values rejected in every round are inverted exactly
-    (:func:`poisson_from_uniform` on stream 0). Every accepted value is Poisson(``lam``) distributed, so
-    the mixture is too. Inversion alone costs an incomplete gamma function per value, which at the rates of
-    a colour image (``lam`` up to 4096) is several times slower than the rejection rounds.
+    Rates of at least 10 use Hörmann's transformed rejection with squeeze (PTRS, 1993, NumPy's method) for
+    ``_PTRS_ROUNDS`` rounds of two streams each; smaller rates and the values rejected in every round are
+    inverted exactly (:func:`poisson_from_uniform` on stream 0, several times slower at a colour image's rates).
+    Every accepted value is Poisson(``lam``) distributed, so the mixture is too.
     """
     lam = lam.to(torch.float64)
     flat = lam.reshape(-1)
@@ -142,12 +129,9 @@ def sample_poisson(lam: Tensor, uniform: Callable[[int], Tensor]) -> Tensor:
 
 
 def _ptrs(flat: Tensor, todo: Tensor, k: Tensor, uniform: Callable[[int], Tensor]) -> Tensor:
-    """PTRS rounds for the rates ``flat`` at the positions where ``todo`` (a mask of rates >= 10; cleared in place
-    as values are accepted), writing the accepted variates into ``k``; returns the positions no round accepted.
-
-    A round over most of the values runs on contiguous blocks of every value (the others masked out), a round
-    over few of them gathers those; either way in blocks of ``_BLOCK`` values, so the temporaries stay small (a
-    fresh multi-megabyte temporary per operation, each paged in anew, made this several times slower)."""
+    """PTRS rounds for the rates ``flat`` where ``todo`` (a mask of rates >= 10, cleared in place as values are
+    accepted), writing the accepted variates into ``k``; returns the positions no round accepted. Rounds run in
+    cache-sized blocks of ``_BLOCK`` values: masked over all values while most are left, else gathered."""
     m = flat.numel()
     left = None  # positions still to draw, once they are few
     for r in range(_PTRS_ROUNDS):
@@ -223,18 +207,15 @@ def add_noise(x: Tensor, p: NoiseParams) -> Tensor:
         k = sample_poisson(lam, lambda s: _uniform(xs, p.seed[i], 4 + s))  # streams 4 (inversion), 5-8 (PTRS)
         return (k / vals).to(xs.dtype)
 
-    def impulse(salt_prob: float | None):  # noqa: ANN202 - small closure factory
-        def op(xs: Tensor, i: Tensor) -> Tensor:
-            flip = _uniform(xs, p.seed[i], 2) < per_sample(p.amount[i], xs).to(torch.float64)
-            q = p.salt_vs_pepper[i] if salt_prob is None else torch.full_like(p.amount[i], float(salt_prob))
-            salted = _uniform(xs, p.seed[i], 3) < per_sample(q, xs).to(torch.float64)
-            out = torch.where(flip & salted, torch.ones_like(xs), xs)
-            return torch.where(flip & ~salted, torch.zeros_like(xs), out)
+    def impulse(xs: Tensor, i: Tensor, salt_prob: float | None) -> Tensor:
+        flip = _uniform(xs, p.seed[i], 2) < per_sample(p.amount[i], xs).to(torch.float64)
+        q = p.salt_vs_pepper[i] if salt_prob is None else torch.full_like(p.amount[i], float(salt_prob))
+        salted = _uniform(xs, p.seed[i], 3) < per_sample(q, xs).to(torch.float64)
+        out = torch.where(flip & salted, torch.ones_like(xs), xs)
+        return torch.where(flip & ~salted, torch.zeros_like(xs), out)
 
-        return op
-
-    out = dispatch(x, p.kind, [gaussian, poisson, impulse(1.0), impulse(0.0), impulse(None), speckle])
-    return out.clamp(0.0, 1.0)
+    return dispatch(x, p.kind, [gaussian, poisson, lambda xs, i: impulse(xs, i, 1.0), lambda xs, i: impulse(xs, i, 0.0),
+                                lambda xs, i: impulse(xs, i, None), speckle]).clamp(0.0, 1.0)
 
 
 class Noise(RandomTransform):
@@ -251,7 +232,7 @@ class Noise(RandomTransform):
     grad = "approx"
     call_cost = 1.6
     chunk_values = None
-    channels = (1, 3)
+    options = ("kinds", "var", "amount", "salt_vs_pepper")
 
     def __init__(
         self,
@@ -267,17 +248,11 @@ class Noise(RandomTransform):
         self.amount = check_range("amount", amount, 0.0, 1.0)
         self.salt_vs_pepper = check_range("salt_vs_pepper", salt_vs_pepper, 0.0, 1.0)
 
-    def config(self) -> dict[str, Any]:
-        return {"kinds": list(self.kinds), "var": list(self.var), "amount": list(self.amount),
-                "salt_vs_pepper": list(self.salt_vs_pepper)}
-
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> NoiseParams:
-        g = generator
-        allowed = torch.tensor([KINDS.index(k) for k in self.kinds])
-        kind = allowed[torch.randint(0, len(allowed), (n,), generator=g)]
+        d = Draws(n, generator)
         return NoiseParams(
-            kind=kind, var=uniform(n, *self.var, g), amount=uniform(n, *self.amount, g),
-            salt_vs_pepper=uniform(n, *self.salt_vs_pepper, g), seed=seeds(n, g),
+            kind=d.pick([KINDS.index(k) for k in self.kinds]), var=d.uniform(*self.var),
+            amount=d.uniform(*self.amount), salt_vs_pepper=d.uniform(*self.salt_vs_pepper), seed=d.seeds(),
         ).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bastion.defenses.bart.base import Params, RandomTransform, check_range, expect, uniform
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_range, expect
 
 
 @dataclass(frozen=True)
@@ -69,22 +68,17 @@ class Swirl(RandomTransform):
     name = "swirl"
     grad = "exact"
     call_cost = 0.3
-    channels = (1, 3)
+    options = ("strength", "radius")
 
     def __init__(self, *, strength: tuple[float, float] = (0.01, 2.0), radius: tuple[float, float] = (0.05, 0.9)) -> None:
         super().__init__()
         self.strength = check_range("strength", strength, 0.0, 50.0)
         self.radius = check_range("radius", radius, 1e-3, 10.0)
 
-    def config(self) -> dict[str, Any]:
-        return {"strength": list(self.strength), "radius": list(self.radius)}
-
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> SwirlParams:
-        g = generator
-        return SwirlParams(
-            cx=uniform(n, 0.0, 1.0, g), cy=uniform(n, 0.0, 1.0, g),
-            strength=uniform(n, *self.strength, g), radius=uniform(n, *self.radius, g),
-        ).to(device or "cpu")
+        d = Draws(n, generator)
+        return SwirlParams(cx=d.uniform(0.0, 1.0), cy=d.uniform(0.0, 1.0), strength=d.uniform(*self.strength),
+                           radius=d.uniform(*self.radius)).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:
         p = expect(p, SwirlParams)

@@ -11,13 +11,12 @@ Raff et al., CVPR 2019, https://arxiv.org/abs/1903.08778
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bastion.defenses.bart.base import Params, RandomTransform, check_range, expect, uniform
+from bastion.defenses.bart.base import Draws, Params, RandomTransform, check_range, expect
 
 
 @dataclass(frozen=True)
@@ -50,19 +49,15 @@ class Zoom(RandomTransform):
     name = "zoom"
     grad = "exact"
     call_cost = 0.25
-    channels = (1, 3)
+    options = ("scale",)
 
     def __init__(self, *, scale: tuple[float, float] = (0.7, 1.0)) -> None:
         super().__init__()
         self.scale = check_range("scale", scale, 0.05, 1.0)
 
-    def config(self) -> dict[str, Any]:
-        return {"scale": list(self.scale)}
-
     def sample(self, n: int, *, generator: torch.Generator, device: torch.device | str | None = None) -> ZoomParams:
-        g = generator
-        return ZoomParams(scale=uniform(n, *self.scale, g), u=uniform(n, 0.0, 1.0, g),
-                          v=uniform(n, 0.0, 1.0, g)).to(device or "cpu")
+        d = Draws(n, generator)
+        return ZoomParams(scale=d.uniform(*self.scale), u=d.uniform(0.0, 1.0), v=d.uniform(0.0, 1.0)).to(device or "cpu")
 
     def transform(self, x: Tensor, p: Params) -> Tensor:
         p = expect(p, ZoomParams).to(x.device)
