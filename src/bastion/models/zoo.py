@@ -28,10 +28,7 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 
 def logreg(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10) -> nn.Module:
     """Softmax (multinomial logistic) regression: one linear layer on the flattened pixels."""
-    n = 1
-    for s in input_shape:
-        n *= s
-    return nn.Sequential(OrderedDict(flatten=nn.Flatten(), fc=nn.Linear(n, num_classes)))
+    return nn.Sequential(OrderedDict(flatten=nn.Flatten(), fc=nn.Linear(math.prod(input_shape), num_classes)))
 
 
 def mnist_cnn(
@@ -66,25 +63,14 @@ def mnist_cnn_gap(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int =
 
     The CAM layer is ``features.relu5`` (the last conv's activation, 7x7 for 28x28 inputs).
     """
-    c = input_shape[0]
-    features = nn.Sequential(
-        OrderedDict(
-            conv1=nn.Conv2d(c, 32, 3, padding=1),
-            relu1=nn.ReLU(),
-            conv2=nn.Conv2d(32, 32, 3, padding=1),
-            relu2=nn.ReLU(),
-            pool1=nn.MaxPool2d(2),
-            conv3=nn.Conv2d(32, 64, 3, padding=1),
-            relu3=nn.ReLU(),
-            conv4=nn.Conv2d(64, 64, 3, padding=1),
-            relu4=nn.ReLU(),
-            pool2=nn.MaxPool2d(2),
-            conv5=nn.Conv2d(64, 128, 3, padding=1),
-            relu5=nn.ReLU(),
-        )
-    )
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, (cin, cout) in enumerate(((input_shape[0], 32), (32, 32), (32, 64), (64, 64), (64, 128)), start=1):
+        layers[f"conv{i}"] = nn.Conv2d(cin, cout, 3, padding=1)
+        layers[f"relu{i}"] = nn.ReLU()
+        if i in (2, 4):
+            layers[f"pool{i // 2}"] = nn.MaxPool2d(2)
     return nn.Sequential(
-        OrderedDict(features=features, gap=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(128, num_classes))
+        OrderedDict(features=nn.Sequential(layers), gap=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(128, num_classes))
     )
 
 
@@ -149,7 +135,6 @@ DEFAULT_DATASET = {
     "cifar-resnet": "cifar10",
     "blobs-logreg": "blobs2d",
 }
-
 
 
 @dataclass(frozen=True)
