@@ -69,9 +69,8 @@ def mnist_cnn_gap(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int =
         layers[f"relu{i}"] = nn.ReLU()
         if i in (2, 4):
             layers[f"pool{i // 2}"] = nn.MaxPool2d(2)
-    return nn.Sequential(
-        OrderedDict(features=nn.Sequential(layers), gap=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(128, num_classes))
-    )
+    return nn.Sequential(OrderedDict(features=nn.Sequential(layers), gap=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
+                                     fc=nn.Linear(128, num_classes)))
 
 
 class _BasicBlock(nn.Module):
