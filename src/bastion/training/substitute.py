@@ -22,9 +22,9 @@ Because only labels are used, output masking defenses such as
 
 Two ways to use it:
 
-* :meth:`SubstituteTraining.train` (or :meth:`SubstituteAttack.train_substitute`) trains once and
-  returns a :class:`Substitute`; ``substitute.transfer(FGSM(eps=0.3))`` is then an ordinary
-  :class:`~bastion.attacks.transfer.TransferAttack` that can be run on any number of batches;
+* :meth:`SubstituteTraining.train` trains once and returns a :class:`Substitute`;
+  ``substitute.transfer(FGSM(eps=0.3))`` is then an ordinary :class:`~bastion.attacks.transfer.TransferAttack`
+  that can be run on any number of batches;
 * :class:`SubstituteAttack` is itself an :class:`~bastion.attacks.base.Attack`: each call trains a new
   substitute from its seed set (spending the query budget again) and transfers to that batch.
 """
@@ -387,7 +387,8 @@ class SubstituteAttack(QueryAttack):
     ``training.max_queries`` queries), then runs ``attack`` white-box on the substitute and returns those
     examples. ``AttackResult.queries`` spreads the training queries over the batch (their sum is the
     number spent); the examples themselves cost no query. To attack several batches with one substitute,
-    call :meth:`train_substitute` once and use ``substitute.transfer(attack)``.
+    train it once, ``substitute = atk.training.train(target, atk.seed_images)``, and use
+    ``substitute.transfer(attack)``.
 
     Args:
         attack: the attack run on the substitute (e.g. ``FGSM(eps=0.3)``); it sets the threat model.
@@ -421,24 +422,6 @@ class SubstituteAttack(QueryAttack):
     @property
     def threat(self) -> ThreatModel:
         return self.attack.threat
-
-    def train_substitute(
-        self,
-        target: nn.Module,
-        seed_images: Tensor | None = None,
-        *,
-        generator: torch.Generator | None = None,
-        device: str | torch.device | None = None,
-        progress: Progress = no_progress,
-        monitor: Monitor | None = None,
-    ) -> Substitute:
-        """Train a substitute of ``target`` (from ``seed_images``, default the configured seed set).
-
-        See :meth:`SubstituteTraining.train`.
-        """
-        seeds = self.seed_images if seed_images is None else seed_images
-        return self.training.train(target, seeds, generator=generator, device=device, progress=progress,
-                                   monitor=monitor)
 
     @property
     def radius(self) -> float | None:

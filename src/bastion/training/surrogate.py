@@ -8,7 +8,7 @@ backward.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +51,7 @@ class SurrogateReport:
     n_val: int
 
     def to_dict(self) -> dict[str, float]:
-        return {"mae": self.mae, "mae_identity": self.mae_identity, "epochs": self.epochs,
-                "n_train": self.n_train, "n_val": self.n_val}
+        return asdict(self)
 
 
 def train_surrogate(
