@@ -315,13 +315,10 @@ class Evaluation:
     def _attack_rows(self, per: PerImage, data: LabelledImages, atk: Attack, rows: list[RowResult], *,
                      balls: list[ThreatModel] | None, craft: nn.Module, model: nn.Module, seed: int,
                      device: torch.device, draws: int, advance: Callable[[int], None]) -> None:
-        """Fill ``rows`` with one run of ``atk``, crafted on ``craft`` and judged once, here, on the model under
-        evaluation: on the images some row still needs (in a cascade, those still robust in its threat model).
-        With ``balls``, a minimum-norm attack's run gives one row per ball (each eps of the grid, in the attack's
-        norm): at each eps an image counts as broken when the attack's point is inside that eps-ball and fewer
-        than half of the draws classify it correctly. Where the point lies outside the ball, the attack has
-        nothing to offer at that eps: the image keeps its clean share, and its adversarial loss is left out
-        (NaN). The run's time is shared evenly between its rows."""
+        """Fill ``rows`` from one run of ``atk`` crafted on ``craft``, on the images some row still needs (in a
+        cascade: still robust in its threat model), each point judged once on ``model``. With ``balls`` (a
+        minimum-norm attack's rows, one per eps): where a point lies outside a row's ball, that row keeps the
+        image's clean share and has no adversarial loss (NaN); the run's time is shared between the rows."""
         assert data.indices is not None
         n = len(data)
         if self.cascade:  # within one threat model (mode, norm, eps): an L2 row never inherits Linf breaks
@@ -484,11 +481,7 @@ class Evaluation:
                 ) -> RobustnessReport:
         clean_acc, rows, worst = self.aggregate(per)
         return RobustnessReport(
-            model=describe_model(model),
-            data={"name": data.name, "split": data.split, "n": len(data), "sha256": data.sha256},
-            eps_grid=list(self.eps_grid) if self.eps_grid is not None else [],
-            cascade=self.cascade,
-            suite=[a.to_dict() for a in self.suite],
+            **self._identity(model, data),
             clean_accuracy=clean_acc,
             rows=rows,
             worst_case=worst,
@@ -502,20 +495,21 @@ class Evaluation:
             draws=draws,
             randomized=randomized,
             partial=partial,
-            seed=self.seed,
         )
+
+    def _identity(self, model: nn.Module, data: LabelledImages) -> dict[str, Any]:
+        """What a report records of the evaluation, its data and model (a resumed run's must be the same)."""
+        return {"suite": [a.to_dict() for a in self.suite], "eps_grid": list(self.eps_grid or []),
+                "cascade": self.cascade, "seed": self.seed,
+                "data": {"name": data.name, "split": data.split, "n": len(data), "sha256": data.sha256},
+                "model": describe_model(model)}
 
     def check_resumable(self, earlier: RobustnessReport, model: nn.Module, data: LabelledImages) -> None:
         """Refuse to resume from a report of another evaluation: other attacks, radii, cascade, seed, data or
         model (the message names what differs)."""
-        mine = {"suite": [a.to_dict() for a in self.suite], "eps_grid": list(self.eps_grid or []),
-                "cascade": self.cascade, "seed": self.seed,
-                "data": {"name": data.name, "split": data.split, "n": len(data), "sha256": data.sha256},
-                "model": describe_model(model)}
-        theirs = {"suite": earlier.suite, "eps_grid": earlier.eps_grid, "cascade": earlier.cascade,
-                  "seed": earlier.seed, "data": earlier.data, "model": earlier.model}
+        mine = self._identity(model, data)
         changed = [k for k in mine if json.dumps(mine[k], sort_keys=True, default=str)
-                   != json.dumps(theirs[k], sort_keys=True, default=str)]
+                   != json.dumps(getattr(earlier, k), sort_keys=True, default=str)]
         if changed:
             raise ConfigError(f"the earlier results are of another evaluation (other {', '.join(changed)}): they cannot "
                               "be resumed; run the same command as before, or start over in another folder")
