@@ -95,16 +95,12 @@ class UserModel(nn.Module):
         self.preprocessing = preprocessing or Preprocessing()
         self.source: dict[str, Any] = dict(source or {})
         pre = self.preprocessing
-        shape = (1, -1, 1, 1)
-        mean = pre.mean if pre.mean is not None else (0.0,)
-        std = pre.std if pre.std is not None else (1.0,)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(shape), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(shape), persistent=False)
+        dev = next((p.device for p in net.parameters()), None)  # the network's, else the default device
+        for name, values, neutral in (("mean", pre.mean, 0.0), ("std", pre.std, 1.0)):
+            t = torch.tensor(values if values is not None else (neutral,), dtype=torch.float32, device=dev)
+            self.register_buffer(name, t.reshape(1, -1, 1, 1), persistent=False)
         self._normalizes = pre.mean is not None
         self.training = net.training
-        dev = next((p.device for p in net.parameters()), None)
-        if dev is not None:
-            self.mean, self.std = self.mean.to(dev), self.std.to(dev)
 
     @property
     def classes(self) -> tuple[str, ...]:
