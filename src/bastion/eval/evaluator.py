@@ -249,8 +249,7 @@ class Evaluation:
         ``generators``: the randomized models' own generators, reseeded from ``seed`` and the row's position
         before the clean pass and each row, so that a row's draws do not depend on which rows ran before it (a
         resumed run gives the numbers of an uninterrupted one)."""
-        check_eval_mode(model)
-        for m in self.adaptive.values():
+        for m in (model, *self.adaptive.values()):
             check_eval_mode(m)
         device = torch.device(device)
         n = len(data)

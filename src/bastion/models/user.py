@@ -496,7 +496,6 @@ def load_user_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[
             raise UnknownNameError(f"{shown(text)}: no such model file")
         net, defaults, source = _from_file(path, w)
     pre = preprocessing.over(defaults) if preprocessing is not None else defaults
-    net.eval()
     return UserModel(net, pre, source=source).to(device).eval()
 
 

@@ -285,8 +285,7 @@ class SubstituteTraining:
             raise ConfigError(f"the seed set has {n_seed} images but max_queries is {self.max_queries}; "
                               "labelling the seed set alone would exceed the budget")
         dev = torch.device(device) if device is not None else seed_images.device
-        seed = seed_from(generator)
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(seed_from(generator))
 
         def draw() -> int:
             return int(torch.randint(0, 2**31 - 1, (1,), generator=g).item())

@@ -104,9 +104,7 @@ def train_surrogate(
     with eval_mode(defense):  # the defense runs in eval mode; the caller's mode flags are restored after
         fit(g, train_ds, config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
             objective=objective, device=device, progress=progress)
-        g.eval()
-        for p in g.parameters():
-            p.requires_grad_(False)
+        g.eval().requires_grad_(False)
         with torch.no_grad():
             xv = val_ds.images.to(device)
             fv = defense(xv, generator=torch.Generator().manual_seed(seed + 1))
