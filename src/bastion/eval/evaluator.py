@@ -540,7 +540,6 @@ def _mean_known(v: Tensor) -> float | None:
 
 
 def _randomized(model: nn.Module, data: LabelledImages, device: str | torch.device) -> bool:
-    """Whether ``model`` is randomized: declared, else probed on the first images of ``data``."""
-    probe = data.batch(slice(0, PROBE_SAMPLES)).to(device) if len(data) else None
+    """Whether ``model`` is randomized: declared, else probed on the first images of ``data`` (not empty)."""
     with frozen(model), torch.no_grad():
-        return is_randomized(model, probe)
+        return is_randomized(model, data.batch(slice(0, PROBE_SAMPLES)).to(device))

@@ -208,8 +208,7 @@ class OverfitGuard:
         if best >= self.min_best and acc < self.collapse * best:
             log.warning("catastrophic overfitting: PGD accuracy fell from %.3f to %.3f at epoch %d; rolling back",
                         best, acc, epoch + 1)
-            out["rollback"] = True
-            out["catastrophic_overfitting"] = True
+            out.update(rollback=True, catastrophic_overfitting=True)
         return out
 
 

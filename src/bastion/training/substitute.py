@@ -62,11 +62,8 @@ Monitor = Callable[[nn.Module], dict[str, Any]]
 
 
 class _LabelBudget:
-    """Label queries through an :class:`~bastion.attacks.oracle.Oracle` under one *total* budget.
-
-    Every queried point is its own oracle sample (charged one query), so the number of label queries spent
-    is counted here. The budget is planned by the caller; exceeding it is an internal error.
-    """
+    """Label queries through an :class:`~bastion.attacks.oracle.Oracle` under one *total* budget, planned by
+    the caller (exceeding it is an internal error); each queried point is its own oracle sample (one query)."""
 
     def __init__(self, oracle: Oracle, *, max_queries: int, num_classes: int, batch_size: int = 1000) -> None:
         if oracle.output != "labels":
