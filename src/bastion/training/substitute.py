@@ -45,7 +45,16 @@ from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, check_images, frozen, shown
 from bastion._rng import seed_from
-from bastion.attacks.base import Access, Attack, Outcome, QueryAttack, Task, check_int, check_positive
+from bastion.attacks.base import (
+    Access,
+    Attack,
+    Outcome,
+    QueryAttack,
+    Task,
+    WrappingAttack,
+    check_int,
+    check_positive,
+)
 from bastion.attacks.oracle import Oracle, OracleOutput
 from bastion.attacks.transfer import TransferAttack, craft_on_source
 from bastion.data.base import ImageDataset
@@ -376,7 +385,7 @@ def _tensor_digest(x: Tensor) -> str:
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class SubstituteAttack(QueryAttack):
+class SubstituteAttack(WrappingAttack, QueryAttack):
     """Papernot et al. 2017's black-box attack as one :class:`~bastion.attacks.base.Attack`: label-only.
 
     Each call trains a substitute of the target from ``seed_images`` and the target's labels (at most
@@ -414,17 +423,6 @@ class SubstituteAttack(QueryAttack):
         if self.seed_images.shape[0] > self.training.max_queries:
             raise ConfigError(f"{self.seed_images.shape[0]} seed images exceed max_queries={self.training.max_queries}")
         object.__setattr__(self, "seed_images", self.seed_images.detach().clone())
-
-    @property
-    def threat(self) -> ThreatModel:
-        return self.attack.threat
-
-    @property
-    def radius(self) -> float | None:
-        return self.attack.radius
-
-    def at_eps(self, eps: float) -> SubstituteAttack:
-        return replace(self, attack=self.attack.at_eps(eps))
 
     def _query(self, oracle: Oracle, task: Task) -> Outcome:
         x = task.x
