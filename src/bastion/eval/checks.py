@@ -33,37 +33,81 @@ def _noise(acc: float, n: int) -> float:
     return TOLERANCE + 2.0 * math.sqrt(max(acc * (1 - acc), 1e-4) / max(n, 1))
 
 
+#: each flag's severity, what it means and what to do (its title and evidence come with each finding)
+_FLAGS: dict[str, tuple[str, str, str]] = {
+    "randomized-outputs": (
+        "error", "The model gives different outputs for the same input, so a single gradient is a noisy sample and "
+                 "gradient attacks underestimate what an attacker can do.",
+        "Evaluate with Expectation over Transformation: add eot(model, n=16) (and bpda(...) for non-differentiable "
+        "steps) to the evaluation's adaptive attacks (bastion's attacks never stop early on a randomized model, and "
+        "judge it over several draws)."),
+    "onehot-outputs": (
+        "error", "The model returns one-hot labels: its output is piecewise constant, its gradient zero, and gradient "
+                 "attacks fail for that reason alone (gradient masking), not because the decision is robust.",
+        "Attack it with label-only or transfer attacks (HopSkipJump, a substitute model) or attack the underlying "
+        "model's logits."),
+    "probability-outputs": (
+        "error", "The model returns probabilities; cross-entropy on them saturates and gradients vanish.",
+        "Return logits (or log-probabilities) for evaluation; use the margin loss."),
+    "zero-gradients": (
+        "error", "The loss gradient w.r.t. the input vanishes (shattered or masked gradients): gradient attacks "
+                 "cannot make progress, whatever the true robustness.",
+        "Use BPDA for non-differentiable components, the margin loss for saturated outputs, or gradient-free "
+        "attacks (Square, HopSkipJump, transfer)."),
+    "unbounded-attack-fails": (
+        "error", "With eps = 1 any input can be turned into any other image, so accuracy must fall to about 0. If "
+                 "it does not, the attack is not working (gradient masking or a bug), and every number at smaller "
+                 "eps is suspect.",
+        "Fix the attack before trusting the evaluation: adaptive attacks (BPDA/EOT), gradient-free attacks, more "
+        "steps, the margin loss."),
+    "non-monotone-eps": (
+        "warning", "A larger budget contains every smaller one, so accuracy cannot really increase with eps; the "
+                   "attack fails to find points it could reach.",
+        "Use more steps/restarts, a step size relative to eps, and check for gradient masking."),
+    "loss-not-increasing": (
+        "error", "A working attack raises the model's loss on the true class; if it stays flat the attack is not "
+                 "getting a usable gradient.",
+        "Inspect gradients (zero or noisy?), use BPDA/EOT or gradient-free attacks."),
+    "single-step-beats-iterative": (
+        "warning", "An iterative attack should be at least as strong as one step in the same direction. If FGSM "
+                   "wins, the iterative attack is stuck (gradient masking, bad step size).",
+        "Check step sizes and steps, use restarts and the margin loss, try BPDA/EOT."),
+    "blackbox-beats-whitebox": (
+        "error", "An attack with less information should not be stronger than one with gradients. The white-box "
+                 "gradients are uninformative (gradient masking).",
+        "Treat the black-box number as the upper bound on robustness; build an adaptive white-box attack "
+        "(BPDA/EOT) before claiming robustness."),
+    "weaker-than-eot-baseline": (
+        "error", "The model is randomized, and a 40-step PGD loop on the softmax averaged over several draws, run by "
+                 "the checks themselves, does far better than every attack of the evaluation: their numbers "
+                 "overstate the model's robustness.",
+        "Attack the model through eot(...) (and bpda(...) for non-differentiable steps) with every step run "
+        "(early_stop=False), more draws and more steps; treat the plain loop's number as the upper bound."),
+}
+
+
+def _flag(code: str, title: str, evidence: dict[str, Any], *, severity: str | None = None) -> Flag:
+    """The finding ``code`` of :data:`_FLAGS` (``severity``: other than its usual one)."""
+    usual, meaning, advice = _FLAGS[code]
+    return Flag(code=code, severity=severity or usual, title=title, meaning=meaning, advice=advice, evidence=evidence)
+
+
 def check_outputs(model: nn.Module, data: ImageDataset, *, adaptive: bool, device: torch.device | str) -> list[Flag]:
     """Randomized outputs, probability outputs and one-hot (label-only) outputs."""
     flags = []
     x = data.images.to(device)
     with frozen(model), torch.no_grad():
         a, b = forward_in_chunks(model, x), forward_in_chunks(model, x)
-    if not torch.allclose(a, b, atol=1e-5):
+    if not adaptive and not torch.allclose(a, b, atol=1e-5):
         changed = float((a.argmax(1) != b.argmax(1)).float().mean())
-        if not adaptive:
-            flags.append(Flag(
-                code="randomized-outputs", severity="error", title="Randomized model evaluated without EOT",
-                meaning="The model gives different outputs for the same input, so a single gradient is a noisy "
-                        "sample and gradient attacks underestimate what an attacker can do.",
-                advice="Evaluate with Expectation over Transformation: add eot(model, n=16) (and bpda(...) for "
-                       "non-differentiable steps) to the evaluation's adaptive attacks (bastion's attacks never "
-                       "stop early on a randomized model, and judge it over several draws).",
-                evidence={"max_output_change": float((a - b).abs().max()), "prediction_flip_rate": changed}))
+        flags.append(_flag("randomized-outputs", "Randomized model evaluated without EOT",
+                           {"max_output_change": float((a - b).abs().max()), "prediction_flip_rate": changed}))
     rows_sum = a.sum(1)
     if bool((a >= 0).all()) and torch.allclose(rows_sum, torch.ones_like(rows_sum), atol=1e-4):
-        onehot = bool(((a == 0) | (a == 1)).all())
-        flags.append(Flag(
-            code="onehot-outputs" if onehot else "probability-outputs", severity="error",
-            title="Label-only (one-hot) outputs" if onehot else "Probability outputs instead of logits",
-            meaning=("The model returns one-hot labels: its output is piecewise constant, its gradient zero, "
-                     "and gradient attacks fail for that reason alone (gradient masking), not because the "
-                     "decision is robust." if onehot else
-                     "The model returns probabilities; cross-entropy on them saturates and gradients vanish."),
-            advice=("Attack it with label-only or transfer attacks (HopSkipJump, a substitute model) or attack "
-                    "the underlying model's logits." if onehot else
-                    "Return logits (or log-probabilities) for evaluation; use the margin loss."),
-            evidence={"row_sum_mean": float(rows_sum.mean())}))
+        evidence = {"row_sum_mean": float(rows_sum.mean())}
+        flags.append(_flag("onehot-outputs", "Label-only (one-hot) outputs", evidence)
+                     if bool(((a == 0) | (a == 1)).all()) else
+                     _flag("probability-outputs", "Probability outputs instead of logits", evidence))
     return flags
 
 
@@ -83,14 +127,8 @@ def check_gradients(model: nn.Module, data: ImageDataset, *, device: torch.devic
         _, _, g = grad_in_chunks(loss, x, per_sample=evaluations_per_input(model))
     share = float((g.reshape(len(x), -1).abs().amax(1) == 0).float().mean())
     if share > threshold:
-        return [Flag(
-            code="zero-gradients", severity="warning" if adaptive else "error",
-            title=f"{share:.0%} of inputs have an exactly zero gradient",
-            meaning="The loss gradient w.r.t. the input vanishes (shattered or masked gradients): gradient attacks "
-                    "cannot make progress, whatever the true robustness.",
-            advice="Use BPDA for non-differentiable components, the margin loss for saturated outputs, or "
-                   "gradient-free attacks (Square, HopSkipJump, transfer).",
-            evidence={"zero_gradient_share": share})]
+        return [_flag("zero-gradients", f"{share:.0%} of inputs have an exactly zero gradient",
+                      {"zero_gradient_share": share}, severity="warning" if adaptive else None)]
     return []
 
 
@@ -138,14 +176,8 @@ def check_unbounded(model: nn.Module, data: ImageDataset, *, device: torch.devic
         by_mode[f"adaptive:{label}"] = float(transferred(m, used).mean())
         acc = min(by_mode.values())
     if acc > threshold:
-        return [Flag(
-            code="unbounded-attack-fails", severity="error", title=f"PGD at eps=1 leaves {acc:.0%} accuracy",
-            meaning="With eps = 1 any input can be turned into any other image, so accuracy must fall to about 0. "
-                    "If it does not, the attack is not working (gradient masking or a bug), and every number at "
-                    "smaller eps is suspect.",
-            advice="Fix the attack before trusting the evaluation: adaptive attacks (BPDA/EOT), gradient-free "
-                   "attacks, more steps, the margin loss.",
-            evidence={"accuracy_at_eps_1": acc, "by_mode": by_mode, "n": len(x)})]
+        return [_flag("unbounded-attack-fails", f"PGD at eps=1 leaves {acc:.0%} accuracy",
+                      {"accuracy_at_eps_1": acc, "by_mode": by_mode, "n": len(x)})]
     return []
 
 
@@ -174,52 +206,26 @@ def check_rows(rows: Sequence[Row], *, n: int, cascade: bool = False) -> list[Fl
             curve = sorted((r.eps, r.accuracy) for r in rs if r.attack == attack and r.eps is not None)
             for (e0, a0), (e1, a1) in zip(curve, curve[1:], strict=False):
                 if a1 > a0 + _noise(a0, n):
-                    flags.append(Flag(
-                        code="non-monotone-eps", severity="warning",
-                        title=f"{attack}: accuracy rises from eps={e0:g} to eps={e1:g} ({mode})",
-                        meaning="A larger budget contains every smaller one, so accuracy cannot really increase with "
-                                "eps; the attack fails to find points it could reach.",
-                        advice="Use more steps/restarts, a step size relative to eps, and check for gradient masking.",
-                        evidence={"eps": [e0, e1], "accuracy": [a0, a1]}))
+                    flags.append(_flag("non-monotone-eps", f"{attack}: accuracy rises from eps={e0:g} to eps={e1:g} "
+                                       f"({mode})", {"eps": [e0, e1], "accuracy": [a0, a1]}))
         for r in rs:
             # relative: on a robust model a working attack at small eps raises the mean loss only a little
             # (mnist-cnn-adv, PGD at eps 0.05: 0.0161 -> 0.0167), which an absolute margin of 1e-3 called a failure
             if (r.eps and r.access == "white-box" and r.loss_adv is not None and r.loss_clean is not None
                     and r.loss_adv <= r.loss_clean * (1 + _LOSS_RTOL) + 1e-7):
-                flags.append(Flag(
-                    code="loss-not-increasing", severity="error",
-                    title=f"{r.attack} at eps={r.eps:g} did not increase the loss ({mode})",
-                    meaning="A working attack raises the model's loss on the true class; if it stays flat the "
-                            "attack is not getting a usable gradient.",
-                    advice="Inspect gradients (zero or noisy?), use BPDA/EOT or gradient-free attacks.",
-                    evidence={"loss_clean": r.loss_clean, "loss_adv": r.loss_adv}))
+                flags.append(_flag("loss-not-increasing", f"{r.attack} at eps={r.eps:g} did not increase the loss "
+                                   f"({mode})", {"loss_clean": r.loss_clean, "loss_adv": r.loss_adv}))
     return flags
-
-
-def _single_step_flag(mode: str, where: str, evidence: dict[str, Any]) -> Flag:
-    return Flag(
-        code="single-step-beats-iterative", severity="warning",
-        title=f"FGSM beats iterative attacks at {where} ({mode})",
-        meaning="An iterative attack should be at least as strong as one step in the same direction. "
-                "If FGSM wins, the iterative attack is stuck (gradient masking, bad step size).",
-        advice="Check step sizes and steps, use restarts and the margin loss, try BPDA/EOT.",
-        evidence=evidence)
-
-
-def _blackbox_flag(r: Row, mode: str, where: str, evidence: dict[str, Any]) -> Flag:
-    return Flag(
-        code="blackbox-beats-whitebox", severity="error",
-        title=f"{r.attack} ({r.access}) beats the white-box attacks at {where} ({mode})",
-        meaning="An attack with less information should not be stronger than one with gradients. "
-                "The white-box gradients are uninformative (gradient masking).",
-        advice="Treat the black-box number as the upper bound on robustness; build an adaptive "
-               "white-box attack (BPDA/EOT) before claiming robustness.",
-        evidence=evidence)
 
 
 def _compare(at: list[Row], *, n: int, cascade: bool, mode: str, where: str, eps: float) -> list[Flag]:
     """The weaker-beats-stronger checks among the rows of one threat model, in execution order."""
     flags: list[Flag] = []
+    def single_step_flag(evidence: dict[str, Any]) -> Flag:
+        return _flag("single-step-beats-iterative", f"FGSM beats iterative attacks at {where} ({mode})", evidence)
+    def blackbox_flag(r: Row, evidence: dict[str, Any]) -> Flag:
+        return _flag("blackbox-beats-whitebox", f"{r.attack} ({r.access}) beats the white-box attacks at {where} "
+                     f"({mode})", evidence)
     def is_iterative(r: Row) -> bool:
         return _base_name(r.attack) in ("bim", "pgd", "apgd", "fab") and r.access == "white-box"
     def is_single(r: Row) -> bool:
@@ -231,14 +237,14 @@ def _compare(at: list[Row], *, n: int, cascade: bool, mode: str, where: str, eps
         if single and iterative:
             s, it = min(r.accuracy for r in single), min(r.accuracy for r in iterative)
             if s + _noise(it, n) < it:
-                flags.append(_single_step_flag(mode, where, {"eps": eps, "fgsm_accuracy": s, "iterative_accuracy": it}))
+                flags.append(single_step_flag({"eps": eps, "fgsm_accuracy": s, "iterative_accuracy": it}))
         white = [r.accuracy for r in at if r.access == "white-box"]
         if white:
             best_white = min(white)
             for r in at:
                 if is_blackbox(r) and r.accuracy + _noise(best_white, n) < best_white:
-                    flags.append(_blackbox_flag(r, mode, where, {"eps": eps, "attack_accuracy": r.accuracy,
-                                                                 "white_box_accuracy": best_white}))
+                    flags.append(blackbox_flag(r, {"eps": eps, "attack_accuracy": r.accuracy,
+                                                   "white_box_accuracy": best_white}))
         return flags
     for i, r in enumerate(at):
         before = at[:i]
@@ -251,8 +257,7 @@ def _compare(at: list[Row], *, n: int, cascade: bool, mode: str, where: str, eps
         if added > _noise(left, n):
             evidence = {"eps": eps, "broken_after_stronger_attacks": added, "accuracy_left_by_them": left,
                         "stronger_attacks": [b.attack for b in stronger]}
-            flags.append(_single_step_flag(mode, where, evidence) if is_single(r)
-                         else _blackbox_flag(r, mode, where, evidence))
+            flags.append(single_step_flag(evidence) if is_single(r) else blackbox_flag(r, evidence))
     return flags
 
 
@@ -294,16 +299,10 @@ def check_eot_baseline(model: nn.Module, data: ImageDataset, rows: Sequence[Row]
     margin = max(0.1, 2 * _noise(baseline, len(x0)))
     if strongest <= baseline + margin:
         return []
-    return [Flag(
-        code="weaker-than-eot-baseline", severity="error",
-        title=f"The attacks leave {strongest:.0%} at eps={eps:g}; a plain EOT-PGD loop leaves {baseline:.0%}",
-        meaning="The model is randomized, and a 40-step PGD loop on the softmax averaged over several draws, run by "
-                "the checks themselves, does far better than every attack of the evaluation: their numbers "
-                "overstate the model's robustness.",
-        advice="Attack the model through eot(...) (and bpda(...) for non-differentiable steps) with every step run "
-               "(early_stop=False), more draws and more steps; treat the plain loop's number as the upper bound.",
-        evidence={"eps": eps, "eot_pgd_accuracy": baseline, "best_accuracy_by_mode": best, "n": len(x0),
-                  "steps": steps, "samples": samples, "draws": draws})]
+    return [_flag("weaker-than-eot-baseline",
+                  f"The attacks leave {strongest:.0%} at eps={eps:g}; a plain EOT-PGD loop leaves {baseline:.0%}",
+                  {"eps": eps, "eot_pgd_accuracy": baseline, "best_accuracy_by_mode": best, "n": len(x0),
+                   "steps": steps, "samples": samples, "draws": draws})]
 
 
 def run_checks(

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from bastion import __version__
 from bastion._checks import check_eval_mode, frozen, shown
 from bastion._model import DEFAULT_DRAWS, PROBE_SAMPLES, checked_forward, describe_model, is_randomized, judge
-from bastion.attacks.base import Attack, Crafted, MinimumNormAttack
+from bastion.attacks.base import Attack, MinimumNormAttack
 from bastion.data import LabelledImages
 from bastion.errors import ConfigError
 from bastion.eval.report import RobustnessReport, Row
@@ -120,12 +120,10 @@ class Evaluation:
     def __post_init__(self) -> None:
         if not self.suite:
             raise ConfigError("the evaluation suite is empty")
-        if self.batch_size is not None and (not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool)
-                                            or self.batch_size < 1):
-            raise ConfigError(f"batch_size must be an integer >= 1 or None, got {shown(self.batch_size)}")
-        if self.draws is not None and (not isinstance(self.draws, int) or isinstance(self.draws, bool)
-                                       or self.draws < 1):
-            raise ConfigError(f"draws must be an integer >= 1 or None, got {shown(self.draws)}")
+        for name in ("batch_size", "draws"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{name} must be an integer >= 1 or None, got {shown(value)}")
         if self.eps_grid is not None:
             grid = list(self.eps_grid)
             bad = [e for e in grid if isinstance(e, bool) or not (isinstance(e, (int, float, np.floating, np.integer))
@@ -239,24 +237,10 @@ class Evaluation:
                 out.append((i, a, None))
         return out
 
-    def judging_draws(self, model: nn.Module, data: LabelledImages, *, device: str | torch.device = "cpu") -> int:
-        """The draws that judge each image: ``draws`` if set, else 8 on a randomized model and 1 otherwise."""
-        if self.draws is not None:
-            return self.draws
-        return DEFAULT_DRAWS if _randomized(model, data, device) else 1
-
-    def run_shard(
-        self,
-        model: nn.Module,
-        data: LabelledImages,
-        *,
-        device: str | torch.device = "cpu",
-        progress: Progress = no_progress,
-        draws: int = 1,
-        done: PerImage | None = None,
-        on_row: Callable[[PerImage], None] | None = None,
-        generators: Sequence[torch.Generator] = (),
-    ) -> PerImage:
+    def run_shard(self, model: nn.Module, data: LabelledImages, *, device: str | torch.device = "cpu",
+                  progress: Progress = no_progress, draws: int = 1, done: PerImage | None = None,
+                  on_row: Callable[[PerImage], None] | None = None,
+                  generators: Sequence[torch.Generator] = ()) -> PerImage:
         """Per-image results on ``data`` (one shard), each image judged over ``draws`` calls of the model: the
         raw material :meth:`aggregate` turns into rows.
 
@@ -265,14 +249,11 @@ class Evaluation:
         ``generators``: the randomized models' own generators, reseeded from ``seed`` and the row's position
         before the clean pass and each row, so that a row's draws do not depend on which rows ran before it (a
         resumed run gives the numbers of an uninterrupted one)."""
-        check_eval_mode(model)
-        for m in self.adaptive.values():
+        for m in (model, *self.adaptive.values()):
             check_eval_mode(m)
         device = torch.device(device)
         n = len(data)
         assert data.indices is not None
-        keys_all = data.indices.to(device)
-        y_all = data.labels  # images come batch by batch (image files are decoded only then)
         batch = self.batch_for(data)
         plan = self.plan()
         labels = suite_labels(self.suite, swept=self.eps_grid is not None)
@@ -291,7 +272,7 @@ class Evaluation:
             with frozen(model):
                 for i in range(0, n, batch):
                     xb = data.batch(slice(i, i + batch)).to(device)
-                    yb = y_all[i : i + batch].to(device)
+                    yb = data.labels[i : i + batch].to(device)
                     checked_forward(model, xb[:PROBE_SAMPLES])  # a clear error for a model that cannot take x
                     logits, preds = judge(model, xb, draws=draws)
                     per.clean[i : i + len(xb)] = (preds == yb).double().mean(0).cpu()
@@ -304,104 +285,61 @@ class Evaluation:
             craft = model if mode == "naive" else self.adaptive[mode.split(":", 1)[1]]
             for ai, atk, eps in plan:
                 position += 1
+                balls = None  # a minimum-norm attack without a radius: one run, a row per eps of the grid
                 if eps is None and self.eps_grid is not None and isinstance(atk, MinimumNormAttack):
-                    keys = [RowResult.empty(0, attack=labels[ai], mode=mode, access=atk.access, eps=e,
-                                            norm=atk.threat.norm).key for e in self.eps_grid]
-                    if all(k in earlier for k in keys):
-                        per.rows.extend(earlier[k] for k in keys)
-                        work += atk.cost * n
-                        progress("attacks", work, total)
-                        continue
-                    _reseed(generators, self.seed, position)
-                    seed = (self.seed * 1_000_003 + mi * 10_007 + ai * 101) % (2**63)
-
-                    def advance(images: int, atk: Attack = atk) -> None:
-                        nonlocal work
-                        work += atk.cost * images
-                        progress("attacks", work, total)
-
-                    per.rows.extend(self._curve(per, data, atk, label=labels[ai], mode=mode, craft=craft, model=model,
-                                                seed=seed, device=device, draws=draws, advance=advance))
-                    if on_row is not None:
-                        on_row(per)
-                    continue
-                row = RowResult.empty(n, attack=labels[ai], mode=mode, access=atk.access, eps=eps, norm=atk.threat.norm)
-                if row.key in earlier:
-                    per.rows.append(earlier[row.key])
+                    balls = [ThreatModel(norm=atk.threat.norm, eps=e, bounds=atk.threat.bounds) for e in self.eps_grid]
+                rows = [RowResult.empty(n, attack=labels[ai], mode=mode, access=atk.access, eps=e, norm=atk.threat.norm)
+                        for e in ([b.eps for b in balls] if balls else [eps])]
+                if all(r.key in earlier for r in rows):
+                    per.rows.extend(earlier[r.key] for r in rows)
                     work += atk.cost * n
                     progress("attacks", work, total)
                     continue
                 _reseed(generators, self.seed, position)
-                if self.cascade:  # within one threat model (mode, norm, eps): an L2 row never inherits Linf breaks
-                    alive = worst_case(per.clean, [r for r in per.rows if r.group == row.group]) > 0
-                    idx = alive.nonzero().squeeze(1)
-                else:
-                    idx = torch.arange(n)
                 ei = self.eps_grid.index(eps) if (eps is not None and self.eps_grid is not None) else 0
                 seed = (self.seed * 1_000_003 + mi * 10_007 + ai * 101 + ei) % (2**63)
-                for s in range(0, idx.numel(), batch):
-                    b = idx[s : s + batch]
-                    xb, yb = data.batch(b).to(device), y_all[b].to(device)
-                    t0 = time.perf_counter()
-                    # the attack only crafts; each point is judged once, here, on the model under evaluation
-                    c = atk.craft(craft, xb, yb, generator=torch.Generator().manual_seed(seed), keys=keys_all[b.to(device)])
-                    with frozen(model):
-                        known = c.known_adv if (craft is model and draws == 1) else None
-                        out, preds = judge(model, c.x_adv, draws=draws, known=known)
-                    row.seconds += time.perf_counter() - t0
-                    share = (preds == yb).float().mean(0)
-                    share = share.double().cpu()
-                    row.robust[b] = share
-                    broken = share < 0.5
-                    for k, v in row.norms.items():
-                        v[b[broken]] = c.norms[k].cpu()[broken]
-                    row.queries[b] = c.queries.cpu()
-                    row.loss_adv[b] = F.cross_entropy(out, yb, reduction="none").double().cpu()
-                    work += atk.cost * len(b)
+
+                def advance(images: int, atk: Attack = atk) -> None:
+                    nonlocal work
+                    work += atk.cost * images
                     progress("attacks", work, total)
-                work += atk.cost * (n - idx.numel())  # the images the cascade left out
-                progress("attacks", work, total)
-                per.rows.append(row)
+
+                self._attack_rows(per, data, atk, rows, balls=balls, craft=craft, model=model, seed=seed,
+                                  device=device, draws=draws, advance=advance)
+                per.rows.extend(rows)
                 if on_row is not None:
                     on_row(per)
         return per
 
-    def _curve(self, per: PerImage, data: LabelledImages, atk: Attack, *, label: str, mode: str, craft: nn.Module,
-               model: nn.Module, seed: int, device: torch.device, draws: int,
-               advance: Callable[[int], None] = lambda images: None) -> list[RowResult]:
-        """One run of a minimum-norm attack, as one row per eps of the grid (in the attack's norm). Each image is
-        attacked once if some row's threat model still needs it (in a cascade: it is still robust there) and
-        judged once; at each eps it counts as broken when the attack's point is inside that eps-ball and fewer
-        than half of the draws classify it correctly. Where the point lies outside the ball, the attack has
-        nothing to offer at that eps: the image keeps its clean share, and its adversarial loss is left out
-        (NaN). The run's time is shared evenly between its rows."""
-        assert self.eps_grid is not None and data.indices is not None
+    def _attack_rows(self, per: PerImage, data: LabelledImages, atk: Attack, rows: list[RowResult], *,
+                     balls: list[ThreatModel] | None, craft: nn.Module, model: nn.Module, seed: int,
+                     device: torch.device, draws: int, advance: Callable[[int], None]) -> None:
+        """Fill ``rows`` from one run of ``atk`` crafted on ``craft``, on the images some row still needs (in a
+        cascade: still robust in its threat model), each point judged once on ``model``. With ``balls`` (a
+        minimum-norm attack's rows, one per eps): where a point lies outside a row's ball, that row keeps the
+        image's clean share and has no adversarial loss (NaN); the run's time is shared between the rows."""
+        assert data.indices is not None
         n = len(data)
-        norm = atk.threat.norm
-        grid = list(self.eps_grid)
-        rows = [RowResult.empty(n, attack=label, mode=mode, access=atk.access, eps=e, norm=norm) for e in grid]
-        if self.cascade:
+        if self.cascade:  # within one threat model (mode, norm, eps): an L2 row never inherits Linf breaks
             needed = [worst_case(per.clean, [r for r in per.rows if r.group == row.group]) > 0 for row in rows]
         else:
             needed = [torch.ones(n, dtype=torch.bool) for _ in rows]
         idx = torch.stack(needed).any(0).nonzero().squeeze(1)
         keys_all = data.indices.to(device)
-        balls = [ThreatModel(norm=norm, eps=e, bounds=atk.threat.bounds) for e in grid]
         batch = self.batch_for(data)
         for s in range(0, idx.numel(), batch):
             b = idx[s : s + batch]
             xb, yb = data.batch(b).to(device), data.labels[b].to(device)
             t0 = time.perf_counter()
-            c: Crafted = atk.craft(craft, xb, yb, generator=torch.Generator().manual_seed(seed),
-                                   keys=keys_all[b.to(device)])
+            c = atk.craft(craft, xb, yb, generator=torch.Generator().manual_seed(seed), keys=keys_all[b.to(device)])
             with frozen(model):
                 known = c.known_adv if (craft is model and draws == 1) else None
                 out, preds = judge(model, c.x_adv, draws=draws, known=known)
             seconds = time.perf_counter() - t0
             share = (preds == yb).float().mean(0).double().cpu()
             loss = F.cross_entropy(out, yb, reduction="none").double().cpu()
-            for row, ball, need in zip(rows, balls, needed, strict=True):
-                inside = ball.contains(c.x_adv, xb).cpu()
+            for i, (row, need) in enumerate(zip(rows, needed, strict=True)):
+                inside = balls[i].contains(c.x_adv, xb).cpu() if balls else torch.ones_like(share, dtype=torch.bool)
                 sel = need[b]
                 rb = b[sel]
                 row.robust[rb] = torch.where(inside, share, per.clean[b])[sel]
@@ -413,7 +351,6 @@ class Evaluation:
                 row.seconds += seconds / len(rows)
             advance(len(b))
         advance(n - idx.numel())  # the images no row needed
-        return rows
 
     def aggregate(self, per: PerImage) -> tuple[float, list[Row], list[dict[str, Any]]]:
         """Rows and worst-case accuracies from per-image results (of one process or gathered shards)."""
@@ -543,11 +480,7 @@ class Evaluation:
                 ) -> RobustnessReport:
         clean_acc, rows, worst = self.aggregate(per)
         return RobustnessReport(
-            model=describe_model(model),
-            data={"name": data.name, "split": data.split, "n": len(data), "sha256": data.sha256},
-            eps_grid=list(self.eps_grid) if self.eps_grid is not None else [],
-            cascade=self.cascade,
-            suite=[a.to_dict() for a in self.suite],
+            **self._identity(model, data),
             clean_accuracy=clean_acc,
             rows=rows,
             worst_case=worst,
@@ -561,20 +494,21 @@ class Evaluation:
             draws=draws,
             randomized=randomized,
             partial=partial,
-            seed=self.seed,
         )
+
+    def _identity(self, model: nn.Module, data: LabelledImages) -> dict[str, Any]:
+        """What a report records of the evaluation, its data and model (a resumed run's must be the same)."""
+        return {"suite": [a.to_dict() for a in self.suite], "eps_grid": list(self.eps_grid or []),
+                "cascade": self.cascade, "seed": self.seed,
+                "data": {"name": data.name, "split": data.split, "n": len(data), "sha256": data.sha256},
+                "model": describe_model(model)}
 
     def check_resumable(self, earlier: RobustnessReport, model: nn.Module, data: LabelledImages) -> None:
         """Refuse to resume from a report of another evaluation: other attacks, radii, cascade, seed, data or
         model (the message names what differs)."""
-        mine = {"suite": [a.to_dict() for a in self.suite], "eps_grid": list(self.eps_grid or []),
-                "cascade": self.cascade, "seed": self.seed,
-                "data": {"name": data.name, "split": data.split, "n": len(data), "sha256": data.sha256},
-                "model": describe_model(model)}
-        theirs = {"suite": earlier.suite, "eps_grid": earlier.eps_grid, "cascade": earlier.cascade,
-                  "seed": earlier.seed, "data": earlier.data, "model": earlier.model}
+        mine = self._identity(model, data)
         changed = [k for k in mine if json.dumps(mine[k], sort_keys=True, default=str)
-                   != json.dumps(theirs[k], sort_keys=True, default=str)]
+                   != json.dumps(getattr(earlier, k), sort_keys=True, default=str)]
         if changed:
             raise ConfigError(f"the earlier results are of another evaluation (other {', '.join(changed)}): they cannot "
                               "be resumed; run the same command as before, or start over in another folder")
@@ -606,7 +540,6 @@ def _mean_known(v: Tensor) -> float | None:
 
 
 def _randomized(model: nn.Module, data: LabelledImages, device: str | torch.device) -> bool:
-    """Whether ``model`` is randomized: declared, else probed on the first images of ``data``."""
-    probe = data.batch(slice(0, PROBE_SAMPLES)).to(device) if len(data) else None
+    """Whether ``model`` is randomized: declared, else probed on the first images of ``data`` (not empty)."""
     with frozen(model), torch.no_grad():
-        return is_randomized(model, probe)
+        return is_randomized(model, data.batch(slice(0, PROBE_SAMPLES)).to(device))

@@ -19,7 +19,7 @@ from bastion.defenses.bart import GROUPS, BaRT
 from bastion.defenses.base import Defended
 from bastion.errors import BastionError, ConfigError, UnknownNameError, WeightsError
 from bastion.models.classifier import Classifier, ModelMeta
-from bastion.models.io import load_model, read_meta, save_model
+from bastion.models.io import META_KEY, _first_line, _open_header, load_model, read_meta, save_model
 from bastion.models.presets import PRESETS, Preprocessing, preset, read_classes
 from bastion.models.user import UserModel, file_kind, is_user_spec, load_user_model, wrap_model
 from bastion.models.zoo import ARCHITECTURES, create_model
@@ -131,7 +131,7 @@ def with_recorded_defense(model: Classifier, *, source: str | os.PathLike[str] |
     try:
         barrage = BaRT.from_dict(config)
     except (BastionError, TypeError, ValueError) as e:
-        raise WeightsError(f"{where}{field}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise WeightsError(f"{where}{field}: {_first_line(e)}") from None
     return Defended(barrage, model).eval()
 
 
@@ -161,7 +161,7 @@ def resolve_model(
         return load_user_model(text, weights=weights, preprocessing=preprocessing, device=device)
     path = Path(text).expanduser()
     if path.is_file():
-        if file_kind(path) == "safetensors" and _has_bastion_meta(path):
+        if file_kind(path) == "safetensors" and META_KEY in _open_header(path):
             _refuse_own_options(text, weights, preprocessing)
             return with_recorded_defense(load_model(path, device=device), source=path)
         return load_user_model(path, weights=weights, preprocessing=preprocessing, device=device)
@@ -170,12 +170,6 @@ def resolve_model(
         "your own model is named my_model.py:build (a function returning an nn.Module, with --weights FILE), "
         "package.module:build, a TorchScript file, torchvision:NAME or timm:NAME"
     )
-
-
-def _has_bastion_meta(path: Path) -> bool:
-    from bastion.models.io import META_KEY, _open_header
-
-    return META_KEY in _open_header(path)
 
 
 def _refuse_own_options(name: str, weights: object, preprocessing: Preprocessing | None) -> None:

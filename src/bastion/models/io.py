@@ -46,8 +46,7 @@ def save_model(model: Classifier, path: str | os.PathLike[str]) -> Path:
 def read_meta(path: str | os.PathLike[str]) -> ModelMeta:
     """The metadata of a weights file, checked (:meth:`ModelMeta.from_dict` and the architecture's options),
     without loading its tensors."""
-    path = Path(path)
-    return _checked_skeleton(path).meta
+    return _checked_skeleton(Path(path)).meta
 
 
 #: bounds on a weights file's header (a weights file is untrusted input)

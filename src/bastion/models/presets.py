@@ -165,5 +165,4 @@ PRESETS: Registry[Preset] = Registry("preset", {
 
 def preset(name: str) -> Preprocessing:
     """The preprocessing of a registered preset (:data:`PRESETS`)."""
-    built: Preprocessing = PRESETS.create(name)
-    return built
+    return PRESETS.get(name).build()

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from bastion._checks import shown
 from bastion._model import checked_forward
 from bastion.errors import ConfigError, InputShapeError, UnknownNameError, WeightsError
+from bastion.models.io import _first_line
 from bastion.models.presets import Preprocessing, preset
 
 #: the largest safetensors header accepted (a weights file is untrusted input)
@@ -94,16 +95,12 @@ class UserModel(nn.Module):
         self.preprocessing = preprocessing or Preprocessing()
         self.source: dict[str, Any] = dict(source or {})
         pre = self.preprocessing
-        shape = (1, -1, 1, 1)
-        mean = pre.mean if pre.mean is not None else (0.0,)
-        std = pre.std if pre.std is not None else (1.0,)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(shape), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(shape), persistent=False)
+        dev = next((p.device for p in net.parameters()), None)  # the network's, else the default device
+        for name, values, neutral in (("mean", pre.mean, 0.0), ("std", pre.std, 1.0)):
+            t = torch.tensor(values if values is not None else (neutral,), dtype=torch.float32, device=dev)
+            self.register_buffer(name, t.reshape(1, -1, 1, 1), persistent=False)
         self._normalizes = pre.mean is not None
         self.training = net.training
-        dev = next((p.device for p in net.parameters()), None)
-        if dev is not None:
-            self.mean, self.std = self.mean.to(dev), self.std.to(dev)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -200,11 +197,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 # ----------------------------------------------------------------------------------------------- weights
@@ -360,11 +352,12 @@ def _from_factory(spec: str, weights: Path | None) -> tuple[nn.Module, Preproces
     if not isinstance(net, nn.Module):
         raise ConfigError(f"{spec} returned a {type(net).__name__}, not a torch.nn.Module")
     shown_spec = f"{Path(target).name}:{name}" if target.endswith(".py") else spec
-    source: dict[str, Any] = {"spec": shown_spec}
-    if weights is not None:
-        source["weights"] = weights.name
-        source["weights_sha256"] = load_weights(net, weights, what=shown_spec)
-    return net, Preprocessing(), source
+    return net, Preprocessing(), {"spec": shown_spec} if weights is None else _loaded(net, shown_spec, weights)
+
+
+def _loaded(net: nn.Module, spec: str, weights: Path, name: str | None = None) -> dict[str, Any]:
+    """``weights`` loaded into ``net``: the source a report gives (the file as ``name``, default its name)."""
+    return {"spec": spec, "weights": name or weights.name, "weights_sha256": load_weights(net, weights, what=spec)}
 
 
 def _from_file(path: Path, weights: Path | None) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
@@ -423,15 +416,10 @@ def _from_torchvision(name: str, weights: Path | None) -> tuple[nn.Module, Prepr
         raise UnknownNameError(f"{spec}: torchvision has no classification model {name!r} ({_first_line(e)[:120]})"
                                ) from None
     pre = _torchvision_preprocessing(default)
-    source: dict[str, Any] = {"spec": spec}
-    if weights is not None:
-        source["weights"] = weights.name
-        source["weights_sha256"] = load_weights(net, weights, what=spec)
-    else:
+    if weights is None:
         file = _hub_checkpoint(str(default.url), spec)
-        source["weights"] = f"{default} ({file.name})"
-        source["weights_sha256"] = load_weights(net, file, what=spec)
-    return net, pre, source
+        return net, pre, _loaded(net, spec, file, f"{default} ({file.name})")
+    return net, pre, _loaded(net, spec, weights)
 
 
 def _torchvision_preprocessing(weights: Any) -> Preprocessing:
@@ -465,7 +453,6 @@ def _from_timm(name: str, weights: Path | None) -> tuple[nn.Module, Preprocessin
     classes = preset("imagenet").classes if cfg.get("num_classes", 1000) == 1000 else None
     pre = Preprocessing(mean=cfg.get("mean"), std=cfg.get("std"), channels=int(size[0]), size=(int(size[1]), int(size[2])),
                         resize=int(int(size[1]) / crop_pct), classes=classes)
-    source: dict[str, Any] = {"spec": spec}
     if weights is None:
         hub_id = cfg.get("hf_hub_id")
         if not hub_id:
@@ -478,9 +465,7 @@ def _from_timm(name: str, weights: Path | None) -> tuple[nn.Module, Preprocessin
             raise WeightsError(f"the weights of {spec} ({hub_id}, model.safetensors) are not cached and could not be "
                                f"downloaded ({type(e).__name__}: {_first_line(e)[:160]}); pass a weights file with "
                                "--weights") from None
-    source["weights"] = weights.name
-    source["weights_sha256"] = load_weights(net, weights, what=spec)
-    return net, pre, source
+    return net, pre, _loaded(net, spec, weights)
 
 
 def load_user_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[str] | None = None,
@@ -511,7 +496,6 @@ def load_user_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[
             raise UnknownNameError(f"{shown(text)}: no such model file")
         net, defaults, source = _from_file(path, w)
     pre = preprocessing.over(defaults) if preprocessing is not None else defaults
-    net.eval()
     return UserModel(net, pre, source=source).to(device).eval()
 
 

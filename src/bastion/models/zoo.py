@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,10 +28,7 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 
 def logreg(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10) -> nn.Module:
     """Softmax (multinomial logistic) regression: one linear layer on the flattened pixels."""
-    n = 1
-    for s in input_shape:
-        n *= s
-    return nn.Sequential(OrderedDict(flatten=nn.Flatten(), fc=nn.Linear(n, num_classes)))
+    return nn.Sequential(OrderedDict(flatten=nn.Flatten(), fc=nn.Linear(math.prod(input_shape), num_classes)))
 
 
 def mnist_cnn(
@@ -66,26 +63,14 @@ def mnist_cnn_gap(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int =
 
     The CAM layer is ``features.relu5`` (the last conv's activation, 7x7 for 28x28 inputs).
     """
-    c = input_shape[0]
-    features = nn.Sequential(
-        OrderedDict(
-            conv1=nn.Conv2d(c, 32, 3, padding=1),
-            relu1=nn.ReLU(),
-            conv2=nn.Conv2d(32, 32, 3, padding=1),
-            relu2=nn.ReLU(),
-            pool1=nn.MaxPool2d(2),
-            conv3=nn.Conv2d(32, 64, 3, padding=1),
-            relu3=nn.ReLU(),
-            conv4=nn.Conv2d(64, 64, 3, padding=1),
-            relu4=nn.ReLU(),
-            pool2=nn.MaxPool2d(2),
-            conv5=nn.Conv2d(64, 128, 3, padding=1),
-            relu5=nn.ReLU(),
-        )
-    )
-    return nn.Sequential(
-        OrderedDict(features=features, gap=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(128, num_classes))
-    )
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, (cin, cout) in enumerate(((input_shape[0], 32), (32, 32), (32, 64), (64, 64), (64, 128)), start=1):
+        layers[f"conv{i}"] = nn.Conv2d(cin, cout, 3, padding=1)
+        layers[f"relu{i}"] = nn.ReLU()
+        if i in (2, 4):
+            layers[f"pool{i // 2}"] = nn.MaxPool2d(2)
+    return nn.Sequential(OrderedDict(features=nn.Sequential(layers), gap=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
+                                     fc=nn.Linear(128, num_classes)))
 
 
 class _BasicBlock(nn.Module):
@@ -130,28 +115,6 @@ def blobs_logreg(input_shape: tuple[int, ...] = (2,), num_classes: int = 2) -> n
     return nn.Sequential(OrderedDict(fc=nn.Linear(input_shape[0], num_classes)))
 
 
-ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry(
-    "architecture",
-    {
-        "logreg": logreg,
-        "mnist-cnn": mnist_cnn,
-        "mnist-cnn-gap": mnist_cnn_gap,
-        "cifar-resnet": cifar_resnet,
-        "blobs-logreg": blobs_logreg,
-    },
-)
-
-#: the data set each architecture is meant for by default
-DEFAULT_DATASET = {
-    "logreg": "mnist",
-    "mnist-cnn": "mnist",
-    "mnist-cnn-gap": "mnist",
-    "cifar-resnet": "cifar10",
-    "blobs-logreg": "blobs2d",
-}
-
-
-
 @dataclass(frozen=True)
 class ArchOption:
     """An architecture option's type and bounds (``high_open``: ``high`` itself excluded)."""
@@ -172,19 +135,29 @@ class ArchOption:
         return None
 
 
-#: the options each architecture takes (beyond input shape and classes), with their bounds
-ARCH_OPTIONS: dict[str, dict[str, ArchOption]] = {
-    "logreg": {},
-    "mnist-cnn": {"dropout": ArchOption(float, 0.0, 1.0, high_open=True), "hidden": ArchOption(int, 1, 65536)},
-    "mnist-cnn-gap": {},
-    "cifar-resnet": {"width": ArchOption(int, 1, 512), "blocks": ArchOption(int, 1, 32)},
-    "blobs-logreg": {},
-}
+@dataclass(frozen=True)
+class _Arch:
+    """An architecture: its builder, the data set it is meant for by default, the input ranks it takes ((C, H, W)
+    images, or (D,) points) and the options it takes beyond input shape and classes, with their bounds."""
 
-#: the input ranks each architecture takes: (C, H, W) images, or (D,) points
-INPUT_RANKS: dict[str, tuple[int, ...]] = {
-    "logreg": (1, 2, 3), "mnist-cnn": (3,), "mnist-cnn-gap": (3,), "cifar-resnet": (3,), "blobs-logreg": (1,),
+    build: Callable[..., nn.Module]
+    dataset: str
+    ranks: tuple[int, ...]
+    options: dict[str, ArchOption] = field(default_factory=dict)
+
+
+_ARCHS = {
+    "logreg": _Arch(logreg, "mnist", (1, 2, 3)),
+    "mnist-cnn": _Arch(mnist_cnn, "mnist", (3,), {"dropout": ArchOption(float, 0.0, 1.0, high_open=True),
+                                                  "hidden": ArchOption(int, 1, 65536)}),
+    "mnist-cnn-gap": _Arch(mnist_cnn_gap, "mnist", (3,)),
+    "cifar-resnet": _Arch(cifar_resnet, "cifar10", (3,), {"width": ArchOption(int, 1, 512),
+                                                          "blocks": ArchOption(int, 1, 32)}),
+    "blobs-logreg": _Arch(blobs_logreg, "blobs2d", (1,)),
 }
+ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry("architecture", {k: a.build for k, a in _ARCHS.items()})
+#: the data set each architecture is meant for by default
+DEFAULT_DATASET = {k: a.dataset for k, a in _ARCHS.items()}
 
 #: the largest model (parameters and buffers) bastion builds from a weights file: 200 MB of float32
 MAX_PARAMETERS = 50_000_000
@@ -192,7 +165,7 @@ MAX_PARAMETERS = 50_000_000
 
 def check_options(arch: str, options: Any, *, error: type[BastionError] = ConfigError) -> None:
     """Refuse options ``arch`` does not take, of the wrong type or out of bounds (``error`` names the option)."""
-    spec = ARCH_OPTIONS.get(arch, {})
+    spec = _ARCHS[arch].options if arch in _ARCHS else {}
     if not isinstance(options, dict):
         raise error(f"arch_options must be a JSON object of {arch} options, got {type(options).__name__}")
     unknown = sorted(shown(k, limit=40) for k in options if k not in spec)
@@ -215,8 +188,8 @@ def skeleton(meta: ModelMeta) -> Classifier:
     """
     if meta.arch not in ARCHITECTURES:
         raise WeightsError(f"arch: unknown architecture {meta.arch!r}; valid names: {', '.join(ARCHITECTURES.names())}")
-    if len(meta.input_shape) not in INPUT_RANKS[meta.arch]:
-        ranks = " or ".join(str(r) for r in INPUT_RANKS[meta.arch])
+    if len(meta.input_shape) not in _ARCHS[meta.arch].ranks:
+        ranks = " or ".join(str(r) for r in _ARCHS[meta.arch].ranks)
         raise WeightsError(f"input_shape {list(meta.input_shape)} has {len(meta.input_shape)} dimensions; "
                            f"{meta.arch} takes {ranks}")
     check_options(meta.arch, meta.arch_options, error=WeightsError)

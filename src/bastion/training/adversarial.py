@@ -101,9 +101,7 @@ class AdversarialTraining:
 
     def step_size_at(self, eps: float) -> float:
         """The inner step size when the current radius is ``eps``."""
-        if self.alpha is not None:
-            return self.alpha
-        return {"fgsm": eps, "fgsm-rs": 1.25 * eps}.get(self.recipe, 0.01)
+        return self.alpha if self.alpha is not None else {"fgsm": eps, "fgsm-rs": 1.25 * eps}.get(self.recipe, 0.01)
 
     @property
     def step_size(self) -> float:
@@ -111,16 +109,12 @@ class AdversarialTraining:
 
     @property
     def n_steps(self) -> int:
-        if self.steps is not None:
-            return self.steps
-        return {"fgsm": 1, "fgsm-rs": 1, "pgd": 40, "trades": 40}[self.recipe]
+        return self.steps if self.steps is not None else {"fgsm": 1, "fgsm-rs": 1, "pgd": 40, "trades": 40}[self.recipe]
 
     @property
     def ratio(self) -> float:
         """The share of each batch made adversarial (``adv_ratio`` or the recipe's default)."""
-        if self.adv_ratio is not None:
-            return self.adv_ratio
-        return 0.5 if self.recipe == "fgsm" else 1.0
+        return self.adv_ratio if self.adv_ratio is not None else (0.5 if self.recipe == "fgsm" else 1.0)
 
     @property
     def labels(self) -> Literal["predicted", "true"]:
@@ -214,8 +208,7 @@ class OverfitGuard:
         if best >= self.min_best and acc < self.collapse * best:
             log.warning("catastrophic overfitting: PGD accuracy fell from %.3f to %.3f at epoch %d; rolling back",
                         best, acc, epoch + 1)
-            out["rollback"] = True
-            out["catastrophic_overfitting"] = True
+            out.update(rollback=True, catastrophic_overfitting=True)
         return out
 
 

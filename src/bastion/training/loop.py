@@ -54,10 +54,9 @@ class TrainConfig:
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.optimizer not in ("adam", "sgd"):
@@ -401,7 +400,6 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, objective: 
     seen = 0
     lr = config.lr
     total_steps = data.steps_per_epoch * config.epochs
-    model.train()
     for b, (global_idx, idx) in enumerate(data.epoch(config.seed, epoch)):
         step = epoch * data.steps_per_epoch + b
         x, y = data.images[idx], data.labels[idx]

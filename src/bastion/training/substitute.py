@@ -22,9 +22,9 @@ Because only labels are used, output masking defenses such as
 
 Two ways to use it:
 
-* :meth:`SubstituteTraining.train` (or :meth:`SubstituteAttack.train_substitute`) trains once and
-  returns a :class:`Substitute`; ``substitute.transfer(FGSM(eps=0.3))`` is then an ordinary
-  :class:`~bastion.attacks.transfer.TransferAttack` that can be run on any number of batches;
+* :meth:`SubstituteTraining.train` trains once and returns a :class:`Substitute`;
+  ``substitute.transfer(FGSM(eps=0.3))`` is then an ordinary :class:`~bastion.attacks.transfer.TransferAttack`
+  that can be run on any number of batches;
 * :class:`SubstituteAttack` is itself an :class:`~bastion.attacks.base.Attack`: each call trains a new
   substitute from its seed set (spending the query budget again) and transfers to that batch.
 """
@@ -45,7 +45,16 @@ from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, check_images, frozen, shown
 from bastion._rng import seed_from
-from bastion.attacks.base import Access, Attack, Outcome, QueryAttack, Task, check_int, check_positive
+from bastion.attacks.base import (
+    Access,
+    Attack,
+    Outcome,
+    QueryAttack,
+    Task,
+    WrappingAttack,
+    check_int,
+    check_positive,
+)
 from bastion.attacks.oracle import Oracle, OracleOutput
 from bastion.attacks.transfer import TransferAttack, craft_on_source
 from bastion.data.base import ImageDataset
@@ -62,11 +71,8 @@ Monitor = Callable[[nn.Module], dict[str, Any]]
 
 
 class _LabelBudget:
-    """Label queries through an :class:`~bastion.attacks.oracle.Oracle` under one *total* budget.
-
-    Every queried point is its own oracle sample (charged one query), so the number of label queries spent
-    is counted here. The budget is planned by the caller; exceeding it is an internal error.
-    """
+    """Label queries through an :class:`~bastion.attacks.oracle.Oracle` under one *total* budget, planned by
+    the caller (exceeding it is an internal error); each queried point is its own oracle sample (one query)."""
 
     def __init__(self, oracle: Oracle, *, max_queries: int, num_classes: int, batch_size: int = 1000) -> None:
         if oracle.output != "labels":
@@ -285,8 +291,7 @@ class SubstituteTraining:
             raise ConfigError(f"the seed set has {n_seed} images but max_queries is {self.max_queries}; "
                               "labelling the seed set alone would exceed the budget")
         dev = torch.device(device) if device is not None else seed_images.device
-        seed = seed_from(generator)
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(seed_from(generator))
 
         def draw() -> int:
             return int(torch.randint(0, 2**31 - 1, (1,), generator=g).item())
@@ -380,14 +385,15 @@ def _tensor_digest(x: Tensor) -> str:
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class SubstituteAttack(QueryAttack):
+class SubstituteAttack(WrappingAttack, QueryAttack):
     """Papernot et al. 2017's black-box attack as one :class:`~bastion.attacks.base.Attack`: label-only.
 
     Each call trains a substitute of the target from ``seed_images`` and the target's labels (at most
     ``training.max_queries`` queries), then runs ``attack`` white-box on the substitute and returns those
     examples. ``AttackResult.queries`` spreads the training queries over the batch (their sum is the
     number spent); the examples themselves cost no query. To attack several batches with one substitute,
-    call :meth:`train_substitute` once and use ``substitute.transfer(attack)``.
+    train it once, ``substitute = atk.training.train(target, atk.seed_images)``, and use
+    ``substitute.transfer(attack)``.
 
     Args:
         attack: the attack run on the substitute (e.g. ``FGSM(eps=0.3)``); it sets the threat model.
@@ -417,35 +423,6 @@ class SubstituteAttack(QueryAttack):
         if self.seed_images.shape[0] > self.training.max_queries:
             raise ConfigError(f"{self.seed_images.shape[0]} seed images exceed max_queries={self.training.max_queries}")
         object.__setattr__(self, "seed_images", self.seed_images.detach().clone())
-
-    @property
-    def threat(self) -> ThreatModel:
-        return self.attack.threat
-
-    def train_substitute(
-        self,
-        target: nn.Module,
-        seed_images: Tensor | None = None,
-        *,
-        generator: torch.Generator | None = None,
-        device: str | torch.device | None = None,
-        progress: Progress = no_progress,
-        monitor: Monitor | None = None,
-    ) -> Substitute:
-        """Train a substitute of ``target`` (from ``seed_images``, default the configured seed set).
-
-        See :meth:`SubstituteTraining.train`.
-        """
-        seeds = self.seed_images if seed_images is None else seed_images
-        return self.training.train(target, seeds, generator=generator, device=device, progress=progress,
-                                   monitor=monitor)
-
-    @property
-    def radius(self) -> float | None:
-        return self.attack.radius
-
-    def at_eps(self, eps: float) -> SubstituteAttack:
-        return replace(self, attack=self.attack.at_eps(eps))
 
     def _query(self, oracle: Oracle, task: Task) -> Outcome:
         x = task.x

@@ -8,7 +8,7 @@ backward.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +51,7 @@ class SurrogateReport:
     n_val: int
 
     def to_dict(self) -> dict[str, float]:
-        return {"mae": self.mae, "mae_identity": self.mae_identity, "epochs": self.epochs,
-                "n_train": self.n_train, "n_val": self.n_val}
+        return asdict(self)
 
 
 def train_surrogate(
@@ -105,9 +104,7 @@ def train_surrogate(
     with eval_mode(defense):  # the defense runs in eval mode; the caller's mode flags are restored after
         fit(g, train_ds, config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
             objective=objective, device=device, progress=progress)
-        g.eval()
-        for p in g.parameters():
-            p.requires_grad_(False)
+        g.eval().requires_grad_(False)
         with torch.no_grad():
             xv = val_ds.images.to(device)
             fv = defense(xv, generator=torch.Generator().manual_seed(seed + 1))
