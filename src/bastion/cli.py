@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
 import shlex
-import sys
-from dataclasses import replace
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.markup import escape
@@ -40,10 +43,8 @@ app = typer.Typer(
 )
 
 
-def _command_line(ctx: typer.Context | None = None) -> str:
+def _command_line(ctx: typer.Context) -> str:
     """The invoked command with every option spelled out (defaults included), so it reproduces the run."""
-    if ctx is None:
-        return "bastion " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     parts = ["bastion", ctx.info_name or ""]
     for param in ctx.command.params:
         value = ctx.params.get(param.name or "")
@@ -65,7 +66,7 @@ def _command_line(ctx: typer.Context | None = None) -> str:
     return " ".join(parts)
 
 
-def _fail(e: Exception) -> None:
+def _fail(e: Exception) -> NoReturn:
     # one line however long (not wrapped at the console's width when redirected); its own brackets kept
     console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
     raise typer.Exit(2)
@@ -84,7 +85,7 @@ def _warn_nonfinite(name: str, where: list[str]) -> None:
         console.print(f"[bold yellow]warning:[/] {escape(nonfinite_message(name, where))}")
 
 
-def _write_failed(e: OSError) -> None:
+def _write_failed(e: OSError) -> NoReturn:
     """A write that failed after the work (disk full, permissions changed): one line, not a traceback."""
     _fail(OutputError(f"cannot write {e.filename or 'an output'}: {e.strerror or e}"))
 
@@ -123,24 +124,88 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at 
 
 _MODEL_HELP = ("A shipped model name, a bastion .safetensors file, or your own: FILE.py:FUNCTION or package.module:FUNCTION "
                "(returns an nn.Module; weights with --weights), a TorchScript file, torchvision:NAME or timm:NAME.")
-WeightsOption = Annotated[Path | None, typer.Option(
-    help="Weights for your model: safetensors, or a state dict saved with torch.save (read with weights_only=True; "
-         "never unpickled).")]
-PresetOption = Annotated[str | None, typer.Option(
-    help="Your model's preprocessing preset: imagenet (ImageNet mean/std, resize 256, centre crop 224, its 1,000 class "
-         "names).")]
-MeanOption = Annotated[str | None, typer.Option(
-    help="Your model's normalization mean on pixels in [0, 1], per channel: 0.485,0.456,0.406 (with --std).")]
-StdOption = Annotated[str | None, typer.Option(help="Your model's normalization std, per channel (with --mean).")]
-ClassesOption = Annotated[Path | None, typer.Option(
-    help="Your model's class names, one a line, in its output order.")]
-InputSizeOption = Annotated[str | None, typer.Option(
-    help="The input size of your model: 224, 224x160 (height x width) or 1x28x28 (channels first); images are resized "
-         "(shorter side) and centre-cropped to it.")]
-ResizeOption = Annotated[str | None, typer.Option(
-    help="Resize images before the crop: N (the shorter side) or HxW (exactly).")]
-CenterCropOption = Annotated[str | None, typer.Option(
-    "--center-crop", help="Centre-crop images to N or HxW (the model's input size, as --input-size).")]
+
+
+@dataclass(frozen=True)
+class OwnModel:
+    """The options that describe your own model, shared by train, attack, evaluate and serve (see
+    :func:`_own_model_options`)."""
+
+    weights: Annotated[Path | None, typer.Option(
+        help="Weights for your model: safetensors, or a state dict saved with torch.save (read with "
+             "weights_only=True; never unpickled).")] = None
+    preset: Annotated[str | None, typer.Option(
+        help="Your model's preprocessing preset: imagenet (ImageNet mean/std, resize 256, centre crop 224, its 1,000 "
+             "class names).")] = None
+    mean: Annotated[str | None, typer.Option(
+        help="Your model's normalization mean on pixels in [0, 1], per channel: 0.485,0.456,0.406 "
+             "(with --std).")] = None
+    std: Annotated[str | None, typer.Option(help="Your model's normalization std, per channel (with --mean).")] = None
+    classes: Annotated[Path | None, typer.Option(
+        help="Your model's class names, one a line, in its output order.")] = None
+    input_size: Annotated[str | None, typer.Option(
+        help="The input size of your model: 224, 224x160 (height x width) or 1x28x28 (channels first); images are "
+             "resized (shorter side) and centre-cropped to it.")] = None
+    resize: Annotated[str | None, typer.Option(
+        help="Resize images before the crop: N (the shorter side) or HxW (exactly).")] = None
+    center_crop: Annotated[str | None, typer.Option(
+        "--center-crop", help="Centre-crop images to N or HxW (the model's input size, as --input-size).")] = None
+
+    def preprocessing(self) -> Preprocessing | None:
+        """What the options say about your model's inputs (None when they say nothing): a preset, overridden field
+        by field by --mean/--std, --classes, --input-size/--center-crop and --resize."""
+        from bastion.models import Preprocessing, preset, read_classes
+
+        if replace(self, weights=None) == OwnModel():
+            return None
+        channels, size = None, None
+        if self.input_size is not None:
+            dims = _sizes(self.input_size, "--input-size", channels=True)
+            channels = dims[0] if len(dims) == 3 else None
+            size = (dims[-2], dims[-1]) if len(dims) >= 2 else (dims[0], dims[0])
+        if self.center_crop is not None:
+            crop = _sizes(self.center_crop, "--center-crop")
+            crop_hw = (crop[0], crop[-1])
+            if size is not None and size != crop_hw:
+                raise BastionError(f"--input-size {self.input_size} and --center-crop {self.center_crop} disagree (the "
+                                   "crop is the model's input size): give one")
+            size = crop_hw
+        resized: int | tuple[int, int] | None = None
+        if self.resize is not None:
+            r = _sizes(self.resize, "--resize")
+            resized = r[0] if len(r) == 1 else (r[0], r[1])
+        own = Preprocessing(mean=_numbers(self.mean, "--mean") if self.mean else None,
+                            std=_numbers(self.std, "--std") if self.std else None, channels=channels, size=size,
+                            resize=resized, classes=read_classes(self.classes) if self.classes is not None else None)
+        return own.over(preset(self.preset)) if self.preset is not None else own
+
+    def load(self, spec: str, device: str) -> nn.Module:
+        """The model ``spec`` (see --model) with these options."""
+        from bastion.models import resolve_model
+
+        return resolve_model(spec, device=device, weights=self.weights, preprocessing=self.preprocessing())
+
+
+def _own_model_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the options of :class:`OwnModel` in place of its ``own: OwnModel`` parameter, and call it
+    with their values gathered into one ``OwnModel``. An option the command declares itself (evaluate's --preset)
+    keeps that declaration, in the same place among the others, and comes to the command as its own argument."""
+    sig = inspect.signature(command, eval_str=True)
+    hints = typing.get_type_hints(OwnModel, include_extras=True)
+    kind = sig.parameters["own"].kind
+    options = [sig.parameters.get(name) or inspect.Parameter(name, kind, default=None, annotation=hint)
+               for name, hint in hints.items()]
+    params = [q for p in sig.parameters.values() if p.name not in hints for q in (options if p.name == "own" else [p])]
+    gathered = [name for name in hints if name not in sig.parameters]
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> None:
+        command(own=OwnModel(**{name: kwargs.pop(name) for name in gathered}), **kwargs)
+
+    run.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    return run
+
+
 LabelsOption = Annotated[Path | None, typer.Option(
     help="With --data images:PATH: a CSV of file,label rows (labels are class names or numbers).")]
 _DATA_HELP = ("A data set name (mnist-5k, mnist, fashion-mnist, cifar10, coloured-mnist-5k, coloured-mnist), or your "
@@ -161,43 +226,6 @@ def _sizes(text: str, option: str, *, channels: bool = False) -> tuple[int, ...]
         form = "N, HxW or CxHxW" if channels else "N or HxW"
         raise BastionError(f"{option} takes a size in pixels, {form}; got {text!r}")
     return tuple(int(p) for p in parts)
-
-
-def _own_preprocessing(preset: str | None, mean: str | None, std: str | None, classes: Path | None,
-                       input_size: str | None, resize: str | None, center_crop: str | None) -> Preprocessing | None:
-    """What the options say about your model's inputs (None when they say nothing): a preset, overridden field by
-    field by --mean/--std, --classes, --input-size/--center-crop and --resize."""
-    from bastion.models import Preprocessing, read_classes
-    from bastion.models import preset as preset_of
-
-    if all(v is None for v in (preset, mean, std, classes, input_size, resize, center_crop)):
-        return None
-    channels, size = None, None
-    if input_size is not None:
-        dims = _sizes(input_size, "--input-size", channels=True)
-        channels = dims[0] if len(dims) == 3 else None
-        size = (dims[-2], dims[-1]) if len(dims) >= 2 else (dims[0], dims[0])
-    if center_crop is not None:
-        crop = _sizes(center_crop, "--center-crop")
-        crop_hw = (crop[0], crop[-1])
-        if size is not None and size != crop_hw:
-            raise BastionError(f"--input-size {input_size} and --center-crop {center_crop} disagree (the crop is the "
-                               "model's input size): give one")
-        size = crop_hw
-    resized: int | tuple[int, int] | None = None
-    if resize is not None:
-        r = _sizes(resize, "--resize")
-        resized = r[0] if len(r) == 1 else (r[0], r[1])
-    own = Preprocessing(mean=_numbers(mean, "--mean") if mean else None, std=_numbers(std, "--std") if std else None,
-                        channels=channels, size=size, resize=resized,
-                        classes=read_classes(classes) if classes is not None else None)
-    return own.over(preset_of(preset)) if preset is not None else own
-
-
-def _load_model(spec: str, *, weights: Path | None, own: Preprocessing | None, device: str) -> nn.Module:
-    from bastion.models import resolve_model
-
-    return resolve_model(spec, device=device, weights=weights, preprocessing=own)
 
 
 def _open_data(spec: str, split: str, data_dir: Path | None, labels: Path | None, net: nn.Module, *,
@@ -251,8 +279,6 @@ def _class_number(target: str | None, classes: Sequence[str]) -> str | None:
 def _single_image(image: Path, net: nn.Module, device: str, target: str | None) -> ImageDataset:
     """One image file, prepared as ``net`` expects, labelled with the model's own prediction (the label the attack
     moves away from)."""
-    from dataclasses import replace as _replace
-
     from bastion._model import checked_forward
     from bastion.data.images import describe_converted, single_image
     from bastion.models.user import check_outputs, preprocessing_of
@@ -271,7 +297,7 @@ def _single_image(image: Path, net: nn.Module, device: str, target: str | None) 
     if target is not None and target.isdigit() and int(target) == int(pred[0]):
         raise BastionError(f"the model already classifies {image.name} as {classes[int(pred[0])]} (class {target}): "
                            "pick another --target")
-    return _replace(loaded, labels=pred, classes=classes)
+    return replace(loaded, labels=pred, classes=classes)
 
 
 def _predictions(logits: Tensor, logits_adv: Tensor, classes: Sequence[str], n: int = 4) -> list[str]:
@@ -287,19 +313,13 @@ def _predictions(logits: Tensor, logits_adv: Tensor, classes: Sequence[str], n: 
 
 
 @app.command()
+@_own_model_options
 def train(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(
         help="Architecture: logreg, mnist-cnn, mnist-cnn-gap, cifar-resnet; or your own, FILE.py:FUNCTION or "
              "package.module:FUNCTION (starting from --weights when given).")] = "mnist-cnn",
-    weights: WeightsOption = None,
-    preset: PresetOption = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    classes: ClassesOption = None,
-    input_size: InputSizeOption = None,
-    resize: ResizeOption = None,
-    center_crop: CenterCropOption = None,
+    own: OwnModel = OwnModel(),
     labels: LabelsOption = None,
     data: Annotated[str, typer.Option(help=_DATA_HELP + " Your images are decoded into memory for training.")] = "mnist-5k",
     split: Annotated[str, typer.Option(help="Training split, sliceable: 'train[5848:]'.")] = "train",
@@ -357,11 +377,9 @@ def train(
         # them all with the same message instead of leaving the others to fail in a collective
         _check_run_folder(out, resume=resume, overwrite=overwrite, quiet=quiet or world.rank != 0)
         own_net = None
-        if _trains_own_model(model, init, weights):
-            own_net, train_ds, own_val = _own_training(
-                model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
-                                                           center_crop),
-                data=data, split=split, val_split=val_split, data_dir=data_dir, labels=labels, device=device)
+        if _trains_own_model(model, init, own.weights):
+            own_net, train_ds, own_val = _own_training(model, own=own, data=data, split=split, val_split=val_split,
+                                                       data_dir=data_dir, labels=labels, device=device)
         else:
             train_ds = load_dataset(data, split, data_dir=data_dir)
         present = int(train_ds.labels.unique().numel())
@@ -416,7 +434,6 @@ def train(
         world.close()
     except BastionError as e:
         _fail(e)
-        return
     if world.rank != 0:
         return
     results.print(f"saved {path}  val accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else f"saved {path}")
@@ -448,13 +465,12 @@ def _trains_own_model(model: str, init: str | None, weights: Path | None) -> boo
     return own
 
 
-def _own_training(model: str, *, weights: Path | None, own: Preprocessing | None, data: str, split: str,
-                  val_split: str, data_dir: Path | None, labels: Path | None,
-                  device: str) -> tuple[nn.Module, ImageDataset, ImageDataset | None]:
+def _own_training(model: str, *, own: OwnModel, data: str, split: str, val_split: str, data_dir: Path | None,
+                  labels: Path | None, device: str) -> tuple[nn.Module, ImageDataset, ImageDataset | None]:
     """Your model (a factory, from --weights when given) and its training and validation images, in memory."""
     from bastion.data import is_image_source, load_dataset
 
-    net = _load_model(model, weights=weights, own=own, device=device)
+    net = own.load(model, device)
     train_ds = _open_data(data, split, data_dir, labels, net).load()
     net = _model_for_data(net, train_ds, device)
     if not val_split:
@@ -543,17 +559,11 @@ def _drop_target_class(ds: ImageDataset, target: str | None) -> ImageDataset:
 
 
 @app.command()
+@_own_model_options
 def attack(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "mnist-cnn",
-    weights: WeightsOption = None,
-    preset: PresetOption = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    classes: ClassesOption = None,
-    input_size: InputSizeOption = None,
-    resize: ResizeOption = None,
-    center_crop: CenterCropOption = None,
+    own: OwnModel = OwnModel(),
     image: Annotated[Path | None, typer.Option(
         help="Attack one image file (PNG, JPEG or WebP) instead of --data; its label is the model's prediction.")] = None,
     labels: LabelsOption = None,
@@ -592,16 +602,15 @@ def attack(
     try:
         check_device(device)
         extra = _parse_options(option or [])
-        own = {"eps": eps, "steps": steps, "step_size": step_size, "norm": norm}
-        twice = sorted(key for key in extra if own.get(key) is not None)
+        named = {"eps": eps, "steps": steps, "step_size": step_size, "norm": norm}
+        twice = sorted(key for key in extra if named.get(key) is not None)
         if twice:
             raise BastionError(f"{', '.join(twice)} given twice: as --{twice[0].replace('_', '-')} and as --set")
         if eps is None and "eps" in attack_options(attack) and "eps" not in extra:
-            own["eps"] = 0.3
-        atk = make_attack(attack, **{**own, **extra}, checked=set(extra))
+            named["eps"] = 0.3
+        atk = make_attack(attack, **{**named, **extra}, checked=set(extra))
         _check_linf_eps([atk], [getattr(atk, "eps", 0.0)])
-        net = _load_model(model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
-                                                                         center_crop), device=device)
+        net = own.load(model, device)
         outputs = OutputFolder(out, ATTACK_OUTPUTS, overwrite=overwrite).check()
         if image is not None:
             target = _class_number(target, getattr(net, "classes", ()))
@@ -622,7 +631,6 @@ def attack(
                   keys=ds.indices.to(device) if ds.indices is not None else None)
     except BastionError as e:
         _fail(e)
-        return
     tensors = {"x": x.cpu().contiguous(), "x_adv": res.x_adv.cpu().contiguous(), "y": y.cpu(),
                "pred_adv": res.pred_adv.cpu(), "success": res.success.cpu().to(torch.uint8)}
     if res.target is not None:
@@ -641,7 +649,6 @@ def attack(
                                                              res.logits_adv[:k], names, y=y[:k])))
     except OSError as e:
         _write_failed(e)
-        return
     ok = int(res.success.sum())
     norms = (f"over the {ok} successful: mean Linf {summary['mean_linf_success']:.3f}, L2 {summary['mean_l2_success']:.3f}, "
              f"L0 {summary['mean_l0_success']:.1f}" if ok else "no successful example")
@@ -659,21 +666,16 @@ def attack(
 
 
 @app.command()
+@_own_model_options
 def evaluate(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "mnist-cnn",
-    weights: WeightsOption = None,
+    own: OwnModel = OwnModel(),
     preset: Annotated[list[str] | None, typer.Option(
         help="imagenet: your model's preprocessing preset (ImageNet mean/std, resize 256, centre crop 224, its 1,000 "
              "class names); autoattack: AutoAttack's cascade (APGD-CE, APGD-T, FAB-T, Square; on a randomized model "
              "its rand version: APGD-CE and APGD-DLR through EOT over 20 draws) instead of --attacks, its robust "
              "accuracy first in the report. Give both as --preset imagenet --preset autoattack.")] = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    classes: ClassesOption = None,
-    input_size: InputSizeOption = None,
-    resize: ResizeOption = None,
-    center_crop: CenterCropOption = None,
     labels: LabelsOption = None,
     defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
     k: Annotated[int, typer.Option(min=1, help="With --defense bart: transforms per barrage.")] = 5,
@@ -719,8 +721,7 @@ def evaluate(
         world = World.from_env(device=device, timeout=dist_timeout)
         device = str(world.device(device))
         model_preset, suite_preset = _split_presets(preset)
-        net = _load_model(model, weights=weights, own=_own_preprocessing(model_preset, mean, std, classes, input_size,
-                                                                         resize, center_crop), device=device)
+        net = replace(own, preset=model_preset).load(model, device)
         outputs = OutputFolder(out, EVALUATE_OUTPUTS, overwrite=overwrite or resume)
         if world.rank == 0:
             outputs.check()
@@ -767,7 +768,6 @@ def evaluate(
             raise typer.Exit(130) from None
     except BastionError as e:
         _fail(e)
-        return
     if world.rank == 0:
         from bastion.viz.examples import example_blocks
 
@@ -780,10 +780,8 @@ def evaluate(
             outputs.write_text("report.html", evaluation_html(report, extra=extra))
         except OSError as e:
             _write_failed(e)
-            return
         except BastionError as e:
             _fail(e)
-            return
         _print_report(report)
         console.print(f"wrote {out}/results.json, results.csv, report.html")
     world.close()
@@ -962,25 +960,18 @@ def demo(
             raise typer.Exit(130) from None
     except BastionError as e:
         _fail(e)
-        return
     console.print(f"wrote {result['report']} ({result['seconds']:.0f}s)")
 
 
 @app.command()
+@_own_model_options
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     device: Device = "cpu",
     model: Annotated[str | None, typer.Option(
         help="Serve this model instead of the shipped ones (with --gallery): " + _MODEL_HELP)] = None,
-    weights: WeightsOption = None,
-    preset: PresetOption = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    classes: ClassesOption = None,
-    input_size: InputSizeOption = None,
-    resize: ResizeOption = None,
-    center_crop: CenterCropOption = None,
+    own: OwnModel = OwnModel(),
     gallery: Annotated[str | None, typer.Option(
         help="With --model: the images to show, folder:PATH (one subfolder per class) or images:PATH with --labels.")] = None,
     labels: LabelsOption = None,
@@ -991,12 +982,10 @@ def serve(
 
     try:
         check_device(device)
-        ctx = _own_demo(model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
-                                                                       center_crop),
-                        gallery=gallery, labels=labels, gallery_size=gallery_size, device=device)
+        ctx = _own_demo(model, weights=own.weights, own=own.preprocessing(), gallery=gallery, labels=labels,
+                        gallery_size=gallery_size, device=device)
     except BastionError as e:
         _fail(e)
-        return
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] binding to {host}: the demo has no authentication")
     run_server(host=host, port=port, device=device, ctx=ctx)
@@ -1005,9 +994,8 @@ def serve(
 def _own_demo(model: str | None, *, weights: Path | None, own: Preprocessing | None, gallery: str | None,
               labels: Path | None, gallery_size: int, device: str) -> DemoContext | None:
     """The demo of your model on your images (None: the shipped demo)."""
-    from dataclasses import replace as _replace
-
     from bastion.data import is_image_source
+    from bastion.models import resolve_model
     from bastion.models.user import preprocessing_of
     from bastion.web.context import own_model_context
 
@@ -1017,13 +1005,13 @@ def _own_demo(model: str | None, *, weights: Path | None, own: Preprocessing | N
         return None
     if gallery is None or not is_image_source(gallery):
         raise BastionError("--model needs --gallery folder:PATH (or images:PATH --labels FILE): the images to show")
-    net = _load_model(model, weights=weights, own=own, device=device)
+    net = resolve_model(model, device=device, weights=weights, preprocessing=own)
     data = _open_data(gallery, "all", None, labels, net)
     net = _model_for_data(net, data, device)
     transform = preprocessing_of(net).transform()
     if transform.crop is None:  # uploads must come out at the gallery's size
         _, h, w = data.input_shape
-        transform = _replace(transform, resize=min(h, w), crop=(h, w))
+        transform = replace(transform, resize=min(h, w), crop=(h, w))
     return own_model_context(net, label=model, description=f"your model: {model}", gallery=data,
                              transform=transform, device=device, gallery_size=gallery_size)
 
