@@ -10,7 +10,7 @@ import os
 import shlex
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from bastion.attacks.base import Attack
     from bastion.data import LabelledImages
     from bastion.data.base import ImageDataset
+    from bastion.distributed import World
     from bastion.eval import Evaluation, RobustnessReport
     from bastion.models import Preprocessing
     from bastion.web.context import DemoContext
@@ -102,6 +103,24 @@ DistTimeout = Annotated[float | None, typer.Option(
          "(default: $BASTION_DIST_TIMEOUT, else 300).")]
 
 
+@dataclass(frozen=True)
+class Job:
+    """How train and evaluate run (see :func:`_gathered`): the device, progress bars, torch threads and, under
+    torchrun, the timeout."""
+
+    device: Device = "cpu"
+    quiet: Quiet = False
+    dist_timeout: DistTimeout = None
+    threads: Threads = None
+
+    def join(self) -> tuple[World, str]:
+        """This process's place in a torchrun job (alone without one) and its device (cuda: cuda:LOCAL_RANK)."""
+        from bastion.distributed import World
+
+        world = World.from_env(device=check_device(self.device), timeout=self.dist_timeout)
+        return world, str(world.device(self.device))
+
+
 def _use_threads(threads: int | None, *, quiet: bool = False) -> None:
     """Set torch's thread count for this run (see bastion._threads) and say which was chosen."""
     import torch
@@ -129,7 +148,7 @@ _MODEL_HELP = ("A shipped model name, a bastion .safetensors file, or your own: 
 @dataclass(frozen=True)
 class OwnModel:
     """The options that describe your own model, shared by train, attack, evaluate and serve (see
-    :func:`_own_model_options`)."""
+    :func:`_gathered`)."""
 
     weights: Annotated[Path | None, typer.Option(
         help="Weights for your model: safetensors, or a state dict saved with torch.save (read with "
@@ -186,24 +205,29 @@ class OwnModel:
         return resolve_model(spec, device=device, weights=self.weights, preprocessing=self.preprocessing())
 
 
-def _own_model_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give ``command`` the options of :class:`OwnModel` in place of its ``own: OwnModel`` parameter, and call it
-    with their values gathered into one ``OwnModel``. An option the command declares itself (evaluate's --preset)
-    keeps that declaration, in the same place among the others, and comes to the command as its own argument."""
-    sig = inspect.signature(command, eval_str=True)
-    hints = typing.get_type_hints(OwnModel, include_extras=True)
-    kind = sig.parameters["own"].kind
-    options = [sig.parameters.get(name) or inspect.Parameter(name, kind, default=None, annotation=hint)
-               for name, hint in hints.items()]
-    params = [q for p in sig.parameters.values() if p.name not in hints for q in (options if p.name == "own" else [p])]
-    gathered = [name for name in hints if name not in sig.parameters]
+def _gathered(cls: type) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A decorator that gives a command the options of the dataclass ``cls`` (:class:`OwnModel`, :class:`Job`) in
+    place of its parameter of that type, and calls it with their values gathered into one ``cls``. An option the
+    command declares itself (evaluate's --preset) keeps that declaration, in the same place among the others, and
+    comes to the command as its own argument."""
+    hints = typing.get_type_hints(cls, include_extras=True)
 
-    @functools.wraps(command)
-    def run(**kwargs: Any) -> None:
-        command(own=OwnModel(**{name: kwargs.pop(name) for name in gathered}), **kwargs)
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        sig = inspect.signature(command, eval_str=True)
+        slot = next(p for p in sig.parameters.values() if p.annotation is cls)
+        options = [sig.parameters.get(f.name) or inspect.Parameter(f.name, slot.kind, default=f.default,
+                                                                   annotation=hints[f.name]) for f in fields(cls)]
+        params = [q for p in sig.parameters.values() if p.name not in hints for q in (options if p is slot else [p])]
+        gathered = [name for name in hints if name not in sig.parameters]
 
-    run.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    return run
+        @functools.wraps(command)
+        def run(**kwargs: Any) -> None:
+            command(**{slot.name: cls(**{name: kwargs.pop(name) for name in gathered})}, **kwargs)
+
+        run.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        return run
+
+    return decorate
 
 
 LabelsOption = Annotated[Path | None, typer.Option(
@@ -313,7 +337,8 @@ def _predictions(logits: Tensor, logits_adv: Tensor, classes: Sequence[str], n: 
 
 
 @app.command()
-@_own_model_options
+@_gathered(OwnModel)
+@_gathered(Job)
 def train(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(
@@ -353,15 +378,11 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an OUT that holds an earlier run, "
                                                                "replacing its files (refused otherwise).")] = False,
-    device: Device = "cpu",
-    quiet: Quiet = False,
-    dist_timeout: DistTimeout = None,
-    threads: Threads = None,
+    job: Job = Job(),
 ) -> None:
     """Train a classifier (optionally with a defense); writes OUT/model.safetensors."""
     from bastion._wrap import innermost
     from bastion.data import load_dataset
-    from bastion.distributed import World
     from bastion.models import create_model, resolve_model, save_model
     from bastion.models.classifier import Classifier
     from bastion.models.user import UserModel, save_weights
@@ -369,13 +390,11 @@ def train(
     from bastion.training.recipes import build_training
 
     try:
-        check_device(device)
-        world = World.from_env(device=device, timeout=dist_timeout)
-        device = str(world.device(device))
+        world, device = job.join()
         _check_train_options(model, init, dropout=dropout, weight_decay=weight_decay, hidden=hidden)
         # every process checks (nothing is written before the first epoch ends), so that a refused --out stops
         # them all with the same message instead of leaving the others to fail in a collective
-        _check_run_folder(out, resume=resume, overwrite=overwrite, quiet=quiet or world.rank != 0)
+        _check_run_folder(out, resume=resume, overwrite=overwrite, quiet=job.quiet or world.rank != 0)
         own_net = None
         if _trains_own_model(model, init, own.weights):
             own_net, train_ds, own_val = _own_training(model, own=own, data=data, split=split, val_split=val_split,
@@ -383,7 +402,7 @@ def train(
         else:
             train_ds = load_dataset(data, split, data_dir=data_dir)
         present = int(train_ds.labels.unique().numel())
-        if present < train_ds.num_classes and not quiet and world.rank == 0:
+        if present < train_ds.num_classes and not job.quiet and world.rank == 0:
             console.print(f"[bold yellow]warning:[/] {escape(data)}:{escape(split)} holds only {present} of the "
                           f"{train_ds.num_classes} classes (mnist-5k is sorted by class: a slice like train[:500] is "
                           "zeros and ones); the model cannot learn the others")
@@ -401,7 +420,7 @@ def train(
             start = innermost(loaded)  # a defended model: the classifier inside it
             if not isinstance(start, Classifier):
                 raise BastionError(f"--init {init}: no classifier inside ({type(start).__name__}); nothing to train")
-            if start is not loaded and not quiet:
+            if start is not loaded and not job.quiet:
                 console.print(f"--init {init}: starting from the classifier inside its {type(loaded).__name__} "
                               "(the saved model is a plain classifier; add --defense to train with one)")
             net = start
@@ -414,8 +433,8 @@ def train(
             defense, net, val=val_ds, device=device, attack=attack, eps=eps, k=k, epochs=epochs,
             ramp_epochs=ramp_epochs, adv_ratio=adv_ratio, alpha=alpha, steps=adv_steps, variants=variants, clean=clean)
         world.broadcast_model(net)
-        _use_threads(threads, quiet=quiet)
-        with progress_bar(enabled=not quiet and world.rank == 0) as bar:
+        _use_threads(job.threads, quiet=job.quiet)
+        with progress_bar(enabled=not job.quiet and world.rank == 0) as bar:
             history = fit(net, train_ds, config=cfg, objective=objective, val=val_ds, out_dir=out, resume=resume,
                           device=device, progress=bar, callbacks=callbacks, world=world if world.distributed else None,
                           monitor=extra_meta.get("monitor", "val_acc"), record={"command": _command_line(ctx)})
@@ -559,7 +578,7 @@ def _drop_target_class(ds: ImageDataset, target: str | None) -> ImageDataset:
 
 
 @app.command()
-@_own_model_options
+@_gathered(OwnModel)
 def attack(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "mnist-cnn",
@@ -666,7 +685,8 @@ def attack(
 
 
 @app.command()
-@_own_model_options
+@_gathered(OwnModel)
+@_gathered(Job)
 def evaluate(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "mnist-cnn",
@@ -704,28 +724,22 @@ def evaluate(
     resume: Annotated[bool, typer.Option(
         help="Finish an interrupted evaluation from OUT/results.json (run the same command again with --resume); "
              "the results equal an uninterrupted run's.")] = False,
-    device: Device = "cpu",
-    quiet: Quiet = False,
-    dist_timeout: DistTimeout = None,
-    threads: Threads = None,
+    job: Job = Job(),
 ) -> None:
     """Evaluate robustness over an eps grid; writes results.json, results.csv and report.html."""
     from bastion.attacks import MinimumNormAttack
-    from bastion.distributed import World
     from bastion.eval import Evaluation
     from bastion.factory import apply_defense, make_attack_lenient, parse_eps
     from bastion.viz.html import evaluation_html
 
     try:
-        check_device(device)
-        world = World.from_env(device=device, timeout=dist_timeout)
-        device = str(world.device(device))
+        world, device = job.join()
         model_preset, suite_preset = _split_presets(preset)
         net = replace(own, preset=model_preset).load(model, device)
         outputs = OutputFolder(out, EVALUATE_OUTPUTS, overwrite=overwrite or resume)
         if world.rank == 0:
             outputs.check()
-        earlier = _earlier_results(out, resume=resume, distributed=world.distributed, quiet=quiet)
+        earlier = _earlier_results(out, resume=resume, distributed=world.distributed, quiet=job.quiet)
         full = _open_data(data, split, data_dir, labels, net, quiet=world.rank != 0)
         net = apply_defense(_model_for_data(net, full, device), defense, k=k, seed=seed)
         ds = full.spread(n)
@@ -741,7 +755,7 @@ def evaluate(
         suite = list(ev.suite)
         grid = ev.eps_grid or [0.3]
         _check_linf_eps(suite, grid)
-        if not quiet and world.rank == 0:
+        if not job.quiet and world.rank == 0:
             _warn_training_overlap(net, data, split)
             fixed = [a.name for a in suite if a.radius is None and not isinstance(a, MinimumNormAttack)]
             if fixed:
@@ -752,12 +766,12 @@ def evaluate(
                 console.print(f"note: {', '.join(curves)}: a minimum-norm attack runs once and gets a row at every "
                               "eps, in its own norm (an image counts as broken at eps when its smallest adversarial "
                               "perturbation is within eps)")
-        _use_threads(threads, quiet=quiet)
+        _use_threads(job.threads, quiet=job.quiet)
         def save_partial(partial: RobustnessReport) -> None:
             outputs.write_json("results.json", partial.to_dict())
 
         try:
-            with progress_bar(enabled=not quiet and world.rank == 0) as bar:
+            with progress_bar(enabled=not job.quiet and world.rank == 0) as bar:
                 report = ev.run(net, ds, device=device, progress=bar, command=_command_line(ctx), world=world,
                                 resume=earlier, on_partial=None if world.distributed else save_partial)
         except KeyboardInterrupt:
@@ -964,7 +978,7 @@ def demo(
 
 
 @app.command()
-@_own_model_options
+@_gathered(OwnModel)
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
