@@ -9,7 +9,8 @@ import logging
 import os
 import shlex
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
@@ -84,6 +85,22 @@ _OVERWRITE_HELP = "Replace the outputs an earlier run left in OUT (refused other
 def _warn_nonfinite(name: str, where: list[str]) -> None:
     if where:
         console.print(f"[bold yellow]warning:[/] {escape(nonfinite_message(name, where))}")
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Bad input (a :class:`BastionError`) ends the command with one line and exit status 2, not a traceback."""
+    try:
+        yield
+    except BastionError as e:
+        _fail(e)
+
+
+def _interrupted(out: Path, done: str, task: str) -> NoReturn:
+    """Ctrl-C: where the part done is and how to finish the rest, not a traceback (exit status 130)."""
+    console.print(f"interrupted: the {done} finished so far are in {out}/results.json (marked partial); run the same "
+                  f"command with --resume to finish the {task}")
+    raise typer.Exit(130) from None
 
 
 def _write_failed(e: OSError) -> NoReturn:
@@ -389,7 +406,7 @@ def train(
     from bastion.training import TrainConfig, accuracy, fit
     from bastion.training.recipes import build_training
 
-    try:
+    with _one_line_errors():
         world, device = job.join()
         _check_train_options(model, init, dropout=dropout, weight_decay=weight_decay, hidden=hidden)
         # every process checks (nothing is written before the first epoch ends), so that a refused --out stops
@@ -397,7 +414,7 @@ def train(
         _check_run_folder(out, resume=resume, overwrite=overwrite, quiet=job.quiet or world.rank != 0)
         own_net = None
         if _trains_own_model(model, init, own.weights):
-            own_net, train_ds, own_val = _own_training(model, own=own, data=data, split=split, val_split=val_split,
+            own_net, train_ds, val_ds = _own_training(model, own=own, data=data, split=split, val_split=val_split,
                                                        data_dir=data_dir, labels=labels, device=device)
         else:
             train_ds = load_dataset(data, split, data_dir=data_dir)
@@ -406,9 +423,7 @@ def train(
             console.print(f"[bold yellow]warning:[/] {escape(data)}:{escape(split)} holds only {present} of the "
                           f"{train_ds.num_classes} classes (mnist-5k is sorted by class: a slice like train[:500] is "
                           "zeros and ones); the model cannot learn the others")
-        if own_net is not None:
-            val_ds = own_val
-        else:
+        if own_net is None:
             val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
                           schedule=schedule, weight_decay=weight_decay, seed=seed)  # type: ignore[arg-type]
@@ -425,9 +440,7 @@ def train(
                               "(the saved model is a plain classifier; add --defense to train with one)")
             net = start
         else:
-            opts: dict[str, object] = {"dropout": dropout} if dropout else {}
-            if hidden:
-                opts["hidden"] = hidden
+            opts = {k: v for k, v in (("dropout", dropout), ("hidden", hidden)) if v}
             net = create_model(model, dataset=data, classes=train_ds.classes, seed=seed, **opts)
         objective, callbacks, extra_meta, wrap = build_training(
             defense, net, val=val_ds, device=device, attack=attack, eps=eps, k=k, epochs=epochs,
@@ -451,8 +464,6 @@ def train(
         elif world.rank == 0 and isinstance(net, UserModel):
             save_weights(net, path, {"training": training, "metrics": metrics})
         world.close()
-    except BastionError as e:
-        _fail(e)
     if world.rank != 0:
         return
     results.print(f"saved {path}  val accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else f"saved {path}")
@@ -550,12 +561,8 @@ def _parse_options(pairs: list[str]) -> dict[str, object]:
 def _target(spec: str | None, n: int) -> Literal["random", "least-likely"] | Tensor | None:
     import torch
 
-    if spec is None:
-        return None
-    if spec == "random":
-        return "random"
-    if spec == "least-likely":
-        return "least-likely"
+    if spec is None or spec in ("random", "least-likely"):
+        return spec  # type: ignore[return-value]  # None or one of the two literals
     try:
         return torch.full((n,), int(spec), dtype=torch.int64)
     except ValueError:
@@ -618,7 +625,7 @@ def attack(
     from bastion.factory import apply_defense, attack_options, make_attack
     from bastion.viz.figures import png_bytes, triptych
 
-    try:
+    with _one_line_errors():
         check_device(device)
         extra = _parse_options(option or [])
         named = {"eps": eps, "steps": steps, "step_size": step_size, "norm": norm}
@@ -648,8 +655,6 @@ def attack(
         _use_threads(threads)
         res = atk(net, x, y, target=_target(target, len(ds)), generator=torch.Generator().manual_seed(seed),
                   keys=ds.indices.to(device) if ds.indices is not None else None)
-    except BastionError as e:
-        _fail(e)
     tensors = {"x": x.cpu().contiguous(), "x_adv": res.x_adv.cpu().contiguous(), "y": y.cpu(),
                "pred_adv": res.pred_adv.cpu(), "success": res.success.cpu().to(torch.uint8)}
     if res.target is not None:
@@ -732,7 +737,7 @@ def evaluate(
     from bastion.factory import apply_defense, make_attack_lenient, parse_eps
     from bastion.viz.html import evaluation_html
 
-    try:
+    with _one_line_errors():
         world, device = job.join()
         model_preset, suite_preset = _split_presets(preset)
         net = replace(own, preset=model_preset).load(model, device)
@@ -777,11 +782,7 @@ def evaluate(
         except KeyboardInterrupt:
             if world.distributed:
                 raise
-            console.print(f"interrupted: the rows finished so far are in {out}/results.json (marked partial); run the "
-                          "same command with --resume to finish the evaluation")
-            raise typer.Exit(130) from None
-    except BastionError as e:
-        _fail(e)
+            _interrupted(out, "rows", "evaluation")
     if world.rank == 0:
         from bastion.viz.examples import example_blocks
 
@@ -952,7 +953,7 @@ def demo(
     """The whole story on the embedded data and shipped models; writes OUT/report.html and results.json."""
     from bastion.demo import DEMO_OUTPUTS, SECTION_WEIGHTS, demo_setting, partial_demo, run_demo
 
-    try:
+    with _one_line_errors():
         check_device(device)
         if resume and overwrite:
             raise BastionError("--resume finishes the demo in --out and --overwrite starts it over: pass one of them")
@@ -969,11 +970,7 @@ def demo(
                 result = run_demo(out, n=n, seed=seed, device=device, progress=bar, command=_command_line(ctx),
                                   overwrite=overwrite, resume=resume)
         except KeyboardInterrupt:
-            console.print(f"interrupted: the sections finished so far are in {out}/results.json (marked partial); "
-                          "run the same command with --resume to finish the demo")
-            raise typer.Exit(130) from None
-    except BastionError as e:
-        _fail(e)
+            _interrupted(out, "sections", "demo")
     console.print(f"wrote {result['report']} ({result['seconds']:.0f}s)")
 
 
@@ -994,12 +991,10 @@ def serve(
     """Start the local web demo (pick an image, an attack and eps; watch the prediction flip)."""
     from bastion.web.server import serve as run_server
 
-    try:
+    with _one_line_errors():
         check_device(device)
         ctx = _own_demo(model, weights=own.weights, own=own.preprocessing(), gallery=gallery, labels=labels,
                         gallery_size=gallery_size, device=device)
-    except BastionError as e:
-        _fail(e)
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] binding to {host}: the demo has no authentication")
     run_server(host=host, port=port, device=device, ctx=ctx)
