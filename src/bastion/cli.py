@@ -79,8 +79,6 @@ ATTACK_OUTPUTS = ("adversarial.safetensors", "summary.json", "figure.png")
 EVALUATE_OUTPUTS = ("results.json", "results.csv", "report.html")
 TRAIN_OUTPUTS = ("checkpoint.pt", "metrics.json", "model.safetensors")
 
-_OVERWRITE_HELP = "Replace the outputs an earlier run left in OUT (refused otherwise)."
-
 
 def _warn_nonfinite(name: str, where: list[str]) -> None:
     if where:
@@ -113,11 +111,9 @@ Threads = Annotated[int | None, typer.Option(
     min=1, help="torch threads (default: the CPUs available minus those other processes keep busy).")]
 Device = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:N or mps.")]
 Quiet = Annotated[bool, typer.Option(help="No progress bars.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace the outputs an earlier run left in OUT (refused otherwise).")]
 Seed = Annotated[int, typer.Option()]
-DistTimeout = Annotated[float | None, typer.Option(
-    help="Under torchrun: seconds a process may wait for, or hear nothing from, another before the job stops "
-         "(default: $BASTION_DIST_TIMEOUT, else 300).")]
 
 
 @dataclass(frozen=True)
@@ -127,7 +123,9 @@ class Job:
 
     device: Device = "cpu"
     quiet: Quiet = False
-    dist_timeout: DistTimeout = None
+    dist_timeout: Annotated[float | None, typer.Option(
+        help="Under torchrun: seconds a process may wait for, or hear nothing from, another before the job stops "
+             "(default: $BASTION_DIST_TIMEOUT, else 300).")] = None
     threads: Threads = None
 
     def join(self) -> tuple[World, str]:
