@@ -47,7 +47,6 @@ def progress_bar(*, enabled: bool = True, interval: float = LOG_INTERVAL) -> Ite
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        transient=False,
     ) as bar:
         tasks: dict[str, TaskID] = {}
 

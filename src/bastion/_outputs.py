@@ -103,19 +103,12 @@ class OutputFolder:
         folder: the output folder (created by :meth:`check`).
         names: the files the command writes there.
         overwrite: replace outputs an earlier run left (otherwise :meth:`check` refuses them).
-        option: how the user named the folder, for messages (``--out``).
     """
 
-    def __init__(self, folder: str | os.PathLike[str], names: Sequence[str], *, overwrite: bool = False,
-                 option: str = "--out") -> None:
+    def __init__(self, folder: str | os.PathLike[str], names: Sequence[str], *, overwrite: bool = False) -> None:
         self.folder = Path(folder)
         self.names = tuple(names)
         self.overwrite = overwrite
-        self.option = option
-
-    def existing(self) -> list[str]:
-        """The outputs already in the folder (a symbolic link counts, even a dangling one)."""
-        return [n for n in self.names if os.path.lexists(self.folder / n)]
 
     def check(self, *, advice: str | None = None) -> OutputFolder:
         """Check the folder and every output before any work: a folder where a file goes is refused, and so is
@@ -127,7 +120,7 @@ class OutputFolder:
         Raises:
             OutputError: one line naming the folder and the output.
         """
-        folder, opt = self.folder, self.option
+        folder, opt = self.folder, "--out"
         if folder.exists() and not folder.is_dir():
             raise OutputError(f"{opt} {folder} is an existing file, not a folder")
         if not folder.exists():
@@ -140,7 +133,7 @@ class OutputFolder:
             if path.is_dir() and not path.is_symlink():
                 raise OutputError(f"{path} is a folder where this command writes its {name}; remove or rename it, "
                                   f"or choose another {opt}")
-        existing = self.existing()
+        existing = [n for n in self.names if os.path.lexists(folder / n)]  # a link counts, even a dangling one
         if existing and not self.overwrite:
             links = [n for n in existing if (folder / n).is_symlink()]
             what = ", ".join(existing) + (f" ({', '.join(links)}: a symbolic link, which bastion replaces, never "
@@ -162,7 +155,7 @@ class OutputFolder:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise OutputError(f"cannot create {self.option} {path.parent}: {e.strerror or e}") from None
+            raise OutputError(f"cannot create --out {path.parent}: {e.strerror or e}") from None
         atomic_write(path, write)
         return path
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
 import shlex
-import sys
-from dataclasses import replace
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.markup import escape
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
     from bastion.attacks.base import Attack
     from bastion.data import LabelledImages
     from bastion.data.base import ImageDataset
+    from bastion.distributed import World
     from bastion.eval import Evaluation, RobustnessReport
     from bastion.models import Preprocessing
     from bastion.web.context import DemoContext
@@ -40,10 +45,8 @@ app = typer.Typer(
 )
 
 
-def _command_line(ctx: typer.Context | None = None) -> str:
+def _command_line(ctx: typer.Context) -> str:
     """The invoked command with every option spelled out (defaults included), so it reproduces the run."""
-    if ctx is None:
-        return "bastion " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     parts = ["bastion", ctx.info_name or ""]
     for param in ctx.command.params:
         value = ctx.params.get(param.name or "")
@@ -65,7 +68,7 @@ def _command_line(ctx: typer.Context | None = None) -> str:
     return " ".join(parts)
 
 
-def _fail(e: Exception) -> None:
+def _fail(e: Exception) -> NoReturn:
     # one line however long (not wrapped at the console's width when redirected); its own brackets kept
     console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
     raise typer.Exit(2)
@@ -76,15 +79,29 @@ ATTACK_OUTPUTS = ("adversarial.safetensors", "summary.json", "figure.png")
 EVALUATE_OUTPUTS = ("results.json", "results.csv", "report.html")
 TRAIN_OUTPUTS = ("checkpoint.pt", "metrics.json", "model.safetensors")
 
-_OVERWRITE_HELP = "Replace the outputs an earlier run left in OUT (refused otherwise)."
-
 
 def _warn_nonfinite(name: str, where: list[str]) -> None:
     if where:
         console.print(f"[bold yellow]warning:[/] {escape(nonfinite_message(name, where))}")
 
 
-def _write_failed(e: OSError) -> None:
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Bad input (a :class:`BastionError`) ends the command with one line and exit status 2, not a traceback."""
+    try:
+        yield
+    except BastionError as e:
+        _fail(e)
+
+
+def _interrupted(out: Path, done: str, task: str) -> NoReturn:
+    """Ctrl-C: where the part done is and how to finish the rest, not a traceback (exit status 130)."""
+    console.print(f"interrupted: the {done} finished so far are in {out}/results.json (marked partial); run the same "
+                  f"command with --resume to finish the {task}")
+    raise typer.Exit(130) from None
+
+
+def _write_failed(e: OSError) -> NoReturn:
     """A write that failed after the work (disk full, permissions changed): one line, not a traceback."""
     _fail(OutputError(f"cannot write {e.filename or 'an output'}: {e.strerror or e}"))
 
@@ -94,11 +111,29 @@ Threads = Annotated[int | None, typer.Option(
     min=1, help="torch threads (default: the CPUs available minus those other processes keep busy).")]
 Device = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:N or mps.")]
 Quiet = Annotated[bool, typer.Option(help="No progress bars.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace the outputs an earlier run left in OUT (refused otherwise).")]
 Seed = Annotated[int, typer.Option()]
-DistTimeout = Annotated[float | None, typer.Option(
-    help="Under torchrun: seconds a process may wait for, or hear nothing from, another before the job stops "
-         "(default: $BASTION_DIST_TIMEOUT, else 300).")]
+
+
+@dataclass(frozen=True)
+class Job:
+    """How train and evaluate run (see :func:`_gathered`): the device, progress bars, torch threads and, under
+    torchrun, the timeout."""
+
+    device: Device = "cpu"
+    quiet: Quiet = False
+    dist_timeout: Annotated[float | None, typer.Option(
+        help="Under torchrun: seconds a process may wait for, or hear nothing from, another before the job stops "
+             "(default: $BASTION_DIST_TIMEOUT, else 300).")] = None
+    threads: Threads = None
+
+    def join(self) -> tuple[World, str]:
+        """This process's place in a torchrun job (alone without one) and its device (cuda: cuda:LOCAL_RANK)."""
+        from bastion.distributed import World
+
+        world = World.from_env(device=check_device(self.device), timeout=self.dist_timeout)
+        return world, str(world.device(self.device))
 
 
 def _use_threads(threads: int | None, *, quiet: bool = False) -> None:
@@ -123,24 +158,93 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at 
 
 _MODEL_HELP = ("A shipped model name, a bastion .safetensors file, or your own: FILE.py:FUNCTION or package.module:FUNCTION "
                "(returns an nn.Module; weights with --weights), a TorchScript file, torchvision:NAME or timm:NAME.")
-WeightsOption = Annotated[Path | None, typer.Option(
-    help="Weights for your model: safetensors, or a state dict saved with torch.save (read with weights_only=True; "
-         "never unpickled).")]
-PresetOption = Annotated[str | None, typer.Option(
-    help="Your model's preprocessing preset: imagenet (ImageNet mean/std, resize 256, centre crop 224, its 1,000 class "
-         "names).")]
-MeanOption = Annotated[str | None, typer.Option(
-    help="Your model's normalization mean on pixels in [0, 1], per channel: 0.485,0.456,0.406 (with --std).")]
-StdOption = Annotated[str | None, typer.Option(help="Your model's normalization std, per channel (with --mean).")]
-ClassesOption = Annotated[Path | None, typer.Option(
-    help="Your model's class names, one a line, in its output order.")]
-InputSizeOption = Annotated[str | None, typer.Option(
-    help="The input size of your model: 224, 224x160 (height x width) or 1x28x28 (channels first); images are resized "
-         "(shorter side) and centre-cropped to it.")]
-ResizeOption = Annotated[str | None, typer.Option(
-    help="Resize images before the crop: N (the shorter side) or HxW (exactly).")]
-CenterCropOption = Annotated[str | None, typer.Option(
-    "--center-crop", help="Centre-crop images to N or HxW (the model's input size, as --input-size).")]
+
+
+@dataclass(frozen=True)
+class OwnModel:
+    """The options that describe your own model, shared by train, attack, evaluate and serve (see
+    :func:`_gathered`)."""
+
+    weights: Annotated[Path | None, typer.Option(
+        help="Weights for your model: safetensors, or a state dict saved with torch.save (read with "
+             "weights_only=True; never unpickled).")] = None
+    preset: Annotated[str | None, typer.Option(
+        help="Your model's preprocessing preset: imagenet (ImageNet mean/std, resize 256, centre crop 224, its 1,000 "
+             "class names).")] = None
+    mean: Annotated[str | None, typer.Option(
+        help="Your model's normalization mean on pixels in [0, 1], per channel: 0.485,0.456,0.406 "
+             "(with --std).")] = None
+    std: Annotated[str | None, typer.Option(help="Your model's normalization std, per channel (with --mean).")] = None
+    classes: Annotated[Path | None, typer.Option(
+        help="Your model's class names, one a line, in its output order.")] = None
+    input_size: Annotated[str | None, typer.Option(
+        help="The input size of your model: 224, 224x160 (height x width) or 1x28x28 (channels first); images are "
+             "resized (shorter side) and centre-cropped to it.")] = None
+    resize: Annotated[str | None, typer.Option(
+        help="Resize images before the crop: N (the shorter side) or HxW (exactly).")] = None
+    center_crop: Annotated[str | None, typer.Option(
+        "--center-crop", help="Centre-crop images to N or HxW (the model's input size, as --input-size).")] = None
+
+    def preprocessing(self) -> Preprocessing | None:
+        """What the options say about your model's inputs (None when they say nothing): a preset, overridden field
+        by field by --mean/--std, --classes, --input-size/--center-crop and --resize."""
+        from bastion.models import Preprocessing, preset, read_classes
+
+        if replace(self, weights=None) == OwnModel():
+            return None
+        channels, size = None, None
+        if self.input_size is not None:
+            dims = _sizes(self.input_size, "--input-size", channels=True)
+            channels = dims[0] if len(dims) == 3 else None
+            size = (dims[-2], dims[-1]) if len(dims) >= 2 else (dims[0], dims[0])
+        if self.center_crop is not None:
+            crop = _sizes(self.center_crop, "--center-crop")
+            crop_hw = (crop[0], crop[-1])
+            if size is not None and size != crop_hw:
+                raise BastionError(f"--input-size {self.input_size} and --center-crop {self.center_crop} disagree (the "
+                                   "crop is the model's input size): give one")
+            size = crop_hw
+        resized: int | tuple[int, int] | None = None
+        if self.resize is not None:
+            r = _sizes(self.resize, "--resize")
+            resized = r[0] if len(r) == 1 else (r[0], r[1])
+        own = Preprocessing(mean=_numbers(self.mean, "--mean") if self.mean else None,
+                            std=_numbers(self.std, "--std") if self.std else None, channels=channels, size=size,
+                            resize=resized, classes=read_classes(self.classes) if self.classes is not None else None)
+        return own.over(preset(self.preset)) if self.preset is not None else own
+
+    def load(self, spec: str, device: str) -> nn.Module:
+        """The model ``spec`` (see --model) with these options."""
+        from bastion.models import resolve_model
+
+        return resolve_model(spec, device=device, weights=self.weights, preprocessing=self.preprocessing())
+
+
+def _gathered(cls: type) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A decorator that gives a command the options of the dataclass ``cls`` (:class:`OwnModel`, :class:`Job`) in
+    place of its parameter of that type, and calls it with their values gathered into one ``cls``. An option the
+    command declares itself (evaluate's --preset) keeps that declaration, in the same place among the others, and
+    comes to the command as its own argument."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        sig = inspect.signature(command, eval_str=True)
+        slot = next(p for p in sig.parameters.values() if p.annotation is cls)
+        options = [sig.parameters.get(f.name) or inspect.Parameter(f.name, slot.kind, default=f.default,
+                                                                   annotation=hints[f.name]) for f in fields(cls)]
+        params = [q for p in sig.parameters.values() if p.name not in hints for q in (options if p is slot else [p])]
+        gathered = [name for name in hints if name not in sig.parameters]
+
+        @functools.wraps(command)
+        def run(**kwargs: Any) -> None:
+            command(**{slot.name: cls(**{name: kwargs.pop(name) for name in gathered})}, **kwargs)
+
+        run.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        return run
+
+    return decorate
+
+
 LabelsOption = Annotated[Path | None, typer.Option(
     help="With --data images:PATH: a CSV of file,label rows (labels are class names or numbers).")]
 _DATA_HELP = ("A data set name (mnist-5k, mnist, fashion-mnist, cifar10, coloured-mnist-5k, coloured-mnist), or your "
@@ -161,43 +265,6 @@ def _sizes(text: str, option: str, *, channels: bool = False) -> tuple[int, ...]
         form = "N, HxW or CxHxW" if channels else "N or HxW"
         raise BastionError(f"{option} takes a size in pixels, {form}; got {text!r}")
     return tuple(int(p) for p in parts)
-
-
-def _own_preprocessing(preset: str | None, mean: str | None, std: str | None, classes: Path | None,
-                       input_size: str | None, resize: str | None, center_crop: str | None) -> Preprocessing | None:
-    """What the options say about your model's inputs (None when they say nothing): a preset, overridden field by
-    field by --mean/--std, --classes, --input-size/--center-crop and --resize."""
-    from bastion.models import Preprocessing, read_classes
-    from bastion.models import preset as preset_of
-
-    if all(v is None for v in (preset, mean, std, classes, input_size, resize, center_crop)):
-        return None
-    channels, size = None, None
-    if input_size is not None:
-        dims = _sizes(input_size, "--input-size", channels=True)
-        channels = dims[0] if len(dims) == 3 else None
-        size = (dims[-2], dims[-1]) if len(dims) >= 2 else (dims[0], dims[0])
-    if center_crop is not None:
-        crop = _sizes(center_crop, "--center-crop")
-        crop_hw = (crop[0], crop[-1])
-        if size is not None and size != crop_hw:
-            raise BastionError(f"--input-size {input_size} and --center-crop {center_crop} disagree (the crop is the "
-                               "model's input size): give one")
-        size = crop_hw
-    resized: int | tuple[int, int] | None = None
-    if resize is not None:
-        r = _sizes(resize, "--resize")
-        resized = r[0] if len(r) == 1 else (r[0], r[1])
-    own = Preprocessing(mean=_numbers(mean, "--mean") if mean else None, std=_numbers(std, "--std") if std else None,
-                        channels=channels, size=size, resize=resized,
-                        classes=read_classes(classes) if classes is not None else None)
-    return own.over(preset_of(preset)) if preset is not None else own
-
-
-def _load_model(spec: str, *, weights: Path | None, own: Preprocessing | None, device: str) -> nn.Module:
-    from bastion.models import resolve_model
-
-    return resolve_model(spec, device=device, weights=weights, preprocessing=own)
 
 
 def _open_data(spec: str, split: str, data_dir: Path | None, labels: Path | None, net: nn.Module, *,
@@ -251,8 +318,6 @@ def _class_number(target: str | None, classes: Sequence[str]) -> str | None:
 def _single_image(image: Path, net: nn.Module, device: str, target: str | None) -> ImageDataset:
     """One image file, prepared as ``net`` expects, labelled with the model's own prediction (the label the attack
     moves away from)."""
-    from dataclasses import replace as _replace
-
     from bastion._model import checked_forward
     from bastion.data.images import describe_converted, single_image
     from bastion.models.user import check_outputs, preprocessing_of
@@ -271,7 +336,7 @@ def _single_image(image: Path, net: nn.Module, device: str, target: str | None) 
     if target is not None and target.isdigit() and int(target) == int(pred[0]):
         raise BastionError(f"the model already classifies {image.name} as {classes[int(pred[0])]} (class {target}): "
                            "pick another --target")
-    return _replace(loaded, labels=pred, classes=classes)
+    return replace(loaded, labels=pred, classes=classes)
 
 
 def _predictions(logits: Tensor, logits_adv: Tensor, classes: Sequence[str], n: int = 4) -> list[str]:
@@ -287,19 +352,14 @@ def _predictions(logits: Tensor, logits_adv: Tensor, classes: Sequence[str], n: 
 
 
 @app.command()
+@_gathered(OwnModel)
+@_gathered(Job)
 def train(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(
         help="Architecture: logreg, mnist-cnn, mnist-cnn-gap, cifar-resnet; or your own, FILE.py:FUNCTION or "
              "package.module:FUNCTION (starting from --weights when given).")] = "mnist-cnn",
-    weights: WeightsOption = None,
-    preset: PresetOption = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    classes: ClassesOption = None,
-    input_size: InputSizeOption = None,
-    resize: ResizeOption = None,
-    center_crop: CenterCropOption = None,
+    own: OwnModel = OwnModel(),
     labels: LabelsOption = None,
     data: Annotated[str, typer.Option(help=_DATA_HELP + " Your images are decoded into memory for training.")] = "mnist-5k",
     split: Annotated[str, typer.Option(help="Training split, sliceable: 'train[5848:]'.")] = "train",
@@ -333,45 +393,35 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an OUT that holds an earlier run, "
                                                                "replacing its files (refused otherwise).")] = False,
-    device: Device = "cpu",
-    quiet: Quiet = False,
-    dist_timeout: DistTimeout = None,
-    threads: Threads = None,
+    job: Job = Job(),
 ) -> None:
     """Train a classifier (optionally with a defense); writes OUT/model.safetensors."""
     from bastion._wrap import innermost
     from bastion.data import load_dataset
-    from bastion.distributed import World
     from bastion.models import create_model, resolve_model, save_model
     from bastion.models.classifier import Classifier
     from bastion.models.user import UserModel, save_weights
     from bastion.training import TrainConfig, accuracy, fit
     from bastion.training.recipes import build_training
 
-    try:
-        check_device(device)
-        world = World.from_env(device=device, timeout=dist_timeout)
-        device = str(world.device(device))
+    with _one_line_errors():
+        world, device = job.join()
         _check_train_options(model, init, dropout=dropout, weight_decay=weight_decay, hidden=hidden)
         # every process checks (nothing is written before the first epoch ends), so that a refused --out stops
         # them all with the same message instead of leaving the others to fail in a collective
-        _check_run_folder(out, resume=resume, overwrite=overwrite, quiet=quiet or world.rank != 0)
+        _check_run_folder(out, resume=resume, overwrite=overwrite, quiet=job.quiet or world.rank != 0)
         own_net = None
-        if _trains_own_model(model, init, weights):
-            own_net, train_ds, own_val = _own_training(
-                model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
-                                                           center_crop),
-                data=data, split=split, val_split=val_split, data_dir=data_dir, labels=labels, device=device)
+        if _trains_own_model(model, init, own.weights):
+            own_net, train_ds, val_ds = _own_training(model, own=own, data=data, split=split, val_split=val_split,
+                                                       data_dir=data_dir, labels=labels, device=device)
         else:
             train_ds = load_dataset(data, split, data_dir=data_dir)
         present = int(train_ds.labels.unique().numel())
-        if present < train_ds.num_classes and not quiet and world.rank == 0:
+        if present < train_ds.num_classes and not job.quiet and world.rank == 0:
             console.print(f"[bold yellow]warning:[/] {escape(data)}:{escape(split)} holds only {present} of the "
                           f"{train_ds.num_classes} classes (mnist-5k is sorted by class: a slice like train[:500] is "
                           "zeros and ones); the model cannot learn the others")
-        if own_net is not None:
-            val_ds = own_val
-        else:
+        if own_net is None:
             val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
                           schedule=schedule, weight_decay=weight_decay, seed=seed)  # type: ignore[arg-type]
@@ -383,21 +433,19 @@ def train(
             start = innermost(loaded)  # a defended model: the classifier inside it
             if not isinstance(start, Classifier):
                 raise BastionError(f"--init {init}: no classifier inside ({type(start).__name__}); nothing to train")
-            if start is not loaded and not quiet:
+            if start is not loaded and not job.quiet:
                 console.print(f"--init {init}: starting from the classifier inside its {type(loaded).__name__} "
                               "(the saved model is a plain classifier; add --defense to train with one)")
             net = start
         else:
-            opts: dict[str, object] = {"dropout": dropout} if dropout else {}
-            if hidden:
-                opts["hidden"] = hidden
+            opts = {k: v for k, v in (("dropout", dropout), ("hidden", hidden)) if v}
             net = create_model(model, dataset=data, classes=train_ds.classes, seed=seed, **opts)
         objective, callbacks, extra_meta, wrap = build_training(
             defense, net, val=val_ds, device=device, attack=attack, eps=eps, k=k, epochs=epochs,
             ramp_epochs=ramp_epochs, adv_ratio=adv_ratio, alpha=alpha, steps=adv_steps, variants=variants, clean=clean)
         world.broadcast_model(net)
-        _use_threads(threads, quiet=quiet)
-        with progress_bar(enabled=not quiet and world.rank == 0) as bar:
+        _use_threads(job.threads, quiet=job.quiet)
+        with progress_bar(enabled=not job.quiet and world.rank == 0) as bar:
             history = fit(net, train_ds, config=cfg, objective=objective, val=val_ds, out_dir=out, resume=resume,
                           device=device, progress=bar, callbacks=callbacks, world=world if world.distributed else None,
                           monitor=extra_meta.get("monitor", "val_acc"), record={"command": _command_line(ctx)})
@@ -414,9 +462,6 @@ def train(
         elif world.rank == 0 and isinstance(net, UserModel):
             save_weights(net, path, {"training": training, "metrics": metrics})
         world.close()
-    except BastionError as e:
-        _fail(e)
-        return
     if world.rank != 0:
         return
     results.print(f"saved {path}  val accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else f"saved {path}")
@@ -448,13 +493,12 @@ def _trains_own_model(model: str, init: str | None, weights: Path | None) -> boo
     return own
 
 
-def _own_training(model: str, *, weights: Path | None, own: Preprocessing | None, data: str, split: str,
-                  val_split: str, data_dir: Path | None, labels: Path | None,
-                  device: str) -> tuple[nn.Module, ImageDataset, ImageDataset | None]:
+def _own_training(model: str, *, own: OwnModel, data: str, split: str, val_split: str, data_dir: Path | None,
+                  labels: Path | None, device: str) -> tuple[nn.Module, ImageDataset, ImageDataset | None]:
     """Your model (a factory, from --weights when given) and its training and validation images, in memory."""
     from bastion.data import is_image_source, load_dataset
 
-    net = _load_model(model, weights=weights, own=own, device=device)
+    net = own.load(model, device)
     train_ds = _open_data(data, split, data_dir, labels, net).load()
     net = _model_for_data(net, train_ds, device)
     if not val_split:
@@ -515,12 +559,8 @@ def _parse_options(pairs: list[str]) -> dict[str, object]:
 def _target(spec: str | None, n: int) -> Literal["random", "least-likely"] | Tensor | None:
     import torch
 
-    if spec is None:
-        return None
-    if spec == "random":
-        return "random"
-    if spec == "least-likely":
-        return "least-likely"
+    if spec is None or spec in ("random", "least-likely"):
+        return spec  # type: ignore[return-value]  # None or one of the two literals
     try:
         return torch.full((n,), int(spec), dtype=torch.int64)
     except ValueError:
@@ -543,17 +583,11 @@ def _drop_target_class(ds: ImageDataset, target: str | None) -> ImageDataset:
 
 
 @app.command()
+@_gathered(OwnModel)
 def attack(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "mnist-cnn",
-    weights: WeightsOption = None,
-    preset: PresetOption = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    classes: ClassesOption = None,
-    input_size: InputSizeOption = None,
-    resize: ResizeOption = None,
-    center_crop: CenterCropOption = None,
+    own: OwnModel = OwnModel(),
     image: Annotated[Path | None, typer.Option(
         help="Attack one image file (PNG, JPEG or WebP) instead of --data; its label is the model's prediction.")] = None,
     labels: LabelsOption = None,
@@ -589,19 +623,18 @@ def attack(
     from bastion.factory import apply_defense, attack_options, make_attack
     from bastion.viz.figures import png_bytes, triptych
 
-    try:
+    with _one_line_errors():
         check_device(device)
         extra = _parse_options(option or [])
-        own = {"eps": eps, "steps": steps, "step_size": step_size, "norm": norm}
-        twice = sorted(key for key in extra if own.get(key) is not None)
+        named = {"eps": eps, "steps": steps, "step_size": step_size, "norm": norm}
+        twice = sorted(key for key in extra if named.get(key) is not None)
         if twice:
             raise BastionError(f"{', '.join(twice)} given twice: as --{twice[0].replace('_', '-')} and as --set")
         if eps is None and "eps" in attack_options(attack) and "eps" not in extra:
-            own["eps"] = 0.3
-        atk = make_attack(attack, **{**own, **extra}, checked=set(extra))
+            named["eps"] = 0.3
+        atk = make_attack(attack, **{**named, **extra}, checked=set(extra))
         _check_linf_eps([atk], [getattr(atk, "eps", 0.0)])
-        net = _load_model(model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
-                                                                         center_crop), device=device)
+        net = own.load(model, device)
         outputs = OutputFolder(out, ATTACK_OUTPUTS, overwrite=overwrite).check()
         if image is not None:
             target = _class_number(target, getattr(net, "classes", ()))
@@ -620,9 +653,6 @@ def attack(
         _use_threads(threads)
         res = atk(net, x, y, target=_target(target, len(ds)), generator=torch.Generator().manual_seed(seed),
                   keys=ds.indices.to(device) if ds.indices is not None else None)
-    except BastionError as e:
-        _fail(e)
-        return
     tensors = {"x": x.cpu().contiguous(), "x_adv": res.x_adv.cpu().contiguous(), "y": y.cpu(),
                "pred_adv": res.pred_adv.cpu(), "success": res.success.cpu().to(torch.uint8)}
     if res.target is not None:
@@ -641,7 +671,6 @@ def attack(
                                                              res.logits_adv[:k], names, y=y[:k])))
     except OSError as e:
         _write_failed(e)
-        return
     ok = int(res.success.sum())
     norms = (f"over the {ok} successful: mean Linf {summary['mean_linf_success']:.3f}, L2 {summary['mean_l2_success']:.3f}, "
              f"L0 {summary['mean_l0_success']:.1f}" if ok else "no successful example")
@@ -659,21 +688,17 @@ def attack(
 
 
 @app.command()
+@_gathered(OwnModel)
+@_gathered(Job)
 def evaluate(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "mnist-cnn",
-    weights: WeightsOption = None,
+    own: OwnModel = OwnModel(),
     preset: Annotated[list[str] | None, typer.Option(
         help="imagenet: your model's preprocessing preset (ImageNet mean/std, resize 256, centre crop 224, its 1,000 "
              "class names); autoattack: AutoAttack's cascade (APGD-CE, APGD-T, FAB-T, Square; on a randomized model "
              "its rand version: APGD-CE and APGD-DLR through EOT over 20 draws) instead of --attacks, its robust "
              "accuracy first in the report. Give both as --preset imagenet --preset autoattack.")] = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    classes: ClassesOption = None,
-    input_size: InputSizeOption = None,
-    resize: ResizeOption = None,
-    center_crop: CenterCropOption = None,
     labels: LabelsOption = None,
     defense: Annotated[str, typer.Option(help="Test-time defense: none, bart, hide-probs.")] = "none",
     k: Annotated[int, typer.Option(min=1, help="With --defense bart: transforms per barrage.")] = 5,
@@ -702,29 +727,22 @@ def evaluate(
     resume: Annotated[bool, typer.Option(
         help="Finish an interrupted evaluation from OUT/results.json (run the same command again with --resume); "
              "the results equal an uninterrupted run's.")] = False,
-    device: Device = "cpu",
-    quiet: Quiet = False,
-    dist_timeout: DistTimeout = None,
-    threads: Threads = None,
+    job: Job = Job(),
 ) -> None:
     """Evaluate robustness over an eps grid; writes results.json, results.csv and report.html."""
     from bastion.attacks import MinimumNormAttack
-    from bastion.distributed import World
     from bastion.eval import Evaluation
     from bastion.factory import apply_defense, make_attack_lenient, parse_eps
     from bastion.viz.html import evaluation_html
 
-    try:
-        check_device(device)
-        world = World.from_env(device=device, timeout=dist_timeout)
-        device = str(world.device(device))
+    with _one_line_errors():
+        world, device = job.join()
         model_preset, suite_preset = _split_presets(preset)
-        net = _load_model(model, weights=weights, own=_own_preprocessing(model_preset, mean, std, classes, input_size,
-                                                                         resize, center_crop), device=device)
+        net = replace(own, preset=model_preset).load(model, device)
         outputs = OutputFolder(out, EVALUATE_OUTPUTS, overwrite=overwrite or resume)
         if world.rank == 0:
             outputs.check()
-        earlier = _earlier_results(out, resume=resume, distributed=world.distributed, quiet=quiet)
+        earlier = _earlier_results(out, resume=resume, distributed=world.distributed, quiet=job.quiet)
         full = _open_data(data, split, data_dir, labels, net, quiet=world.rank != 0)
         net = apply_defense(_model_for_data(net, full, device), defense, k=k, seed=seed)
         ds = full.spread(n)
@@ -740,7 +758,7 @@ def evaluate(
         suite = list(ev.suite)
         grid = ev.eps_grid or [0.3]
         _check_linf_eps(suite, grid)
-        if not quiet and world.rank == 0:
+        if not job.quiet and world.rank == 0:
             _warn_training_overlap(net, data, split)
             fixed = [a.name for a in suite if a.radius is None and not isinstance(a, MinimumNormAttack)]
             if fixed:
@@ -751,23 +769,18 @@ def evaluate(
                 console.print(f"note: {', '.join(curves)}: a minimum-norm attack runs once and gets a row at every "
                               "eps, in its own norm (an image counts as broken at eps when its smallest adversarial "
                               "perturbation is within eps)")
-        _use_threads(threads, quiet=quiet)
+        _use_threads(job.threads, quiet=job.quiet)
         def save_partial(partial: RobustnessReport) -> None:
             outputs.write_json("results.json", partial.to_dict())
 
         try:
-            with progress_bar(enabled=not quiet and world.rank == 0) as bar:
+            with progress_bar(enabled=not job.quiet and world.rank == 0) as bar:
                 report = ev.run(net, ds, device=device, progress=bar, command=_command_line(ctx), world=world,
                                 resume=earlier, on_partial=None if world.distributed else save_partial)
         except KeyboardInterrupt:
             if world.distributed:
                 raise
-            console.print(f"interrupted: the rows finished so far are in {out}/results.json (marked partial); run the "
-                          "same command with --resume to finish the evaluation")
-            raise typer.Exit(130) from None
-    except BastionError as e:
-        _fail(e)
-        return
+            _interrupted(out, "rows", "evaluation")
     if world.rank == 0:
         from bastion.viz.examples import example_blocks
 
@@ -780,10 +793,8 @@ def evaluate(
             outputs.write_text("report.html", evaluation_html(report, extra=extra))
         except OSError as e:
             _write_failed(e)
-            return
         except BastionError as e:
             _fail(e)
-            return
         _print_report(report)
         console.print(f"wrote {out}/results.json, results.csv, report.html")
     world.close()
@@ -940,7 +951,7 @@ def demo(
     """The whole story on the embedded data and shipped models; writes OUT/report.html and results.json."""
     from bastion.demo import DEMO_OUTPUTS, SECTION_WEIGHTS, demo_setting, partial_demo, run_demo
 
-    try:
+    with _one_line_errors():
         check_device(device)
         if resume and overwrite:
             raise BastionError("--resume finishes the demo in --out and --overwrite starts it over: pass one of them")
@@ -957,30 +968,19 @@ def demo(
                 result = run_demo(out, n=n, seed=seed, device=device, progress=bar, command=_command_line(ctx),
                                   overwrite=overwrite, resume=resume)
         except KeyboardInterrupt:
-            console.print(f"interrupted: the sections finished so far are in {out}/results.json (marked partial); "
-                          "run the same command with --resume to finish the demo")
-            raise typer.Exit(130) from None
-    except BastionError as e:
-        _fail(e)
-        return
+            _interrupted(out, "sections", "demo")
     console.print(f"wrote {result['report']} ({result['seconds']:.0f}s)")
 
 
 @app.command()
+@_gathered(OwnModel)
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     device: Device = "cpu",
     model: Annotated[str | None, typer.Option(
         help="Serve this model instead of the shipped ones (with --gallery): " + _MODEL_HELP)] = None,
-    weights: WeightsOption = None,
-    preset: PresetOption = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    classes: ClassesOption = None,
-    input_size: InputSizeOption = None,
-    resize: ResizeOption = None,
-    center_crop: CenterCropOption = None,
+    own: OwnModel = OwnModel(),
     gallery: Annotated[str | None, typer.Option(
         help="With --model: the images to show, folder:PATH (one subfolder per class) or images:PATH with --labels.")] = None,
     labels: LabelsOption = None,
@@ -989,14 +989,10 @@ def serve(
     """Start the local web demo (pick an image, an attack and eps; watch the prediction flip)."""
     from bastion.web.server import serve as run_server
 
-    try:
+    with _one_line_errors():
         check_device(device)
-        ctx = _own_demo(model, weights=weights, own=_own_preprocessing(preset, mean, std, classes, input_size, resize,
-                                                                       center_crop),
-                        gallery=gallery, labels=labels, gallery_size=gallery_size, device=device)
-    except BastionError as e:
-        _fail(e)
-        return
+        ctx = _own_demo(model, weights=own.weights, own=own.preprocessing(), gallery=gallery, labels=labels,
+                        gallery_size=gallery_size, device=device)
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] binding to {host}: the demo has no authentication")
     run_server(host=host, port=port, device=device, ctx=ctx)
@@ -1005,9 +1001,8 @@ def serve(
 def _own_demo(model: str | None, *, weights: Path | None, own: Preprocessing | None, gallery: str | None,
               labels: Path | None, gallery_size: int, device: str) -> DemoContext | None:
     """The demo of your model on your images (None: the shipped demo)."""
-    from dataclasses import replace as _replace
-
     from bastion.data import is_image_source
+    from bastion.models import resolve_model
     from bastion.models.user import preprocessing_of
     from bastion.web.context import own_model_context
 
@@ -1017,13 +1012,13 @@ def _own_demo(model: str | None, *, weights: Path | None, own: Preprocessing | N
         return None
     if gallery is None or not is_image_source(gallery):
         raise BastionError("--model needs --gallery folder:PATH (or images:PATH --labels FILE): the images to show")
-    net = _load_model(model, weights=weights, own=own, device=device)
+    net = resolve_model(model, device=device, weights=weights, preprocessing=own)
     data = _open_data(gallery, "all", None, labels, net)
     net = _model_for_data(net, data, device)
     transform = preprocessing_of(net).transform()
     if transform.crop is None:  # uploads must come out at the gallery's size
         _, h, w = data.input_shape
-        transform = _replace(transform, resize=min(h, w), crop=(h, w))
+        transform = replace(transform, resize=min(h, w), crop=(h, w))
     return own_model_context(net, label=model, description=f"your model: {model}", gallery=data,
                              transform=transform, device=device, gallery_size=gallery_size)
 

@@ -20,9 +20,10 @@ rendezvous store, the one torchrun or ``MASTER_ADDR:MASTER_PORT`` provides, bump
 background thread) and watches the others'. The process group has a timeout (``--dist-timeout SECONDS`` or the
 ``BASTION_DIST_TIMEOUT`` environment variable; default 300 s), so no collective waits longer than that; when one
 fails, the error names the rank(s) whose heartbeat went silent, and the silent processes that run on the same
-machine are ended with SIGKILL (a stopped process ignores torchrun's SIGTERM, which costs 30 s more). Before gathering the evaluation results a process
-waits for the others for as long as they show signs of life (a shard can legitimately take much longer than
-another), and stops once one has been silent for the timeout. A process that is alive but stuck elsewhere with its
+machine are ended with SIGKILL (a stopped process ignores torchrun's SIGTERM, which costs 30 s more, and without
+torchrun it would stay behind for good). Before gathering the evaluation results a process waits for the others for
+as long as they show signs of life (a shard can legitimately take much longer than another), and stops once one
+has been silent for the timeout. A process that is alive but stuck elsewhere with its
 heartbeat running is waited for; the group timeout still bounds every collective. The error is a
 :class:`StalledProcessError` (one line on the command line; exit status 2).
 
@@ -105,7 +106,7 @@ def _ranks(ranks: list[int]) -> str:
 
 def heartbeat_key(rank: int, what: str = "heartbeat") -> str:
     """The store key under which ``rank`` publishes its heartbeat counter (``what="process"``: its host, pid
-    and start time). A job restarted by torchrun uses fresh keys."""
+    and start time; ``"step/N"``: that it reached step N). A job restarted by torchrun uses fresh keys."""
     return f"bastion/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{what}/{rank}"
 
 
@@ -304,10 +305,8 @@ class World:
         return found
 
     def _stalled(self, what: str, ranks: list[int], silent_for: float, *, store_lost: bool) -> StalledProcessError:
-        """The error to raise. First closes this process's side of the group (it is unusable without the
-        silent ranks, and a closed group exits cleanly), then ends the silent processes that run on this machine
-        with SIGKILL: a stopped process ignores every other signal until it is continued, so torchrun would wait
-        30 s more before killing it, and a job launched without torchrun would leave it behind for good."""
+        """The error to raise, after closing this process's side of the group (unusable without the silent ranks)
+        and ending the silent processes on this machine with SIGKILL (see the module docstring)."""
         local = {} if store_lost else self._local_processes(ranks)
         self.close()
         ended = []
@@ -331,17 +330,12 @@ class World:
     def _wait_for_peers(self, what: str) -> None:
         """Wait until every rank has reached this step, for as long as the missing ones show signs of life;
         raise :class:`StalledProcessError` once one has been silent for the timeout."""
-        assert self._heartbeat is not None
-        n = self._step_no
-        key = f"bastion/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/step/{n}/"
+        step = f"step/{self._step_no}"
         try:
-            self._store.set(key + str(self.rank), "1")
+            self._store.set(heartbeat_key(self.rank, step), "1")
             missing = [r for r in range(self.size) if r != self.rank]
             pause = 0.0005
-            while missing:
-                missing = [r for r in missing if not self._store.check([key + str(r)])]
-                if not missing:
-                    break
+            while missing := [r for r in missing if not self._store.check([heartbeat_key(r, step)])]:
                 quiet, longest, lost = self._silent(self.timeout)
                 gone = [r for r in quiet if r in missing]
                 if gone or lost:

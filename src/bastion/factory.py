@@ -6,6 +6,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -36,42 +37,39 @@ def make_attack(name: str, *, checked: frozenset[str] | set[str] = frozenset(), 
         hints = typing.get_type_hints(ATTACKS.get(name).cls)
         for k in sorted(set(checked) & set(given)):
             given[k] = _typed(name, k, hints.get(k, Any), given[k])
-    atk: Attack = ATTACKS.create(name, **given)
-    return atk
+    return ATTACKS.create(name, **given)
 
 
 def _typed(attack: str, key: str, hint: Any, value: Any) -> Any:
     """``value`` checked against the field type ``hint`` (lists become tuples for tuple fields)."""
-    args = typing.get_args(hint)
-    origin = typing.get_origin(hint)
+    args, origin = typing.get_args(hint), typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
         return _typed(attack, key, inner[0] if len(inner) == 1 else Any, value)
-    bad = ConfigError(f"{attack} option {key} expects {_describe(hint)}, got {shown(value)}")
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise bad
-    elif hint is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise bad
-    elif hint is float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise bad
-        value = float(value)
-    elif hint is str or origin is typing.Literal:
-        if not isinstance(value, str):
-            raise bad
-    elif origin is tuple:
-        if not isinstance(value, (list, tuple)) or (Ellipsis not in args and len(value) != len(args)):
-            raise bad
-        if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in value):
-            raise bad
-        value = tuple(float(v) for v in value)
-    elif hint is not Any:  # tensors and other objects (e.g. HSJ's starting points)
+    if origin is tuple:
+        ok = (isinstance(value, (list, tuple)) and (Ellipsis in args or len(value) == len(args))
+              and all(map(_is_number, value)))
+    elif hint in _ACCEPTS or origin is typing.Literal:
+        ok = _ACCEPTS[str if origin is typing.Literal else hint](value)
+    elif hint is Any:
+        return value
+    else:  # tensors and other objects (e.g. HSJ's starting points)
         raise ConfigError(f"{attack} option {key} cannot be set from the command line")
-    return value
+    if not ok:
+        raise ConfigError(f"{attack} option {key} expects {_describe(hint)}, got {shown(value)}")
+    return tuple(map(float, value)) if origin is tuple else float(value) if hint is float else value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: what a value typed by the user must be for a field of each plain type
+_ACCEPTS: dict[Any, Callable[[Any], bool]] = {
+    bool: lambda v: isinstance(v, bool), int: lambda v: _is_number(v) and isinstance(v, int), float: _is_number,
+    str: lambda v: isinstance(v, str)}
 
 
 def _describe(hint: Any) -> str:
@@ -90,8 +88,7 @@ def _describe(hint: Any) -> str:
 def make_attack_lenient(name: str, **options: Any) -> Attack:
     """Like :func:`make_attack` but silently ignores options the attack does not take (for suites)."""
     fields = attack_options(name)
-    atk: Attack = ATTACKS.create(name, **{k: v for k, v in options.items() if k in fields and v is not None})
-    return atk
+    return ATTACKS.create(name, **{k: v for k, v in options.items() if k in fields})
 
 
 def apply_defense(model: nn.Module, defense: str | None, *, k: int = 5, seed: int = 0) -> nn.Module:
@@ -106,9 +103,11 @@ MAX_EPS_VALUES = 100
 def parse_eps(spec: str) -> list[float]:
     """``"0:0.3:0.05"`` (start:stop:step, stop included) or ``"0.1,0.2,0.3"``."""
     usage = f"cannot parse eps {spec!r}; use start:stop:step (e.g. 0:0.3:0.05) or a list (0.1,0.3)"
-    numbers = _floats(spec.split(":") if ":" in spec else [v for v in spec.split(",") if v.strip()])
-    if numbers is None:
-        raise ConfigError(usage)
+    parts = spec.split(":") if ":" in spec else [v for v in spec.split(",") if v.strip()]
+    try:
+        numbers = [float(v) for v in parts]
+    except ValueError:
+        raise ConfigError(usage) from None
     if ":" in spec:
         if len(numbers) != 3 or not numbers[2] > 0 or not all(map(math.isfinite, numbers)):
             raise ConfigError(usage)
@@ -124,10 +123,3 @@ def parse_eps(spec: str) -> list[float]:
     if len(numbers) > MAX_EPS_VALUES:
         raise ConfigError(f"eps {shown(spec)} has {len(numbers)} values; at most {MAX_EPS_VALUES}")
     return numbers
-
-
-def _floats(parts: list[str]) -> list[float] | None:
-    try:
-        return [float(v) for v in parts]
-    except ValueError:
-        return None

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bastion.cli import _own_demo, _own_preprocessing
+from bastion.cli import OwnModel, _own_demo
 from bastion.errors import BastionError, ConfigError, InputShapeError
 from bastion.web import handlers
 from bastion.web.context import DemoContext
@@ -26,8 +26,8 @@ def _context(tmp_path, **kw: Any) -> DemoContext:
     factory = write_factory(tmp_path)
     weights = write_weights(tmp_path / "w.safetensors")
     write_folder(tmp_path / "photos")
-    own = _own_preprocessing(None, ",".join(map(str, MEAN)), ",".join(map(str, STD)), None, kw.pop("input_size", None),
-                             None, None)
+    own = OwnModel(mean=",".join(map(str, MEAN)), std=",".join(map(str, STD)),
+                   input_size=kw.pop("input_size", None)).preprocessing()
     ctx = _own_demo(f"{factory}:build", weights=weights, own=own, gallery=f"folder:{tmp_path / 'photos'}", labels=None,
                     gallery_size=kw.pop("gallery_size", 6), device="cpu")
     assert ctx is not None
