@@ -53,7 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion._model import judge
-from bastion.attacks.base import GradientAttack, Outcome, Task, check_int, check_unit
+from bastion.attacks.base import GradientAttack, Outcome, Task, unit, whole
 from bastion.attacks.descent import LossFn, SuccessFn, misclassified, named_loss, value_and_grad
 from bastion.attacks.losses import attack_loss
 from bastion.threat import ThreatModel
@@ -234,19 +234,12 @@ class APGD(GradientAttack):
     """
 
     name: ClassVar[str] = "apgd"
-    steps: int = 100
-    restarts: int = 1
-    targets: int = 0
-    rho: float = 0.75
-    momentum: float = 0.75
+    steps: int = whole(100)
+    restarts: int = whole(1)
+    targets: int = whole(0, minimum=0)
+    rho: float = unit(0.75)
+    momentum: float = unit(0.75)
     early_stop: bool = True
-
-    def _check(self) -> None:
-        check_int("steps", self.steps)
-        check_int("restarts", self.restarts)
-        check_int("targets", self.targets, minimum=0)
-        check_unit("rho", self.rho)
-        check_unit("momentum", self.momentum)
 
     @property
     def label(self) -> str:

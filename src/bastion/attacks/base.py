@@ -31,7 +31,9 @@ import dataclasses
 import math
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass, replace
+from functools import partial
 from typing import Any, ClassVar, Literal, Self, final
 
 import torch
@@ -267,6 +269,67 @@ def resolve_target(
     raise LabelError(f"target must be a tensor of labels, 'random' or 'least-likely'; got {shown(spec)}")
 
 
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = number and (value >= 0 if allow_zero else value > 0) and math.isfinite(value)
+    if not ok:
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {shown(value)}")
+
+
+def check_int(name: str, value: int, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {shown(value)}")
+
+
+def check_unit(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a number in [0, 1], got {shown(value)}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {shown(value)}")
+
+
+def check_flag(name: str, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {shown(value)}")
+
+
+def _declared(default: Any, check: Callable[[str, Any], None], optional: bool = False) -> Any:
+    """A dataclass field that :meth:`Attack.__post_init__` checks with ``check(name, value)`` (None passes when
+    ``optional``); ``default`` MISSING: a required field."""
+    def run(name: str, value: Any) -> None:
+        if value is not None or not optional:
+            check(name, value)
+    return dataclasses.field(default=default, metadata={"check": run})
+
+
+def whole(default: Any = MISSING, *, minimum: int = 1, optional: bool = False) -> Any:
+    """An attack option holding an integer >= ``minimum`` (:func:`check_int`)."""
+    return _declared(default, partial(check_int, minimum=minimum), optional)
+
+
+def positive(default: Any = MISSING, *, allow_zero: bool = False, optional: bool = False) -> Any:
+    """An attack option holding a finite number > 0, or >= 0 with ``allow_zero`` (:func:`check_positive`)."""
+    return _declared(default, partial(check_positive, allow_zero=allow_zero), optional)
+
+
+def unit(default: float) -> Any:
+    """An attack option holding a number in [0, 1] (:func:`check_unit`)."""
+    return _declared(default, check_unit)
+
+
+def choice(default: str, choices: tuple[str, ...]) -> Any:
+    """An attack option holding one of ``choices`` (:func:`check_choice`)."""
+    return _declared(default, partial(check_choice, choices=choices))
+
+
+def flag(default: bool) -> Any:
+    """An attack option holding True or False (:func:`check_flag`)."""
+    return _declared(default, check_flag)
+
+
 class Attack(ABC):
     """Base of all attacks: frozen keyword-only dataclasses called as ``attack(model, x, y, ...)``.
 
@@ -276,6 +339,18 @@ class Attack(ABC):
 
     name: ClassVar[str]
     access: ClassVar[Access] = "white-box"
+
+    def __post_init__(self) -> None:
+        """Check the options declared with a check (:func:`whole`, :func:`positive`, :func:`unit`, :func:`choice`,
+        :func:`flag`), in field order, then :meth:`_check`, then the bounds (by building the threat model)."""
+        for f in fields(self):  # type: ignore[arg-type]
+            if "check" in f.metadata:
+                f.metadata["check"](f.name, getattr(self, f.name))
+        self._check()
+        _ = self.threat
+
+    def _check(self) -> None:  # noqa: B027 - an optional hook
+        """Checks of a subclass's options that no declared check covers."""
 
     @property
     @abstractmethod
@@ -345,16 +420,8 @@ class Attack(ABC):
             return self._verdict(model, crafted)
 
     @final
-    def craft(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        *,
-        target: TargetSpec = None,
-        generator: torch.Generator | None = None,
-        keys: Tensor | None = None,
-    ) -> Crafted:
+    def craft(self, model: nn.Module, x: Tensor, y: Tensor, *, target: TargetSpec = None,
+              generator: torch.Generator | None = None, keys: Tensor | None = None) -> Crafted:
         """The attack without its verdict: the adversarial inputs and what they cost, for a caller that judges
         them itself (the evaluator judges every image once, on the model it evaluates, over its own draws).
         Same arguments, checks and randomness as :meth:`__call__`."""
@@ -512,18 +579,9 @@ class BallAttack(Attack):
     access: ClassVar[Access] = "white-box"
     #: fields that scale with eps in :meth:`at_eps` (a step size keeps its ratio to the radius)
     scaled_with_eps: ClassVar[tuple[str, ...]] = ()
-    eps: float
-    norm: Literal["linf", "l2"] = "linf"
+    eps: float = positive(allow_zero=True)
+    norm: Literal["linf", "l2"] = choice("linf", ("linf", "l2"))
     bounds: tuple[float, float] = (0.0, 1.0)
-
-    def __post_init__(self) -> None:
-        check_positive("eps", self.eps, allow_zero=True)
-        check_choice("norm", self.norm, ("linf", "l2"))
-        _ = self.threat
-        self._check()
-
-    def _check(self) -> None:
-        """Checks of a subclass's own options (called after the common ones)."""
 
     @property
     def threat(self) -> ThreatModel:
@@ -552,11 +610,7 @@ class GradientAttack(BallAttack):
             Croce & Hein 2020; see :func:`bastion.attacks.losses.dlr_loss`).
     """
 
-    loss: str = "ce"
-
-    def __post_init__(self) -> None:
-        check_choice("loss", self.loss, LOSSES)
-        super().__post_init__()
+    loss: str = choice("ce", LOSSES)
 
 
 class QueryAttack(Attack):
@@ -596,25 +650,3 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (int, float, str, bool)) or v is None:
         return v
     return repr(v)
-
-
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = number and (value >= 0 if allow_zero else value > 0) and math.isfinite(value)
-    if not ok:
-        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {shown(value)}")
-
-
-def check_int(name: str, value: int, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {shown(value)}")
-
-
-def check_unit(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} must be a number in [0, 1], got {shown(value)}")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {choices}, got {shown(value)}")

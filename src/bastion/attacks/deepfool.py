@@ -38,7 +38,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import MinimumNormAttack, Outcome, Task, check_choice, check_int, check_positive
+from bastion.attacks.base import MinimumNormAttack, Outcome, Task, choice, positive, whole
 from bastion.attacks.min_norm import Smallest
 from bastion.errors import ConfigError
 
@@ -67,19 +67,11 @@ class DeepFool(MinimumNormAttack):
     """
 
     name: ClassVar[str] = "deepfool"
-    norm: Literal["l2", "linf"] = "l2"
-    steps: int = 50
-    overshoot: float = 0.02
-    candidates: int | None = 10
+    norm: Literal["l2", "linf"] = choice("l2", ("l2", "linf"))
+    steps: int = whole(50)
+    overshoot: float = positive(0.02, allow_zero=True)
+    candidates: int | None = whole(10, minimum=2, optional=True)
     bounds: tuple[float, float] = (0.0, 1.0)
-
-    def __post_init__(self) -> None:
-        check_choice("norm", self.norm, ("l2", "linf"))
-        check_int("steps", self.steps)
-        check_positive("overshoot", self.overshoot, allow_zero=True)
-        if self.candidates is not None:
-            check_int("candidates", self.candidates, minimum=2)
-        _ = self.threat
 
     @property
     def cost(self) -> int:

@@ -34,7 +34,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import BallAttack, Outcome, Task, check_int, check_positive, check_unit
+from bastion.attacks.base import BallAttack, Outcome, Task, positive, unit, whole
 from bastion.attacks.descent import misclassified, value_and_grad
 from bastion.threat import ThreatModel
 
@@ -101,20 +101,12 @@ class FAB(BallAttack):
     """
 
     name: ClassVar[str] = "fab"
-    steps: int = 100
-    targets: int = 9
-    restarts: int = 1
-    alpha_max: float = 0.1
-    eta: float = 1.05
-    beta: float = 0.9
-
-    def _check(self) -> None:
-        check_int("steps", self.steps)
-        check_int("targets", self.targets)
-        check_int("restarts", self.restarts)
-        check_positive("eta", self.eta)
-        check_unit("alpha_max", self.alpha_max)
-        check_unit("beta", self.beta)
+    steps: int = whole(100)
+    targets: int = whole(9)
+    restarts: int = whole(1)
+    alpha_max: float = unit(0.1)
+    eta: float = positive(1.05)
+    beta: float = unit(0.9)
 
     @property
     def label(self) -> str:

@@ -43,7 +43,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import MinimumNormAttack, Outcome, Task, check_choice, check_int, check_positive
+from bastion.attacks.base import MinimumNormAttack, Outcome, Task, choice, positive, whole
 from bastion.attacks.descent import named_loss, value_and_grad
 from bastion.attacks.min_norm import Smallest
 from bastion.errors import ConfigError
@@ -92,25 +92,17 @@ class FMN(MinimumNormAttack):
     """
 
     name: ClassVar[str] = "fmn"
-    norm: FMNNorm = "l2"
-    steps: int = 100
-    step_size: float = 1.0
-    final_step_size: float | None = None
-    gamma: float = 0.05
-    final_gamma: float = 0.001
+    norm: FMNNorm = choice("l2", ("l0", "l1", "l2", "linf"))
+    steps: int = whole(100)
+    step_size: float = positive(1.0)
+    final_step_size: float | None = positive(None, optional=True)
+    gamma: float = positive(0.05)
+    final_gamma: float = positive(0.001)
     bounds: tuple[float, float] = (0.0, 1.0)
 
-    def __post_init__(self) -> None:
-        check_choice("norm", self.norm, ("l0", "l1", "l2", "linf"))
-        check_int("steps", self.steps)
-        check_positive("step_size", self.step_size)
-        if self.final_step_size is not None:
-            check_positive("final_step_size", self.final_step_size)
-        check_positive("gamma", self.gamma)
-        check_positive("final_gamma", self.final_gamma)
+    def _check(self) -> None:
         if not (self.gamma < 1 and self.final_gamma < 1):
             raise ConfigError(f"gamma and final_gamma must be below 1, got {self.gamma} and {self.final_gamma}")
-        _ = self.threat
 
     @property
     def cost(self) -> int:

@@ -53,9 +53,9 @@ from bastion.attacks.base import (
     Outcome,
     QueryAttack,
     Task,
-    check_choice,
-    check_int,
-    check_positive,
+    choice,
+    positive,
+    whole,
 )
 from bastion.attacks.oracle import Oracle, OracleOutput
 from bastion.errors import ConfigError, InputShapeError
@@ -100,29 +100,21 @@ class HopSkipJump(QueryAttack, MinimumNormAttack):
     name: ClassVar[str] = "hsj"
     access: ClassVar[Access] = "label"
     output: ClassVar[OracleOutput] = "labels"
-    max_queries: int = 5000
-    norm: Literal["l2", "linf"] = "l2"
-    gamma: float = 1.0
-    init_evals: int = 100
-    max_evals: int = 10_000
-    step_halvings: int = 25
-    init_tries: int = 100
+    max_queries: int = whole(5000)
+    norm: Literal["l2", "linf"] = choice("l2", ("l2", "linf"))
+    gamma: float = positive(1.0)
+    init_evals: int = whole(100)
+    max_evals: int = whole(10_000)
+    step_halvings: int = whole(25, minimum=0)
+    init_tries: int = whole(100, minimum=0)
     starting_points: Tensor | None = field(default=None, repr=False, compare=False)
     bounds: tuple[float, float] = (0.0, 1.0)
 
-    def __post_init__(self) -> None:
-        check_int("max_queries", self.max_queries, minimum=1)
-        check_choice("norm", self.norm, ("l2", "linf"))
-        check_positive("gamma", self.gamma)
-        check_int("init_evals", self.init_evals)
-        check_int("max_evals", self.max_evals)
-        check_int("step_halvings", self.step_halvings, minimum=0)
-        check_int("init_tries", self.init_tries, minimum=0)
+    def _check(self) -> None:
         if self.starting_points is not None:
             if not isinstance(self.starting_points, Tensor) or self.starting_points.ndim < 2:
                 raise ConfigError("starting_points must be a tensor (M, ...) of inputs")
             check_images(self.starting_points, bounds=self.bounds, name="starting_points")
-        _ = self.threat
 
     @property
     def per_sample_budget(self) -> int:

@@ -75,7 +75,7 @@ from torch import Tensor, nn
 from bastion._checks import shown
 from bastion._model import chunk_size, evaluations_per_input
 from bastion.attacks._layout import channels_last_forward
-from bastion.attacks.base import Attack, Outcome, Task, check_choice, check_int, check_positive
+from bastion.attacks.base import Attack, Outcome, Task, check_int, check_positive, choice, flag, whole
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel, perturbation_norms
 
@@ -218,40 +218,24 @@ class JSMA(Attack):
     name: ClassVar[str] = "jsma"
     theta: float = 1.0
     gamma: float = 0.145
-    max_features: int | None = None
-    per_step: int = 1
-    candidates: int | None = None
-    pairs: bool = True
-    variant: Literal["increase", "decrease"] = "increase"
-    output: Literal["logits", "probs"] = "probs"
-    untargeted: Literal["runner-up", "away"] = "runner-up"
+    max_features: int | None = whole(None, optional=True)
+    per_step: int = whole(1)
+    candidates: int | None = whole(None, minimum=2, optional=True)
+    pairs: bool = flag(True)
+    variant: Literal["increase", "decrease"] = choice("increase", ("increase", "decrease"))
+    output: Literal["logits", "probs"] = choice("probs", ("logits", "probs"))
+    untargeted: Literal["runner-up", "away"] = choice("runner-up", ("runner-up", "away"))
     bounds: tuple[float, float] = (0.0, 1.0)
-    chunk_elements: int = 1 << 24
-    jacobian_batch: int | None = None
-    channels_last: bool = True
+    chunk_elements: int = whole(1 << 24)
+    jacobian_batch: int | None = whole(None, optional=True)
+    channels_last: bool = flag(True)
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         if isinstance(self.theta, (int, float)) and not isinstance(self.theta, bool) and self.theta < 0:
             raise ConfigError(f"theta must be > 0, got {shown(self.theta)}; use variant='decrease' to push features down")
         check_positive("theta", self.theta)
         if not isinstance(self.gamma, (int, float)) or isinstance(self.gamma, bool) or not 0.0 < self.gamma <= 1.0:
             raise ConfigError(f"gamma (the fraction of features that may change) must be in (0, 1], got {shown(self.gamma)}")
-        if self.max_features is not None:
-            check_int("max_features", self.max_features, minimum=1)
-        check_int("per_step", self.per_step, minimum=1)
-        if self.candidates is not None:
-            check_int("candidates", self.candidates, minimum=2)
-        if not isinstance(self.pairs, bool):
-            raise ConfigError(f"pairs must be True or False, got {shown(self.pairs)}")
-        check_choice("variant", self.variant, ("increase", "decrease"))
-        check_choice("output", self.output, ("logits", "probs"))
-        check_choice("untargeted", self.untargeted, ("runner-up", "away"))
-        check_int("chunk_elements", self.chunk_elements, minimum=1)
-        if self.jacobian_batch is not None:
-            check_int("jacobian_batch", self.jacobian_batch, minimum=1)
-        if not isinstance(self.channels_last, bool):
-            raise ConfigError(f"channels_last must be True or False, got {shown(self.channels_last)}")
-        _ = self.threat
 
     @classmethod
     def large_input(cls, max_features: int, *, steps: int = 50, candidates: int = 1024, **options: Any) -> JSMA:

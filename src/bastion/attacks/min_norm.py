@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion._model import judge
-from bastion.attacks.base import MinimumNormAttack, Outcome, Task, check_choice, check_int, check_positive
+from bastion.attacks.base import MinimumNormAttack, Outcome, Task, choice, positive, whole
 from bastion.attacks.descent import Descent, misclassified, named_loss
 from bastion.threat import ThreatModel
 
@@ -119,22 +119,13 @@ class MinNormPGD(MinimumNormAttack):
     """
 
     name: ClassVar[str] = "min-norm"
-    steps: int = 100
-    rel_step: float = 2.5
-    eps_init: float = 1.0
-    doublings: int = 6
-    search_steps: int = 10
-    loss: Literal["ce", "margin"] = "margin"
+    steps: int = whole(100)
+    rel_step: float = positive(2.5)
+    eps_init: float = positive(1.0)
+    doublings: int = whole(6, minimum=0)
+    search_steps: int = whole(10, minimum=0)
+    loss: Literal["ce", "margin"] = choice("margin", ("ce", "margin"))
     bounds: tuple[float, float] = (0.0, 1.0)
-
-    def __post_init__(self) -> None:
-        check_int("steps", self.steps)
-        check_positive("rel_step", self.rel_step)
-        check_positive("eps_init", self.eps_init)
-        check_int("doublings", self.doublings, minimum=0)
-        check_int("search_steps", self.search_steps, minimum=0)
-        check_choice("loss", self.loss, ("ce", "margin"))
-        _ = self.threat
 
     @property
     def minimized_norm(self) -> str:

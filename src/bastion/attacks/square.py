@@ -37,7 +37,7 @@ from torch import Tensor
 
 from bastion._checks import shown
 from bastion._rng import keyed_uniform
-from bastion.attacks.base import Access, Outcome, QueryAttack, Task, check_choice, check_int, check_positive
+from bastion.attacks.base import Access, Outcome, QueryAttack, Task, choice, positive, whole
 from bastion.attacks.oracle import Oracle
 from bastion.errors import ConfigError, InputShapeError
 from bastion.threat import ThreatModel
@@ -98,20 +98,15 @@ class Square(QueryAttack):
 
     name: ClassVar[str] = "square"
     access: ClassVar[Access] = "score"
-    eps: float
-    max_queries: int = 5000
-    p_init: float = 0.8
-    loss: Literal["margin", "ce"] = "margin"
+    eps: float = positive(allow_zero=True)
+    max_queries: int = whole(5000)
+    p_init: float = positive(0.8)
+    loss: Literal["margin", "ce"] = choice("margin", ("margin", "ce"))
     bounds: tuple[float, float] = (0.0, 1.0)
 
-    def __post_init__(self) -> None:
-        check_positive("eps", self.eps, allow_zero=True)
-        check_int("max_queries", self.max_queries, minimum=1)
-        check_positive("p_init", self.p_init)
+    def _check(self) -> None:
         if self.p_init > 1:
             raise ConfigError(f"p_init must be in (0, 1], got {shown(self.p_init)}")
-        check_choice("loss", self.loss, ("margin", "ce"))
-        _ = self.threat
 
     @property
     def threat(self) -> ThreatModel:
