@@ -56,7 +56,7 @@ from bastion._model import judge
 from bastion.attacks.base import GradientAttack, Outcome, Task, unit, whole
 from bastion.attacks.descent import LossFn, SuccessFn, misclassified, named_loss, value_and_grad
 from bastion.attacks.losses import attack_loss
-from bastion.threat import ThreatModel
+from bastion.threat import ThreatModel, per_sample
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def apgd_walk(
             break
         with torch.no_grad():
             a = 1.0 if i == 0 else momentum
-            z = threat.project(s.cur + _rows(s.step, s.cur) * threat.steepest(s.grad), s.centre)
+            z = threat.project(s.cur + per_sample(s.step, s.cur) * threat.steepest(s.grad), s.centre)
             new = threat.project(s.cur + a * (z - s.cur) + (1.0 - a) * (s.cur - s.prev), s.centre)
         s.prev, s.cur = s.cur, new
         if on_iterate is not None:
@@ -178,8 +178,8 @@ def apgd_walk(
             s.rises = s.rises + (f > s.loss).to(torch.int64)
             s.loss, s.grad = f, g
             up = f > s.best_loss
-            s.best_x = torch.where(_rows(up, s.cur), s.cur, s.best_x)
-            s.best_grad = torch.where(_rows(up, g), g, s.best_grad)
+            s.best_x = torch.where(per_sample(up, s.cur), s.cur, s.best_x)
+            s.best_grad = torch.where(per_sample(up, g), g, s.best_grad)
             s.best_loss = torch.where(up, f, s.best_loss)
             ok = success(logits, s.idx)
             old_ok, old_loss = res_ok[s.idx], res_loss[s.idx]
@@ -190,8 +190,8 @@ def apgd_walk(
                 halve = (s.rises < rho * (i + 1 - last_check)) | (~s.halved_at_check & (s.best_loss <= s.loss_at_check))
                 s.step = torch.where(halve, s.step / 2, s.step)
                 back = halve & restart_from_best
-                s.cur = torch.where(_rows(back, s.cur), s.best_x, s.cur)
-                s.grad = torch.where(_rows(back, s.grad), s.best_grad, s.grad)
+                s.cur = torch.where(per_sample(back, s.cur), s.best_x, s.cur)
+                s.grad = torch.where(per_sample(back, s.grad), s.best_grad, s.grad)
                 s.loss = torch.where(back, s.best_loss, s.loss)
                 s.halved_at_check, s.loss_at_check = halve, s.best_loss
                 s.rises = torch.zeros_like(s.rises)
@@ -201,11 +201,6 @@ def apgd_walk(
     if last_iterate:
         res_x[s.idx], res_ok[s.idx], res_logits[s.idx] = s.cur, False, float("nan")
     return Walk(res_x, res_ok, res_logits, queries)
-
-
-def _rows(v: Tensor, like: Tensor) -> Tensor:
-    """A per-sample (B,) tensor shaped to broadcast against ``like`` (B, ...)."""
-    return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -624,8 +624,8 @@ class QueryAttack(Attack):
 
     @property
     def per_sample_budget(self) -> int | None:
-        """The oracle's per-sample query budget (None: unlimited)."""
-        return None
+        """The oracle's per-sample query budget: the attack's ``max_queries`` option (None: unlimited)."""
+        return getattr(self, "max_queries", None)
 
     @final
     def _execute(self, model: nn.Module, task: Task) -> Outcome:

@@ -46,10 +46,6 @@ from bastion.attacks.min_norm import Smallest
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
 
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (like.ndim - 1)))
-
-
 @dataclass(frozen=True, kw_only=True)
 class CW(MinimumNormAttack):
     """Carlini & Wagner's L2 attack, with the per-input binary search over the constant ``c``.

@@ -41,12 +41,9 @@ from torch import Tensor, nn
 from bastion.attacks.base import MinimumNormAttack, Outcome, Task, choice, positive, whole
 from bastion.attacks.min_norm import Smallest
 from bastion.errors import ConfigError
+from bastion.threat import per_sample
 
 _PAST_BOUNDARY = 1e-4
-
-
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,7 +142,8 @@ class DeepFool(MinimumNormAttack):
             nearer = dist < best_dist
             best_dist = torch.where(nearer, dist, best_dist)
             best_dual = torch.where(nearer, dual, best_dual)
-            best_w = torch.where(_view(nearer, w), w, best_w)
+            best_w = torch.where(per_sample(nearer, w), w, best_w)
         size = best_dist + _PAST_BOUNDARY
-        direction = best_w / _view((best_dual + 1e-8).to(best_w.dtype), best_w) if self.norm == "l2" else best_w.sign()
-        return _view(size.to(best_w.dtype), best_w) * direction
+        direction = (best_w / per_sample((best_dual + 1e-8).to(best_w.dtype), best_w) if self.norm == "l2"
+                     else best_w.sign())
+        return per_sample(size.to(best_w.dtype), best_w) * direction

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from bastion.attacks.base import BallAttack, Outcome, Task, positive, unit, whole
 from bastion.attacks.descent import misclassified, value_and_grad
-from bastion.threat import ThreatModel
+from bastion.threat import ThreatModel, per_sample
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class FAB(BallAttack):
         log.debug("fab: %d of %d samples broken within eps", int(torch.isfinite(best_dist).sum()), b)
         # where no point within eps was found: the closest point beyond it (or the last iterate) brought into the
         # ball, a point towards the boundary (the evaluation then sees the loss rise where FAB moved at all)
-        out = torch.where(torch.isinf(best_dist).reshape(-1, *([1] * (best.ndim - 1))), near, best)
+        out = torch.where(per_sample(torch.isinf(best_dist), best), near, best)
         return Outcome(self.threat.project(out, task.x), queries, logits_clean=clean)
 
     def _distance(self, a: Tensor, b: Tensor) -> Tensor:
@@ -217,7 +217,7 @@ class FAB(BallAttack):
                                   bounds=self.bounds, norm=self.norm)
                 size = self._distance(d, torch.zeros_like(d)).clamp_min(1e-8)
                 alpha = (size[:n] / (size[:n] + size[n:])).clamp(0.0, self.alpha_max).to(x.dtype)
-                alpha = alpha.reshape(-1, *([1] * (x.ndim - 1)))
+                alpha = per_sample(alpha, x)
                 step_cur, step_x = d[:n].reshape(cur.shape), d[n:].reshape(cur.shape)
                 new = ((1 - alpha) * (cur + self.eta * step_cur) + alpha * (x0 + self.eta * step_x)).clamp(*self.bounds)
                 out = model(new)

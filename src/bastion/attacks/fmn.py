@@ -47,7 +47,7 @@ from bastion.attacks.base import MinimumNormAttack, Outcome, Task, choice, posit
 from bastion.attacks.descent import named_loss, value_and_grad
 from bastion.attacks.min_norm import Smallest
 from bastion.errors import ConfigError
-from bastion.threat import ThreatModel
+from bastion.threat import ThreatModel, per_sample
 
 FMNNorm = Literal["l0", "l1", "l2", "linf"]
 
@@ -147,7 +147,7 @@ class FMN(MinimumNormAttack):
                     eps = torch.where(adv, torch.minimum(eps * (1 - gamma), seen),
                                       torch.where(found, eps * (1 + gamma), (size + to_boundary) * (1 + gamma)))
                 eps = torch.minimum(eps, worst)
-                unit = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).reshape(-1, *([1] * (g.ndim - 1)))
+                unit = g / per_sample(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)
                 point = ball.project(point + alpha * unit, x, eps=eps)
         with torch.no_grad():  # the last step's point
             logits = model(point)

@@ -59,16 +59,13 @@ from bastion.attacks.base import (
 )
 from bastion.attacks.oracle import Oracle, OracleOutput
 from bastion.errors import ConfigError, InputShapeError
+from bastion.threat import per_sample
 
 log = logging.getLogger(__name__)
 
 _POOL_STREAM = 11
 _NOISE_STREAM = 101
 _GRAD_STREAM = 100_003
-
-
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,10 +113,6 @@ class HopSkipJump(QueryAttack, MinimumNormAttack):
                 raise ConfigError("starting_points must be a tensor (M, ...) of inputs")
             check_images(self.starting_points, bounds=self.bounds, name="starting_points")
 
-    @property
-    def per_sample_budget(self) -> int:
-        return self.max_queries
-
     def _query(self, oracle: Oracle, task: Task) -> Outcome:
         x = task.x
         pool = self.starting_points
@@ -164,8 +157,8 @@ class _HSJRun:
     def toward(self, x0: Tensor, xa: Tensor, a: Tensor) -> Tensor:
         """The point at fraction ``a`` (per sample) of the way from ``x0`` to ``xa`` in this norm."""
         if self.cfg.norm == "l2":
-            return x0 + _view(a, x0) * (xa - x0)
-        r = _view(a * self.dist(xa, x0), x0)
+            return x0 + per_sample(a, x0) * (xa - x0)
+        r = per_sample(a * self.dist(xa, x0), x0)
         return x0 + torch.maximum(torch.minimum(xa - x0, r), -r)
 
     def binary_search(self, idx: Tensor, xa: Tensor) -> Tensor:
@@ -251,10 +244,10 @@ class _HSJRun:
             mean = phi.sum(1) / nb.to(xb.dtype)
             agree = mean.abs() == 1
             phi_c = torch.where(valid, phi - torch.where(agree, 0.0, mean)[:, None], 0.0)
-            g = (phi_c.reshape(*phi_c.shape, *([1] * (u.ndim - 2))) * rv).sum(1) / _view(nb.to(xb.dtype), xb[sl])
+            g = (phi_c.reshape(*phi_c.shape, *([1] * (u.ndim - 2))) * rv).sum(1) / per_sample(nb.to(xb.dtype), xb[sl])
             est[sl] = g
         if self.cfg.norm == "l2":
-            return est / _view(est.flatten(1).norm(dim=1).clamp_min(1e-12), est)
+            return est / per_sample(est.flatten(1).norm(dim=1).clamp_min(1e-12), est)
         return est.sign()
 
     def step_search(self, idx: Tensor, xb: Tensor, v: Tensor, xi: Tensor) -> tuple[Tensor, Tensor]:
@@ -266,7 +259,7 @@ class _HSJRun:
             todo = (~moved & (self.remaining(idx) > self.bs_steps)).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            cand = (xb[todo] + _view(xi[todo], v) * v[todo]).clamp(self.lo, self.hi)
+            cand = (xb[todo] + per_sample(xi[todo], v) * v[todo]).clamp(self.lo, self.hi)
             ok = self.is_adv(idx[todo], cand)
             moved[todo[ok]] = True
             new[todo[ok]] = cand[ok]

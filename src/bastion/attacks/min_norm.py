@@ -35,10 +35,6 @@ from bastion.threat import ThreatModel
 log = logging.getLogger(__name__)
 
 
-def _l2(v: Tensor) -> Tensor:
-    return v.flatten(1).norm(dim=1)
-
-
 def project_l2(x_adv: Tensor, x: Tensor, eps: Tensor, bounds: tuple[float, float]) -> Tensor:
     """Project onto the L2 balls of per-sample radii ``eps`` (B,) around ``x``, then into ``bounds``."""
     return ThreatModel(norm="l2", eps=0.0, bounds=bounds).project(x_adv, x, eps=eps)
@@ -154,7 +150,7 @@ class MinNormPGD(MinimumNormAttack):
             if not clean and out.start_logits is not None and idx.numel() == b:
                 clean.append(out.start_logits)
             queries[idx] += out.queries
-            norm = _l2((xa - x[idx]).to(torch.float64))
+            norm = (xa - x[idx]).to(torch.float64).flatten(1).norm(dim=1)
             better = ok & (norm < best_norm[idx])
             best[idx[better]] = xa[better]
             best_norm[idx[better]] = norm[better]

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from bastion._checks import shown
 from bastion._rng import keyed_uniform
-from bastion.attacks.base import Access, Outcome, QueryAttack, Task, choice, positive, whole
+from bastion.attacks.base import Access, Outcome, QueryAttack, Task, choice, is_success, positive, whole
 from bastion.attacks.oracle import Oracle
 from bastion.errors import ConfigError, InputShapeError
 from bastion.threat import ThreatModel
@@ -68,11 +68,6 @@ def probability_loss(name: str, probs: Tensor, y: Tensor, target: Tensor | None)
     own = probs.gather(1, cls[:, None]).squeeze(1)
     other = probs.scatter(1, cls[:, None], float("-inf")).amax(1)
     return own - other if target is None else other - own
-
-
-def _succeeded(probs: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
-    pred = probs.argmax(1)
-    return pred == target if target is not None else pred != y
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,10 +114,6 @@ class Square(QueryAttack):
     def at_eps(self, eps: float) -> Square:
         return replace(self, eps=eps)
 
-    @property
-    def per_sample_budget(self) -> int:
-        return self.max_queries
-
     def _query(self, oracle: Oracle, task: Task) -> Outcome:
         x = task.x
         if x.ndim != 4:
@@ -158,7 +149,7 @@ def square_linf(
     def query(idx: Tensor, xs: Tensor) -> tuple[Tensor, Tensor]:
         probs = oracle(xs, idx).to(dev)
         t = None if target is None else target[idx]
-        return probability_loss(loss, probs, y[idx], t), _succeeded(probs, y[idx], t)
+        return probability_loss(loss, probs, y[idx], t), is_success(probs, y[idx], t)
 
     x_best = x.clone()
     loss_best, done = query(everyone, x)
