@@ -540,10 +540,6 @@ class MinimumNormAttack(Attack):
     def threat(self) -> ThreatModel:
         return ThreatModel(norm=self.minimized_norm, eps=float("inf"), bounds=self.bounds)  # type: ignore[arg-type]
 
-    @property
-    def radius(self) -> None:
-        return None
-
 
 class WrappingAttack(Attack):
     """Base of the attacks that run another attack (``attack``, a dataclass field of the subclass) in another
