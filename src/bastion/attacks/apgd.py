@@ -245,13 +245,8 @@ class APGD(GradientAttack):
         b = task.n
         dev = task.x.device
         stop = self.early_stop and task.may_stop_early
-        queries = torch.zeros(b, dtype=torch.int64, device=dev)
-        clean: Tensor | None = None
-        runs: list[Tensor | None] = [task.target]
-        if self.targets and task.target is None:
-            clean, targets = task.runner_up_targets(model, self.targets)
-            runs = list(targets)
-            queries += 1
+        clean, runs = task.target_runs(model, self.targets)
+        queries = torch.full((b,), int(clean is not None), dtype=torch.int64, device=dev)
         x_res = task.x.clone()
         ok_res = torch.zeros(b, dtype=torch.bool, device=dev)
         score_res = torch.full((b,), float("-inf"), device=dev)

@@ -186,9 +186,13 @@ class Task:
         target = self.target if self.target is None or idx is None else self.target[idx]
         return is_success(logits, y, target)
 
-    def runner_up_targets(self, model: nn.Module, k: int) -> tuple[Tensor, list[Tensor]]:
-        """The model's clean outputs (one query) and AutoAttack's targets: for each ``j < k``, the class the
-        model ranks ``j + 1``-th after the true one on the clean input (at most ``num_classes - 1`` targets)."""
+    def target_runs(self, model: nn.Module, k: int) -> tuple[Tensor | None, list[Tensor | None]]:
+        """The targets of an attack run once towards each of ``k`` classes (APGD-T, FAB-T), and the clean outputs
+        when it computed them (one query; else None): the call's own target (None: untargeted) when it has one
+        or ``k`` is 0, else AutoAttack's targets: for each ``j < k``, the class the model ranks ``j + 1``-th after
+        the true one on the clean input (at most ``num_classes - 1`` targets)."""
+        if self.target is not None or k == 0:
+            return None, [self.target]
         with torch.no_grad():
             clean = model(self.x).detach()
         ranked = clean.scatter(1, self.y[:, None], float("-inf")).topk(min(k, self.num_classes - 1), dim=1).indices

@@ -116,19 +116,15 @@ class FAB(BallAttack):
         b = task.n
         dev = task.x.device
         stop = task.may_stop_early
-        queries = torch.zeros(b, dtype=torch.int64, device=dev)
-        clean: Tensor | None = None
-        if task.target is not None:
-            runs = [task.target]
-        else:
-            clean, runs = task.runner_up_targets(model, self.targets)
-            queries += 1
+        clean, runs = task.target_runs(model, self.targets)
+        queries = torch.full((b,), int(clean is not None), dtype=torch.int64, device=dev)
         best = task.x.clone()
         best_dist = torch.full((b,), float("inf"), dtype=torch.float64, device=dev)
         near = task.x.clone()
         near_dist = torch.full((b,), float("nan"), dtype=torch.float64, device=dev)
         stream = 0
         for target in runs:
+            assert target is not None  # targets >= 1: never an untargeted run
             for r in range(self.restarts):
                 todo = torch.isinf(best_dist).nonzero().squeeze(1) if stop else torch.arange(b, device=dev)
                 if todo.numel() == 0:

@@ -242,11 +242,8 @@ class JSMA(Attack):
         """JSMA for large inputs (ImageNet-size images): at most ``max_features`` changed features, spent in
         about ``steps`` Jacobian evaluations (each step changes ``ceil(max_features / (2 steps))`` pairs, or
         ``ceil(max_features / steps)`` single features with ``pairs=False``), pairs searched among the
-        ``candidates`` most salient features. Other options as for :class:`JSMA`.
-
-        On a 3x224x224 input, the paper's algorithm at a 1% budget (1,505 features) needs 752 Jacobian
-        evaluations, each a forward and two backward passes (minutes on a CPU for a ResNet-18); this mode
-        needs about 50 (see ``benchmarks/scale_memory.py``)."""
+        ``candidates`` most salient features. Other options as for :class:`JSMA`; see "Large inputs" in the
+        module docstring (a 1% budget of a 3x224x224 input in about 50 Jacobian evaluations instead of 752)."""
         check_int("max_features", max_features, minimum=1)
         check_int("steps", steps, minimum=1)
         width = 2 if options.get("pairs", True) else 1
@@ -466,13 +463,9 @@ def greedy_pairs(
     :func:`best_pairs`), then the best pair among the remaining features, and so on.
 
     ``candidates=None``: every pick is the exact best pair of the remaining domain (``m`` exact searches).
-    ``candidates=k``: the search is restricted to the ``k`` domain features with the largest upper bound
-    ``relu(a_p + max a) * relu(-b_p - min b)`` of any pair containing them (maxima over the domain); all their
-    ``k (k - 1) / 2`` pairs are scored once (in chunks of rows of at most ``chunk_elements`` scores) and the
-    picks are taken from that table. A pick equals the exhaustive search's whenever its score is at least the
-    largest bound left out; otherwise a better pair may hold a feature outside the candidates (e.g. two
-    specialists, one large in ``a`` and one large in ``-b``, where a feature moderate in both ranks above
-    one of them).
+    ``candidates=k``: all ``k (k - 1) / 2`` pairs of the ``k`` domain features with the largest upper bound are
+    scored once (in chunks of rows of at most ``chunk_elements`` scores) and the picks are taken from that
+    table (the bound, and what it can miss: "Large inputs" in the module docstring).
 
     Shape:
         a, b, domain: (B, N). Returns ``(pairs, found)``: (B, m, 2) feature indices and (B, m) bool; picks
@@ -534,14 +527,9 @@ def best_pairs(
     Per row, the pair ``p != q`` of ``domain`` features maximizing ``(a_p + a_q) * -(b_p + b_q)`` subject to
     ``a_p + a_q > 0`` and ``b_p + b_q < 0``.
 
-    Two exact reductions keep this far below ``n^2 / 2`` scored pairs:
-
-    1. (``reduce``) Write ``u = a``, ``v = -b``. The score ``(u_p + u_q)(v_p + v_q)`` of a valid pair only
-       grows when ``q`` is replaced by a feature ``q' != p`` with ``u_q' >= u_q`` and ``v_q' >= v_q`` (the
-       pair stays valid). So a feature dominated in this way by two others can always be swapped out, and
-       the best pair is found among the features dominated by at most one other: about the first two Pareto
-       layers of the points ``(u_i, v_i)``, found with one lexicographic sort and running maxima.
-    2. The remaining candidates are scanned by :func:`_scan_pairs` in bound order, in chunks.
+    Two exact reductions keep this far below ``n^2 / 2`` scored pairs (see "Implementation" in the module
+    docstring): with ``reduce``, only the features :func:`_two_layer_candidates` keeps are candidates; they are
+    scanned by :func:`_scan_pairs` in bound order, in chunks.
 
     Shape:
         a, b, domain: (B, N). Returns ``(p, q, found)``, each (B,); ``found`` is False where no pair is valid.
