@@ -103,9 +103,9 @@ class ThreatModel:
         """A random point of the ball around ``x`` (uniform in the ball), clipped to the bounds; ``eps`` (B,)
         overrides the radius per sample."""
         shape = tuple(x.shape[1:])
-        radius = self._radius(eps, x)
         if self.norm == "linf":
             u = keyed_uniform(keys, shape, seed=seed, stream=stream, dtype=x.dtype)
+            radius = self.eps if eps is None else per_sample(eps.to(device=x.device, dtype=x.dtype), x)
             delta = (2.0 * u - 1.0) * radius
         elif self.norm == "l2":
             g = keyed_normal(keys, shape, seed=seed, stream=stream, dtype=x.dtype)
@@ -117,12 +117,6 @@ class ThreatModel:
         else:
             raise ConfigError(f"random_init is not defined for the {self.norm} threat model")
         return (x + delta.to(x.device)).clamp(*self.bounds)
-
-    def _radius(self, eps: Tensor | None, like: Tensor) -> float | Tensor:
-        """The radius, as a number or as a per-sample tensor shaped to broadcast against ``like``."""
-        if eps is None:
-            return self.eps
-        return per_sample(eps.to(device=like.device, dtype=like.dtype), like)
 
     def steepest(self, grad: Tensor) -> Tensor:
         """The unit-norm steepest-ascent direction for ``grad`` under this norm."""

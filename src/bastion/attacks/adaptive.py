@@ -29,10 +29,6 @@ from bastion.attacks.base import Access, Attack, Outcome, Task, WrappingAttack
 from bastion.errors import ConfigError
 
 
-class _Wrapper(ModelWrapper):
-    wrapped_attr = "inner"
-
-
 def bpda(defended: nn.Module, surrogate: nn.Module | None = None) -> nn.Module:
     """Backward Pass Differentiable Approximation of a defended model.
 
@@ -50,8 +46,10 @@ def bpda(defended: nn.Module, surrogate: nn.Module | None = None) -> nn.Module:
     return view(surrogate)
 
 
-class EOT(_Wrapper):
+class EOT(ModelWrapper):
     """The log of the mean softmax of ``model`` over ``n`` draws (computed as one batch of n*B)."""
+
+    wrapped_attr = "inner"
 
     def __init__(self, model: nn.Module, n: int) -> None:
         super().__init__()

@@ -40,7 +40,14 @@ import torch
 from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, check_images, check_labels, frozen, shown
-from bastion._model import DEFAULT_DRAWS, PROBE_SAMPLES, checked_forward, declared_randomized, judge
+from bastion._model import (
+    DEFAULT_DRAWS,
+    PROBE_SAMPLES,
+    checked_forward,
+    declared_randomized,
+    judge,
+    probe_randomized,
+)
 from bastion._rng import keyed_uniform, seed_from
 from bastion.attacks.losses import LOSSES
 from bastion.attacks.oracle import Oracle, OracleOutput
@@ -515,14 +522,9 @@ class Attack(ABC):
 def probe_model(model: nn.Module, x: Tensor) -> tuple[int, bool]:
     """(number of classes, randomized) from a checked call of the model on the first few inputs (and, when the
     model declares nothing about its randomness, a second call to compare)."""
-    xs = x[:PROBE_SAMPLES]
-    first = checked_forward(model, xs)
+    first = checked_forward(model, x[:PROBE_SAMPLES])
     randomized = declared_randomized(model)
-    if randomized is None:
-        with torch.no_grad():
-            second = model(xs)
-        randomized = not torch.allclose(first, second, rtol=1e-4, atol=1e-5, equal_nan=True)
-    return int(first.shape[1]), bool(randomized)
+    return int(first.shape[1]), probe_randomized(model, x, first) if randomized is None else randomized
 
 
 class MinimumNormAttack(Attack):

@@ -39,8 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion.attacks.base import MinimumNormAttack, Outcome, Task, flag, positive, whole
-from bastion.attacks.descent import value_and_grad
-from bastion.attacks.losses import attack_loss
+from bastion.attacks.descent import named_loss, value_and_grad
 from bastion.attacks.min_norm import Smallest
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -98,13 +97,7 @@ class CW(MinimumNormAttack):
         check_every = math.ceil(self.steps / 10)
         clean: Tensor | None = None
         kappa = float(self.confidence)
-        c = const.to(x.dtype)
-
-        def margin(logits: Tensor, rows: Tensor | None) -> Tensor:
-            """How far past the decision boundary (the margin loss; > 0: fooled), for the samples ``rows``."""
-            y = task.y if rows is None else task.y[rows]
-            t = None if task.target is None else (task.target if rows is None else task.target[rows])
-            return attack_loss("margin", logits, y, t)
+        margin = named_loss("margin", task.y, task.target)  # how far past the decision boundary (> 0: fooled)
 
         def objective(logits: Tensor, rows: Tensor | None) -> Tensor:
             """``c * f(x')`` for the samples ``rows``."""
