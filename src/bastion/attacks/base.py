@@ -124,15 +124,12 @@ class AttackResult:
 
     def select(self, idx: Tensor) -> AttackResult:
         """The result for the inputs ``idx`` (indices into the batch), in that order."""
-        def pick(t: Tensor | None, dim: int = 0) -> Tensor | None:
-            return None if t is None else t.index_select(dim, idx.to(t.device))
-        return AttackResult(
-            x_adv=self.x_adv[idx.to(self.x_adv.device)], success=self.success[idx.to(self.success.device)],
-            logits_adv=self.logits_adv[idx.to(self.logits_adv.device)],
-            logits_clean=self.logits_clean[idx.to(self.logits_clean.device)],
-            norms={k: v[idx.to(v.device)] for k, v in self.norms.items()},
-            queries=self.queries[idx.to(self.queries.device)], seconds=self.seconds, y=self.y[idx.to(self.y.device)],
-            target=pick(self.target), preds_adv=pick(self.preds_adv, 1), preds_clean=pick(self.preds_clean, 1))
+        def pick(v: Any, dim: int) -> Any:  # per-draw predictions are (draws, B): inputs along dim 1
+            if isinstance(v, dict):
+                return {k: pick(t, dim) for k, t in v.items()}
+            return v.index_select(dim, idx.to(v.device)) if isinstance(v, Tensor) else v
+        return AttackResult(**{f.name: pick(getattr(self, f.name), int(f.name.startswith("preds_")))
+                               for f in fields(self)})
 
     def summary(self) -> dict[str, float | None]:
         """Batch averages: clean/robust accuracy (on a randomized model: expected over its randomness, the mean
@@ -446,8 +443,7 @@ class Attack(ABC):
         check_eval_mode(model)
         # tensors made under inference_mode cannot enter autograd: normal copies can
         x, y = _normal_tensor(x), _normal_tensor(y)
-        if isinstance(target, Tensor):
-            target = _normal_tensor(target)
+        target = _normal_tensor(target) if isinstance(target, Tensor) else target
         if keys is None:
             keys = torch.arange(x.shape[0], device=x.device)
         elif not isinstance(keys, Tensor) or keys.dtype != torch.int64 or keys.shape != (x.shape[0],):

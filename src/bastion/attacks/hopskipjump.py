@@ -175,29 +175,26 @@ class _HSJRun:
 
     # ------------------------------------------------------------------ phases
     def find_starts(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """Adversarial starting points for samples ``idx``: ``(found bool, points)``."""
-        cfg = self.cfg
+        """Adversarial starting points for samples ``idx``: ``(found bool, points)``. Tried in turn on the samples
+        without one that can still pay for a binary search: the pool's inputs (in a keyed order per sample), then
+        ``init_tries`` draws of uniform noise."""
         shape = tuple(self.x.shape[1:])
         found = torch.zeros(idx.numel(), dtype=torch.bool, device=self.dev)
         start = self.x[idx].clone()
-        if self.pool is not None:
-            m = self.pool.shape[0]
+        pool = self.x[:0] if self.pool is None else self.pool
+        m = pool.shape[0]
+        if m:
             order = keyed_uniform(self.keys[idx], (m,), seed=self.seed, stream=_POOL_STREAM).to(self.dev).argsort(1)
-            for k in range(m):
-                todo = (~found & (self.remaining(idx) > self.bs_steps)).nonzero().squeeze(1)
-                if todo.numel() == 0:
-                    break
-                cand = self.pool[order[todo, k]]
-                ok = self.is_adv(idx[todo], cand)
-                found[todo[ok]] = True
-                start[todo[ok]] = cand[ok]
-        for k in range(cfg.init_tries):
+        for k in range(m + self.cfg.init_tries):
             todo = (~found & (self.remaining(idx) > self.bs_steps)).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            u = keyed_uniform(self.keys[idx[todo]], shape, seed=self.seed, stream=_NOISE_STREAM + k,
-                              dtype=self.x.dtype).to(self.dev)
-            cand = self.lo + (self.hi - self.lo) * u
+            if k < m:
+                cand = pool[order[todo, k]]
+            else:
+                u = keyed_uniform(self.keys[idx[todo]], shape, seed=self.seed, stream=_NOISE_STREAM + k - m,
+                                  dtype=self.x.dtype).to(self.dev)
+                cand = self.lo + (self.hi - self.lo) * u
             ok = self.is_adv(idx[todo], cand)
             found[todo[ok]] = True
             start[todo[ok]] = cand[ok]
