@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from bastion._checks import shown
 from bastion._model import declared_randomized, evaluations_per_input, log_mean_softmax
 from bastion._wrap import ModelWrapper
-from bastion.attacks.base import Access, Attack, Outcome, Task, WrappingAttack
+from bastion.attacks.base import Attack, Outcome, Task, WrappingAttack
 from bastion.errors import ConfigError
 
 
@@ -108,7 +108,6 @@ class Adaptive(WrappingAttack):
     """
 
     name: ClassVar[str] = "adaptive"
-    access: ClassVar[Access] = "white-box"
     attack: Attack
     n: int = 8
     use_bpda: bool = True

@@ -574,7 +574,6 @@ class BallAttack(Attack):
         bounds: the valid input range.
     """
 
-    access: ClassVar[Access] = "white-box"
     #: fields that scale with eps in :meth:`at_eps` (a step size keeps its ratio to the radius)
     scaled_with_eps: ClassVar[tuple[str, ...]] = ()
     eps: float = positive(allow_zero=True)

@@ -486,10 +486,7 @@ def greedy_pairs(
             hits.append(ok)
         return torch.stack(picked, 1), torch.stack(hits, 1)
     k = min(candidates, n)
-    am = a.masked_fill(~domain, float("-inf"))
-    bm = b.masked_fill(~domain, float("inf"))
-    bound = (am + am.amax(1, keepdim=True)).clamp_min(0) * (-(bm + bm.amin(1, keepdim=True))).clamp_min(0)
-    bound = bound.masked_fill(~domain, 0).nan_to_num_(nan=0.0)
+    am, bm, bound = _pair_bound(a, b, domain)
     # in feature order, so that ties between pairs resolve as in the exhaustive search (the first pair wins)
     feats = bound.topk(k, dim=1).indices.sort(1).values  # (B, k)
     ac, bc, dc = am.gather(1, feats), bm.gather(1, feats), domain.gather(1, feats)
@@ -552,6 +549,15 @@ def best_pairs(
     return _scan_pairs(a, b, domain, chunk_elements)
 
 
+def _pair_bound(a: Tensor, b: Tensor, domain: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``a`` and ``b`` set to -inf and +inf outside ``domain``, and each feature's upper bound ``relu(a_p + max a) *
+    relu(-b_p - min b)`` on the score of any pair containing it (maxima over the domain; 0 outside it)."""
+    a = a.masked_fill(~domain, float("-inf"))
+    b = b.masked_fill(~domain, float("inf"))
+    bound = (a + a.amax(1, keepdim=True)).clamp_min(0) * (-(b + b.amin(1, keepdim=True))).clamp_min(0)
+    return a, b, bound.masked_fill(~domain, 0).nan_to_num_(nan=0.0)
+
+
 def _exclusive_cummax(t: Tensor) -> Tensor:
     """``out[:, i] = max(t[:, :i])`` (``-inf`` for ``i = 0``)."""
     head = torch.full_like(t[:, :1], float("-inf"))
@@ -593,12 +599,7 @@ def _scan_pairs(a: Tensor, b: Tensor, domain: Tensor, chunk_elements: int) -> tu
     """
     nb, n = a.shape
     dev, dtype = a.device, a.dtype
-    a = a.masked_fill(~domain, float("-inf"))
-    b = b.masked_fill(~domain, float("inf"))
-    a_max = a.amax(1, keepdim=True)
-    b_min = b.amin(1, keepdim=True)
-    bound = (a + a_max).clamp_min(0) * (-(b + b_min)).clamp_min(0)
-    bound = bound.masked_fill(~domain, 0).nan_to_num_(nan=0.0)
+    a, b, bound = _pair_bound(a, b, domain)
     bound_s, order = bound.sort(1, descending=True)
     a_s, b_s = a.gather(1, order), b.gather(1, order)
     # Features with a zero bound have no valid partner at all: neither rows nor columns need them.

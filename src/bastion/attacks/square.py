@@ -37,7 +37,7 @@ from torch import Tensor
 
 from bastion._checks import shown
 from bastion._rng import keyed_uniform
-from bastion.attacks.base import Access, Outcome, QueryAttack, Task, choice, is_success, positive, whole
+from bastion.attacks.base import Outcome, QueryAttack, Task, choice, is_success, positive, whole
 from bastion.attacks.oracle import Oracle
 from bastion.errors import ConfigError, InputShapeError
 from bastion.threat import ThreatModel
@@ -92,7 +92,6 @@ class Square(QueryAttack):
     """
 
     name: ClassVar[str] = "square"
-    access: ClassVar[Access] = "score"
     eps: float = positive(allow_zero=True)
     max_queries: int = whole(5000)
     p_init: float = positive(0.8)
