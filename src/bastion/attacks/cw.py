@@ -65,6 +65,7 @@ class CW(MinimumNormAttack):
     """
 
     name: ClassVar[str] = "cw"
+    minimized_norm: ClassVar[str] = "l2"
     steps: int = whole(1000)
     search_steps: int = whole(9)
     lr: float = positive(0.01)
@@ -72,10 +73,6 @@ class CW(MinimumNormAttack):
     confidence: float = positive(0.0, allow_zero=True)
     abort_early: bool = flag(True)
     bounds: tuple[float, float] = (0.0, 1.0)
-
-    @property
-    def minimized_norm(self) -> str:
-        return "l2"
 
     @property
     def cost(self) -> int:

@@ -166,11 +166,8 @@ class JSMA(Attack):
             replaces ``gamma`` (a budget in pixels: one feature is one channel of one pixel, so a 3x224x224
             image has 150,528). The threat model is then :class:`L0Count`.
         per_step: pairs (single features with ``pairs=False``) changed per step, that is per Jacobian
-            evaluation; 1 (default) is the paper's algorithm. With ``m > 1`` a step takes the best pair, then
-            the best pair disjoint from it, and so on, all from the same Jacobian: about ``m`` times fewer
-            forward and backward passes, at the price of pairs chosen without seeing the effect of the
-            earlier ones (and up to ``2 (m - 1)`` more changed features than needed on the last step). See
-            "Large inputs" in the module docstring.
+            evaluation; 1 (default) is the paper's algorithm. ``m > 1`` takes ``m`` disjoint pairs greedily from
+            one Jacobian: about ``m`` times fewer passes, at a price ("Large inputs" in the module docstring).
         candidates: search pairs only among this many features, the ones with the largest saliency bound
             (default None: every feature of the search domain, the paper's exhaustive search). See "Large
             inputs" in the module docstring for what it can miss. Ignored for single features and for
@@ -335,9 +332,6 @@ class JSMA(Attack):
             p, ok = top_features(a, c, dom, m)
             chosen, valid = p[:, :, None], ok
         elif self.output == "probs":  # beta = -alpha: the best pairs are the top alphas, two by two
-            if m == 1:
-                p, q, found = best_pairs_opposed(a, dom)
-                return torch.stack((p, q), 1)[:, None], found[:, None]
             chosen, valid = greedy_pairs_opposed(a, dom, m)
         elif self.candidates is None and m == 1:
             p, q, found = best_pairs(a, c, dom, self.chunk_elements)

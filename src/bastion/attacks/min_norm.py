@@ -115,6 +115,7 @@ class MinNormPGD(MinimumNormAttack):
     """
 
     name: ClassVar[str] = "min-norm"
+    minimized_norm: ClassVar[str] = "l2"
     steps: int = whole(100)
     rel_step: float = positive(2.5)
     eps_init: float = positive(1.0)
@@ -122,10 +123,6 @@ class MinNormPGD(MinimumNormAttack):
     search_steps: int = whole(10, minimum=0)
     loss: Literal["ce", "margin"] = choice("margin", ("ce", "margin"))
     bounds: tuple[float, float] = (0.0, 1.0)
-
-    @property
-    def minimized_norm(self) -> str:
-        return "l2"
 
     def _run(self, model: nn.Module, task: Task) -> Outcome:
         x = task.x
