@@ -347,6 +347,8 @@ class Attack(ABC):
 
     name: ClassVar[str]
     access: ClassVar[Access] = "white-box"
+    #: options that scale with eps in :meth:`at_eps` (a step size keeps its ratio to the radius)
+    scaled_with_eps: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         """Check the options declared with a check (:func:`whole`, :func:`positive`, :func:`unit`, :func:`choice`,
@@ -367,14 +369,23 @@ class Attack(ABC):
 
     @property
     def radius(self) -> float | None:
-        """The attack's budget in its threat model's norm, when it has one that can be swept (None: a
-        minimum-norm attack, or JSMA, whose budget is a share of features)."""
-        return None
+        """The attack's budget in its threat model's norm, when it has one that can be swept: its ``eps`` option
+        (None without one: a minimum-norm attack, or JSMA, whose budget is a share of features)."""
+        eps = getattr(self, "eps", None)
+        return None if eps is None else float(eps)
 
-    def at_eps(self, eps: float) -> Attack:
-        """This attack at radius ``eps`` (step sizes scaled with it); attacks without a radius are returned as
-        they are."""
-        return self
+    def at_eps(self, eps: float) -> Self:
+        """This attack at radius ``eps``, the options in :attr:`scaled_with_eps` (step sizes) keeping their ratio
+        to it; attacks without an ``eps`` option are returned as they are."""
+        old = getattr(self, "eps", None)
+        if old is None:
+            return self
+        changes: dict[str, Any] = {"eps": eps}
+        for name in self.scaled_with_eps:
+            value = getattr(self, name)
+            if value is not None and old:
+                changes[name] = value * eps / old
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     @property
     def cost(self) -> int:
@@ -566,7 +577,7 @@ class WrappingAttack(Attack):
 @dataclass(frozen=True, kw_only=True)
 class BallAttack(Attack):
     """Base of the white-box attacks inside a norm ball (FGSM, BIM, PGD, APGD, FAB): the radius ``eps``, the
-    norm and the bounds, validated once, and :meth:`at_eps`.
+    norm and the bounds, validated once.
 
     Args:
         eps: perturbation budget in the chosen norm.
@@ -574,8 +585,6 @@ class BallAttack(Attack):
         bounds: the valid input range.
     """
 
-    #: fields that scale with eps in :meth:`at_eps` (a step size keeps its ratio to the radius)
-    scaled_with_eps: ClassVar[tuple[str, ...]] = ()
     eps: float = positive(allow_zero=True)
     norm: Literal["linf", "l2"] = choice("linf", ("linf", "l2"))
     bounds: tuple[float, float] = (0.0, 1.0)
@@ -583,18 +592,6 @@ class BallAttack(Attack):
     @property
     def threat(self) -> ThreatModel:
         return ThreatModel(norm=self.norm, eps=self.eps, bounds=self.bounds)
-
-    @property
-    def radius(self) -> float:
-        return float(self.eps)
-
-    def at_eps(self, eps: float) -> Self:
-        changes: dict[str, Any] = {"eps": eps}
-        for name in self.scaled_with_eps:
-            value = getattr(self, name)
-            if value is not None and self.eps:
-                changes[name] = value * eps / self.eps
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -203,17 +203,16 @@ class _HSJRun:
     def directions(self, idx: Tensor, n: int, t: int) -> Tensor:
         """``n`` random unit directions per sample of ``idx``, shape (len(idx), n, *x.shape[1:])."""
         shape = (n, *self.x.shape[1:])
-        feats = self.x[0].numel()
         # rows of a multiple of 16 values: torch's CPU normal sampler fills blocks of 16, so a sample's first
         # directions are then the same whatever n its chunk needs (a batch equals its single examples)
-        padded = -(-feats // 16) * 16
+        padded = -(-self.d // 16) * 16
         seeds = keyed_bits(self.keys[idx], (1,), seed=self.seed, stream=_GRAD_STREAM + t).reshape(-1).tolist()
         out = torch.empty((idx.numel(), *shape), dtype=self.x.dtype, device=self.dev)
         g = torch.Generator(device=self.dev)
         for i, s in enumerate(seeds):  # RNG only; all queries below are batched
             g.manual_seed(int(s))
             draw = torch.randn((n, padded), generator=g, device=self.dev, dtype=self.x.dtype)
-            out[i] = draw[:, :feats].reshape(shape)
+            out[i] = draw[:, : self.d].reshape(shape)
         norms = out.flatten(2).norm(dim=2)
         return out / norms.clamp_min(1e-12).reshape(*norms.shape, *([1] * (out.ndim - 2)))
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
@@ -105,13 +105,6 @@ class Square(QueryAttack):
     @property
     def threat(self) -> ThreatModel:
         return ThreatModel(norm="linf", eps=self.eps, bounds=self.bounds)
-
-    @property
-    def radius(self) -> float:
-        return float(self.eps)
-
-    def at_eps(self, eps: float) -> Square:
-        return replace(self, eps=eps)
 
     def _query(self, oracle: Oracle, task: Task) -> Outcome:
         x, y, target, keys, seed = task.x, task.y, task.target, task.keys, task.seed
