@@ -119,8 +119,7 @@ class FMN(MinimumNormAttack):
         worst = seen.clone()
         found = torch.zeros(n, dtype=torch.bool, device=dev)
         l0 = self.norm == "l0"
-        eps = torch.ones(n, dtype=torch.float64, device=dev) if l0 else torch.full(
-            (n,), float("inf"), dtype=torch.float64, device=dev)
+        eps = torch.full((n,), 1.0 if l0 else float("inf"), dtype=torch.float64, device=dev)
         a0 = self.step_size
         a1 = self.final_step_size if self.final_step_size is not None else a0 / 100
         point = x.clone()

@@ -122,8 +122,6 @@ class L0Fraction(L0Budget):
     and :meth:`contains` agree exactly.
     """
 
-    eps: float
-
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 < self.eps <= 1.0:
@@ -141,8 +139,6 @@ class L0Fraction(L0Budget):
 class L0Count(L0Budget):
     """An L0 ball whose radius ``eps`` is a number of features: at most ``eps`` features change.
     :meth:`distance` is the number of changed features."""
-
-    eps: float
 
     def __post_init__(self) -> None:
         super().__post_init__()
