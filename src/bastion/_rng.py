@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,17 +59,25 @@ def _rows_per_chunk(shape: tuple[int, ...]) -> int:
 
 def keyed_bits(keys: Tensor, shape: tuple[int, ...], *, seed: int, stream: int = 0) -> Tensor:
     """Uniform 32-bit integers of shape ``(len(keys), *shape)``, a pure function of (seed, stream, key)."""
+    return _in_chunks(_keyed_bits, keys, shape, torch.int64, seed=seed, stream=stream)
+
+
+def _in_chunks(draw: Callable[..., Tensor], keys: Tensor, shape: tuple[int, ...], out_dtype: torch.dtype,
+               **options: Any) -> Tensor:
+    """``draw(keys, shape, **options)`` a few samples at a time (the values of a sample depend only on its key),
+    so the temporaries of the hash stay small for any batch of large inputs; only the result is allocated at
+    full size."""
     rows = _rows_per_chunk(shape)
     if keys.shape[0] <= rows:
-        return _keyed_bits(keys, shape, seed=seed, stream=stream)
-    out = torch.empty((keys.shape[0], *shape), dtype=torch.int64, device=keys.device)
+        return draw(keys, shape, **options)
+    out = torch.empty((keys.shape[0], *shape), dtype=out_dtype, device=keys.device)
     for i in range(0, keys.shape[0], rows):
-        out[i : i + rows] = _keyed_bits(keys[i : i + rows], shape, seed=seed, stream=stream)
+        out[i : i + rows] = draw(keys[i : i + rows], shape, **options)
     return out
 
 
 def _keyed_bits(keys: Tensor, shape: tuple[int, ...], *, seed: int, stream: int) -> Tensor:
-    base = _hash32_int(seed ^ _hash32_int(stream * 0x9E3779B9 + 0x632BE5AB))
+    base = _base(seed, stream)
     k = keys.to(torch.int64).reshape(-1, *([1] * len(shape)))
     k = _hash32((k & _M32) ^ base) ^ _hash32((k >> 32) + 0x5BD1E995)
     counter = torch.arange(math.prod(shape), dtype=torch.int64, device=keys.device).reshape(1, *shape)
@@ -77,18 +87,9 @@ def _keyed_bits(keys: Tensor, shape: tuple[int, ...], *, seed: int, stream: int)
 def keyed_uniform(
     keys: Tensor, shape: tuple[int, ...], *, seed: int, stream: int = 0, dtype: torch.dtype = torch.float32
 ) -> Tensor:
-    """Uniform values in [0, 1) of shape ``(len(keys), *shape)``.
-
-    Computed a few samples at a time (the values of a sample depend only on its key), so the temporaries
-    of the hash stay small for any batch of large inputs; only the result is allocated at full size."""
+    """Uniform values in [0, 1) of shape ``(len(keys), *shape)``, computed a few samples at a time."""
     draw = _keyed_uniform_np if keys.device.type == "cpu" and not bool((keys < 0).any()) else _keyed_uniform_torch
-    rows = _rows_per_chunk(shape)
-    if keys.shape[0] <= rows:
-        return draw(keys, shape, seed=seed, stream=stream, dtype=dtype)
-    out = torch.empty((keys.shape[0], *shape), dtype=dtype, device=keys.device)
-    for i in range(0, keys.shape[0], rows):
-        out[i : i + rows] = draw(keys[i : i + rows], shape, seed=seed, stream=stream, dtype=dtype)
-    return out
+    return _in_chunks(draw, keys, shape, dtype, seed=seed, stream=stream, dtype=dtype)
 
 
 def _keyed_uniform_torch(
@@ -113,14 +114,11 @@ def keyed_normal(
 ) -> Tensor:
     """Standard normal values of shape ``(len(keys), *shape)`` (Box-Muller on two keyed streams, in float64,
     a few samples at a time)."""
-    rows = _rows_per_chunk(shape)
-    out = torch.empty((keys.shape[0], *shape), dtype=dtype, device=keys.device)
-    for i in range(0, keys.shape[0], rows):
-        k = keys[i : i + rows]
+    def draw(k: Tensor, shape: tuple[int, ...]) -> Tensor:
         u1 = keyed_uniform(k, shape, seed=seed, stream=2 * stream + 1000, dtype=torch.float64)
         u2 = keyed_uniform(k, shape, seed=seed, stream=2 * stream + 1001, dtype=torch.float64)
-        out[i : i + rows] = torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * math.pi * u2)
-    return out
+        return (torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * math.pi * u2)).to(dtype)
+    return _in_chunks(draw, keys, shape, dtype)
 
 
 # ---- the same hash on NumPy uint32 arrays (CPU fast path) ----------------------------------------

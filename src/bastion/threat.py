@@ -25,7 +25,8 @@ def _flat(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1)
 
 
-def _per_sample(v: Tensor, like: Tensor) -> Tensor:
+def per_sample(v: Tensor, like: Tensor) -> Tensor:
+    """A per-sample (B,) tensor shaped to broadcast against ``like`` (B, ...)."""
     return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
@@ -102,26 +103,20 @@ class ThreatModel:
         """A random point of the ball around ``x`` (uniform in the ball), clipped to the bounds; ``eps`` (B,)
         overrides the radius per sample."""
         shape = tuple(x.shape[1:])
-        radius = self._radius(eps, x)
         if self.norm == "linf":
             u = keyed_uniform(keys, shape, seed=seed, stream=stream, dtype=x.dtype)
+            radius = self.eps if eps is None else per_sample(eps.to(device=x.device, dtype=x.dtype), x)
             delta = (2.0 * u - 1.0) * radius
         elif self.norm == "l2":
             g = keyed_normal(keys, shape, seed=seed, stream=stream, dtype=x.dtype)
-            g = g / _per_sample(_flat(g).norm(dim=1).clamp_min(1e-12), g)
+            g = g / per_sample(_flat(g).norm(dim=1).clamp_min(1e-12), g)
             dim = g[0].numel()
             r = keyed_uniform(keys, (1,), seed=seed, stream=stream + 7919, dtype=x.dtype).reshape(-1)
             scale = (self.eps if eps is None else eps.to(device=r.device, dtype=r.dtype)) * r ** (1.0 / dim)
-            delta = g * _per_sample(scale, g)
+            delta = g * per_sample(scale, g)
         else:
             raise ConfigError(f"random_init is not defined for the {self.norm} threat model")
         return (x + delta.to(x.device)).clamp(*self.bounds)
-
-    def _radius(self, eps: Tensor | None, like: Tensor) -> float | Tensor:
-        """The radius, as a number or as a per-sample tensor shaped to broadcast against ``like``."""
-        if eps is None:
-            return self.eps
-        return _per_sample(eps.to(device=like.device, dtype=like.dtype), like)
 
     def steepest(self, grad: Tensor) -> Tensor:
         """The unit-norm steepest-ascent direction for ``grad`` under this norm."""
@@ -129,7 +124,7 @@ class ThreatModel:
             return grad.sign()
         if self.norm == "l2":
             n = _flat(grad).norm(dim=1).clamp_min(1e-12)
-            return grad / _per_sample(n, grad)
+            return grad / per_sample(n, grad)
         raise ConfigError(f"steepest is not defined for the {self.norm} threat model")
 
     def project(self, x_adv: Tensor, x: Tensor, *, eps: Tensor | None = None) -> Tensor:
@@ -140,12 +135,12 @@ class ThreatModel:
             if eps is None:
                 delta = delta.clamp(-self.eps, self.eps)
             else:
-                radius = _per_sample(eps.to(device=x.device, dtype=x.dtype), x)
+                radius = per_sample(eps.to(device=x.device, dtype=x.dtype), x)
                 delta = torch.maximum(torch.minimum(delta, radius), -radius)
         elif self.norm == "l2":
             n = _flat(delta).norm(dim=1).clamp_min(1e-12)
             factor = (self.eps / n if eps is None else (eps.to(n.device) / n).to(delta.dtype)).clamp(max=1.0)
-            delta = delta * _per_sample(factor, delta)
+            delta = delta * per_sample(factor, delta)
         else:
             radius = torch.full((x.shape[0],), float(self.eps), device=x.device) if eps is None else eps
             flat = _flat(delta)

@@ -25,12 +25,8 @@ from torch import Tensor, nn
 from bastion._checks import shown
 from bastion._model import declared_randomized, evaluations_per_input, log_mean_softmax
 from bastion._wrap import ModelWrapper
-from bastion.attacks.base import Access, Attack, Outcome, Task, WrappingAttack
+from bastion.attacks.base import Attack, Outcome, Task, WrappingAttack
 from bastion.errors import ConfigError
-
-
-class _Wrapper(ModelWrapper):
-    wrapped_attr = "inner"
 
 
 def bpda(defended: nn.Module, surrogate: nn.Module | None = None) -> nn.Module:
@@ -50,8 +46,10 @@ def bpda(defended: nn.Module, surrogate: nn.Module | None = None) -> nn.Module:
     return view(surrogate)
 
 
-class EOT(_Wrapper):
+class EOT(ModelWrapper):
     """The log of the mean softmax of ``model`` over ``n`` draws (computed as one batch of n*B)."""
+
+    wrapped_attr = "inner"
 
     def __init__(self, model: nn.Module, n: int) -> None:
         super().__init__()
@@ -110,7 +108,6 @@ class Adaptive(WrappingAttack):
     """
 
     name: ClassVar[str] = "adaptive"
-    access: ClassVar[Access] = "white-box"
     attack: Attack
     n: int = 8
     use_bpda: bool = True

@@ -53,10 +53,10 @@ import torch
 from torch import Tensor, nn
 
 from bastion._model import judge
-from bastion.attacks.base import GradientAttack, Outcome, Task, check_int, check_unit
+from bastion.attacks.base import GradientAttack, Outcome, Task, unit, whole
 from bastion.attacks.descent import LossFn, SuccessFn, misclassified, named_loss, value_and_grad
 from bastion.attacks.losses import attack_loss
-from bastion.threat import ThreatModel
+from bastion.threat import ThreatModel, per_sample
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def apgd_walk(
             break
         with torch.no_grad():
             a = 1.0 if i == 0 else momentum
-            z = threat.project(s.cur + _rows(s.step, s.cur) * threat.steepest(s.grad), s.centre)
+            z = threat.project(s.cur + per_sample(s.step, s.cur) * threat.steepest(s.grad), s.centre)
             new = threat.project(s.cur + a * (z - s.cur) + (1.0 - a) * (s.cur - s.prev), s.centre)
         s.prev, s.cur = s.cur, new
         if on_iterate is not None:
@@ -178,8 +178,8 @@ def apgd_walk(
             s.rises = s.rises + (f > s.loss).to(torch.int64)
             s.loss, s.grad = f, g
             up = f > s.best_loss
-            s.best_x = torch.where(_rows(up, s.cur), s.cur, s.best_x)
-            s.best_grad = torch.where(_rows(up, g), g, s.best_grad)
+            s.best_x = torch.where(per_sample(up, s.cur), s.cur, s.best_x)
+            s.best_grad = torch.where(per_sample(up, g), g, s.best_grad)
             s.best_loss = torch.where(up, f, s.best_loss)
             ok = success(logits, s.idx)
             old_ok, old_loss = res_ok[s.idx], res_loss[s.idx]
@@ -190,8 +190,8 @@ def apgd_walk(
                 halve = (s.rises < rho * (i + 1 - last_check)) | (~s.halved_at_check & (s.best_loss <= s.loss_at_check))
                 s.step = torch.where(halve, s.step / 2, s.step)
                 back = halve & restart_from_best
-                s.cur = torch.where(_rows(back, s.cur), s.best_x, s.cur)
-                s.grad = torch.where(_rows(back, s.grad), s.best_grad, s.grad)
+                s.cur = torch.where(per_sample(back, s.cur), s.best_x, s.cur)
+                s.grad = torch.where(per_sample(back, s.grad), s.best_grad, s.grad)
                 s.loss = torch.where(back, s.best_loss, s.loss)
                 s.halved_at_check, s.loss_at_check = halve, s.best_loss
                 s.rises = torch.zeros_like(s.rises)
@@ -201,11 +201,6 @@ def apgd_walk(
     if last_iterate:
         res_x[s.idx], res_ok[s.idx], res_logits[s.idx] = s.cur, False, float("nan")
     return Walk(res_x, res_ok, res_logits, queries)
-
-
-def _rows(v: Tensor, like: Tensor) -> Tensor:
-    """A per-sample (B,) tensor shaped to broadcast against ``like`` (B, ...)."""
-    return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,19 +229,12 @@ class APGD(GradientAttack):
     """
 
     name: ClassVar[str] = "apgd"
-    steps: int = 100
-    restarts: int = 1
-    targets: int = 0
-    rho: float = 0.75
-    momentum: float = 0.75
+    steps: int = whole(100)
+    restarts: int = whole(1)
+    targets: int = whole(0, minimum=0)
+    rho: float = unit(0.75)
+    momentum: float = unit(0.75)
     early_stop: bool = True
-
-    def _check(self) -> None:
-        check_int("steps", self.steps)
-        check_int("restarts", self.restarts)
-        check_int("targets", self.targets, minimum=0)
-        check_unit("rho", self.rho)
-        check_unit("momentum", self.momentum)
 
     @property
     def label(self) -> str:
@@ -257,13 +245,8 @@ class APGD(GradientAttack):
         b = task.n
         dev = task.x.device
         stop = self.early_stop and task.may_stop_early
-        queries = torch.zeros(b, dtype=torch.int64, device=dev)
-        clean: Tensor | None = None
-        runs: list[Tensor | None] = [task.target]
-        if self.targets and task.target is None:
-            clean, targets = task.runner_up_targets(model, self.targets)
-            runs = list(targets)
-            queries += 1
+        clean, runs = task.target_runs(model, self.targets)
+        queries = torch.full((b,), int(clean is not None), dtype=torch.int64, device=dev)
         x_res = task.x.clone()
         ok_res = torch.zeros(b, dtype=torch.bool, device=dev)
         score_res = torch.full((b,), float("-inf"), device=dev)

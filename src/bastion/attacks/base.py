@@ -31,14 +31,23 @@ import dataclasses
 import math
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass, replace
+from functools import partial
 from typing import Any, ClassVar, Literal, Self, final
 
 import torch
 from torch import Tensor, nn
 
 from bastion._checks import check_eval_mode, check_images, check_labels, frozen, shown
-from bastion._model import DEFAULT_DRAWS, PROBE_SAMPLES, checked_forward, declared_randomized, judge
+from bastion._model import (
+    DEFAULT_DRAWS,
+    PROBE_SAMPLES,
+    checked_forward,
+    declared_randomized,
+    judge,
+    probe_randomized,
+)
 from bastion._rng import keyed_uniform, seed_from
 from bastion.attacks.losses import LOSSES
 from bastion.attacks.oracle import Oracle, OracleOutput
@@ -115,15 +124,12 @@ class AttackResult:
 
     def select(self, idx: Tensor) -> AttackResult:
         """The result for the inputs ``idx`` (indices into the batch), in that order."""
-        def pick(t: Tensor | None, dim: int = 0) -> Tensor | None:
-            return None if t is None else t.index_select(dim, idx.to(t.device))
-        return AttackResult(
-            x_adv=self.x_adv[idx.to(self.x_adv.device)], success=self.success[idx.to(self.success.device)],
-            logits_adv=self.logits_adv[idx.to(self.logits_adv.device)],
-            logits_clean=self.logits_clean[idx.to(self.logits_clean.device)],
-            norms={k: v[idx.to(v.device)] for k, v in self.norms.items()},
-            queries=self.queries[idx.to(self.queries.device)], seconds=self.seconds, y=self.y[idx.to(self.y.device)],
-            target=pick(self.target), preds_adv=pick(self.preds_adv, 1), preds_clean=pick(self.preds_clean, 1))
+        def pick(v: Any, dim: int) -> Any:  # per-draw predictions are (draws, B): inputs along dim 1
+            if isinstance(v, dict):
+                return {k: pick(t, dim) for k, t in v.items()}
+            return v.index_select(dim, idx.to(v.device)) if isinstance(v, Tensor) else v
+        return AttackResult(**{f.name: pick(getattr(self, f.name), int(f.name.startswith("preds_")))
+                               for f in fields(self)})
 
     def summary(self) -> dict[str, float | None]:
         """Batch averages: clean/robust accuracy (on a randomized model: expected over its randomness, the mean
@@ -184,9 +190,13 @@ class Task:
         target = self.target if self.target is None or idx is None else self.target[idx]
         return is_success(logits, y, target)
 
-    def runner_up_targets(self, model: nn.Module, k: int) -> tuple[Tensor, list[Tensor]]:
-        """The model's clean outputs (one query) and AutoAttack's targets: for each ``j < k``, the class the
-        model ranks ``j + 1``-th after the true one on the clean input (at most ``num_classes - 1`` targets)."""
+    def target_runs(self, model: nn.Module, k: int) -> tuple[Tensor | None, list[Tensor | None]]:
+        """The targets of an attack run once towards each of ``k`` classes (APGD-T, FAB-T), and the clean outputs
+        when it computed them (one query; else None): the call's own target (None: untargeted) when it has one
+        or ``k`` is 0, else AutoAttack's targets: for each ``j < k``, the class the model ranks ``j + 1``-th after
+        the true one on the clean input (at most ``num_classes - 1`` targets)."""
+        if self.target is not None or k == 0:
+            return None, [self.target]
         with torch.no_grad():
             clean = model(self.x).detach()
         ranked = clean.scatter(1, self.y[:, None], float("-inf")).topk(min(k, self.num_classes - 1), dim=1).indices
@@ -267,6 +277,67 @@ def resolve_target(
     raise LabelError(f"target must be a tensor of labels, 'random' or 'least-likely'; got {shown(spec)}")
 
 
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = number and (value >= 0 if allow_zero else value > 0) and math.isfinite(value)
+    if not ok:
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {shown(value)}")
+
+
+def check_int(name: str, value: int, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {shown(value)}")
+
+
+def check_unit(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a number in [0, 1], got {shown(value)}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {shown(value)}")
+
+
+def check_flag(name: str, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {shown(value)}")
+
+
+def _declared(default: Any, check: Callable[[str, Any], None], optional: bool = False) -> Any:
+    """A dataclass field that :meth:`Attack.__post_init__` checks with ``check(name, value)`` (None passes when
+    ``optional``); ``default`` MISSING: a required field."""
+    def run(name: str, value: Any) -> None:
+        if value is not None or not optional:
+            check(name, value)
+    return dataclasses.field(default=default, metadata={"check": run})
+
+
+def whole(default: Any = MISSING, *, minimum: int = 1, optional: bool = False) -> Any:
+    """An attack option holding an integer >= ``minimum`` (:func:`check_int`)."""
+    return _declared(default, partial(check_int, minimum=minimum), optional)
+
+
+def positive(default: Any = MISSING, *, allow_zero: bool = False, optional: bool = False) -> Any:
+    """An attack option holding a finite number > 0, or >= 0 with ``allow_zero`` (:func:`check_positive`)."""
+    return _declared(default, partial(check_positive, allow_zero=allow_zero), optional)
+
+
+def unit(default: float) -> Any:
+    """An attack option holding a number in [0, 1] (:func:`check_unit`)."""
+    return _declared(default, check_unit)
+
+
+def choice(default: str, choices: tuple[str, ...]) -> Any:
+    """An attack option holding one of ``choices`` (:func:`check_choice`)."""
+    return _declared(default, partial(check_choice, choices=choices))
+
+
+def flag(default: bool) -> Any:
+    """An attack option holding True or False (:func:`check_flag`)."""
+    return _declared(default, check_flag)
+
+
 class Attack(ABC):
     """Base of all attacks: frozen keyword-only dataclasses called as ``attack(model, x, y, ...)``.
 
@@ -276,6 +347,20 @@ class Attack(ABC):
 
     name: ClassVar[str]
     access: ClassVar[Access] = "white-box"
+    #: options that scale with eps in :meth:`at_eps` (a step size keeps its ratio to the radius)
+    scaled_with_eps: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        """Check the options declared with a check (:func:`whole`, :func:`positive`, :func:`unit`, :func:`choice`,
+        :func:`flag`), in field order, then :meth:`_check`, then the bounds (by building the threat model)."""
+        for f in fields(self):  # type: ignore[arg-type]
+            if "check" in f.metadata:
+                f.metadata["check"](f.name, getattr(self, f.name))
+        self._check()
+        _ = self.threat
+
+    def _check(self) -> None:  # noqa: B027 - an optional hook
+        """Checks of a subclass's options that no declared check covers."""
 
     @property
     @abstractmethod
@@ -284,14 +369,23 @@ class Attack(ABC):
 
     @property
     def radius(self) -> float | None:
-        """The attack's budget in its threat model's norm, when it has one that can be swept (None: a
-        minimum-norm attack, or JSMA, whose budget is a share of features)."""
-        return None
+        """The attack's budget in its threat model's norm, when it has one that can be swept: its ``eps`` option
+        (None without one: a minimum-norm attack, or JSMA, whose budget is a share of features)."""
+        eps = getattr(self, "eps", None)
+        return None if eps is None else float(eps)
 
-    def at_eps(self, eps: float) -> Attack:
-        """This attack at radius ``eps`` (step sizes scaled with it); attacks without a radius are returned as
-        they are."""
-        return self
+    def at_eps(self, eps: float) -> Self:
+        """This attack at radius ``eps``, the options in :attr:`scaled_with_eps` (step sizes) keeping their ratio
+        to it; attacks without an ``eps`` option are returned as they are."""
+        old = getattr(self, "eps", None)
+        if old is None:
+            return self
+        changes: dict[str, Any] = {"eps": eps}
+        for name in self.scaled_with_eps:
+            value = getattr(self, name)
+            if value is not None and old:
+                changes[name] = value * eps / old
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     @property
     def cost(self) -> int:
@@ -345,16 +439,8 @@ class Attack(ABC):
             return self._verdict(model, crafted)
 
     @final
-    def craft(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        *,
-        target: TargetSpec = None,
-        generator: torch.Generator | None = None,
-        keys: Tensor | None = None,
-    ) -> Crafted:
+    def craft(self, model: nn.Module, x: Tensor, y: Tensor, *, target: TargetSpec = None,
+              generator: torch.Generator | None = None, keys: Tensor | None = None) -> Crafted:
         """The attack without its verdict: the adversarial inputs and what they cost, for a caller that judges
         them itself (the evaluator judges every image once, on the model it evaluates, over its own draws).
         Same arguments, checks and randomness as :meth:`__call__`."""
@@ -368,8 +454,7 @@ class Attack(ABC):
         check_eval_mode(model)
         # tensors made under inference_mode cannot enter autograd: normal copies can
         x, y = _normal_tensor(x), _normal_tensor(y)
-        if isinstance(target, Tensor):
-            target = _normal_tensor(target)
+        target = _normal_tensor(target) if isinstance(target, Tensor) else target
         if keys is None:
             keys = torch.arange(x.shape[0], device=x.device)
         elif not isinstance(keys, Tensor) or keys.dtype != torch.int64 or keys.shape != (x.shape[0],):
@@ -444,14 +529,9 @@ class Attack(ABC):
 def probe_model(model: nn.Module, x: Tensor) -> tuple[int, bool]:
     """(number of classes, randomized) from a checked call of the model on the first few inputs (and, when the
     model declares nothing about its randomness, a second call to compare)."""
-    xs = x[:PROBE_SAMPLES]
-    first = checked_forward(model, xs)
+    first = checked_forward(model, x[:PROBE_SAMPLES])
     randomized = declared_randomized(model)
-    if randomized is None:
-        with torch.no_grad():
-            second = model(xs)
-        randomized = not torch.allclose(first, second, rtol=1e-4, atol=1e-5, equal_nan=True)
-    return int(first.shape[1]), bool(randomized)
+    return int(first.shape[1]), probe_randomized(model, x, first) if randomized is None else randomized
 
 
 class MinimumNormAttack(Attack):
@@ -472,10 +552,6 @@ class MinimumNormAttack(Attack):
     @property
     def threat(self) -> ThreatModel:
         return ThreatModel(norm=self.minimized_norm, eps=float("inf"), bounds=self.bounds)  # type: ignore[arg-type]
-
-    @property
-    def radius(self) -> None:
-        return None
 
 
 class WrappingAttack(Attack):
@@ -501,7 +577,7 @@ class WrappingAttack(Attack):
 @dataclass(frozen=True, kw_only=True)
 class BallAttack(Attack):
     """Base of the white-box attacks inside a norm ball (FGSM, BIM, PGD, APGD, FAB): the radius ``eps``, the
-    norm and the bounds, validated once, and :meth:`at_eps`.
+    norm and the bounds, validated once.
 
     Args:
         eps: perturbation budget in the chosen norm.
@@ -509,37 +585,13 @@ class BallAttack(Attack):
         bounds: the valid input range.
     """
 
-    access: ClassVar[Access] = "white-box"
-    #: fields that scale with eps in :meth:`at_eps` (a step size keeps its ratio to the radius)
-    scaled_with_eps: ClassVar[tuple[str, ...]] = ()
-    eps: float
-    norm: Literal["linf", "l2"] = "linf"
+    eps: float = positive(allow_zero=True)
+    norm: Literal["linf", "l2"] = choice("linf", ("linf", "l2"))
     bounds: tuple[float, float] = (0.0, 1.0)
-
-    def __post_init__(self) -> None:
-        check_positive("eps", self.eps, allow_zero=True)
-        check_choice("norm", self.norm, ("linf", "l2"))
-        _ = self.threat
-        self._check()
-
-    def _check(self) -> None:
-        """Checks of a subclass's own options (called after the common ones)."""
 
     @property
     def threat(self) -> ThreatModel:
         return ThreatModel(norm=self.norm, eps=self.eps, bounds=self.bounds)
-
-    @property
-    def radius(self) -> float:
-        return float(self.eps)
-
-    def at_eps(self, eps: float) -> Self:
-        changes: dict[str, Any] = {"eps": eps}
-        for name in self.scaled_with_eps:
-            value = getattr(self, name)
-            if value is not None and self.eps:
-                changes[name] = value * eps / self.eps
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -552,11 +604,7 @@ class GradientAttack(BallAttack):
             Croce & Hein 2020; see :func:`bastion.attacks.losses.dlr_loss`).
     """
 
-    loss: str = "ce"
-
-    def __post_init__(self) -> None:
-        check_choice("loss", self.loss, LOSSES)
-        super().__post_init__()
+    loss: str = choice("ce", LOSSES)
 
 
 class QueryAttack(Attack):
@@ -570,8 +618,8 @@ class QueryAttack(Attack):
 
     @property
     def per_sample_budget(self) -> int | None:
-        """The oracle's per-sample query budget (None: unlimited)."""
-        return None
+        """The oracle's per-sample query budget: the attack's ``max_queries`` option (None: unlimited)."""
+        return getattr(self, "max_queries", None)
 
     @final
     def _execute(self, model: nn.Module, task: Task) -> Outcome:
@@ -596,25 +644,3 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (int, float, str, bool)) or v is None:
         return v
     return repr(v)
-
-
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = number and (value >= 0 if allow_zero else value > 0) and math.isfinite(value)
-    if not ok:
-        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {shown(value)}")
-
-
-def check_int(name: str, value: int, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {shown(value)}")
-
-
-def check_unit(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} must be a number in [0, 1], got {shown(value)}")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {choices}, got {shown(value)}")

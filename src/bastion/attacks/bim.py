@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from bastion.attacks.base import GradientAttack, Outcome, Task, check_int, check_positive
+from bastion.attacks.base import GradientAttack, Outcome, Task, positive, whole
 from bastion.attacks.descent import Descent, misclassified, named_loss
 
 
@@ -33,14 +33,9 @@ class BIM(GradientAttack):
 
     name: ClassVar[str] = "bim"
     scaled_with_eps: ClassVar[tuple[str, ...]] = ("step_size",)
-    steps: int = 10
-    step_size: float | None = None
+    steps: int = whole(10)
+    step_size: float | None = positive(None, optional=True)
     early_stop: bool = False
-
-    def _check(self) -> None:
-        check_int("steps", self.steps)
-        if self.step_size is not None:
-            check_positive("step_size", self.step_size)
 
     @property
     def cost(self) -> int:

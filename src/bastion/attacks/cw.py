@@ -38,17 +38,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import MinimumNormAttack, Outcome, Task, check_int, check_positive
-from bastion.attacks.descent import value_and_grad
-from bastion.attacks.losses import attack_loss
+from bastion.attacks.base import MinimumNormAttack, Outcome, Task, flag, positive, whole
+from bastion.attacks.descent import named_loss, value_and_grad
 from bastion.attacks.min_norm import Smallest
-from bastion.errors import ConfigError
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
-
-
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,27 +65,14 @@ class CW(MinimumNormAttack):
     """
 
     name: ClassVar[str] = "cw"
-    steps: int = 1000
-    search_steps: int = 9
-    lr: float = 0.01
-    initial_const: float = 1e-3
-    confidence: float = 0.0
-    abort_early: bool = True
+    minimized_norm: ClassVar[str] = "l2"
+    steps: int = whole(1000)
+    search_steps: int = whole(9)
+    lr: float = positive(0.01)
+    initial_const: float = positive(1e-3)
+    confidence: float = positive(0.0, allow_zero=True)
+    abort_early: bool = flag(True)
     bounds: tuple[float, float] = (0.0, 1.0)
-
-    def __post_init__(self) -> None:
-        check_int("steps", self.steps)
-        check_int("search_steps", self.search_steps)
-        check_positive("lr", self.lr)
-        check_positive("initial_const", self.initial_const)
-        check_positive("confidence", self.confidence, allow_zero=True)
-        if not isinstance(self.abort_early, bool):
-            raise ConfigError(f"abort_early must be True or False, got {self.abort_early!r}")
-        _ = self.threat
-
-    @property
-    def minimized_norm(self) -> str:
-        return "l2"
 
     @property
     def cost(self) -> int:
@@ -113,13 +94,7 @@ class CW(MinimumNormAttack):
         check_every = math.ceil(self.steps / 10)
         clean: Tensor | None = None
         kappa = float(self.confidence)
-        c = const.to(x.dtype)
-
-        def margin(logits: Tensor, rows: Tensor | None) -> Tensor:
-            """How far past the decision boundary (the margin loss; > 0: fooled), for the samples ``rows``."""
-            y = task.y if rows is None else task.y[rows]
-            t = None if task.target is None else (task.target if rows is None else task.target[rows])
-            return attack_loss("margin", logits, y, t)
+        margin = named_loss("margin", task.y, task.target)  # how far past the decision boundary (> 0: fooled)
 
         def objective(logits: Tensor, rows: Tensor | None) -> Tensor:
             """``c * f(x')`` for the samples ``rows``."""

@@ -38,15 +38,12 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import MinimumNormAttack, Outcome, Task, check_choice, check_int, check_positive
+from bastion.attacks.base import MinimumNormAttack, Outcome, Task, choice, positive, whole
 from bastion.attacks.min_norm import Smallest
 from bastion.errors import ConfigError
+from bastion.threat import per_sample
 
 _PAST_BOUNDARY = 1e-4
-
-
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,19 +64,11 @@ class DeepFool(MinimumNormAttack):
     """
 
     name: ClassVar[str] = "deepfool"
-    norm: Literal["l2", "linf"] = "l2"
-    steps: int = 50
-    overshoot: float = 0.02
-    candidates: int | None = 10
+    norm: Literal["l2", "linf"] = choice("l2", ("l2", "linf"))
+    steps: int = whole(50)
+    overshoot: float = positive(0.02, allow_zero=True)
+    candidates: int | None = whole(10, minimum=2, optional=True)
     bounds: tuple[float, float] = (0.0, 1.0)
-
-    def __post_init__(self) -> None:
-        check_choice("norm", self.norm, ("l2", "linf"))
-        check_int("steps", self.steps)
-        check_positive("overshoot", self.overshoot, allow_zero=True)
-        if self.candidates is not None:
-            check_int("candidates", self.candidates, minimum=2)
-        _ = self.threat
 
     @property
     def cost(self) -> int:
@@ -153,7 +142,8 @@ class DeepFool(MinimumNormAttack):
             nearer = dist < best_dist
             best_dist = torch.where(nearer, dist, best_dist)
             best_dual = torch.where(nearer, dual, best_dual)
-            best_w = torch.where(_view(nearer, w), w, best_w)
+            best_w = torch.where(per_sample(nearer, w), w, best_w)
         size = best_dist + _PAST_BOUNDARY
-        direction = best_w / _view((best_dual + 1e-8).to(best_w.dtype), best_w) if self.norm == "l2" else best_w.sign()
-        return _view(size.to(best_w.dtype), best_w) * direction
+        direction = (best_w / per_sample((best_dual + 1e-8).to(best_w.dtype), best_w) if self.norm == "l2"
+                     else best_w.sign())
+        return per_sample(size.to(best_w.dtype), best_w) * direction

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from bastion._model import evaluations_per_input, forward_in_chunks, grad_in_chunks
 from bastion.attacks.losses import attack_loss
-from bastion.threat import ThreatModel
+from bastion.threat import ThreatModel, per_sample
 
 #: ``loss(logits, idx)``: per-row loss to maximise, for the rows of the samples ``idx`` (None: every sample)
 LossFn = Callable[[Tensor, Tensor | None], Tensor]
@@ -173,7 +173,7 @@ class Descent:
                     whole = False
                     if active.numel() == 0:
                         break
-                alpha = step if not isinstance(step, Tensor) else _per_sample(step[active].to(x.dtype), xa)
+                alpha = step if not isinstance(step, Tensor) else per_sample(step[active].to(x.dtype), xa)
                 e = None if eps is None else eps[active]
                 moved = self.threat.project(xa + alpha * self.threat.steepest(grad), x if whole else x[active], eps=e)
                 if whole:
@@ -196,7 +196,3 @@ class Descent:
                 queries[active] += 1
                 record(active, whole, xa, logits, values)
         return DescentResult(best_x, best_ok, best_loss, queries, best_logits, start_logits)
-
-
-def _per_sample(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (like.ndim - 1)))

@@ -34,9 +34,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import BallAttack, Outcome, Task, check_int, check_positive, check_unit
+from bastion.attacks.base import BallAttack, Outcome, Task, positive, unit, whole
 from bastion.attacks.descent import misclassified, value_and_grad
-from bastion.threat import ThreatModel
+from bastion.threat import ThreatModel, per_sample
 
 log = logging.getLogger(__name__)
 
@@ -101,20 +101,12 @@ class FAB(BallAttack):
     """
 
     name: ClassVar[str] = "fab"
-    steps: int = 100
-    targets: int = 9
-    restarts: int = 1
-    alpha_max: float = 0.1
-    eta: float = 1.05
-    beta: float = 0.9
-
-    def _check(self) -> None:
-        check_int("steps", self.steps)
-        check_int("targets", self.targets)
-        check_int("restarts", self.restarts)
-        check_positive("eta", self.eta)
-        check_unit("alpha_max", self.alpha_max)
-        check_unit("beta", self.beta)
+    steps: int = whole(100)
+    targets: int = whole(9)
+    restarts: int = whole(1)
+    alpha_max: float = unit(0.1)
+    eta: float = positive(1.05)
+    beta: float = unit(0.9)
 
     @property
     def label(self) -> str:
@@ -124,19 +116,15 @@ class FAB(BallAttack):
         b = task.n
         dev = task.x.device
         stop = task.may_stop_early
-        queries = torch.zeros(b, dtype=torch.int64, device=dev)
-        clean: Tensor | None = None
-        if task.target is not None:
-            runs = [task.target]
-        else:
-            clean, runs = task.runner_up_targets(model, self.targets)
-            queries += 1
+        clean, runs = task.target_runs(model, self.targets)
+        queries = torch.full((b,), int(clean is not None), dtype=torch.int64, device=dev)
         best = task.x.clone()
         best_dist = torch.full((b,), float("inf"), dtype=torch.float64, device=dev)
         near = task.x.clone()
         near_dist = torch.full((b,), float("nan"), dtype=torch.float64, device=dev)
         stream = 0
         for target in runs:
+            assert target is not None  # targets >= 1: never an untargeted run
             for r in range(self.restarts):
                 todo = torch.isinf(best_dist).nonzero().squeeze(1) if stop else torch.arange(b, device=dev)
                 if todo.numel() == 0:
@@ -156,7 +144,7 @@ class FAB(BallAttack):
         log.debug("fab: %d of %d samples broken within eps", int(torch.isfinite(best_dist).sum()), b)
         # where no point within eps was found: the closest point beyond it (or the last iterate) brought into the
         # ball, a point towards the boundary (the evaluation then sees the loss rise where FAB moved at all)
-        out = torch.where(torch.isinf(best_dist).reshape(-1, *([1] * (best.ndim - 1))), near, best)
+        out = torch.where(per_sample(torch.isinf(best_dist), best), near, best)
         return Outcome(self.threat.project(out, task.x), queries, logits_clean=clean)
 
     def _distance(self, a: Tensor, b: Tensor) -> Tensor:
@@ -225,7 +213,7 @@ class FAB(BallAttack):
                                   bounds=self.bounds, norm=self.norm)
                 size = self._distance(d, torch.zeros_like(d)).clamp_min(1e-8)
                 alpha = (size[:n] / (size[:n] + size[n:])).clamp(0.0, self.alpha_max).to(x.dtype)
-                alpha = alpha.reshape(-1, *([1] * (x.ndim - 1)))
+                alpha = per_sample(alpha, x)
                 step_cur, step_x = d[:n].reshape(cur.shape), d[n:].reshape(cur.shape)
                 new = ((1 - alpha) * (cur + self.eta * step_cur) + alpha * (x0 + self.eta * step_x)).clamp(*self.bounds)
                 out = model(new)

@@ -43,11 +43,11 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import MinimumNormAttack, Outcome, Task, check_choice, check_int, check_positive
+from bastion.attacks.base import MinimumNormAttack, Outcome, Task, choice, positive, whole
 from bastion.attacks.descent import named_loss, value_and_grad
 from bastion.attacks.min_norm import Smallest
 from bastion.errors import ConfigError
-from bastion.threat import ThreatModel
+from bastion.threat import ThreatModel, per_sample
 
 FMNNorm = Literal["l0", "l1", "l2", "linf"]
 
@@ -92,25 +92,17 @@ class FMN(MinimumNormAttack):
     """
 
     name: ClassVar[str] = "fmn"
-    norm: FMNNorm = "l2"
-    steps: int = 100
-    step_size: float = 1.0
-    final_step_size: float | None = None
-    gamma: float = 0.05
-    final_gamma: float = 0.001
+    norm: FMNNorm = choice("l2", ("l0", "l1", "l2", "linf"))
+    steps: int = whole(100)
+    step_size: float = positive(1.0)
+    final_step_size: float | None = positive(None, optional=True)
+    gamma: float = positive(0.05)
+    final_gamma: float = positive(0.001)
     bounds: tuple[float, float] = (0.0, 1.0)
 
-    def __post_init__(self) -> None:
-        check_choice("norm", self.norm, ("l0", "l1", "l2", "linf"))
-        check_int("steps", self.steps)
-        check_positive("step_size", self.step_size)
-        if self.final_step_size is not None:
-            check_positive("final_step_size", self.final_step_size)
-        check_positive("gamma", self.gamma)
-        check_positive("final_gamma", self.final_gamma)
+    def _check(self) -> None:
         if not (self.gamma < 1 and self.final_gamma < 1):
             raise ConfigError(f"gamma and final_gamma must be below 1, got {self.gamma} and {self.final_gamma}")
-        _ = self.threat
 
     @property
     def cost(self) -> int:
@@ -127,8 +119,7 @@ class FMN(MinimumNormAttack):
         worst = seen.clone()
         found = torch.zeros(n, dtype=torch.bool, device=dev)
         l0 = self.norm == "l0"
-        eps = torch.ones(n, dtype=torch.float64, device=dev) if l0 else torch.full(
-            (n,), float("inf"), dtype=torch.float64, device=dev)
+        eps = torch.full((n,), 1.0 if l0 else float("inf"), dtype=torch.float64, device=dev)
         a0 = self.step_size
         a1 = self.final_step_size if self.final_step_size is not None else a0 / 100
         point = x.clone()
@@ -155,7 +146,7 @@ class FMN(MinimumNormAttack):
                     eps = torch.where(adv, torch.minimum(eps * (1 - gamma), seen),
                                       torch.where(found, eps * (1 + gamma), (size + to_boundary) * (1 + gamma)))
                 eps = torch.minimum(eps, worst)
-                unit = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).reshape(-1, *([1] * (g.ndim - 1)))
+                unit = g / per_sample(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)
                 point = ball.project(point + alpha * unit, x, eps=eps)
         with torch.no_grad():  # the last step's point
             logits = model(point)

@@ -53,22 +53,19 @@ from bastion.attacks.base import (
     Outcome,
     QueryAttack,
     Task,
-    check_choice,
-    check_int,
-    check_positive,
+    choice,
+    positive,
+    whole,
 )
 from bastion.attacks.oracle import Oracle, OracleOutput
 from bastion.errors import ConfigError, InputShapeError
+from bastion.threat import per_sample
 
 log = logging.getLogger(__name__)
 
 _POOL_STREAM = 11
 _NOISE_STREAM = 101
 _GRAD_STREAM = 100_003
-
-
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,33 +97,21 @@ class HopSkipJump(QueryAttack, MinimumNormAttack):
     name: ClassVar[str] = "hsj"
     access: ClassVar[Access] = "label"
     output: ClassVar[OracleOutput] = "labels"
-    max_queries: int = 5000
-    norm: Literal["l2", "linf"] = "l2"
-    gamma: float = 1.0
-    init_evals: int = 100
-    max_evals: int = 10_000
-    step_halvings: int = 25
-    init_tries: int = 100
+    max_queries: int = whole(5000)
+    norm: Literal["l2", "linf"] = choice("l2", ("l2", "linf"))
+    gamma: float = positive(1.0)
+    init_evals: int = whole(100)
+    max_evals: int = whole(10_000)
+    step_halvings: int = whole(25, minimum=0)
+    init_tries: int = whole(100, minimum=0)
     starting_points: Tensor | None = field(default=None, repr=False, compare=False)
     bounds: tuple[float, float] = (0.0, 1.0)
 
-    def __post_init__(self) -> None:
-        check_int("max_queries", self.max_queries, minimum=1)
-        check_choice("norm", self.norm, ("l2", "linf"))
-        check_positive("gamma", self.gamma)
-        check_int("init_evals", self.init_evals)
-        check_int("max_evals", self.max_evals)
-        check_int("step_halvings", self.step_halvings, minimum=0)
-        check_int("init_tries", self.init_tries, minimum=0)
+    def _check(self) -> None:
         if self.starting_points is not None:
             if not isinstance(self.starting_points, Tensor) or self.starting_points.ndim < 2:
                 raise ConfigError("starting_points must be a tensor (M, ...) of inputs")
             check_images(self.starting_points, bounds=self.bounds, name="starting_points")
-        _ = self.threat
-
-    @property
-    def per_sample_budget(self) -> int:
-        return self.max_queries
 
     def _query(self, oracle: Oracle, task: Task) -> Outcome:
         x = task.x
@@ -172,8 +157,8 @@ class _HSJRun:
     def toward(self, x0: Tensor, xa: Tensor, a: Tensor) -> Tensor:
         """The point at fraction ``a`` (per sample) of the way from ``x0`` to ``xa`` in this norm."""
         if self.cfg.norm == "l2":
-            return x0 + _view(a, x0) * (xa - x0)
-        r = _view(a * self.dist(xa, x0), x0)
+            return x0 + per_sample(a, x0) * (xa - x0)
+        r = per_sample(a * self.dist(xa, x0), x0)
         return x0 + torch.maximum(torch.minimum(xa - x0, r), -r)
 
     def binary_search(self, idx: Tensor, xa: Tensor) -> Tensor:
@@ -190,29 +175,26 @@ class _HSJRun:
 
     # ------------------------------------------------------------------ phases
     def find_starts(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """Adversarial starting points for samples ``idx``: ``(found bool, points)``."""
-        cfg = self.cfg
+        """Adversarial starting points for samples ``idx``: ``(found bool, points)``. Tried in turn on the samples
+        without one that can still pay for a binary search: the pool's inputs (in a keyed order per sample), then
+        ``init_tries`` draws of uniform noise."""
         shape = tuple(self.x.shape[1:])
         found = torch.zeros(idx.numel(), dtype=torch.bool, device=self.dev)
         start = self.x[idx].clone()
-        if self.pool is not None:
-            m = self.pool.shape[0]
+        pool = self.x[:0] if self.pool is None else self.pool
+        m = pool.shape[0]
+        if m:
             order = keyed_uniform(self.keys[idx], (m,), seed=self.seed, stream=_POOL_STREAM).to(self.dev).argsort(1)
-            for k in range(m):
-                todo = (~found & (self.remaining(idx) > self.bs_steps)).nonzero().squeeze(1)
-                if todo.numel() == 0:
-                    break
-                cand = self.pool[order[todo, k]]
-                ok = self.is_adv(idx[todo], cand)
-                found[todo[ok]] = True
-                start[todo[ok]] = cand[ok]
-        for k in range(cfg.init_tries):
+        for k in range(m + self.cfg.init_tries):
             todo = (~found & (self.remaining(idx) > self.bs_steps)).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            u = keyed_uniform(self.keys[idx[todo]], shape, seed=self.seed, stream=_NOISE_STREAM + k,
-                              dtype=self.x.dtype).to(self.dev)
-            cand = self.lo + (self.hi - self.lo) * u
+            if k < m:
+                cand = pool[order[todo, k]]
+            else:
+                u = keyed_uniform(self.keys[idx[todo]], shape, seed=self.seed, stream=_NOISE_STREAM + k - m,
+                                  dtype=self.x.dtype).to(self.dev)
+                cand = self.lo + (self.hi - self.lo) * u
             ok = self.is_adv(idx[todo], cand)
             found[todo[ok]] = True
             start[todo[ok]] = cand[ok]
@@ -221,17 +203,16 @@ class _HSJRun:
     def directions(self, idx: Tensor, n: int, t: int) -> Tensor:
         """``n`` random unit directions per sample of ``idx``, shape (len(idx), n, *x.shape[1:])."""
         shape = (n, *self.x.shape[1:])
-        feats = self.x[0].numel()
         # rows of a multiple of 16 values: torch's CPU normal sampler fills blocks of 16, so a sample's first
         # directions are then the same whatever n its chunk needs (a batch equals its single examples)
-        padded = -(-feats // 16) * 16
+        padded = -(-self.d // 16) * 16
         seeds = keyed_bits(self.keys[idx], (1,), seed=self.seed, stream=_GRAD_STREAM + t).reshape(-1).tolist()
         out = torch.empty((idx.numel(), *shape), dtype=self.x.dtype, device=self.dev)
         g = torch.Generator(device=self.dev)
         for i, s in enumerate(seeds):  # RNG only; all queries below are batched
             g.manual_seed(int(s))
             draw = torch.randn((n, padded), generator=g, device=self.dev, dtype=self.x.dtype)
-            out[i] = draw[:, :feats].reshape(shape)
+            out[i] = draw[:, : self.d].reshape(shape)
         norms = out.flatten(2).norm(dim=2)
         return out / norms.clamp_min(1e-12).reshape(*norms.shape, *([1] * (out.ndim - 2)))
 
@@ -259,10 +240,10 @@ class _HSJRun:
             mean = phi.sum(1) / nb.to(xb.dtype)
             agree = mean.abs() == 1
             phi_c = torch.where(valid, phi - torch.where(agree, 0.0, mean)[:, None], 0.0)
-            g = (phi_c.reshape(*phi_c.shape, *([1] * (u.ndim - 2))) * rv).sum(1) / _view(nb.to(xb.dtype), xb[sl])
+            g = (phi_c.reshape(*phi_c.shape, *([1] * (u.ndim - 2))) * rv).sum(1) / per_sample(nb.to(xb.dtype), xb[sl])
             est[sl] = g
         if self.cfg.norm == "l2":
-            return est / _view(est.flatten(1).norm(dim=1).clamp_min(1e-12), est)
+            return est / per_sample(est.flatten(1).norm(dim=1).clamp_min(1e-12), est)
         return est.sign()
 
     def step_search(self, idx: Tensor, xb: Tensor, v: Tensor, xi: Tensor) -> tuple[Tensor, Tensor]:
@@ -274,7 +255,7 @@ class _HSJRun:
             todo = (~moved & (self.remaining(idx) > self.bs_steps)).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            cand = (xb[todo] + _view(xi[todo], v) * v[todo]).clamp(self.lo, self.hi)
+            cand = (xb[todo] + per_sample(xi[todo], v) * v[todo]).clamp(self.lo, self.hi)
             ok = self.is_adv(idx[todo], cand)
             moved[todo[ok]] = True
             new[todo[ok]] = cand[ok]

@@ -75,7 +75,7 @@ from torch import Tensor, nn
 from bastion._checks import shown
 from bastion._model import chunk_size, evaluations_per_input
 from bastion.attacks._layout import channels_last_forward
-from bastion.attacks.base import Attack, Outcome, Task, check_choice, check_int, check_positive
+from bastion.attacks.base import Attack, Outcome, Task, check_int, check_positive, choice, flag, whole
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel, perturbation_norms
 
@@ -122,8 +122,6 @@ class L0Fraction(L0Budget):
     and :meth:`contains` agree exactly.
     """
 
-    eps: float
-
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 < self.eps <= 1.0:
@@ -141,8 +139,6 @@ class L0Fraction(L0Budget):
 class L0Count(L0Budget):
     """An L0 ball whose radius ``eps`` is a number of features: at most ``eps`` features change.
     :meth:`distance` is the number of changed features."""
-
-    eps: float
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -166,11 +162,8 @@ class JSMA(Attack):
             replaces ``gamma`` (a budget in pixels: one feature is one channel of one pixel, so a 3x224x224
             image has 150,528). The threat model is then :class:`L0Count`.
         per_step: pairs (single features with ``pairs=False``) changed per step, that is per Jacobian
-            evaluation; 1 (default) is the paper's algorithm. With ``m > 1`` a step takes the best pair, then
-            the best pair disjoint from it, and so on, all from the same Jacobian: about ``m`` times fewer
-            forward and backward passes, at the price of pairs chosen without seeing the effect of the
-            earlier ones (and up to ``2 (m - 1)`` more changed features than needed on the last step). See
-            "Large inputs" in the module docstring.
+            evaluation; 1 (default) is the paper's algorithm. ``m > 1`` takes ``m`` disjoint pairs greedily from
+            one Jacobian: about ``m`` times fewer passes, at a price ("Large inputs" in the module docstring).
         candidates: search pairs only among this many features, the ones with the largest saliency bound
             (default None: every feature of the search domain, the paper's exhaustive search). See "Large
             inputs" in the module docstring for what it can miss. Ignored for single features and for
@@ -218,51 +211,32 @@ class JSMA(Attack):
     name: ClassVar[str] = "jsma"
     theta: float = 1.0
     gamma: float = 0.145
-    max_features: int | None = None
-    per_step: int = 1
-    candidates: int | None = None
-    pairs: bool = True
-    variant: Literal["increase", "decrease"] = "increase"
-    output: Literal["logits", "probs"] = "probs"
-    untargeted: Literal["runner-up", "away"] = "runner-up"
+    max_features: int | None = whole(None, optional=True)
+    per_step: int = whole(1)
+    candidates: int | None = whole(None, minimum=2, optional=True)
+    pairs: bool = flag(True)
+    variant: Literal["increase", "decrease"] = choice("increase", ("increase", "decrease"))
+    output: Literal["logits", "probs"] = choice("probs", ("logits", "probs"))
+    untargeted: Literal["runner-up", "away"] = choice("runner-up", ("runner-up", "away"))
     bounds: tuple[float, float] = (0.0, 1.0)
-    chunk_elements: int = 1 << 24
-    jacobian_batch: int | None = None
-    channels_last: bool = True
+    chunk_elements: int = whole(1 << 24)
+    jacobian_batch: int | None = whole(None, optional=True)
+    channels_last: bool = flag(True)
 
-    def __post_init__(self) -> None:
+    def _check(self) -> None:
         if isinstance(self.theta, (int, float)) and not isinstance(self.theta, bool) and self.theta < 0:
             raise ConfigError(f"theta must be > 0, got {shown(self.theta)}; use variant='decrease' to push features down")
         check_positive("theta", self.theta)
         if not isinstance(self.gamma, (int, float)) or isinstance(self.gamma, bool) or not 0.0 < self.gamma <= 1.0:
             raise ConfigError(f"gamma (the fraction of features that may change) must be in (0, 1], got {shown(self.gamma)}")
-        if self.max_features is not None:
-            check_int("max_features", self.max_features, minimum=1)
-        check_int("per_step", self.per_step, minimum=1)
-        if self.candidates is not None:
-            check_int("candidates", self.candidates, minimum=2)
-        if not isinstance(self.pairs, bool):
-            raise ConfigError(f"pairs must be True or False, got {shown(self.pairs)}")
-        check_choice("variant", self.variant, ("increase", "decrease"))
-        check_choice("output", self.output, ("logits", "probs"))
-        check_choice("untargeted", self.untargeted, ("runner-up", "away"))
-        check_int("chunk_elements", self.chunk_elements, minimum=1)
-        if self.jacobian_batch is not None:
-            check_int("jacobian_batch", self.jacobian_batch, minimum=1)
-        if not isinstance(self.channels_last, bool):
-            raise ConfigError(f"channels_last must be True or False, got {shown(self.channels_last)}")
-        _ = self.threat
 
     @classmethod
     def large_input(cls, max_features: int, *, steps: int = 50, candidates: int = 1024, **options: Any) -> JSMA:
         """JSMA for large inputs (ImageNet-size images): at most ``max_features`` changed features, spent in
         about ``steps`` Jacobian evaluations (each step changes ``ceil(max_features / (2 steps))`` pairs, or
         ``ceil(max_features / steps)`` single features with ``pairs=False``), pairs searched among the
-        ``candidates`` most salient features. Other options as for :class:`JSMA`.
-
-        On a 3x224x224 input, the paper's algorithm at a 1% budget (1,505 features) needs 752 Jacobian
-        evaluations, each a forward and two backward passes (minutes on a CPU for a ResNet-18); this mode
-        needs about 50 (see ``benchmarks/scale_memory.py``)."""
+        ``candidates`` most salient features. Other options as for :class:`JSMA`; see "Large inputs" in the
+        module docstring (a 1% budget of a 3x224x224 input in about 50 Jacobian evaluations instead of 752)."""
         check_int("max_features", max_features, minimum=1)
         check_int("steps", steps, minimum=1)
         width = 2 if options.get("pairs", True) else 1
@@ -354,9 +328,6 @@ class JSMA(Attack):
             p, ok = top_features(a, c, dom, m)
             chosen, valid = p[:, :, None], ok
         elif self.output == "probs":  # beta = -alpha: the best pairs are the top alphas, two by two
-            if m == 1:
-                p, q, found = best_pairs_opposed(a, dom)
-                return torch.stack((p, q), 1)[:, None], found[:, None]
             chosen, valid = greedy_pairs_opposed(a, dom, m)
         elif self.candidates is None and m == 1:
             p, q, found = best_pairs(a, c, dom, self.chunk_elements)
@@ -482,13 +453,9 @@ def greedy_pairs(
     :func:`best_pairs`), then the best pair among the remaining features, and so on.
 
     ``candidates=None``: every pick is the exact best pair of the remaining domain (``m`` exact searches).
-    ``candidates=k``: the search is restricted to the ``k`` domain features with the largest upper bound
-    ``relu(a_p + max a) * relu(-b_p - min b)`` of any pair containing them (maxima over the domain); all their
-    ``k (k - 1) / 2`` pairs are scored once (in chunks of rows of at most ``chunk_elements`` scores) and the
-    picks are taken from that table. A pick equals the exhaustive search's whenever its score is at least the
-    largest bound left out; otherwise a better pair may hold a feature outside the candidates (e.g. two
-    specialists, one large in ``a`` and one large in ``-b``, where a feature moderate in both ranks above
-    one of them).
+    ``candidates=k``: all ``k (k - 1) / 2`` pairs of the ``k`` domain features with the largest upper bound are
+    scored once (in chunks of rows of at most ``chunk_elements`` scores) and the picks are taken from that
+    table (the bound, and what it can miss: "Large inputs" in the module docstring).
 
     Shape:
         a, b, domain: (B, N). Returns ``(pairs, found)``: (B, m, 2) feature indices and (B, m) bool; picks
@@ -509,10 +476,7 @@ def greedy_pairs(
             hits.append(ok)
         return torch.stack(picked, 1), torch.stack(hits, 1)
     k = min(candidates, n)
-    am = a.masked_fill(~domain, float("-inf"))
-    bm = b.masked_fill(~domain, float("inf"))
-    bound = (am + am.amax(1, keepdim=True)).clamp_min(0) * (-(bm + bm.amin(1, keepdim=True))).clamp_min(0)
-    bound = bound.masked_fill(~domain, 0).nan_to_num_(nan=0.0)
+    am, bm, bound = _pair_bound(a, b, domain)
     # in feature order, so that ties between pairs resolve as in the exhaustive search (the first pair wins)
     feats = bound.topk(k, dim=1).indices.sort(1).values  # (B, k)
     ac, bc, dc = am.gather(1, feats), bm.gather(1, feats), domain.gather(1, feats)
@@ -550,14 +514,9 @@ def best_pairs(
     Per row, the pair ``p != q`` of ``domain`` features maximizing ``(a_p + a_q) * -(b_p + b_q)`` subject to
     ``a_p + a_q > 0`` and ``b_p + b_q < 0``.
 
-    Two exact reductions keep this far below ``n^2 / 2`` scored pairs:
-
-    1. (``reduce``) Write ``u = a``, ``v = -b``. The score ``(u_p + u_q)(v_p + v_q)`` of a valid pair only
-       grows when ``q`` is replaced by a feature ``q' != p`` with ``u_q' >= u_q`` and ``v_q' >= v_q`` (the
-       pair stays valid). So a feature dominated in this way by two others can always be swapped out, and
-       the best pair is found among the features dominated by at most one other: about the first two Pareto
-       layers of the points ``(u_i, v_i)``, found with one lexicographic sort and running maxima.
-    2. The remaining candidates are scanned by :func:`_scan_pairs` in bound order, in chunks.
+    Two exact reductions keep this far below ``n^2 / 2`` scored pairs (see "Implementation" in the module
+    docstring): with ``reduce``, only the features :func:`_two_layer_candidates` keeps are candidates; they are
+    scanned by :func:`_scan_pairs` in bound order, in chunks.
 
     Shape:
         a, b, domain: (B, N). Returns ``(p, q, found)``, each (B,); ``found`` is False where no pair is valid.
@@ -578,6 +537,15 @@ def best_pairs(
         p, q, found = _scan_pairs(a.gather(1, feats), b.gather(1, feats), keep.gather(1, feats), chunk_elements)
         return feats.gather(1, p[:, None]).squeeze(1), feats.gather(1, q[:, None]).squeeze(1), found
     return _scan_pairs(a, b, domain, chunk_elements)
+
+
+def _pair_bound(a: Tensor, b: Tensor, domain: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``a`` and ``b`` set to -inf and +inf outside ``domain``, and each feature's upper bound ``relu(a_p + max a) *
+    relu(-b_p - min b)`` on the score of any pair containing it (maxima over the domain; 0 outside it)."""
+    a = a.masked_fill(~domain, float("-inf"))
+    b = b.masked_fill(~domain, float("inf"))
+    bound = (a + a.amax(1, keepdim=True)).clamp_min(0) * (-(b + b.amin(1, keepdim=True))).clamp_min(0)
+    return a, b, bound.masked_fill(~domain, 0).nan_to_num_(nan=0.0)
 
 
 def _exclusive_cummax(t: Tensor) -> Tensor:
@@ -621,12 +589,7 @@ def _scan_pairs(a: Tensor, b: Tensor, domain: Tensor, chunk_elements: int) -> tu
     """
     nb, n = a.shape
     dev, dtype = a.device, a.dtype
-    a = a.masked_fill(~domain, float("-inf"))
-    b = b.masked_fill(~domain, float("inf"))
-    a_max = a.amax(1, keepdim=True)
-    b_min = b.amin(1, keepdim=True)
-    bound = (a + a_max).clamp_min(0) * (-(b + b_min)).clamp_min(0)
-    bound = bound.masked_fill(~domain, 0).nan_to_num_(nan=0.0)
+    a, b, bound = _pair_bound(a, b, domain)
     bound_s, order = bound.sort(1, descending=True)
     a_s, b_s = a.gather(1, order), b.gather(1, order)
     # Features with a zero bound have no valid partner at all: neither rows nor columns need them.

@@ -13,8 +13,7 @@ LOSSES = ("ce", "margin", "dlr")
 
 def _other_max(logits: Tensor, cls: Tensor) -> Tensor:
     """max over classes j != cls of logits_j."""
-    masked = logits.scatter(1, cls[:, None], float("-inf"))
-    return masked.amax(1)
+    return logits.scatter(1, cls[:, None], float("-inf")).amax(1)
 
 
 def _own(logits: Tensor, cls: Tensor) -> Tensor:

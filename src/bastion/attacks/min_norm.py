@@ -28,15 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from bastion._model import judge
-from bastion.attacks.base import MinimumNormAttack, Outcome, Task, check_choice, check_int, check_positive
+from bastion.attacks.base import MinimumNormAttack, Outcome, Task, choice, positive, whole
 from bastion.attacks.descent import Descent, misclassified, named_loss
 from bastion.threat import ThreatModel
 
 log = logging.getLogger(__name__)
-
-
-def _l2(v: Tensor) -> Tensor:
-    return v.flatten(1).norm(dim=1)
 
 
 def project_l2(x_adv: Tensor, x: Tensor, eps: Tensor, bounds: tuple[float, float]) -> Tensor:
@@ -119,26 +115,14 @@ class MinNormPGD(MinimumNormAttack):
     """
 
     name: ClassVar[str] = "min-norm"
-    steps: int = 100
-    rel_step: float = 2.5
-    eps_init: float = 1.0
-    doublings: int = 6
-    search_steps: int = 10
-    loss: Literal["ce", "margin"] = "margin"
+    minimized_norm: ClassVar[str] = "l2"
+    steps: int = whole(100)
+    rel_step: float = positive(2.5)
+    eps_init: float = positive(1.0)
+    doublings: int = whole(6, minimum=0)
+    search_steps: int = whole(10, minimum=0)
+    loss: Literal["ce", "margin"] = choice("margin", ("ce", "margin"))
     bounds: tuple[float, float] = (0.0, 1.0)
-
-    def __post_init__(self) -> None:
-        check_int("steps", self.steps)
-        check_positive("rel_step", self.rel_step)
-        check_positive("eps_init", self.eps_init)
-        check_int("doublings", self.doublings, minimum=0)
-        check_int("search_steps", self.search_steps, minimum=0)
-        check_choice("loss", self.loss, ("ce", "margin"))
-        _ = self.threat
-
-    @property
-    def minimized_norm(self) -> str:
-        return "l2"
 
     def _run(self, model: nn.Module, task: Task) -> Outcome:
         x = task.x
@@ -163,7 +147,7 @@ class MinNormPGD(MinimumNormAttack):
             if not clean and out.start_logits is not None and idx.numel() == b:
                 clean.append(out.start_logits)
             queries[idx] += out.queries
-            norm = _l2((xa - x[idx]).to(torch.float64))
+            norm = (xa - x[idx]).to(torch.float64).flatten(1).norm(dim=1)
             better = ok & (norm < best_norm[idx])
             best[idx[better]] = xa[better]
             best_norm[idx[better]] = norm[better]

@@ -75,10 +75,9 @@ class Oracle:
             raise ConfigError(f"output must be 'scores' or 'labels', got {shown(output)}")
         if on_exceed not in ("raise", "stop"):
             raise ConfigError(f"on_exceed must be 'raise' or 'stop', got {shown(on_exceed)}")
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
-            raise ConfigError(f"budget must be an integer >= 0 or None, got {shown(budget)}")
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-            raise ConfigError(f"n must be an integer >= 0 or None, got {shown(n)}")
+        for name, value in (("budget", budget), ("n", n)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigError(f"{name} must be an integer >= 0 or None, got {shown(value)}")
         self.__model = model
         self._output: OracleOutput = output
         self._budget = budget

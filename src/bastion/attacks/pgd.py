@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion._model import judge
-from bastion.attacks.base import GradientAttack, Outcome, Task, check_int, check_positive
+from bastion.attacks.base import GradientAttack, Outcome, Task, positive, whole
 from bastion.attacks.descent import Descent, DescentResult, misclassified, named_loss
 
 
@@ -49,17 +49,11 @@ class PGD(GradientAttack):
 
     name: ClassVar[str] = "pgd"
     scaled_with_eps: ClassVar[tuple[str, ...]] = ("step_size",)
-    steps: int = 40
-    step_size: float | None = None
+    steps: int = whole(40)
+    step_size: float | None = positive(None, optional=True)
     random_start: bool = True
-    restarts: int = 1
+    restarts: int = whole(1)
     early_stop: bool = True
-
-    def _check(self) -> None:
-        check_int("steps", self.steps)
-        check_int("restarts", self.restarts)
-        if self.step_size is not None:
-            check_positive("step_size", self.step_size)
 
     @property
     def cost(self) -> int:

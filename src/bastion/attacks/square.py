@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
@@ -37,7 +37,7 @@ from torch import Tensor
 
 from bastion._checks import shown
 from bastion._rng import keyed_uniform
-from bastion.attacks.base import Access, Outcome, QueryAttack, Task, check_choice, check_int, check_positive
+from bastion.attacks.base import Outcome, QueryAttack, Task, choice, is_success, positive, whole
 from bastion.attacks.oracle import Oracle
 from bastion.errors import ConfigError, InputShapeError
 from bastion.threat import ThreatModel
@@ -70,11 +70,6 @@ def probability_loss(name: str, probs: Tensor, y: Tensor, target: Tensor | None)
     return own - other if target is None else other - own
 
 
-def _succeeded(probs: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
-    pred = probs.argmax(1)
-    return pred == target if target is not None else pred != y
-
-
 @dataclass(frozen=True, kw_only=True)
 class Square(QueryAttack):
     """Square Attack in the Linf norm (score-based, gradient-free).
@@ -97,116 +92,77 @@ class Square(QueryAttack):
     """
 
     name: ClassVar[str] = "square"
-    access: ClassVar[Access] = "score"
-    eps: float
-    max_queries: int = 5000
-    p_init: float = 0.8
-    loss: Literal["margin", "ce"] = "margin"
+    eps: float = positive(allow_zero=True)
+    max_queries: int = whole(5000)
+    p_init: float = positive(0.8)
+    loss: Literal["margin", "ce"] = choice("margin", ("margin", "ce"))
     bounds: tuple[float, float] = (0.0, 1.0)
 
-    def __post_init__(self) -> None:
-        check_positive("eps", self.eps, allow_zero=True)
-        check_int("max_queries", self.max_queries, minimum=1)
-        check_positive("p_init", self.p_init)
+    def _check(self) -> None:
         if self.p_init > 1:
             raise ConfigError(f"p_init must be in (0, 1], got {shown(self.p_init)}")
-        check_choice("loss", self.loss, ("margin", "ce"))
-        _ = self.threat
 
     @property
     def threat(self) -> ThreatModel:
         return ThreatModel(norm="linf", eps=self.eps, bounds=self.bounds)
 
-    @property
-    def radius(self) -> float:
-        return float(self.eps)
-
-    def at_eps(self, eps: float) -> Square:
-        return replace(self, eps=eps)
-
-    @property
-    def per_sample_budget(self) -> int:
-        return self.max_queries
-
     def _query(self, oracle: Oracle, task: Task) -> Outcome:
-        x = task.x
+        x, y, target, keys, seed = task.x, task.y, task.target, task.keys, task.seed
         if x.ndim != 4:
             raise InputShapeError(f"Square needs (N, C, H, W) images, got shape {tuple(x.shape)}")
-        x_adv, _ = square_linf(oracle, x, task.y, task.target, eps=self.eps, max_queries=self.max_queries,
-                               p_init=self.p_init, loss=self.loss, bounds=self.bounds, keys=task.keys, seed=task.seed)
-        return Outcome(x_adv, oracle.counts.to(x.device))
+        b, c, h, w = x.shape
+        dev = x.device
+        eps, loss, p_init = self.eps, self.loss, self.p_init
+        lo, hi = self.bounds
+        everyone = torch.arange(b, device=dev)
 
+        def query(idx: Tensor, xs: Tensor) -> tuple[Tensor, Tensor]:
+            probs = oracle(xs, idx).to(dev)
+            t = None if target is None else target[idx]
+            return probability_loss(loss, probs, y[idx], t), is_success(probs, y[idx], t)
 
-def square_linf(
-    oracle: Oracle,
-    x: Tensor,
-    y: Tensor,
-    target: Tensor | None,
-    *,
-    eps: float,
-    max_queries: int,
-    p_init: float,
-    loss: str,
-    bounds: tuple[float, float],
-    keys: Tensor,
-    seed: int,
-) -> tuple[Tensor, Tensor]:
-    """The Square Attack loop on an oracle (sample ``i`` of ``x`` is oracle index ``i``).
+        x_best = x.clone()
+        loss_best, done = query(everyone, x)
+        if self.max_queries < 2:
+            return Outcome(x_best, oracle.counts.to(dev))
 
-    Returns ``(x_adv, success)``.
-    """
-    b, c, h, w = x.shape
-    dev = x.device
-    lo, hi = bounds
-    everyone = torch.arange(b, device=dev)
-
-    def query(idx: Tensor, xs: Tensor) -> tuple[Tensor, Tensor]:
-        probs = oracle(xs, idx).to(dev)
-        t = None if target is None else target[idx]
-        return probability_loss(loss, probs, y[idx], t), _succeeded(probs, y[idx], t)
-
-    x_best = x.clone()
-    loss_best, done = query(everyone, x)
-    if max_queries < 2:
-        return x_best, done
-
-    # 1. vertical stripes: one random sign per (channel, column), constant along the rows
-    idx = (~done).nonzero().squeeze(1)
-    if idx.numel():
-        u = keyed_uniform(keys[idx], (c, 1, w), seed=seed, stream=_INIT_STREAM, dtype=x.dtype).to(dev)
-        stripes = torch.where(u < 0.5, -eps, eps).to(x.dtype)  # Python scalars would make it float32
-        x_init = (x[idx] + stripes).clamp(lo, hi)
-        l_init, ok = query(idx, x_init)
-        x_best[idx], loss_best[idx], done[idx] = x_init, l_init, ok
-
-    # 2. random search over squares
-    n_iters = max_queries - 2
-    rows = torch.arange(h, device=dev)
-    cols = torch.arange(w, device=dev)
-    for i in range(n_iters):
+        # 1. vertical stripes: one random sign per (channel, column), constant along the rows
         idx = (~done).nonzero().squeeze(1)
-        if idx.numel() == 0:
-            break
-        p = square_fraction(i, n_iters, p_init)
-        s = int(min(max(round(math.sqrt(p * h * w)), 1), min(h, w)))
-        u = keyed_uniform(keys[idx], (2 + c,), seed=seed, stream=_ITER_STREAM + i, dtype=torch.float64).to(dev)
-        r0 = (u[:, 0] * (h - s + 1)).long().clamp(max=h - s)
-        c0 = (u[:, 1] * (w - s + 1)).long().clamp(max=w - s)
-        sign = torch.where(u[:, 2:] < 0.5, -1.0, 1.0).to(x.dtype).reshape(-1, c, 1, 1)
-        in_r = (rows[None] >= r0[:, None]) & (rows[None] < (r0 + s)[:, None])
-        in_c = (cols[None] >= c0[:, None]) & (cols[None] < (c0 + s)[:, None])
-        window = (in_r[:, :, None] & in_c[:, None, :])[:, None]  # (n, 1, H, W)
+        if idx.numel():
+            u = keyed_uniform(keys[idx], (c, 1, w), seed=seed, stream=_INIT_STREAM, dtype=x.dtype).to(dev)
+            stripes = torch.where(u < 0.5, -eps, eps).to(x.dtype)  # Python scalars would make it float32
+            x_init = (x[idx] + stripes).clamp(lo, hi)
+            l_init, ok = query(idx, x_init)
+            x_best[idx], loss_best[idx], done[idx] = x_init, l_init, ok
 
-        xs, xb = x[idx], x_best[idx]
-        cand = torch.where(window, (xs + sign * eps).clamp(lo, hi), xb)
-        # a window that already holds these signs would waste a query: flip its signs instead
-        same = ((cand - xb).abs().flatten(1).amax(1) == 0).reshape(-1, 1, 1, 1)
-        if bool(same.any()):
-            cand = torch.where(window & same, (xs - sign * eps).clamp(lo, hi), cand)
-        l_new, ok = query(idx, cand)
-        accept = (l_new < loss_best[idx]) | ok
-        sel = idx[accept]
-        x_best[sel], loss_best[sel], done[sel] = cand[accept], l_new[accept], ok[accept]
-        if i % 500 == 0:
-            log.debug("square: iteration %d/%d, %d of %d samples unbroken", i, n_iters, int((~done).sum()), b)
-    return x_best, done
+        # 2. random search over squares
+        n_iters = self.max_queries - 2
+        rows = torch.arange(h, device=dev)
+        cols = torch.arange(w, device=dev)
+        for i in range(n_iters):
+            idx = (~done).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            p = square_fraction(i, n_iters, p_init)
+            s = int(min(max(round(math.sqrt(p * h * w)), 1), min(h, w)))
+            u = keyed_uniform(keys[idx], (2 + c,), seed=seed, stream=_ITER_STREAM + i, dtype=torch.float64).to(dev)
+            r0 = (u[:, 0] * (h - s + 1)).long().clamp(max=h - s)
+            c0 = (u[:, 1] * (w - s + 1)).long().clamp(max=w - s)
+            sign = torch.where(u[:, 2:] < 0.5, -1.0, 1.0).to(x.dtype).reshape(-1, c, 1, 1)
+            in_r = (rows[None] >= r0[:, None]) & (rows[None] < (r0 + s)[:, None])
+            in_c = (cols[None] >= c0[:, None]) & (cols[None] < (c0 + s)[:, None])
+            window = (in_r[:, :, None] & in_c[:, None, :])[:, None]  # (n, 1, H, W)
+
+            xs, xb = x[idx], x_best[idx]
+            cand = torch.where(window, (xs + sign * eps).clamp(lo, hi), xb)
+            # a window that already holds these signs would waste a query: flip its signs instead
+            same = ((cand - xb).abs().flatten(1).amax(1) == 0).reshape(-1, 1, 1, 1)
+            if bool(same.any()):
+                cand = torch.where(window & same, (xs - sign * eps).clamp(lo, hi), cand)
+            l_new, ok = query(idx, cand)
+            accept = (l_new < loss_best[idx]) | ok
+            sel = idx[accept]
+            x_best[sel], loss_best[sel], done[sel] = cand[accept], l_new[accept], ok[accept]
+            if i % 500 == 0:
+                log.debug("square: iteration %d/%d, %d of %d samples unbroken", i, n_iters, int((~done).sum()), b)
+        return Outcome(x_best, oracle.counts.to(dev))

@@ -22,13 +22,6 @@ from bastion.attacks.base import Access, Attack, Outcome, Task, WrappingAttack, 
 from bastion.errors import ConfigError, InputShapeError
 
 
-def short_model_repr(model: nn.Module) -> str:
-    """``Classifier(arch='mnist-cnn')``-style one-liner (``repr`` of a module prints every layer)."""
-    meta = getattr(model, "meta", None)
-    arch = getattr(meta, "arch", None)
-    return f"{type(model).__name__}(arch={arch!r})" if arch is not None else f"{type(model).__name__}(...)"
-
-
 def craft_on_source(attack: Attack, source: nn.Module, task: Task) -> Tensor:
     """Run ``attack`` white-box on ``source`` and return the adversarial inputs (for another model).
 
@@ -105,5 +98,7 @@ class TransferAttack(WrappingAttack):
         """JSON-able configuration: the source is described by its class and metadata, not its weights."""
         return {"attack": self.name, "source": describe_model(self.source), "inner": self.attack.to_dict()}
 
-    def __repr__(self) -> str:
-        return f"TransferAttack(source={short_model_repr(self.source)}, attack={self.attack!r})"
+    def __repr__(self) -> str:  # the source as ``Classifier(arch='mnist-cnn')`` (its repr prints every layer)
+        arch = getattr(getattr(self.source, "meta", None), "arch", None)
+        source = f"{type(self.source).__name__}({'...' if arch is None else f'arch={arch!r}'})"
+        return f"TransferAttack(source={source}, attack={self.attack!r})"
