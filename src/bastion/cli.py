@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from torch import Tensor, nn
 
-    from bastion.attacks.base import Attack
+    from bastion.attacks.base import Attack, TargetSpec
     from bastion.data import LabelledImages
     from bastion.data.base import ImageDataset
     from bastion.distributed import World
@@ -410,25 +410,21 @@ def train(
         # every process checks (nothing is written before the first epoch ends), so that a refused --out stops
         # them all with the same message instead of leaving the others to fail in a collective
         _check_run_folder(out, resume=resume, overwrite=overwrite, quiet=job.quiet or world.rank != 0)
-        own_net = None
+        net: nn.Module | None = None
         if _trains_own_model(model, init, own.weights):
-            own_net, train_ds, val_ds = _own_training(model, own=own, data=data, split=split, val_split=val_split,
-                                                       data_dir=data_dir, labels=labels, device=device)
+            net, train_ds, val_ds = _own_training(model, own=own, data=data, split=split, val_split=val_split,
+                                                  data_dir=data_dir, labels=labels, device=device)
         else:
             train_ds = load_dataset(data, split, data_dir=data_dir)
+            val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         present = int(train_ds.labels.unique().numel())
         if present < train_ds.num_classes and not job.quiet and world.rank == 0:
             console.print(f"[bold yellow]warning:[/] {escape(data)}:{escape(split)} holds only {present} of the "
                           f"{train_ds.num_classes} classes (mnist-5k is sorted by class: a slice like train[:500] is "
                           "zeros and ones); the model cannot learn the others")
-        if own_net is None:
-            val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
                           schedule=schedule, weight_decay=weight_decay, seed=seed)  # type: ignore[arg-type]
-        net: nn.Module
-        if own_net is not None:
-            net = own_net
-        elif init:
+        if net is None and init:
             loaded = resolve_model(init, device=device)
             start = innermost(loaded)  # a defended model: the classifier inside it
             if not isinstance(start, Classifier):
@@ -437,7 +433,7 @@ def train(
                 console.print(f"--init {init}: starting from the classifier inside its {type(loaded).__name__} "
                               "(the saved model is a plain classifier; add --defense to train with one)")
             net = start
-        else:
+        elif net is None:
             opts = {k: v for k, v in (("dropout", dropout), ("hidden", hidden)) if v}
             net = create_model(model, dataset=data, classes=train_ds.classes, seed=seed, **opts)
         objective, callbacks, extra_meta, wrap = build_training(
@@ -449,9 +445,8 @@ def train(
             history = fit(net, train_ds, config=cfg, objective=objective, val=val_ds, out_dir=out, resume=resume,
                           device=device, progress=bar, callbacks=callbacks, world=world if world.distributed else None,
                           monitor=extra_meta.get("monitor", "val_acc"), record={"command": _command_line(ctx)})
-        metrics = {"val_split": f"{data}:{val_split}", "val_acc": history.last.get("val_acc")}
-        if val_ds is not None:
-            metrics["val_acc"] = accuracy(wrap(net), val_ds, device=device)
+        val_acc = accuracy(wrap(net), val_ds, device=device) if val_ds is not None else history.last.get("val_acc")
+        metrics = {"val_split": f"{data}:{val_split}", "val_acc": val_acc}
         training = {"command": _command_line(ctx), "data": data, "split": split, "seed": seed,
                     "sha256": train_ds.sha256, "config": cfg.__dict__, **extra_meta.get("training", {})}
         path = out / "model.safetensors"
@@ -462,9 +457,8 @@ def train(
         elif world.rank == 0 and isinstance(net, UserModel):
             save_weights(net, path, {"training": training, "metrics": metrics})
         world.close()
-    if world.rank != 0:
-        return
-    results.print(f"saved {path}  val accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else f"saved {path}")
+    if world.rank == 0:
+        results.print(f"saved {path}" + (f"  val accuracy {val_acc:.4f}" if val_acc is not None else ""))
 
 
 def _check_train_options(model: str, init: str | None, *, dropout: float, weight_decay: float,
@@ -556,30 +550,21 @@ def _parse_options(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-def _target(spec: str | None, n: int) -> Literal["random", "least-likely"] | Tensor | None:
+def _targeted(ds: ImageDataset, target: str | None) -> tuple[ImageDataset, TargetSpec]:
+    """The images to attack and the attack's target (``target`` from :func:`_class_number`): with a class number,
+    the images already of that class are left out (a targeted attack on them has nothing to do), with a note."""
     import torch
 
-    if spec is None or spec in ("random", "least-likely"):
-        return spec  # type: ignore[return-value]  # None or one of the two literals
-    try:
-        return torch.full((n,), int(spec), dtype=torch.int64)
-    except ValueError:
-        raise BastionError(f"--target must be a class index, 'random' or 'least-likely', got {spec!r}") from None
-
-
-def _drop_target_class(ds: ImageDataset, target: str | None) -> ImageDataset:
-    """With a class index as ``--target``, the images already of that class are left out (a targeted attack
-    on them has nothing to do), with a note."""
     if target is None or not target.lstrip("-").isdigit():
-        return ds
+        return ds, target  # type: ignore[return-value]  # None, 'random' or 'least-likely'
     keep = (ds.labels != int(target)).nonzero().squeeze(1)
-    if keep.numel() == len(ds):
-        return ds
     if keep.numel() == 0:
         raise BastionError(f"every selected image is already of the target class {target}")
-    console.print(f"note: {len(ds) - keep.numel()} of the {len(ds)} images are already of class {target}; "
-                  "attacking the other ones")
-    return ds.subset(keep, split=ds.split)
+    if keep.numel() < len(ds):
+        console.print(f"note: {len(ds) - keep.numel()} of the {len(ds)} images are already of class {target}; "
+                      "attacking the other ones")
+        ds = ds.subset(keep, split=ds.split)
+    return ds, torch.full((len(ds),), int(target), dtype=torch.int64)
 
 
 @app.command()
@@ -648,10 +633,10 @@ def attack(
                               f"attacking all {len(full)}")
             ds = full.spread(n).load()
         net = apply_defense(net, defense, k=k)
-        ds = _drop_target_class(ds, target)
+        ds, spec = _targeted(ds, target)
         x, y = ds.images.to(device), ds.labels.to(device)
         _use_threads(threads)
-        res = atk(net, x, y, target=_target(target, len(ds)), generator=torch.Generator().manual_seed(seed),
+        res = atk(net, x, y, target=spec, generator=torch.Generator().manual_seed(seed),
                   keys=ds.indices.to(device) if ds.indices is not None else None)
     tensors = {"x": x.cpu().contiguous(), "x_adv": res.x_adv.cpu().contiguous(), "y": y.cpu(),
                "pred_adv": res.pred_adv.cpu(), "success": res.success.cpu().to(torch.uint8)}
@@ -747,9 +732,9 @@ def evaluate(
         net = apply_defense(_model_for_data(net, full, device), defense, k=k, seed=seed)
         ds = full.spread(n)
         if suite_preset is not None:
-            ev = _preset(suite_preset, net, ds, attacks=attacks, eps=eps or "0.3", steps=steps, restarts=restarts,
-                         adaptive=adaptive, eot_n=eot_n or 20, cascade=cascade, batch_size=batch_size, seed=seed,
-                         device=device)
+            ev = _autoattack(net, ds, attacks=attacks, eps=eps or "0.3", steps=steps, restarts=restarts,
+                             adaptive=adaptive, eot_n=eot_n or 20, cascade=cascade, batch_size=batch_size, seed=seed,
+                             device=device)
         else:
             suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
                      for a in (attacks or "fgsm,bim,pgd").split(",") if a.strip()]
@@ -828,33 +813,28 @@ def _split_presets(names: Sequence[str] | None) -> tuple[str | None, str | None]
     evaluation's (autoattack), each at most once."""
     from bastion.models import PRESETS
 
-    model_presets: list[str] = []
-    suite_presets: list[str] = []
-    for name in (part.strip() for value in names or [] for part in value.split(",")):
-        if name in PRESETS:
-            model_presets.append(name)
-        elif name == "autoattack":
-            suite_presets.append(name)
-        elif name:
+    given = [part.strip() for value in names or [] for part in value.split(",") if part.strip()]
+    for name in given:
+        if name not in PRESETS and name != "autoattack":
             raise BastionError(f"--preset must be one of {', '.join([*sorted(PRESETS), 'autoattack'])}, got {name!r}")
+    model_presets = [name for name in given if name in PRESETS]
+    suite_presets = [name for name in given if name == "autoattack"]
     if len(model_presets) > 1 or len(suite_presets) > 1:
         raise BastionError("--preset takes at most one preprocessing preset (imagenet) and one evaluation preset "
                            f"(autoattack), got {', '.join(model_presets + suite_presets)}")
     return (model_presets[0] if model_presets else None), (suite_presets[0] if suite_presets else None)
 
 
-def _preset(name: str, net: nn.Module, ds: LabelledImages, *, attacks: str | None, eps: str, steps: int | None,
-            restarts: int | None, adaptive: str, eot_n: int, cascade: bool, batch_size: int | None, seed: int,
-            device: str) -> Evaluation:
-    """The evaluation of ``--preset``: AutoAttack, its rand version when the model is randomized."""
+def _autoattack(net: nn.Module, ds: LabelledImages, *, attacks: str | None, eps: str, steps: int | None,
+                restarts: int | None, adaptive: str, eot_n: int, cascade: bool, batch_size: int | None, seed: int,
+                device: str) -> Evaluation:
+    """The evaluation of ``--preset autoattack``: AutoAttack, its rand version when the model is randomized."""
     import torch
 
     from bastion._model import PROBE_SAMPLES, is_randomized
     from bastion.eval import Evaluation
     from bastion.factory import parse_eps
 
-    if name != "autoattack":
-        raise BastionError(f"--preset must be autoattack, got {name!r}")
     if attacks is not None:
         raise BastionError("--preset autoattack runs its own attacks: leave out --attacks")
     if not cascade:
@@ -899,12 +879,11 @@ def _adaptive_models(net: nn.Module, adaptive: str, eot_n: int) -> dict[str, nn.
             raise BastionError(f"--adaptive {adaptive} needs an input-transformation defense (--defense bart or a "
                                "BaRT model); hide-probs changes the outputs, where transfer attacks apply")
         return {}
-    choice = "eot-bpda" if adaptive == "auto" else adaptive
-    if choice == "eot-bpda":
+    if adaptive in ("auto", "eot-bpda"):
         return {f"eot{eot_n}(bpda)": eot(bpda(net), n=eot_n)}
-    if choice == "eot":
+    if adaptive == "eot":
         return {f"eot{eot_n}": eot(net, n=eot_n)}
-    if choice == "bpda":
+    if adaptive == "bpda":
         return {"bpda": bpda(net)}
     raise BastionError(f"--adaptive must be auto, eot-bpda, eot, bpda or none; got {adaptive!r}")
 
