@@ -512,16 +512,15 @@ def _check_run_folder(out: Path, *, resume: bool, overwrite: bool, quiet: bool) 
 
     if resume and overwrite:
         raise BastionError("--resume continues the run in --out and --overwrite starts it over: pass one of them")
-    outputs = OutputFolder(out, TRAIN_OUTPUTS, overwrite=overwrite or resume)
     has_run = any(os.path.lexists(out / name) for name in (CHECKPOINT, "model.safetensors"))
     if has_run and not (resume or overwrite):
         raise OutputError(f"{out} already holds a training run; pass --resume to continue it, --overwrite to start "
                           "over, or choose another --out")
-    outputs.check(advice="pass --overwrite to replace it, --resume to continue a run, or choose another --out")
-    if resume and not (out / CHECKPOINT).exists() and not quiet:
-        console.print(f"note: no {CHECKPOINT} in {out}: nothing to resume, training from the start")
-    elif resume and not quiet:
-        console.print(f"resuming the run in {out}{_epochs_done(out / METRICS)}")
+    OutputFolder(out, TRAIN_OUTPUTS, overwrite=overwrite or resume).check(
+        advice="pass --overwrite to replace it, --resume to continue a run, or choose another --out")
+    if resume and not quiet:
+        console.print(f"resuming the run in {out}{_epochs_done(out / METRICS)}" if (out / CHECKPOINT).exists() else
+                      f"note: no {CHECKPOINT} in {out}: nothing to resume, training from the start")
 
 
 def _epochs_done(metrics: Path) -> str:
@@ -888,28 +887,28 @@ def _adaptive_models(net: nn.Module, adaptive: str, eot_n: int) -> dict[str, nn.
     raise BastionError(f"--adaptive must be auto, eot-bpda, eot, bpda or none; got {adaptive!r}")
 
 
-def _print_report(report: object) -> None:
+def _print_report(report: RobustnessReport) -> None:
     from rich.table import Table
 
-    for h in getattr(report, "headline", None) or []:
+    for h in report.headline or []:
         first = ", ".join(f"{a} {h['broken_by'].get(a, 0)}" for a in h["attacks"])
         results.print(f"[bold]{h['name']}: robust accuracy {h['accuracy']:.1%}[/] at eps={h['eps']:g} (clean "
                       f"{h['clean_accuracy']:.1%}); images broken first by {first}", soft_wrap=True)
 
-    t = Table(title=f"clean accuracy {report.clean_accuracy:.1%}")  # type: ignore[attr-defined]
+    t = Table(title=f"clean accuracy {report.clean_accuracy:.1%}")
     for c in ("attack", "mode", "eps", "accuracy", "attacked", "success", "L2", "Linf", "s"):
         t.add_column(c, justify="right")
-    for r in report.rows:  # type: ignore[attr-defined]
+    for r in report.rows:
         t.add_row(r.attack, r.mode, "-" if r.eps is None else f"{r.eps:g}", f"{r.accuracy:.1%}", str(r.attacked),
                   "-" if r.success_rate is None else f"{r.success_rate:.1%}",
                   "-" if r.l2_mean is None else f"{r.l2_mean:.2f}", "-" if r.linf_mean is None else f"{r.linf_mean:.3f}",
                   f"{r.seconds:.1f}")
     results.print(t)
-    if report.cascade:  # type: ignore[attr-defined]
+    if report.cascade:
         console.print("cascade: each row's accuracy is the worst case over it and the earlier attacks of its "
                       "threat model; 'attacked' counts the images still standing when it started, 'success' is "
                       "over those")
-    for f in report.flags:  # type: ignore[attr-defined]
+    for f in report.flags:
         results.print(f"[bold red]flag[/] {f.code}: {f.title}")
 
 
@@ -1008,17 +1007,15 @@ def list_models() -> None:
     from bastion.models import PRETRAINED, read_meta, weights_path
 
     for name, entry in PRETRAINED.items():
-        desc = entry.description
         p = weights_path(name)
-        if p.exists():
-            m = read_meta(p)
-            results.print(f"[bold]{name}[/]: {desc}; {m.metrics.get('val_split')}: {m.metrics.get('val_acc')}",
-                          soft_wrap=True)
-            command = (m.training or {}).get("command")
-            if command:
-                results.print(f"  trained with: {command}", soft_wrap=True, highlight=False)
-        else:
-            results.print(f"[bold]{name}[/]: {desc} [dim](not shipped in this version)[/]", soft_wrap=True)
+        if not p.exists():
+            results.print(f"[bold]{name}[/]: {entry.description} [dim](not shipped in this version)[/]", soft_wrap=True)
+            continue
+        m = read_meta(p)
+        results.print(f"[bold]{name}[/]: {entry.description}; {m.metrics.get('val_split')}: {m.metrics.get('val_acc')}",
+                      soft_wrap=True)
+        if command := (m.training or {}).get("command"):
+            results.print(f"  trained with: {command}", soft_wrap=True, highlight=False)
 
 
 def main() -> None:
