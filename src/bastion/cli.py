@@ -58,11 +58,8 @@ def _command_line(ctx: typer.Context) -> str:
             for v in value:
                 parts += [flag, shlex.quote(str(v))]
             continue
-        if getattr(param, "is_flag", False) and isinstance(value, bool):
-            if param.secondary_opts:
-                parts.append(flag if value else param.secondary_opts[0])
-            elif value:
-                parts.append(flag)
+        if getattr(param, "is_flag", False) and isinstance(value, bool):  # --no-X when off, if it has one
+            parts += [flag] if value else param.secondary_opts[:1]
             continue
         parts += [flag, shlex.quote(str(value))]
     return " ".join(parts)
@@ -267,38 +264,33 @@ def _sizes(text: str, option: str, *, channels: bool = False) -> tuple[int, ...]
     return tuple(int(p) for p in parts)
 
 
-def _open_data(spec: str, split: str, data_dir: Path | None, labels: Path | None, net: nn.Module, *,
-               quiet: bool = False) -> LabelledImages:
-    """A data set by name, or your images (listed now, decoded batch by batch), prepared as ``net`` expects them; the
-    files skipped and the images converted are noted."""
+def _open_data(spec: str, split: str, data_dir: Path | None, labels: Path | None, net: nn.Module, device: str, *,
+               quiet: bool = False) -> tuple[nn.Module, LabelledImages]:
+    """A data set by name, or your images (listed now, decoded batch by batch), prepared as ``net`` expects them (the
+    files skipped and the images converted are noted); and ``net`` with the data's class names when it has none of
+    its own (your model without a preset or --classes), checked to return one score per class."""
     from bastion.data import is_image_source, load_dataset, open_images
     from bastion.data.images import describe_converted, describe_skipped
-    from bastion.models.user import preprocessing_of
+    from bastion.models.user import UserModel, check_outputs, preprocessing_of, with_classes
 
+    ds: LabelledImages
     if not is_image_source(spec):
         if labels is not None:
             raise BastionError("--labels goes with --data images:PATH (a CSV of file,label rows)")
-        return load_dataset(spec, split, data_dir=data_dir)
-    pre = preprocessing_of(net)
-    ds = open_images(spec, transform=pre.transform(), labels=labels, classes=pre.classes)
-    for line in (describe_skipped(ds), describe_converted(ds)):
-        if line and not quiet:
-            console.print(f"note: {escape(line)}", soft_wrap=True)
-    return ds
-
-
-def _model_for_data(net: nn.Module, ds: LabelledImages, device: str) -> nn.Module:
-    """``net`` with the data's class names when it has none of its own (your model without a preset or --classes),
-    checked to return one score per class."""
-    from bastion.models.user import UserModel, check_outputs, with_classes
-
+        ds = load_dataset(spec, split, data_dir=data_dir)
+    else:
+        pre = preprocessing_of(net)
+        ds = open_images(spec, transform=pre.transform(), labels=labels, classes=pre.classes)
+        for line in (describe_skipped(ds), describe_converted(ds)):
+            if line and not quiet:
+                console.print(f"note: {escape(line)}", soft_wrap=True)
     own = getattr(net, "classes", None)
     if isinstance(net, UserModel) and own is None:
         net = with_classes(net, ds.classes)
     where = ("the model's class names" if own is not None else
              f"the class folders of {ds.name}" if ds.name.startswith("folder:") else f"the labels of {ds.name}")
     check_outputs(net, ds.batch(slice(0, 1)).to(device), tuple(getattr(net, "classes", ds.classes)), where=where)
-    return net
+    return net, ds
 
 
 def _class_number(target: str | None, classes: Sequence[str]) -> str | None:
@@ -492,16 +484,15 @@ def _own_training(model: str, *, own: OwnModel, data: str, split: str, val_split
     """Your model (a factory, from --weights when given) and its training and validation images, in memory."""
     from bastion.data import is_image_source, load_dataset
 
-    net = own.load(model, device)
-    train_ds = _open_data(data, split, data_dir, labels, net).load()
-    net = _model_for_data(net, train_ds, device)
+    net, files = _open_data(data, split, data_dir, labels, own.load(model, device), device)
+    train_ds = files.load()
     if not val_split:
         return net, train_ds, None
     if is_image_source(data):
         if not is_image_source(val_split):
             raise BastionError(f"--val-split {val_split!r}: with your own images, give a second source (folder:PATH or "
                                "images:PATH), or '' for none")
-        return net, train_ds, _open_data(val_split, "all", None, labels, net).load()
+        return net, train_ds, _open_data(val_split, "all", None, labels, net, device)[1].load()
     return net, train_ds, load_dataset(data, val_split, data_dir=data_dir)
 
 
@@ -624,8 +615,7 @@ def attack(
             target = _class_number(target, getattr(net, "classes", ()))
             ds = _single_image(image, net, device, target)
         else:
-            full = _open_data(data, split, data_dir, labels, net)
-            net = _model_for_data(net, full, device)
+            net, full = _open_data(data, split, data_dir, labels, net, device)
             target = _class_number(target, getattr(net, "classes", full.classes))
             if n > len(full):
                 console.print(f"note: --n {n} is more than the {len(full)} images of {escape(data)}:{escape(split)}: "
@@ -727,8 +717,8 @@ def evaluate(
         if world.rank == 0:
             outputs.check()
         earlier = _earlier_results(out, resume=resume, distributed=world.distributed, quiet=job.quiet)
-        full = _open_data(data, split, data_dir, labels, net, quiet=world.rank != 0)
-        net = apply_defense(_model_for_data(net, full, device), defense, k=k, seed=seed)
+        net, full = _open_data(data, split, data_dir, labels, net, device, quiet=world.rank != 0)
+        net = apply_defense(net, defense, k=k, seed=seed)
         ds = full.spread(n)
         if suite_preset is not None:
             ev = _autoattack(net, ds, attacks=attacks, eps=eps or "0.3", steps=steps, restarts=restarts,
@@ -802,8 +792,8 @@ def _earlier_results(out: Path, *, resume: bool, distributed: bool, quiet: bool)
     except (ValueError, KeyError, TypeError) as e:
         raise BastionError(f"{path} cannot be resumed: it is not a bastion results file ({e})") from None
     if not quiet:
-        state = "partial" if earlier.partial else "complete"
-        console.print(f"resuming from {path} ({state}: {len(earlier.rows)} rows done)")
+        console.print(f"resuming from {path} ({'partial' if earlier.partial else 'complete'}: {len(earlier.rows)} "
+                      "rows done)")
     return earlier
 
 
@@ -991,8 +981,7 @@ def _own_demo(model: str | None, *, weights: Path | None, own: Preprocessing | N
     if gallery is None or not is_image_source(gallery):
         raise BastionError("--model needs --gallery folder:PATH (or images:PATH --labels FILE): the images to show")
     net = resolve_model(model, device=device, weights=weights, preprocessing=own)
-    data = _open_data(gallery, "all", None, labels, net)
-    net = _model_for_data(net, data, device)
+    net, data = _open_data(gallery, "all", None, labels, net, device)
     transform = preprocessing_of(net).transform()
     if transform.crop is None:  # uploads must come out at the gallery's size
         _, h, w = data.input_shape
