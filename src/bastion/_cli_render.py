@@ -40,14 +40,8 @@ def progress_bar(*, enabled: bool = True, interval: float = LOG_INTERVAL) -> Ite
         with _progress_lines(interval) as callback:
             yield callback
         return
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as bar:
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console) as bar:
         tasks: dict[str, TaskID] = {}
 
         def callback(task: str, done: int, total: int | None) -> None:

@@ -66,8 +66,7 @@ def busy_cpus(seconds: float = SAMPLE_SECONDS) -> float | None:
 
 def _proc_stat() -> tuple[int, int]:
     """(all jiffies, idle + iowait jiffies) of the machine."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    values = [int(v) for v in fields]
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return sum(values[:8]), values[3] + values[4]
 
 

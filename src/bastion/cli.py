@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from torch import Tensor, nn
 
-    from bastion.attacks.base import Attack
+    from bastion.attacks.base import Attack, TargetSpec
     from bastion.data import LabelledImages
     from bastion.data.base import ImageDataset
     from bastion.distributed import World
@@ -58,11 +58,8 @@ def _command_line(ctx: typer.Context) -> str:
             for v in value:
                 parts += [flag, shlex.quote(str(v))]
             continue
-        if getattr(param, "is_flag", False) and isinstance(value, bool):
-            if param.secondary_opts:
-                parts.append(flag if value else param.secondary_opts[0])
-            elif value:
-                parts.append(flag)
+        if getattr(param, "is_flag", False) and isinstance(value, bool):  # --no-X when off, if it has one
+            parts += [flag] if value else param.secondary_opts[:1]
             continue
         parts += [flag, shlex.quote(str(value))]
     return " ".join(parts)
@@ -267,38 +264,33 @@ def _sizes(text: str, option: str, *, channels: bool = False) -> tuple[int, ...]
     return tuple(int(p) for p in parts)
 
 
-def _open_data(spec: str, split: str, data_dir: Path | None, labels: Path | None, net: nn.Module, *,
-               quiet: bool = False) -> LabelledImages:
-    """A data set by name, or your images (listed now, decoded batch by batch), prepared as ``net`` expects them; the
-    files skipped and the images converted are noted."""
+def _open_data(spec: str, split: str, data_dir: Path | None, labels: Path | None, net: nn.Module, device: str, *,
+               quiet: bool = False) -> tuple[nn.Module, LabelledImages]:
+    """A data set by name, or your images (listed now, decoded batch by batch), prepared as ``net`` expects them (the
+    files skipped and the images converted are noted); and ``net`` with the data's class names when it has none of
+    its own (your model without a preset or --classes), checked to return one score per class."""
     from bastion.data import is_image_source, load_dataset, open_images
     from bastion.data.images import describe_converted, describe_skipped
-    from bastion.models.user import preprocessing_of
+    from bastion.models.user import UserModel, check_outputs, preprocessing_of, with_classes
 
+    ds: LabelledImages
     if not is_image_source(spec):
         if labels is not None:
             raise BastionError("--labels goes with --data images:PATH (a CSV of file,label rows)")
-        return load_dataset(spec, split, data_dir=data_dir)
-    pre = preprocessing_of(net)
-    ds = open_images(spec, transform=pre.transform(), labels=labels, classes=pre.classes)
-    for line in (describe_skipped(ds), describe_converted(ds)):
-        if line and not quiet:
-            console.print(f"note: {escape(line)}", soft_wrap=True)
-    return ds
-
-
-def _model_for_data(net: nn.Module, ds: LabelledImages, device: str) -> nn.Module:
-    """``net`` with the data's class names when it has none of its own (your model without a preset or --classes),
-    checked to return one score per class."""
-    from bastion.models.user import UserModel, check_outputs, with_classes
-
+        ds = load_dataset(spec, split, data_dir=data_dir)
+    else:
+        pre = preprocessing_of(net)
+        ds = open_images(spec, transform=pre.transform(), labels=labels, classes=pre.classes)
+        for line in (describe_skipped(ds), describe_converted(ds)):
+            if line and not quiet:
+                console.print(f"note: {escape(line)}", soft_wrap=True)
     own = getattr(net, "classes", None)
     if isinstance(net, UserModel) and own is None:
         net = with_classes(net, ds.classes)
     where = ("the model's class names" if own is not None else
              f"the class folders of {ds.name}" if ds.name.startswith("folder:") else f"the labels of {ds.name}")
     check_outputs(net, ds.batch(slice(0, 1)).to(device), tuple(getattr(net, "classes", ds.classes)), where=where)
-    return net
+    return net, ds
 
 
 def _class_number(target: str | None, classes: Sequence[str]) -> str | None:
@@ -410,25 +402,21 @@ def train(
         # every process checks (nothing is written before the first epoch ends), so that a refused --out stops
         # them all with the same message instead of leaving the others to fail in a collective
         _check_run_folder(out, resume=resume, overwrite=overwrite, quiet=job.quiet or world.rank != 0)
-        own_net = None
+        net: nn.Module | None = None
         if _trains_own_model(model, init, own.weights):
-            own_net, train_ds, val_ds = _own_training(model, own=own, data=data, split=split, val_split=val_split,
-                                                       data_dir=data_dir, labels=labels, device=device)
+            net, train_ds, val_ds = _own_training(model, own=own, data=data, split=split, val_split=val_split,
+                                                  data_dir=data_dir, labels=labels, device=device)
         else:
             train_ds = load_dataset(data, split, data_dir=data_dir)
+            val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         present = int(train_ds.labels.unique().numel())
         if present < train_ds.num_classes and not job.quiet and world.rank == 0:
             console.print(f"[bold yellow]warning:[/] {escape(data)}:{escape(split)} holds only {present} of the "
                           f"{train_ds.num_classes} classes (mnist-5k is sorted by class: a slice like train[:500] is "
                           "zeros and ones); the model cannot learn the others")
-        if own_net is None:
-            val_ds = load_dataset(data, val_split, data_dir=data_dir) if val_split else None
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
                           schedule=schedule, weight_decay=weight_decay, seed=seed)  # type: ignore[arg-type]
-        net: nn.Module
-        if own_net is not None:
-            net = own_net
-        elif init:
+        if net is None and init:
             loaded = resolve_model(init, device=device)
             start = innermost(loaded)  # a defended model: the classifier inside it
             if not isinstance(start, Classifier):
@@ -437,7 +425,7 @@ def train(
                 console.print(f"--init {init}: starting from the classifier inside its {type(loaded).__name__} "
                               "(the saved model is a plain classifier; add --defense to train with one)")
             net = start
-        else:
+        elif net is None:
             opts = {k: v for k, v in (("dropout", dropout), ("hidden", hidden)) if v}
             net = create_model(model, dataset=data, classes=train_ds.classes, seed=seed, **opts)
         objective, callbacks, extra_meta, wrap = build_training(
@@ -449,9 +437,8 @@ def train(
             history = fit(net, train_ds, config=cfg, objective=objective, val=val_ds, out_dir=out, resume=resume,
                           device=device, progress=bar, callbacks=callbacks, world=world if world.distributed else None,
                           monitor=extra_meta.get("monitor", "val_acc"), record={"command": _command_line(ctx)})
-        metrics = {"val_split": f"{data}:{val_split}", "val_acc": history.last.get("val_acc")}
-        if val_ds is not None:
-            metrics["val_acc"] = accuracy(wrap(net), val_ds, device=device)
+        val_acc = accuracy(wrap(net), val_ds, device=device) if val_ds is not None else history.last.get("val_acc")
+        metrics = {"val_split": f"{data}:{val_split}", "val_acc": val_acc}
         training = {"command": _command_line(ctx), "data": data, "split": split, "seed": seed,
                     "sha256": train_ds.sha256, "config": cfg.__dict__, **extra_meta.get("training", {})}
         path = out / "model.safetensors"
@@ -462,9 +449,8 @@ def train(
         elif world.rank == 0 and isinstance(net, UserModel):
             save_weights(net, path, {"training": training, "metrics": metrics})
         world.close()
-    if world.rank != 0:
-        return
-    results.print(f"saved {path}  val accuracy {metrics['val_acc']:.4f}" if metrics["val_acc"] is not None else f"saved {path}")
+    if world.rank == 0:
+        results.print(f"saved {path}" + (f"  val accuracy {val_acc:.4f}" if val_acc is not None else ""))
 
 
 def _check_train_options(model: str, init: str | None, *, dropout: float, weight_decay: float,
@@ -498,16 +484,15 @@ def _own_training(model: str, *, own: OwnModel, data: str, split: str, val_split
     """Your model (a factory, from --weights when given) and its training and validation images, in memory."""
     from bastion.data import is_image_source, load_dataset
 
-    net = own.load(model, device)
-    train_ds = _open_data(data, split, data_dir, labels, net).load()
-    net = _model_for_data(net, train_ds, device)
+    net, files = _open_data(data, split, data_dir, labels, own.load(model, device), device)
+    train_ds = files.load()
     if not val_split:
         return net, train_ds, None
     if is_image_source(data):
         if not is_image_source(val_split):
             raise BastionError(f"--val-split {val_split!r}: with your own images, give a second source (folder:PATH or "
                                "images:PATH), or '' for none")
-        return net, train_ds, _open_data(val_split, "all", None, labels, net).load()
+        return net, train_ds, _open_data(val_split, "all", None, labels, net, device)[1].load()
     return net, train_ds, load_dataset(data, val_split, data_dir=data_dir)
 
 
@@ -518,16 +503,15 @@ def _check_run_folder(out: Path, *, resume: bool, overwrite: bool, quiet: bool) 
 
     if resume and overwrite:
         raise BastionError("--resume continues the run in --out and --overwrite starts it over: pass one of them")
-    outputs = OutputFolder(out, TRAIN_OUTPUTS, overwrite=overwrite or resume)
     has_run = any(os.path.lexists(out / name) for name in (CHECKPOINT, "model.safetensors"))
     if has_run and not (resume or overwrite):
         raise OutputError(f"{out} already holds a training run; pass --resume to continue it, --overwrite to start "
                           "over, or choose another --out")
-    outputs.check(advice="pass --overwrite to replace it, --resume to continue a run, or choose another --out")
-    if resume and not (out / CHECKPOINT).exists() and not quiet:
-        console.print(f"note: no {CHECKPOINT} in {out}: nothing to resume, training from the start")
-    elif resume and not quiet:
-        console.print(f"resuming the run in {out}{_epochs_done(out / METRICS)}")
+    OutputFolder(out, TRAIN_OUTPUTS, overwrite=overwrite or resume).check(
+        advice="pass --overwrite to replace it, --resume to continue a run, or choose another --out")
+    if resume and not quiet:
+        console.print(f"resuming the run in {out}{_epochs_done(out / METRICS)}" if (out / CHECKPOINT).exists() else
+                      f"note: no {CHECKPOINT} in {out}: nothing to resume, training from the start")
 
 
 def _epochs_done(metrics: Path) -> str:
@@ -556,30 +540,21 @@ def _parse_options(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-def _target(spec: str | None, n: int) -> Literal["random", "least-likely"] | Tensor | None:
+def _targeted(ds: ImageDataset, target: str | None) -> tuple[ImageDataset, TargetSpec]:
+    """The images to attack and the attack's target (``target`` from :func:`_class_number`): with a class number,
+    the images already of that class are left out (a targeted attack on them has nothing to do), with a note."""
     import torch
 
-    if spec is None or spec in ("random", "least-likely"):
-        return spec  # type: ignore[return-value]  # None or one of the two literals
-    try:
-        return torch.full((n,), int(spec), dtype=torch.int64)
-    except ValueError:
-        raise BastionError(f"--target must be a class index, 'random' or 'least-likely', got {spec!r}") from None
-
-
-def _drop_target_class(ds: ImageDataset, target: str | None) -> ImageDataset:
-    """With a class index as ``--target``, the images already of that class are left out (a targeted attack
-    on them has nothing to do), with a note."""
     if target is None or not target.lstrip("-").isdigit():
-        return ds
+        return ds, target  # type: ignore[return-value]  # None, 'random' or 'least-likely'
     keep = (ds.labels != int(target)).nonzero().squeeze(1)
-    if keep.numel() == len(ds):
-        return ds
     if keep.numel() == 0:
         raise BastionError(f"every selected image is already of the target class {target}")
-    console.print(f"note: {len(ds) - keep.numel()} of the {len(ds)} images are already of class {target}; "
-                  "attacking the other ones")
-    return ds.subset(keep, split=ds.split)
+    if keep.numel() < len(ds):
+        console.print(f"note: {len(ds) - keep.numel()} of the {len(ds)} images are already of class {target}; "
+                      "attacking the other ones")
+        ds = ds.subset(keep, split=ds.split)
+    return ds, torch.full((len(ds),), int(target), dtype=torch.int64)
 
 
 @app.command()
@@ -640,18 +615,17 @@ def attack(
             target = _class_number(target, getattr(net, "classes", ()))
             ds = _single_image(image, net, device, target)
         else:
-            full = _open_data(data, split, data_dir, labels, net)
-            net = _model_for_data(net, full, device)
+            net, full = _open_data(data, split, data_dir, labels, net, device)
             target = _class_number(target, getattr(net, "classes", full.classes))
             if n > len(full):
                 console.print(f"note: --n {n} is more than the {len(full)} images of {escape(data)}:{escape(split)}: "
                               f"attacking all {len(full)}")
             ds = full.spread(n).load()
         net = apply_defense(net, defense, k=k)
-        ds = _drop_target_class(ds, target)
+        ds, spec = _targeted(ds, target)
         x, y = ds.images.to(device), ds.labels.to(device)
         _use_threads(threads)
-        res = atk(net, x, y, target=_target(target, len(ds)), generator=torch.Generator().manual_seed(seed),
+        res = atk(net, x, y, target=spec, generator=torch.Generator().manual_seed(seed),
                   keys=ds.indices.to(device) if ds.indices is not None else None)
     tensors = {"x": x.cpu().contiguous(), "x_adv": res.x_adv.cpu().contiguous(), "y": y.cpu(),
                "pred_adv": res.pred_adv.cpu(), "success": res.success.cpu().to(torch.uint8)}
@@ -743,13 +717,13 @@ def evaluate(
         if world.rank == 0:
             outputs.check()
         earlier = _earlier_results(out, resume=resume, distributed=world.distributed, quiet=job.quiet)
-        full = _open_data(data, split, data_dir, labels, net, quiet=world.rank != 0)
-        net = apply_defense(_model_for_data(net, full, device), defense, k=k, seed=seed)
+        net, full = _open_data(data, split, data_dir, labels, net, device, quiet=world.rank != 0)
+        net = apply_defense(net, defense, k=k, seed=seed)
         ds = full.spread(n)
         if suite_preset is not None:
-            ev = _preset(suite_preset, net, ds, attacks=attacks, eps=eps or "0.3", steps=steps, restarts=restarts,
-                         adaptive=adaptive, eot_n=eot_n or 20, cascade=cascade, batch_size=batch_size, seed=seed,
-                         device=device)
+            ev = _autoattack(net, ds, attacks=attacks, eps=eps or "0.3", steps=steps, restarts=restarts,
+                             adaptive=adaptive, eot_n=eot_n or 20, cascade=cascade, batch_size=batch_size, seed=seed,
+                             device=device)
         else:
             suite = [make_attack_lenient(a.strip(), eps=0.3, steps=steps, step_size=step_size, restarts=restarts)
                      for a in (attacks or "fgsm,bim,pgd").split(",") if a.strip()]
@@ -818,8 +792,8 @@ def _earlier_results(out: Path, *, resume: bool, distributed: bool, quiet: bool)
     except (ValueError, KeyError, TypeError) as e:
         raise BastionError(f"{path} cannot be resumed: it is not a bastion results file ({e})") from None
     if not quiet:
-        state = "partial" if earlier.partial else "complete"
-        console.print(f"resuming from {path} ({state}: {len(earlier.rows)} rows done)")
+        console.print(f"resuming from {path} ({'partial' if earlier.partial else 'complete'}: {len(earlier.rows)} "
+                      "rows done)")
     return earlier
 
 
@@ -828,33 +802,28 @@ def _split_presets(names: Sequence[str] | None) -> tuple[str | None, str | None]
     evaluation's (autoattack), each at most once."""
     from bastion.models import PRESETS
 
-    model_presets: list[str] = []
-    suite_presets: list[str] = []
-    for name in (part.strip() for value in names or [] for part in value.split(",")):
-        if name in PRESETS:
-            model_presets.append(name)
-        elif name == "autoattack":
-            suite_presets.append(name)
-        elif name:
+    given = [part.strip() for value in names or [] for part in value.split(",") if part.strip()]
+    for name in given:
+        if name not in PRESETS and name != "autoattack":
             raise BastionError(f"--preset must be one of {', '.join([*sorted(PRESETS), 'autoattack'])}, got {name!r}")
+    model_presets = [name for name in given if name in PRESETS]
+    suite_presets = [name for name in given if name == "autoattack"]
     if len(model_presets) > 1 or len(suite_presets) > 1:
         raise BastionError("--preset takes at most one preprocessing preset (imagenet) and one evaluation preset "
                            f"(autoattack), got {', '.join(model_presets + suite_presets)}")
     return (model_presets[0] if model_presets else None), (suite_presets[0] if suite_presets else None)
 
 
-def _preset(name: str, net: nn.Module, ds: LabelledImages, *, attacks: str | None, eps: str, steps: int | None,
-            restarts: int | None, adaptive: str, eot_n: int, cascade: bool, batch_size: int | None, seed: int,
-            device: str) -> Evaluation:
-    """The evaluation of ``--preset``: AutoAttack, its rand version when the model is randomized."""
+def _autoattack(net: nn.Module, ds: LabelledImages, *, attacks: str | None, eps: str, steps: int | None,
+                restarts: int | None, adaptive: str, eot_n: int, cascade: bool, batch_size: int | None, seed: int,
+                device: str) -> Evaluation:
+    """The evaluation of ``--preset autoattack``: AutoAttack, its rand version when the model is randomized."""
     import torch
 
     from bastion._model import PROBE_SAMPLES, is_randomized
     from bastion.eval import Evaluation
     from bastion.factory import parse_eps
 
-    if name != "autoattack":
-        raise BastionError(f"--preset must be autoattack, got {name!r}")
     if attacks is not None:
         raise BastionError("--preset autoattack runs its own attacks: leave out --attacks")
     if not cascade:
@@ -899,38 +868,37 @@ def _adaptive_models(net: nn.Module, adaptive: str, eot_n: int) -> dict[str, nn.
             raise BastionError(f"--adaptive {adaptive} needs an input-transformation defense (--defense bart or a "
                                "BaRT model); hide-probs changes the outputs, where transfer attacks apply")
         return {}
-    choice = "eot-bpda" if adaptive == "auto" else adaptive
-    if choice == "eot-bpda":
+    if adaptive in ("auto", "eot-bpda"):
         return {f"eot{eot_n}(bpda)": eot(bpda(net), n=eot_n)}
-    if choice == "eot":
+    if adaptive == "eot":
         return {f"eot{eot_n}": eot(net, n=eot_n)}
-    if choice == "bpda":
+    if adaptive == "bpda":
         return {"bpda": bpda(net)}
     raise BastionError(f"--adaptive must be auto, eot-bpda, eot, bpda or none; got {adaptive!r}")
 
 
-def _print_report(report: object) -> None:
+def _print_report(report: RobustnessReport) -> None:
     from rich.table import Table
 
-    for h in getattr(report, "headline", None) or []:
+    for h in report.headline or []:
         first = ", ".join(f"{a} {h['broken_by'].get(a, 0)}" for a in h["attacks"])
         results.print(f"[bold]{h['name']}: robust accuracy {h['accuracy']:.1%}[/] at eps={h['eps']:g} (clean "
                       f"{h['clean_accuracy']:.1%}); images broken first by {first}", soft_wrap=True)
 
-    t = Table(title=f"clean accuracy {report.clean_accuracy:.1%}")  # type: ignore[attr-defined]
+    t = Table(title=f"clean accuracy {report.clean_accuracy:.1%}")
     for c in ("attack", "mode", "eps", "accuracy", "attacked", "success", "L2", "Linf", "s"):
         t.add_column(c, justify="right")
-    for r in report.rows:  # type: ignore[attr-defined]
+    for r in report.rows:
         t.add_row(r.attack, r.mode, "-" if r.eps is None else f"{r.eps:g}", f"{r.accuracy:.1%}", str(r.attacked),
                   "-" if r.success_rate is None else f"{r.success_rate:.1%}",
                   "-" if r.l2_mean is None else f"{r.l2_mean:.2f}", "-" if r.linf_mean is None else f"{r.linf_mean:.3f}",
                   f"{r.seconds:.1f}")
     results.print(t)
-    if report.cascade:  # type: ignore[attr-defined]
+    if report.cascade:
         console.print("cascade: each row's accuracy is the worst case over it and the earlier attacks of its "
                       "threat model; 'attacked' counts the images still standing when it started, 'success' is "
                       "over those")
-    for f in report.flags:  # type: ignore[attr-defined]
+    for f in report.flags:
         results.print(f"[bold red]flag[/] {f.code}: {f.title}")
 
 
@@ -1013,8 +981,7 @@ def _own_demo(model: str | None, *, weights: Path | None, own: Preprocessing | N
     if gallery is None or not is_image_source(gallery):
         raise BastionError("--model needs --gallery folder:PATH (or images:PATH --labels FILE): the images to show")
     net = resolve_model(model, device=device, weights=weights, preprocessing=own)
-    data = _open_data(gallery, "all", None, labels, net)
-    net = _model_for_data(net, data, device)
+    net, data = _open_data(gallery, "all", None, labels, net, device)
     transform = preprocessing_of(net).transform()
     if transform.crop is None:  # uploads must come out at the gallery's size
         _, h, w = data.input_shape
@@ -1029,17 +996,15 @@ def list_models() -> None:
     from bastion.models import PRETRAINED, read_meta, weights_path
 
     for name, entry in PRETRAINED.items():
-        desc = entry.description
         p = weights_path(name)
-        if p.exists():
-            m = read_meta(p)
-            results.print(f"[bold]{name}[/]: {desc}; {m.metrics.get('val_split')}: {m.metrics.get('val_acc')}",
-                          soft_wrap=True)
-            command = (m.training or {}).get("command")
-            if command:
-                results.print(f"  trained with: {command}", soft_wrap=True, highlight=False)
-        else:
-            results.print(f"[bold]{name}[/]: {desc} [dim](not shipped in this version)[/]", soft_wrap=True)
+        if not p.exists():
+            results.print(f"[bold]{name}[/]: {entry.description} [dim](not shipped in this version)[/]", soft_wrap=True)
+            continue
+        m = read_meta(p)
+        results.print(f"[bold]{name}[/]: {entry.description}; {m.metrics.get('val_split')}: {m.metrics.get('val_acc')}",
+                      soft_wrap=True)
+        if command := (m.training or {}).get("command"):
+            results.print(f"  trained with: {command}", soft_wrap=True, highlight=False)
 
 
 def main() -> None:

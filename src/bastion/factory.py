@@ -51,14 +51,18 @@ def _typed(attack: str, key: str, hint: Any, value: Any) -> Any:
     if origin is tuple:
         ok = (isinstance(value, (list, tuple)) and (Ellipsis in args or len(value) == len(args))
               and all(map(_is_number, value)))
-    elif hint in _ACCEPTS or origin is typing.Literal:
-        ok = _ACCEPTS[str if origin is typing.Literal else hint](value)
+        want = "a pair of numbers, e.g. [0, 1]"
+    elif origin is typing.Literal:
+        ok, want = isinstance(value, str), "one of " + ", ".join(map(repr, args))
+    elif hint in _ACCEPTS:
+        accepts, want = _ACCEPTS[hint]
+        ok = accepts(value)
     elif hint is Any:
         return value
     else:  # tensors and other objects (e.g. HSJ's starting points)
         raise ConfigError(f"{attack} option {key} cannot be set from the command line")
     if not ok:
-        raise ConfigError(f"{attack} option {key} expects {_describe(hint)}, got {shown(value)}")
+        raise ConfigError(f"{attack} option {key} expects {want}, got {shown(value)}")
     return tuple(map(float, value)) if origin is tuple else float(value) if hint is float else value
 
 
@@ -66,23 +70,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-#: what a value typed by the user must be for a field of each plain type
-_ACCEPTS: dict[Any, Callable[[Any], bool]] = {
-    bool: lambda v: isinstance(v, bool), int: lambda v: _is_number(v) and isinstance(v, int), float: _is_number,
-    str: lambda v: isinstance(v, str)}
-
-
-def _describe(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        return "true or false"
-    if hint in (int, float):
-        return f"a number ({hint.__name__})"
-    if origin is typing.Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(hint)))
-    if origin is tuple:
-        return "a pair of numbers, e.g. [0, 1]"
-    return getattr(hint, "__name__", str(hint))
+#: what a value typed by the user must be for a field of each plain type, and how a message says it
+_ACCEPTS: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: _is_number(v) and isinstance(v, int), "a number (int)"),
+    float: (_is_number, "a number (float)"),
+    str: (lambda v: isinstance(v, str), "str")}
 
 
 def make_attack_lenient(name: str, **options: Any) -> Attack:
