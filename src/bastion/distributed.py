@@ -54,7 +54,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from bastion.data.base import ImageDataset
+from bastion.data.base import ImageDataset, _first_line
 from bastion.errors import BastionError
 
 log = logging.getLogger(__name__)
@@ -92,12 +92,6 @@ def resolve_timeout(timeout: float | None = None) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
         raise LaunchError(f"{source} must be a number of seconds > 0, got {timeout!r}")
     return float(timeout)
-
-
-def _first_line(e: BaseException) -> str:
-    """torch's distributed errors carry C++ frames after their first line; the first line is the message."""
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def _ranks(ranks: list[int]) -> str:
