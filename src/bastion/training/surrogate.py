@@ -89,11 +89,8 @@ def train_surrogate(
     with torch.random.fork_rng(devices=[]):  # the initialisation draws from torch's global RNG: left untouched
         torch.manual_seed(seed)
         g = SurrogateNet(channels=data.images.shape[1], width=width, depth=depth)
-        last = g.body[-1]
-        assert isinstance(last, nn.Conv2d)
-        nn.init.zeros_(last.weight)  # g starts as the identity (the plain BPDA approximation) and improves on it
-        if last.bias is not None:
-            nn.init.zeros_(last.bias)
+        for p in g.body[-1].parameters():  # g starts as the identity (the plain BPDA approximation) and improves on it
+            nn.init.zeros_(p)
     gen = torch.Generator().manual_seed(seed)
 
     def objective(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
