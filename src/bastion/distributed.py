@@ -115,10 +115,6 @@ def _start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
 
 
-def _identity() -> str:
-    return f"{socket.gethostname()}\t{os.getpid()}\t{_start_time(os.getpid())}"
-
-
 class _Heartbeat:
     """Publishes this process's heartbeat counter every ``interval`` seconds and watches the other ranks'.
 
@@ -136,7 +132,7 @@ class _Heartbeat:
         self._beats = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.store.set(heartbeat_key(rank, "process"), _identity())
+        self.store.set(heartbeat_key(rank, "process"), f"{socket.gethostname()}\t{os.getpid()}\t{_start_time(os.getpid())}")
         self._beat()  # before anyone can look for it
         self._thread = threading.Thread(target=self._run, name="bastion-heartbeat", daemon=True)
         self._thread.start()

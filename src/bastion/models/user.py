@@ -415,25 +415,20 @@ def _from_torchvision(name: str, weights: Path | None) -> tuple[nn.Module, Prepr
     except (ValueError, KeyError, AttributeError) as e:
         raise UnknownNameError(f"{spec}: torchvision has no classification model {name!r} ({_first_line(e)[:120]})"
                                ) from None
-    pre = _torchvision_preprocessing(default)
+    meta = getattr(default, "meta", {}) or {}  # class names, normalization and sizes it publishes (or leaves unset)
+    classes = meta.get("categories")
+    try:
+        t = default.transforms()
+    except Exception:  # noqa: BLE001 - a weights entry without the usual transforms: use what the meta says
+        t = None
+    crop, resize = getattr(t, "crop_size", None), getattr(t, "resize_size", None)
+    pre = Preprocessing(mean=getattr(t, "mean", None), std=getattr(t, "std", None),
+                        size=(int(crop[0]), int(crop[-1])) if crop else None,
+                        resize=int(resize[0]) if resize else None, classes=tuple(classes) if classes else None)
     if weights is None:
         file = _hub_checkpoint(str(default.url), spec)
         return net, pre, _loaded(net, spec, file, f"{default} ({file.name})")
     return net, pre, _loaded(net, spec, weights)
-
-
-def _torchvision_preprocessing(weights: Any) -> Preprocessing:
-    """Class names, normalization and sizes a torchvision weights entry publishes (what is missing stays unset)."""
-    meta = getattr(weights, "meta", {}) or {}
-    classes = meta.get("categories")
-    try:
-        t = weights.transforms()
-    except Exception:  # noqa: BLE001 - a weights entry without the usual transforms: use what the meta says
-        t = None
-    crop, resize = getattr(t, "crop_size", None), getattr(t, "resize_size", None)
-    crop_hw = (int(crop[0]), int(crop[-1])) if crop else None
-    return Preprocessing(mean=getattr(t, "mean", None), std=getattr(t, "std", None), size=crop_hw,
-                         resize=int(resize[0]) if resize else None, classes=tuple(classes) if classes else None)
 
 
 def _from_timm(name: str, weights: Path | None) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
