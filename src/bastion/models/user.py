@@ -340,10 +340,8 @@ def _factory(target: str, name: str) -> Callable[[], Any]:
     return fn  # type: ignore[no-any-return]
 
 
-def _from_factory(spec: str, weights: Path | None) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
-    m = _FACTORY.match(spec)
-    assert m is not None
-    target, name = m.group("target"), m.group("name")
+def _from_factory(m: re.Match[str], weights: Path | None) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
+    spec, target, name = m.string, m.group("target"), m.group("name")
     fn = _factory(target, name)
     try:
         net = fn()
@@ -483,8 +481,8 @@ def load_user_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[
     head, _, rest = text.partition(":")
     if head in HUBS and rest:
         net, defaults, source = (_from_torchvision if head == "torchvision" else _from_timm)(rest, w)
-    elif _FACTORY.match(text):
-        net, defaults, source = _from_factory(text, w)
+    elif m := _FACTORY.match(text):
+        net, defaults, source = _from_factory(m, w)
     else:
         path = Path(text).expanduser()
         if not path.is_file():

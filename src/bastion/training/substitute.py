@@ -235,9 +235,7 @@ class SubstituteTraining:
 
     def lam_at(self, rnd: int) -> float:
         """The augmentation step after round ``rnd`` (0-based), with the periodic sign flip."""
-        if self.tau is None:
-            return self.lam
-        return self.lam * (-1.0) ** (rnd // self.tau)
+        return self.lam if self.tau is None else self.lam * (-1.0) ** (rnd // self.tau)
 
     def planned_queries(self, n_seed: int) -> int:
         """Label queries the training will spend with ``n_seed`` seed images (at most ``max_queries``)."""
@@ -334,12 +332,11 @@ class SubstituteTraining:
                         cand = torch.arange(n)
                     if cand.numel() > remaining:
                         cand = cand[torch.randperm(cand.numel(), generator=g)[:remaining]].sort().values
-                    lam = self.lam_at(rnd)
-                    entry["lam"] = lam
-                    entry["augmented"] = int(cand.numel())
+                    entry.update(lam=self.lam_at(rnd), augmented=int(cand.numel()))
                     if cand.numel():
                         cand = cand.to(dev)
-                        new = jacobian_augmentation(substitute, images[cand], labels[cand], lam, bounds=self.bounds)
+                        new = jacobian_augmentation(substitute, images[cand], labels[cand], entry["lam"],
+                                                    bounds=self.bounds)
                         labels = torch.cat([labels, oracle(new)])
                         images = torch.cat([images, new])
                 entry["seconds"] = time.perf_counter() - t0

@@ -107,9 +107,8 @@ def train_surrogate(
             fv = defense(xv, generator=torch.Generator().manual_seed(seed + 1))
             mae = float((g(xv) - fv).abs().mean())
             mae_id = float((xv - fv).abs().mean())
-    report = SurrogateReport(mae=mae, mae_identity=mae_id, epochs=epochs, n_train=len(train_ds), n_val=n_val)
     log.info("surrogate: MAE %.4f (identity %.4f)", mae, mae_id)
-    return g, report
+    return g, SurrogateReport(mae=mae, mae_identity=mae_id, epochs=epochs, n_train=len(train_ds), n_val=n_val)
 
 
 __all__ = ["train_surrogate", "SurrogateNet", "SurrogateReport"]
