@@ -364,9 +364,7 @@ def class_index(names: Sequence[str], classes: Sequence[str], *, what: str) -> l
         DataError: a name that is neither (the message lists a few, and some of the class names).
     """
     exact = {c: i for i, c in enumerate(classes)}
-    loose: dict[str, int] = {}
-    for k, c in enumerate(classes):
-        loose.setdefault(_normal(c), k)
+    loose = {_normal(c): k for k, c in reversed(list(enumerate(classes)))}  # the first class of each loose name
     out: list[int] = []
     unknown: list[str] = []
     for n in names:
