@@ -54,7 +54,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from bastion.data.base import ImageDataset
+from bastion.data.base import ImageDataset, _first_line
 from bastion.errors import BastionError
 
 log = logging.getLogger(__name__)
@@ -94,12 +94,6 @@ def resolve_timeout(timeout: float | None = None) -> float:
     return float(timeout)
 
 
-def _first_line(e: BaseException) -> str:
-    """torch's distributed errors carry C++ frames after their first line; the first line is the message."""
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
-
-
 def _ranks(ranks: list[int]) -> str:
     return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
 
@@ -121,10 +115,6 @@ def _start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
 
 
-def _identity() -> str:
-    return f"{socket.gethostname()}\t{os.getpid()}\t{_start_time(os.getpid())}"
-
-
 class _Heartbeat:
     """Publishes this process's heartbeat counter every ``interval`` seconds and watches the other ranks'.
 
@@ -142,7 +132,7 @@ class _Heartbeat:
         self._beats = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.store.set(heartbeat_key(rank, "process"), _identity())
+        self.store.set(heartbeat_key(rank, "process"), f"{socket.gethostname()}\t{os.getpid()}\t{_start_time(os.getpid())}")
         self._beat()  # before anyone can look for it
         self._thread = threading.Thread(target=self._run, name="bastion-heartbeat", daemon=True)
         self._thread.start()

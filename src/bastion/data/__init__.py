@@ -74,10 +74,9 @@ def load_dataset(
     root = data_root(data_dir)
     if name == "mnist-5k":
         ds = mnist5k.load(base, verify_checksum=verify)
-    elif name == "mnist":
-        ds = idx.load(idx.MNIST, base, root=root, download=download, verify_checksum=verify)
-    elif name == "fashion-mnist":
-        ds = idx.load(idx.FASHION_MNIST, base, root=root, download=download, verify_checksum=verify)
+    elif name in ("mnist", "fashion-mnist"):
+        spec = idx.MNIST if name == "mnist" else idx.FASHION_MNIST
+        ds = idx.load(spec, base, root=root, download=download, verify_checksum=verify)
     elif name == "cifar10":
         ds = cifar.load(base, root=root, download=download, verify_checksum=verify)
     else:

@@ -16,6 +16,12 @@ from bastion._checks import as_index, shown
 from bastion.errors import BastionError, ConfigError, DataError
 
 
+def _first_line(e: BaseException) -> str:
+    """An exception's message as one line (a refusal is one line; torch's errors carry C++ frames after it)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class _LabelledItems:
     """What :class:`ImageDataset` and :class:`~bastion.data.images.ImageFiles` share: a labelled set whose items
     can be selected; :meth:`_items` picks a subclass's own per-item fields."""

@@ -42,7 +42,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from bastion._checks import shown
-from bastion.data.base import ImageDataset, _LabelledItems
+from bastion.data.base import ImageDataset, _first_line, _LabelledItems
 from bastion.errors import ConfigError, DataError
 
 #: file suffixes looked at, and the one format each may hold
@@ -175,11 +175,6 @@ def read_header(path: Path, *, max_pixels: int = MAX_PIXELS) -> Header:
     if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: shown as h x w
         w, h = h, w
     return Header(fmt, w, h, mode)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def decode(path: Path, transform: ImageTransform, *, max_pixels: int = MAX_PIXELS) -> Tensor:
@@ -369,9 +364,7 @@ def class_index(names: Sequence[str], classes: Sequence[str], *, what: str) -> l
         DataError: a name that is neither (the message lists a few, and some of the class names).
     """
     exact = {c: i for i, c in enumerate(classes)}
-    loose: dict[str, int] = {}
-    for k, c in enumerate(classes):
-        loose.setdefault(_normal(c), k)
+    loose = {_normal(c): k for k, c in reversed(list(enumerate(classes)))}  # the first class of each loose name
     out: list[int] = []
     unknown: list[str] = []
     for n in names:

@@ -16,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from bastion._outputs import atomic_write
+from bastion.data.base import _first_line
 from bastion.errors import ConfigError, WeightsError
 from bastion.models.classifier import Classifier, ModelMeta
 from bastion.models.zoo import skeleton
@@ -107,12 +108,6 @@ def _checked_skeleton(path: Path) -> Classifier:
     except ValueError as e:  # WeightsError (a ValueError), JSON syntax, integers of 4,300+ digits
         raise WeightsError(f"{path}: {_first_line(e)}" if isinstance(e, WeightsError) else
                            f"{path}: unreadable bastion metadata ({_first_line(e)})") from None
-
-
-def _first_line(e: BaseException) -> str:
-    """An exception's message as one line (a refusal is one line)."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> Classifier:

@@ -340,10 +340,8 @@ def _factory(target: str, name: str) -> Callable[[], Any]:
     return fn  # type: ignore[no-any-return]
 
 
-def _from_factory(spec: str, weights: Path | None) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
-    m = _FACTORY.match(spec)
-    assert m is not None
-    target, name = m.group("target"), m.group("name")
+def _from_factory(m: re.Match[str], weights: Path | None) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
+    spec, target, name = m.string, m.group("target"), m.group("name")
     fn = _factory(target, name)
     try:
         net = fn()
@@ -415,25 +413,20 @@ def _from_torchvision(name: str, weights: Path | None) -> tuple[nn.Module, Prepr
     except (ValueError, KeyError, AttributeError) as e:
         raise UnknownNameError(f"{spec}: torchvision has no classification model {name!r} ({_first_line(e)[:120]})"
                                ) from None
-    pre = _torchvision_preprocessing(default)
+    meta = getattr(default, "meta", {}) or {}  # class names, normalization and sizes it publishes (or leaves unset)
+    classes = meta.get("categories")
+    try:
+        t = default.transforms()
+    except Exception:  # noqa: BLE001 - a weights entry without the usual transforms: use what the meta says
+        t = None
+    crop, resize = getattr(t, "crop_size", None), getattr(t, "resize_size", None)
+    pre = Preprocessing(mean=getattr(t, "mean", None), std=getattr(t, "std", None),
+                        size=(int(crop[0]), int(crop[-1])) if crop else None,
+                        resize=int(resize[0]) if resize else None, classes=tuple(classes) if classes else None)
     if weights is None:
         file = _hub_checkpoint(str(default.url), spec)
         return net, pre, _loaded(net, spec, file, f"{default} ({file.name})")
     return net, pre, _loaded(net, spec, weights)
-
-
-def _torchvision_preprocessing(weights: Any) -> Preprocessing:
-    """Class names, normalization and sizes a torchvision weights entry publishes (what is missing stays unset)."""
-    meta = getattr(weights, "meta", {}) or {}
-    classes = meta.get("categories")
-    try:
-        t = weights.transforms()
-    except Exception:  # noqa: BLE001 - a weights entry without the usual transforms: use what the meta says
-        t = None
-    crop, resize = getattr(t, "crop_size", None), getattr(t, "resize_size", None)
-    crop_hw = (int(crop[0]), int(crop[-1])) if crop else None
-    return Preprocessing(mean=getattr(t, "mean", None), std=getattr(t, "std", None), size=crop_hw,
-                         resize=int(resize[0]) if resize else None, classes=tuple(classes) if classes else None)
 
 
 def _from_timm(name: str, weights: Path | None) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
@@ -488,8 +481,8 @@ def load_user_model(spec: str | os.PathLike[str], *, weights: str | os.PathLike[
     head, _, rest = text.partition(":")
     if head in HUBS and rest:
         net, defaults, source = (_from_torchvision if head == "torchvision" else _from_timm)(rest, w)
-    elif _FACTORY.match(text):
-        net, defaults, source = _from_factory(text, w)
+    elif m := _FACTORY.match(text):
+        net, defaults, source = _from_factory(m, w)
     else:
         path = Path(text).expanduser()
         if not path.is_file():

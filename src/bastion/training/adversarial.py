@@ -119,9 +119,7 @@ class AdversarialTraining:
     @property
     def labels(self) -> Literal["predicted", "true"]:
         """Which labels examples are crafted from (``craft_labels`` or the recipe's default)."""
-        if self.craft_labels is not None:
-            return self.craft_labels
-        return "true" if self.recipe == "fgsm" else "predicted"
+        return self.craft_labels if self.craft_labels is not None else ("true" if self.recipe == "fgsm" else "predicted")
 
     def eps_at(self, ctx: StepContext) -> float:
         if self.ramp_epochs <= 0:
@@ -164,13 +162,11 @@ class AdversarialTraining:
             logits = model(x)
             logits_adv = model(x_adv)
             kl = F.kl_div(F.log_softmax(logits_adv, 1), F.softmax(logits[:n_adv], 1), reduction="batchmean")
-            loss = F.cross_entropy(logits, y) + self.beta * kl
-            return loss, {"acc": float((logits.argmax(1) == y).float().mean()),
+            return F.cross_entropy(logits, y) + self.beta * kl, {"acc": float((logits.argmax(1) == y).float().mean()),
                           "adv_acc": float((logits_adv.argmax(1) == y[:n_adv]).float().mean())}
         xb = torch.cat([x_adv, x[n_adv:]]) if n_adv < x.shape[0] else x_adv
         logits = model(xb)
-        loss = F.cross_entropy(logits, y)
-        return loss, {"adv_acc": float((logits[:n_adv].argmax(1) == y[:n_adv]).float().mean())}
+        return F.cross_entropy(logits, y), {"adv_acc": float((logits[:n_adv].argmax(1) == y[:n_adv]).float().mean())}
 
 
 def _kl_from(p_clean: Tensor) -> LossFn:

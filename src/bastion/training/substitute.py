@@ -36,7 +36,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import torch
@@ -53,7 +53,8 @@ from bastion.attacks.base import (
     Task,
     WrappingAttack,
     check_int,
-    check_positive,
+    positive,
+    whole,
 )
 from bastion.attacks.oracle import Oracle, OracleOutput
 from bastion.attacks.transfer import TransferAttack, craft_on_source
@@ -166,6 +167,16 @@ class Substitute:
         return TransferAttack(source=self.model, attack=attack)
 
 
+def _check_arch(name: str, arch: str) -> None:
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown substitute architecture {shown(arch)}; valid: {', '.join(ARCHITECTURES)}")
+
+
+def _check_options(name: str, options: Any) -> None:
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise ConfigError(f"{name} must be a dict of keyword options, got {shown(options)}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SubstituteTraining:
     """How the substitute is trained (Papernot et al. 2017, Algorithm 1).
@@ -195,51 +206,36 @@ class SubstituteTraining:
         >>> res = sub.transfer(FGSM(eps=0.3))(target, x, y)                             # doctest: +SKIP
     """
 
-    rounds: int = 6
-    lam: float = 0.1
-    tau: int | None = 3
-    max_queries: int = 6400
-    arch: str = "mnist-cnn"
-    arch_options: dict[str, Any] = field(default_factory=dict)
+    rounds: int = whole(6)
+    lam: float = positive(0.1)
+    tau: int | None = whole(3, optional=True)
+    max_queries: int = whole(6400)
+    arch: str = field(default="mnist-cnn", metadata={"check": _check_arch})
+    arch_options: dict[str, Any] = field(default_factory=dict, metadata={"check": _check_options})
     dataset: str = "mnist"
-    epochs_per_round: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    reservoir: int | None = None
-    reservoir_after: int = 3
-    num_classes: int | None = None
+    epochs_per_round: int = whole(10)
+    batch_size: int = whole(128)
+    lr: float = positive(1e-3)
+    reservoir: int | None = whole(None, optional=True)
+    reservoir_after: int = whole(3, minimum=0)
+    num_classes: int | None = whole(None, minimum=2, optional=True)
     bounds: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
-        check_int("rounds", self.rounds)
-        check_positive("lam", self.lam)
-        if self.tau is not None:
-            check_int("tau", self.tau)
-        check_int("max_queries", self.max_queries)
-        if self.arch not in ARCHITECTURES:
-            raise ConfigError(f"unknown substitute architecture {shown(self.arch)}; valid: {', '.join(ARCHITECTURES)}")
-        if not isinstance(self.arch_options, dict) or not all(isinstance(k, str) for k in self.arch_options):
-            raise ConfigError(f"arch_options must be a dict of keyword options, got {shown(self.arch_options)}")
-        check_int("epochs_per_round", self.epochs_per_round)
-        check_int("batch_size", self.batch_size)
-        check_positive("lr", self.lr)
-        if self.reservoir is not None:
-            check_int("reservoir", self.reservoir)
-        check_int("reservoir_after", self.reservoir_after, minimum=0)
-        if self.num_classes is not None:
-            check_int("num_classes", self.num_classes, minimum=2)
+        for f in fields(self):  # the checks declared with the fields, in their order
+            if "check" in f.metadata:
+                f.metadata["check"](f.name, getattr(self, f.name))
         _ = ThreatModel(eps=0.0, bounds=self.bounds)  # validates the bounds
 
     def __repr__(self) -> str:  # only what differs from the defaults, so nested reprs stay short
+        default = SubstituteTraining()
         changed = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                   if getattr(self, f.name) != _default(f)]
+                   if getattr(self, f.name) != getattr(default, f.name)]
         return f"SubstituteTraining({', '.join(changed)})"
 
     def lam_at(self, rnd: int) -> float:
         """The augmentation step after round ``rnd`` (0-based), with the periodic sign flip."""
-        if self.tau is None:
-            return self.lam
-        return self.lam * (-1.0) ** (rnd // self.tau)
+        return self.lam if self.tau is None else self.lam * (-1.0) ** (rnd // self.tau)
 
     def planned_queries(self, n_seed: int) -> int:
         """Label queries the training will spend with ``n_seed`` seed images (at most ``max_queries``)."""
@@ -336,12 +332,11 @@ class SubstituteTraining:
                         cand = torch.arange(n)
                     if cand.numel() > remaining:
                         cand = cand[torch.randperm(cand.numel(), generator=g)[:remaining]].sort().values
-                    lam = self.lam_at(rnd)
-                    entry["lam"] = lam
-                    entry["augmented"] = int(cand.numel())
+                    entry.update(lam=self.lam_at(rnd), augmented=int(cand.numel()))
                     if cand.numel():
                         cand = cand.to(dev)
-                        new = jacobian_augmentation(substitute, images[cand], labels[cand], lam, bounds=self.bounds)
+                        new = jacobian_augmentation(substitute, images[cand], labels[cand], entry["lam"],
+                                                    bounds=self.bounds)
                         labels = torch.cat([labels, oracle(new)])
                         images = torch.cat([images, new])
                 entry["seconds"] = time.perf_counter() - t0
@@ -352,12 +347,6 @@ class SubstituteTraining:
         substitute.eval()
         return Substitute(model=substitute, queries=oracle.queries, history=tuple(history), images=images,
                           labels=labels, seconds=time.perf_counter() - t_start)
-
-
-def _default(f: Field[Any]) -> Any:
-    if f.default is not MISSING:
-        return f.default
-    return f.default_factory() if f.default_factory is not MISSING else MISSING
 
 
 def _class_names(target: nn.Module | Oracle, num_classes: int | None) -> tuple[str, ...]:

@@ -89,11 +89,8 @@ def train_surrogate(
     with torch.random.fork_rng(devices=[]):  # the initialisation draws from torch's global RNG: left untouched
         torch.manual_seed(seed)
         g = SurrogateNet(channels=data.images.shape[1], width=width, depth=depth)
-        last = g.body[-1]
-        assert isinstance(last, nn.Conv2d)
-        nn.init.zeros_(last.weight)  # g starts as the identity (the plain BPDA approximation) and improves on it
-        if last.bias is not None:
-            nn.init.zeros_(last.bias)
+        for p in g.body[-1].parameters():  # g starts as the identity (the plain BPDA approximation) and improves on it
+            nn.init.zeros_(p)
     gen = torch.Generator().manual_seed(seed)
 
     def objective(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
@@ -110,9 +107,8 @@ def train_surrogate(
             fv = defense(xv, generator=torch.Generator().manual_seed(seed + 1))
             mae = float((g(xv) - fv).abs().mean())
             mae_id = float((xv - fv).abs().mean())
-    report = SurrogateReport(mae=mae, mae_identity=mae_id, epochs=epochs, n_train=len(train_ds), n_val=n_val)
     log.info("surrogate: MAE %.4f (identity %.4f)", mae, mae_id)
-    return g, report
+    return g, SurrogateReport(mae=mae, mae_identity=mae_id, epochs=epochs, n_train=len(train_ds), n_val=n_val)
 
 
 __all__ = ["train_surrogate", "SurrogateNet", "SurrogateReport"]
