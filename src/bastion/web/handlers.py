@@ -209,13 +209,6 @@ def _unavailable(spec: AttackSpec, ctx: DemoContext) -> str | None:
     return None
 
 
-def _check_applies(spec: AttackSpec, lm: LoadedModel) -> None:
-    """Refuse an attack that does not apply to a model."""
-    if spec.mode == "adaptive" and declared_randomized(lm.model) is not True:
-        raise ConfigError(f"{spec.label} is for randomized defended models (e.g. BaRT); on {lm.spec.label!r} it would "
-                          "be plain PGD: pick PGD")
-
-
 def _upload_hint(ctx: DemoContext) -> str:
     c, h, w = ctx.input_shape
     if ctx.transform is None and c == 1:
@@ -311,7 +304,7 @@ class AttackRequest:
     target: int | None
     seed: int
     gallery_id: int | None
-    pixels: Tensor | None
+    image: Tensor  # (1, C, H, W): the gallery's image or the one sent
 
 
 def _number(params: Mapping[str, Any], name: str, default: Any = None) -> Any:
@@ -416,12 +409,12 @@ def parse_attack(params: Any, ctx: DemoContext) -> AttackRequest:
             raise LabelError(f"target must be a class in [0, {num_classes}), got {target!r}")
 
     seed = _seed(params)
-    gallery_id, pixels = _parse_image(params.get("image"), ctx)
+    gallery_id, image = _parse_image(params.get("image"), ctx)
     return AttackRequest(model=model, attack=attack, eps=float(eps), steps=steps, target=target, seed=seed,
-                         gallery_id=gallery_id, pixels=pixels)
+                         gallery_id=gallery_id, image=image)
 
 
-def _parse_image(image: Any, ctx: DemoContext) -> tuple[int | None, Tensor | None]:
+def _parse_image(image: Any, ctx: DemoContext) -> tuple[int | None, Tensor]:
     if not isinstance(image, Mapping) or len(image) != 1 or not ({"gallery", "pixels", "png"} & set(image)):
         raise InputShapeError('image must be {"gallery": id}, {"pixels": [numbers]} or {"png": "data:image/png;base64,..."}')
     if "png" in image:
@@ -431,7 +424,7 @@ def _parse_image(image: Any, ctx: DemoContext) -> tuple[int | None, Tensor | Non
         gid = _integer(image, "gallery")
         if gid is None or not 0 <= gid < n:
             raise InputShapeError(f"gallery id must be an integer in [0, {n}), got {image['gallery']!r}")
-        return gid, None
+        return gid, ctx.gallery().images[gid : gid + 1]
     px = image["pixels"]
     n = math.prod(ctx.input_shape)
     if not isinstance(px, list) or len(px) != n:
@@ -513,21 +506,17 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
     req = parse_attack(params, ctx)
     spec = ATTACKS[req.attack]
     lm, device = _loaded(ctx, req.model)
-    _check_applies(spec, lm)
+    if spec.mode == "adaptive" and declared_randomized(lm.model) is not True:
+        raise ConfigError(f"{spec.label} is for randomized defended models (e.g. BaRT); on {lm.spec.label!r} it would "
+                          "be plain PGD: pick PGD")
     source = None
     if spec.mode == "transfer":
         source = ctx.transfer_source()
         if source is None:
             raise UnavailableError(f"{spec.label} is not available: its source model {TRANSFER_SOURCE} could not be "
                                    "loaded")
-    gal = ctx.gallery()
-    if req.gallery_id is not None:
-        x = gal.images[req.gallery_id : req.gallery_id + 1].to(device)
-        label: int | None = int(gal.labels[req.gallery_id])
-    else:
-        assert req.pixels is not None
-        x = req.pixels.to(device)
-        label = None
+    x = req.image.to(device)
+    label = None if req.gallery_id is None else int(ctx.gallery().labels[req.gallery_id])
     notes: list[str] = []
     queries = 0
     draws = 1
