@@ -155,8 +155,6 @@ ATTACK_SPECS: tuple[AttackSpec, ...] = (
 )
 ATTACKS: Mapping[str, AttackSpec] = {a.key: a for a in ATTACK_SPECS}
 
-_PARAMS = ("model", "attack", "eps", "steps", "target", "seed", "image")
-
 
 # --------------------------------------------------------------------------------------------- listings
 
@@ -372,7 +370,7 @@ def parse_attack(params: Any, ctx: DemoContext) -> AttackRequest:
     Raises:
         ConfigError, UnknownNameError, LabelError, InputShapeError, InputRangeError, UnavailableError.
     """
-    model = _model_key(params, _PARAMS, ctx)
+    model = _model_key(params, ("model", "attack", "eps", "steps", "target", "seed", "image"), ctx)
     attack = params.get("attack")
     if not isinstance(attack, str) or attack not in ATTACKS:
         if attack is None:
@@ -509,17 +507,12 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
     if spec.mode == "adaptive" and declared_randomized(lm.model) is not True:
         raise ConfigError(f"{spec.label} is for randomized defended models (e.g. BaRT); on {lm.spec.label!r} it would "
                           "be plain PGD: pick PGD")
-    source = None
-    if spec.mode == "transfer":
-        source = ctx.transfer_source()
-        if source is None:
-            raise UnavailableError(f"{spec.label} is not available: its source model {TRANSFER_SOURCE} could not be "
-                                   "loaded")
+    source = ctx.transfer_source() if spec.mode == "transfer" else None
+    if spec.mode == "transfer" and source is None:
+        raise UnavailableError(f"{spec.label} is not available: its source model {TRANSFER_SOURCE} could not be loaded")
     x = req.image.to(device)
     label = None if req.gallery_id is None else int(ctx.gallery().labels[req.gallery_id])
     notes: list[str] = []
-    queries = 0
-    draws = 1
 
     with lm.lock, (ctx.transfer_lock if source is not None else contextlib.nullcontext()):
         reseed = getattr(lm.model, "reseed", None)
@@ -529,7 +522,7 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
             with torch.no_grad():
                 logits = lm.model(x)
             x_adv, logits_clean, logits_adv, seconds = x, logits, logits, 0.0
-            success = False
+            success, queries, draws = False, 0, 1
             notes.append("eps = 0: no perturbation, the adversarial image is the original.")
         else:
             attack = spec.build(req.eps, req.steps, source=source)
@@ -672,12 +665,9 @@ def accuracy_curve(params: Any, ctx: DemoContext) -> dict[str, Any]:
     for row in report.rows:
         if row.eps is None:  # every row of this suite has a radius; a row without one has no place on the chart
             continue
-        if row.mode.startswith("adaptive"):
-            label = f"FGSM through EOT ({ADAPTIVE_DRAWS} draws) + BPDA"
-        elif row.access == "transfer":
-            label = f"FGSM transferred from {TRANSFER_SOURCE}"
-        else:
-            label = "FGSM on the model as it is"
+        label = (f"FGSM through EOT ({ADAPTIVE_DRAWS} draws) + BPDA" if row.mode.startswith("adaptive")
+                 else f"FGSM transferred from {TRANSFER_SOURCE}" if row.access == "transfer"
+                 else "FGSM on the model as it is")
         lines.setdefault(label, [float("nan")] * len(CURVE_EPS))[CURVE_EPS.index(float(row.eps))] = round(row.accuracy, 4)
     draws = report.draws
     if randomized:
