@@ -39,6 +39,9 @@ from bastion.viz.html import HtmlReport, paragraph, verdict
 
 log = logging.getLogger(__name__)
 
+#: what a section of the demo gives: its numbers for results.json, its title and HTML parts, the claims it checked
+Outcome = tuple[dict[str, Any], tuple[str, list[str]], list[Claim]]
+
 heldout = ex.heldout
 #: what an interrupted demo leaves for ``resume`` (removed when the demo completes)
 PARTIAL = "demo-partial.json"
@@ -82,26 +85,23 @@ def run_demo(
     grid_png = b""
     std_pgd: list[float] = []
 
-    def not_shipped(title: str, model: str) -> dict[str, Any]:
-        sections.append((title, [verdict(f"{model} is not shipped in this version.", "info")]))
-        return {"available": False}
+    def not_shipped(title: str, model: str) -> Outcome:
+        return {"available": False}, (title, [verdict(f"{model} is not shipped in this version.", "info")]), []
 
-    def s_standard() -> dict[str, Any]:
+    def s_standard() -> Outcome:
         nonlocal grid_png
         s = ex.standard(lab, standard)
         title, parts, grid_png = rep.standard(s, x, y, classes)
-        sections.append((title, parts))
         return {"model": "mnist-cnn", "accuracy_mnist5k_all": s.accuracy_all,
-                "test_accuracy_recorded": s.recorded_test_accuracy}
+                "test_accuracy_recorded": s.recorded_test_accuracy}, (title, parts), []
 
-    def s_gradient() -> dict[str, Any]:
+    def s_gradient() -> Outcome:
         g = ex.gradient_attacks(lab, standard)
         std_pgd.append(ex.row(g.report, "pgd", 0.3))
-        sections.append(rep.gradient(g, x, y, classes))
         return {"clean_accuracy": g.report.clean_accuracy, "rows": [r.__dict__ for r in g.report.rows],
-                "flags": [f.code for f in g.report.flags]}
+                "flags": [f.code for f in g.report.flags]}, rep.gradient(g, x, y, classes), []
 
-    def s_sparse() -> dict[str, Any]:
+    def s_sparse() -> Outcome:
         s = ex.jsma_vs_fgsm(lab, standard)
         by = {r["attack"]: r for r in s.rows}
         f, j = by["fgsm"], by["jsma"]
@@ -113,11 +113,9 @@ def run_demo(
                   {"FGSM ms/image": 1000 * f["seconds_per_image"], "JSMA ms/image": 1000 * j["seconds_per_image"],
                    "FGSM L0": f["l0"], "JSMA L0": j["l0"], "FGSM L2": f["l2"], "JSMA L2": j["l2"],
                    "FGSM Linf": f["linf"], "JSMA Linf": j["linf"]}, v, why)
-        claims.append(c)
-        sections.append(rep.sparse(s, c, x, y, classes))
-        return {"n": s.n, "rows": s.rows}
+        return {"n": s.n, "rows": s.rows}, rep.sparse(s, c, x, y, classes), [c]
 
-    def s_trained() -> dict[str, Any]:
+    def s_trained() -> Outcome:
         models = ex.adversarial_training(lab, standard)
         cs = []
         for t in models:
@@ -129,14 +127,13 @@ def run_demo(
                             f"{t.name} ({recipe} training), {t.report.data['n']} held-out images, PGD-40 at eps 0.3",
                             {"clean": t.clean, "PGD from mnist-cnn": t.transferred, "PGD on itself": t.white_box,
                              "FGSM on itself": t.white_box_fgsm}, v, why))
-        claims.extend(cs)
-        sections.append(rep.trained(models, cs, std_pgd[0] if std_pgd else None))
-        return {t.name: {k: getattr(t, k) for k in ("clean", "white_box", "white_box_fgsm", "transferred",
-                                                      "transferred_fgsm")} | {"rows": [r.__dict__ for r in t.report.rows],
-                                                                             "flags": [f.code for f in t.report.flags]}
-                for t in models} | {"available": [t.name for t in models]}
+        kept = ("clean", "white_box", "white_box_fgsm", "transferred", "transferred_fgsm")
+        numbers = {t.name: {k: getattr(t, k) for k in kept} | {"rows": [r.__dict__ for r in t.report.rows],
+                                                               "flags": [f.code for f in t.report.flags]}
+                   for t in models} | {"available": [t.name for t in models]}
+        return numbers, rep.trained(models, cs, std_pgd[0] if std_pgd else None), cs
 
-    def s_regularized() -> dict[str, Any]:
+    def s_regularized() -> Outcome:
         models = {m.name: m for m in ex.regularization(lab)}
         cs = []
         for base, reg, label, setting in (
@@ -150,11 +147,10 @@ def run_demo(
                                 {"PGD without": b.pgd, "PGD with": r.pgd, "FGSM 0.3 without": b.fgsm,
                                  "FGSM 0.3 with": r.fgsm, "weight norm without": b.weight_norm,
                                  "weight norm with": r.weight_norm}, v, why))
-        claims.extend(cs)
-        sections.append(rep.regularized(list(models.values()), cs))
-        return {name: dataclasses.asdict(m) for name, m in models.items()}
+        numbers = {name: dataclasses.asdict(m) for name, m in models.items()}
+        return numbers, rep.regularized(list(models.values()), cs), cs
 
-    def s_bart() -> dict[str, Any]:
+    def s_bart() -> Outcome:
         model = ex.optional_model("mnist-cnn-bart", device)
         if not isinstance(model, Defended):
             return not_shipped("6. BaRT", "mnist-cnn-bart")
@@ -165,11 +161,10 @@ def run_demo(
                   f"mnist-cnn-bart (k={b.k}), {b.n} held-out images x {b.draws} draws, eps 0.3",
                   {"clean": b.clean, "naive FGSM": b.naive_fgsm, "naive PGD": b.naive_pgd,
                    "EOT+BPDA PGD": b.adaptive_pgd}, v, why)
-        claims.append(c)
-        sections.append(rep.barrage(b, c))
-        return {k: v for k, v in dataclasses.asdict(b).items() if k != "views"} | {"adaptive_ci95": list(ci)}
+        return ({k: v for k, v in dataclasses.asdict(b).items() if k != "views"} | {"adaptive_ci95": list(ci)},
+                rep.barrage(b, c), [c])
 
-    def s_masked() -> dict[str, Any]:
+    def s_masked() -> Outcome:
         m = ex.hide_probabilities(lab, standard)
         v, why = rules.masking_is_not_a_defense(naive=m.naive_pgd, substitute=m.substitute_pgd)
         c = Claim("hiding_probabilities", "hiding the probabilities (returning only the label) does not protect the "
@@ -177,31 +172,28 @@ def run_demo(
                   f"a substitute trained from {m.queries:,} label queries",
                   {"clean": m.clean, "naive PGD": m.naive_pgd, "substitute FGSM": m.substitute_fgsm,
                    "substitute PGD": m.substitute_pgd}, v, why)
-        claims.append(c)
-        sections.append(rep.masked(m, c))
-        return {k: v for k, v in dataclasses.asdict(m).items() if not k.startswith("slice_")}
+        numbers = {k: v for k, v in dataclasses.asdict(m).items() if not k.startswith("slice_")}
+        return numbers, rep.masked(m, c), [c]
 
-    def s_cams() -> dict[str, Any]:
+    def s_cams() -> Outcome:
         model = ex.optional_model("mnist-cnn-gap", device)
         if model is None:
             return not_shipped("8. Class activation maps", "mnist-cnn-gap")
         c = ex.cams(lab, model)
-        sections.append(rep.cam_section(c))
-        return {"model": "mnist-cnn-gap", "n": int(c.x.shape[0]), "success_rate": c.success_rate}
+        numbers = {"model": "mnist-cnn-gap", "n": int(c.x.shape[0]), "success_rate": c.success_rate}
+        return numbers, rep.cam_section(c), []
 
-    def s_linear() -> dict[str, Any]:
+    def s_linear() -> Outcome:
         lin = ex.linear_models(lab)
         v, why = rules.linear_table(measured=lin.logreg_error, quoted=ex.LECTURE_LOGREG_ERROR)
         c = Claim("logreg_table", "logistic regression under FGSM: error 2.9% at eps 0, 7.6% at 0.2, 22.6% at 0.5",
                   "the shipped softmax regression (logreg) on the 5,000 held-out mnist-5k images",
                   {f"error at {e:g}": lin.logreg_error[e] for e in sorted(ex.LECTURE_LOGREG_ERROR)
                    if e in lin.logreg_error}, v, why)
-        claims.append(c)
-        sections.append(rep.linear(lin, c))
         return {"logreg_error": {str(k): v for k, v in lin.logreg_error.items()},
-                "toy_error": {str(k): v for k, v in lin.toy_error.items()}}
+                "toy_error": {str(k): v for k, v in lin.toy_error.items()}}, rep.linear(lin, c), [c]
 
-    plan: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+    plan: list[tuple[str, str, Callable[[], Outcome]]] = [
         ("standard model", "standard_model", s_standard),
         ("gradient attacks", "gradient_attacks", s_gradient),
         ("JSMA vs FGSM", "jsma_vs_fgsm", s_sparse),
@@ -228,7 +220,9 @@ def run_demo(
         if key in results["sections"]:
             continue
         t0 = time.perf_counter()
-        results["sections"][key] = fn()
+        results["sections"][key], section, checked = fn()
+        sections.append(section)
+        claims.extend(checked)
         results["seconds_per_section"][name] = time.perf_counter() - t0
         done += SECTION_WEIGHTS[name]
         log.info("section %s: %.1fs", name, time.perf_counter() - t0)

@@ -75,8 +75,7 @@ def _flags(lab: Lab, model: nn.Module) -> list[str]:
     """The sanity-check flags of ``model`` on (up to) 64 of the images, without the adaptive checks."""
     from bastion.eval.checks import check_outputs
 
-    return [f.code for f in check_outputs(model, lab.data.take(min(64, len(lab.data))), adaptive=False,
-                                          device=lab.device)]
+    return [f.code for f in check_outputs(model, lab.data.take(64), adaptive=False, device=lab.device)]
 
 
 @dataclass
@@ -101,16 +100,14 @@ class Lab:
 
     def attack(self, atk: Attack, model: nn.Module, n: int | None = None, **kw: Any) -> AttackResult:
         """``atk`` on the first ``n`` images (all by default), keyed by their indices in mnist-5k."""
-        k = len(self.data) if n is None else min(n, len(self.data))
         assert self.data.indices is not None
-        return atk(model, self.x[:k], self.y[:k], generator=self.gen(), keys=self.data.indices[:k].to(self.device), **kw)
+        return atk(model, self.x[:n], self.y[:n], generator=self.gen(), keys=self.data.indices[:n].to(self.device), **kw)
 
     def evaluate(self, model: nn.Module, suite: list[Attack], *, eps: tuple[float, ...] = EPS_GRID, n: int | None = None,
                  adaptive: dict[str, nn.Module] | None = None, cascade: bool = False) -> RobustnessReport:
-        data = self.data if n is None else self.data.take(min(n, len(self.data)))
         ev = Evaluation(suite=suite, eps_grid=list(eps), cascade=cascade, seed=self.seed, batch_size=500,
                         adaptive=adaptive or {})
-        return ev.run(model, data, device=self.device, progress=self.progress)
+        return ev.run(model, self.data.take(n), device=self.device, progress=self.progress)
 
 
 def suite(eps: float = 0.3) -> list[Attack]:
@@ -192,13 +189,12 @@ class Trained:
 def adversarial_training(lab: Lab, standard_model: nn.Module, names: tuple[str, ...] = ("mnist-cnn-adv", "mnist-cnn-fgsm"),
                          n: int = 100) -> list[Trained]:
     out = []
-    k = min(n, len(lab.data))
     # examples crafted once on the standard model, with every step run (transfer never stops early)
-    pgd_src = lab.attack(PGD(eps=0.3, steps=40, step_size=0.01, early_stop=False), standard_model, n=k).x_adv
-    fgsm_src = lab.attack(FGSM(eps=0.3), standard_model, n=k).x_adv
+    pgd_src = lab.attack(PGD(eps=0.3, steps=40, step_size=0.01, early_stop=False), standard_model, n=n).x_adv
+    fgsm_src = lab.attack(FGSM(eps=0.3), standard_model, n=n).x_adv
     for name, m in _shipped(names, lab.device):
-        rep = lab.evaluate(m, suite(), eps=(0.1, 0.2, 0.3), n=k)
-        tr, trf = _accuracy(m, pgd_src, lab.y[:k]), _accuracy(m, fgsm_src, lab.y[:k])
+        rep = lab.evaluate(m, suite(), eps=(0.1, 0.2, 0.3), n=n)
+        tr, trf = _accuracy(m, pgd_src, lab.y[:n]), _accuracy(m, fgsm_src, lab.y[:n])
         out.append(Trained(name, rep, rep.clean_accuracy, row(rep, "pgd", 0.3), row(rep, "fgsm", 0.3), tr, trf,
                            dict(training_of(m).get("defense") or {})))
     return out
@@ -219,11 +215,10 @@ class Regularized:
 def regularization(lab: Lab, names: tuple[str, ...] = ("mnist-cnn", "mnist-cnn-dropout", "mnist-cnn-sgd",
                                                          "mnist-cnn-sgd-wd"), n: int = 100) -> list[Regularized]:
     out = []
-    k = min(n, len(lab.data))
     for name, m in _shipped(names, lab.device):
-        clean = _accuracy(m, lab.x[:k], lab.y[:k])
-        fgsm = float(lab.attack(FGSM(eps=0.3), m, n=k).robust_share.mean())
-        pgd = float(lab.attack(PGD(eps=0.1, steps=20), m, n=k).robust_share.mean())
+        clean = _accuracy(m, lab.x[:n], lab.y[:n])
+        fgsm = float(lab.attack(FGSM(eps=0.3), m, n=n).robust_share.mean())
+        pgd = float(lab.attack(PGD(eps=0.1, steps=20), m, n=n).robust_share.mean())
         norm = float(torch.cat([p.detach().reshape(-1) for p in m.parameters()]).norm())
         out.append(Regularized(name, clean, fgsm, pgd, norm, str(training_of(m).get("command", ""))))
     return out

@@ -118,7 +118,7 @@ def grad_cam(model: nn.Module, x: Tensor, *, layer: str | None = None, class_idx
         for sl in chunks(x, per_sample=evaluations_per_input(model)):
             xi = x[sl].detach().clone().requires_grad_(True)  # so activations are part of a graph
             a, scores, _ = _activations_and_scores(model, xi, layer)
-            cls = _classes(scores, _rows(class_idx, sl))
+            cls = _classes(scores, class_idx, sl)
             picked = scores.gather(1, cls[:, None]).sum()
             (g,) = torch.autograd.grad(picked, a)
             alpha = g.mean(dim=(2, 3), keepdim=True)
@@ -155,7 +155,7 @@ def cam(model: nn.Module, x: Tensor, *, layer: str | None = None, fc: str | None
             pooled = F.linear(a.mean((2, 3)), lin.weight, lin.bias)
             if pooled.shape != scores.shape or not torch.allclose(pooled, scores, rtol=1e-3, atol=1e-4):
                 raise ConfigError(f"{not_gap}: the scores are not {shown(fc)} applied to the pooled activations")
-            cls = _classes(scores, _rows(class_idx, sl))
+            cls = _classes(scores, class_idx, sl)
             w = lin.weight[cls]  # (B, K)
             maps.append(torch.einsum("bk,bkhw->bhw", w, a).detach())
     return maps[0] if len(maps) == 1 else torch.cat(maps)
@@ -170,22 +170,17 @@ def _check_inputs(model: nn.Module, x: Tensor, class_idx: Tensor | int | None) -
         raise LabelError(f"class_idx has {class_idx.numel()} entries for {b} images: give one per image or one for all")
 
 
-def _rows(class_idx: Tensor | int | None, sl: slice) -> Tensor | int | None:
-    """The classes of the images ``sl`` of a batch."""
-    if isinstance(class_idx, Tensor) and class_idx.numel() > 1:
-        return class_idx.reshape(-1)[sl]
-    return class_idx
-
-
-def _classes(scores: Tensor, class_idx: Tensor | int | None) -> Tensor:
-    """One class index per image, checked against the model's classes."""
+def _classes(scores: Tensor, class_idx: Tensor | int | None, sl: slice) -> Tensor:
+    """One class index per image of the chunk ``sl`` of a batch (whose ``scores`` these are), checked against the
+    model's classes."""
     b, k = scores.shape
     if class_idx is None:
         return scores.argmax(1)
     if isinstance(class_idx, int) and not isinstance(class_idx, bool):
         cls = torch.full((b,), class_idx, dtype=torch.int64, device=scores.device)
     elif isinstance(class_idx, Tensor) and not class_idx.is_floating_point() and class_idx.dtype != torch.bool:
-        cls = class_idx.to(scores.device, torch.int64).reshape(-1).expand(b)  # one for all, or (by _rows) one each
+        given = class_idx.reshape(-1)
+        cls = (given[sl] if given.numel() > 1 else given).to(scores.device, torch.int64).expand(b)
     else:
         raise LabelError(f"class_idx must be an int or an integer tensor of classes, got "
                          f"{class_idx.dtype if isinstance(class_idx, Tensor) else type(class_idx).__name__}")

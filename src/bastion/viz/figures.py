@@ -34,8 +34,7 @@ def _img(t: Tensor) -> np.ndarray:
 def _show(ax: plt.Axes, t: Tensor) -> None:
     a = _img(t)
     ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
 
 
 def prediction_grid(images: Tensor, labels: Tensor, logits: Tensor, classes: Sequence[str], *, cols: int = 8) -> Figure:
@@ -91,8 +90,7 @@ def triptych(
         else:
             axes[i, 1].imshow(d.mean(0).numpy(), cmap="seismic", vmin=-m, vmax=m, interpolation="nearest")
             axes[i, 1].set_xlabel("red: brighter, blue: darker", fontsize=7)
-        axes[i, 1].set_xticks([])
-        axes[i, 1].set_yticks([])
+        axes[i, 1].set(xticks=[], yticks=[])
         axes[i, 1].set_title(f"perturbation (max |change| {m:.3f})", fontsize=8)
         _show(axes[i, 2], x_adv[i])
         wrong = y is not None and int(k1) != int(y[i])
@@ -131,8 +129,7 @@ def accuracy_curves(report: RobustnessReport, *, title: str = "accuracy vs eps")
     names = {"linf": "Linf", "l2": "L2", "l1": "L1", "l0": "L0"}
     ax.set_xlabel("eps (" + ", ".join(names.get(nm or "", str(nm)) for nm in all_norms if nm) + ")"
                   if any(all_norms) else "eps")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set(ylabel="accuracy", ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
@@ -162,8 +159,7 @@ def cam_panel(images: Tensor, adv: Tensor, maps: dict[str, Tensor], *, row_title
             base = adv[i] if title.startswith("adv") else images[i]
             ax.imshow(_img(base), cmap="gray", vmin=0, vmax=1)
             shown_map = ax.imshow(m[i].detach().cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             if i == 0:
                 ax.set_title(title, fontsize=8)
         if row_titles is not None:
@@ -199,9 +195,7 @@ def toy_boundary(model: nn.Module, points: Tensor, labels: Tensor, adversarial: 
             ax.set_title(f"FGSM eps={eps:g}: {flipped.mean():.0%} flipped", fontsize=9)
         else:
             ax.set_title("clean", fontsize=9)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_aspect("equal")
+        ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal")
         ax.set_xlabel("feature 1", fontsize=8)
         ax.set_ylabel("feature 2", fontsize=8)
     return fig

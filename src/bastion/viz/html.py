@@ -114,9 +114,7 @@ class HtmlReport:
         return self
 
     def section(self, title: str, *parts: str) -> HtmlReport:
-        self.blocks.append(f"<h2>{esc(title)}</h2>")
-        self.blocks.extend(parts)
-        return self
+        return self.add(f"<h2>{esc(title)}</h2>", *parts)
 
     def render(self, *, command: str | None = None, versions: dict[str, str] | None = None) -> str:
         prov = ""

@@ -309,32 +309,37 @@ class DemoContext:
         self.limiter = Limiter(self.limits.max_running, self.limits.max_waiting)
         self._gallery_loader = gallery_loader
         self._lock = threading.Lock()
-        self._loaded: dict[str, LoadedModel | BastionError] = {}
+        #: what each loader gave (``"model <key>"``, ``"transfer source"``), or the error that makes it unavailable
+        self._loaded: dict[str, Any] = {}
         self._gallery: Gallery | None = None
         self.transfer_loader = transfer_source
-        self._transfer: nn.Module | BastionError | None = None
         #: held while the transfer source is used (attacks toggle its ``requires_grad`` flags)
         self.transfer_lock = threading.Lock()
 
-    def _load(self, key: str) -> LoadedModel | BastionError:
+    def _once(self, what: str, load: Callable[[], T]) -> T | BastionError:
+        """``load()``, run once; a BastionError it raises (e.g. WeightsError: weights not shipped in this version)
+        is kept as the reason ``what`` is unavailable."""
         with self._lock:
-            if key not in self._loaded:
-                spec = self.specs[key]
+            if what not in self._loaded:
                 try:
-                    model = spec.load(self.device)
-                except BastionError as e:  # e.g. WeightsError: weights not shipped in this version
-                    log.info("model %s unavailable: %s", key, e)
-                    self._loaded[key] = e
-                else:
-                    classifier = innermost(model)
-                    classes = tuple(getattr(model, "classes", None) or getattr(classifier, "classes", ()) or ())
-                    if not classes:
-                        with torch.no_grad():
-                            k = int(model(torch.zeros(1, *self.input_shape, device=self.device)).shape[1])
-                        classes = tuple(str(i) for i in range(k))
-                    self._loaded[key] = LoadedModel(spec=spec, model=model, classifier=classifier, classes=classes,
-                                                    lock=threading.Lock())
-            return self._loaded[key]
+                    self._loaded[what] = load()
+                except BastionError as e:
+                    log.info("%s unavailable: %s", what, e)
+                    self._loaded[what] = e
+            return self._loaded[what]
+
+    def _load(self, key: str) -> LoadedModel | BastionError:
+        return self._once(f"model {key}", partial(self._loaded_model, self.specs[key]))
+
+    def _loaded_model(self, spec: ModelSpec) -> LoadedModel:
+        model = spec.load(self.device)
+        classifier = innermost(model)
+        classes = tuple(getattr(model, "classes", None) or getattr(classifier, "classes", ()) or ())
+        if not classes:
+            with torch.no_grad():
+                k = int(model(torch.zeros(1, *self.input_shape, device=self.device)).shape[1])
+            classes = tuple(str(i) for i in range(k))
+        return LoadedModel(spec=spec, model=model, classifier=classifier, classes=classes, lock=threading.Lock())
 
     def model(self, key: str) -> LoadedModel:
         """The loaded model ``key``.
@@ -360,14 +365,8 @@ class DemoContext:
         could not be loaded."""
         if self.transfer_loader is None:
             return None
-        with self._lock:
-            if self._transfer is None:
-                try:
-                    self._transfer = self.transfer_loader(self.device)
-                except BastionError as e:
-                    log.info("transfer source unavailable: %s", e)
-                    self._transfer = e
-            return None if isinstance(self._transfer, BastionError) else self._transfer
+        got = self._once("transfer source", partial(self.transfer_loader, self.device))
+        return None if isinstance(got, BastionError) else got
 
     def gallery(self) -> Gallery:
         """The gallery images (loaded on first use)."""

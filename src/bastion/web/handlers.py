@@ -155,8 +155,6 @@ ATTACK_SPECS: tuple[AttackSpec, ...] = (
 )
 ATTACKS: Mapping[str, AttackSpec] = {a.key: a for a in ATTACK_SPECS}
 
-_PARAMS = ("model", "attack", "eps", "steps", "target", "seed", "image")
-
 
 # --------------------------------------------------------------------------------------------- listings
 
@@ -207,13 +205,6 @@ def _unavailable(spec: AttackSpec, ctx: DemoContext) -> str | None:
     if spec.mode == "transfer" and (ctx.transfer_loader is None or ctx.input_shape != INPUT_SHAPE):
         return "no source model to transfer from in this demo (the shipped ones take MNIST digits)"
     return None
-
-
-def _check_applies(spec: AttackSpec, lm: LoadedModel) -> None:
-    """Refuse an attack that does not apply to a model."""
-    if spec.mode == "adaptive" and declared_randomized(lm.model) is not True:
-        raise ConfigError(f"{spec.label} is for randomized defended models (e.g. BaRT); on {lm.spec.label!r} it would "
-                          "be plain PGD: pick PGD")
 
 
 def _upload_hint(ctx: DemoContext) -> str:
@@ -311,7 +302,7 @@ class AttackRequest:
     target: int | None
     seed: int
     gallery_id: int | None
-    pixels: Tensor | None
+    image: Tensor  # (1, C, H, W): the gallery's image or the one sent
 
 
 def _number(params: Mapping[str, Any], name: str, default: Any = None) -> Any:
@@ -379,7 +370,7 @@ def parse_attack(params: Any, ctx: DemoContext) -> AttackRequest:
     Raises:
         ConfigError, UnknownNameError, LabelError, InputShapeError, InputRangeError, UnavailableError.
     """
-    model = _model_key(params, _PARAMS, ctx)
+    model = _model_key(params, ("model", "attack", "eps", "steps", "target", "seed", "image"), ctx)
     attack = params.get("attack")
     if not isinstance(attack, str) or attack not in ATTACKS:
         if attack is None:
@@ -416,12 +407,12 @@ def parse_attack(params: Any, ctx: DemoContext) -> AttackRequest:
             raise LabelError(f"target must be a class in [0, {num_classes}), got {target!r}")
 
     seed = _seed(params)
-    gallery_id, pixels = _parse_image(params.get("image"), ctx)
+    gallery_id, image = _parse_image(params.get("image"), ctx)
     return AttackRequest(model=model, attack=attack, eps=float(eps), steps=steps, target=target, seed=seed,
-                         gallery_id=gallery_id, pixels=pixels)
+                         gallery_id=gallery_id, image=image)
 
 
-def _parse_image(image: Any, ctx: DemoContext) -> tuple[int | None, Tensor | None]:
+def _parse_image(image: Any, ctx: DemoContext) -> tuple[int | None, Tensor]:
     if not isinstance(image, Mapping) or len(image) != 1 or not ({"gallery", "pixels", "png"} & set(image)):
         raise InputShapeError('image must be {"gallery": id}, {"pixels": [numbers]} or {"png": "data:image/png;base64,..."}')
     if "png" in image:
@@ -431,7 +422,7 @@ def _parse_image(image: Any, ctx: DemoContext) -> tuple[int | None, Tensor | Non
         gid = _integer(image, "gallery")
         if gid is None or not 0 <= gid < n:
             raise InputShapeError(f"gallery id must be an integer in [0, {n}), got {image['gallery']!r}")
-        return gid, None
+        return gid, ctx.gallery().images[gid : gid + 1]
     px = image["pixels"]
     n = math.prod(ctx.input_shape)
     if not isinstance(px, list) or len(px) != n:
@@ -513,24 +504,15 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
     req = parse_attack(params, ctx)
     spec = ATTACKS[req.attack]
     lm, device = _loaded(ctx, req.model)
-    _check_applies(spec, lm)
-    source = None
-    if spec.mode == "transfer":
-        source = ctx.transfer_source()
-        if source is None:
-            raise UnavailableError(f"{spec.label} is not available: its source model {TRANSFER_SOURCE} could not be "
-                                   "loaded")
-    gal = ctx.gallery()
-    if req.gallery_id is not None:
-        x = gal.images[req.gallery_id : req.gallery_id + 1].to(device)
-        label: int | None = int(gal.labels[req.gallery_id])
-    else:
-        assert req.pixels is not None
-        x = req.pixels.to(device)
-        label = None
+    if spec.mode == "adaptive" and declared_randomized(lm.model) is not True:
+        raise ConfigError(f"{spec.label} is for randomized defended models (e.g. BaRT); on {lm.spec.label!r} it would "
+                          "be plain PGD: pick PGD")
+    source = ctx.transfer_source() if spec.mode == "transfer" else None
+    if spec.mode == "transfer" and source is None:
+        raise UnavailableError(f"{spec.label} is not available: its source model {TRANSFER_SOURCE} could not be loaded")
+    x = req.image.to(device)
+    label = None if req.gallery_id is None else int(ctx.gallery().labels[req.gallery_id])
     notes: list[str] = []
-    queries = 0
-    draws = 1
 
     with lm.lock, (ctx.transfer_lock if source is not None else contextlib.nullcontext()):
         reseed = getattr(lm.model, "reseed", None)
@@ -540,7 +522,7 @@ def run_attack(params: Any, ctx: DemoContext) -> dict[str, Any]:
             with torch.no_grad():
                 logits = lm.model(x)
             x_adv, logits_clean, logits_adv, seconds = x, logits, logits, 0.0
-            success = False
+            success, queries, draws = False, 0, 1
             notes.append("eps = 0: no perturbation, the adversarial image is the original.")
         else:
             attack = spec.build(req.eps, req.steps, source=source)
@@ -683,12 +665,9 @@ def accuracy_curve(params: Any, ctx: DemoContext) -> dict[str, Any]:
     for row in report.rows:
         if row.eps is None:  # every row of this suite has a radius; a row without one has no place on the chart
             continue
-        if row.mode.startswith("adaptive"):
-            label = f"FGSM through EOT ({ADAPTIVE_DRAWS} draws) + BPDA"
-        elif row.access == "transfer":
-            label = f"FGSM transferred from {TRANSFER_SOURCE}"
-        else:
-            label = "FGSM on the model as it is"
+        label = (f"FGSM through EOT ({ADAPTIVE_DRAWS} draws) + BPDA" if row.mode.startswith("adaptive")
+                 else f"FGSM transferred from {TRANSFER_SOURCE}" if row.access == "transfer"
+                 else "FGSM on the model as it is")
         lines.setdefault(label, [float("nan")] * len(CURVE_EPS))[CURVE_EPS.index(float(row.eps))] = round(row.accuracy, 4)
     draws = report.draws
     if randomized:

@@ -79,9 +79,8 @@ def perturbation_url(x_adv: Tensor, x: Tensor) -> tuple[str, float]:
     Colour images are shown by their channel mean.
     """
     d = (x_adv - x).detach().to("cpu").float()
-    d2 = d.mean(0).numpy()
     scale = float(d.abs().max())
-    return png_data_url(to_uint8(diverging(d2, scale))), scale
+    return png_data_url(to_uint8(diverging(d.mean(0).numpy(), scale))), scale
 
 
 def heat(v: np.ndarray) -> np.ndarray:
