@@ -40,7 +40,7 @@ from bastion.viz.html import HtmlReport, paragraph, verdict
 log = logging.getLogger(__name__)
 
 #: what a section of the demo gives: its numbers for results.json, its title and HTML parts, the claims it checked
-Outcome = tuple[dict[str, Any], tuple[str, list[str]], list[Claim]]
+SectionResult = tuple[dict[str, Any], tuple[str, list[str]], list[Claim]]
 
 heldout = ex.heldout
 #: what an interrupted demo leaves for ``resume`` (removed when the demo completes)
@@ -85,23 +85,23 @@ def run_demo(
     grid_png = b""
     std_pgd: list[float] = []
 
-    def not_shipped(title: str, model: str) -> Outcome:
+    def not_shipped(title: str, model: str) -> SectionResult:
         return {"available": False}, (title, [verdict(f"{model} is not shipped in this version.", "info")]), []
 
-    def s_standard() -> Outcome:
+    def s_standard() -> SectionResult:
         nonlocal grid_png
         s = ex.standard(lab, standard)
         title, parts, grid_png = rep.standard(s, x, y, classes)
         return {"model": "mnist-cnn", "accuracy_mnist5k_all": s.accuracy_all,
                 "test_accuracy_recorded": s.recorded_test_accuracy}, (title, parts), []
 
-    def s_gradient() -> Outcome:
+    def s_gradient() -> SectionResult:
         g = ex.gradient_attacks(lab, standard)
         std_pgd.append(ex.row(g.report, "pgd", 0.3))
         return {"clean_accuracy": g.report.clean_accuracy, "rows": [r.__dict__ for r in g.report.rows],
                 "flags": [f.code for f in g.report.flags]}, rep.gradient(g, x, y, classes), []
 
-    def s_sparse() -> Outcome:
+    def s_sparse() -> SectionResult:
         s = ex.jsma_vs_fgsm(lab, standard)
         by = {r["attack"]: r for r in s.rows}
         f, j = by["fgsm"], by["jsma"]
@@ -115,7 +115,7 @@ def run_demo(
                    "FGSM Linf": f["linf"], "JSMA Linf": j["linf"]}, v, why)
         return {"n": s.n, "rows": s.rows}, rep.sparse(s, c, x, y, classes), [c]
 
-    def s_trained() -> Outcome:
+    def s_trained() -> SectionResult:
         models = ex.adversarial_training(lab, standard)
         cs = []
         for t in models:
@@ -133,7 +133,7 @@ def run_demo(
                    for t in models} | {"available": [t.name for t in models]}
         return numbers, rep.trained(models, cs, std_pgd[0] if std_pgd else None), cs
 
-    def s_regularized() -> Outcome:
+    def s_regularized() -> SectionResult:
         models = {m.name: m for m in ex.regularization(lab)}
         cs = []
         for base, reg, label, setting in (
@@ -150,7 +150,7 @@ def run_demo(
         numbers = {name: dataclasses.asdict(m) for name, m in models.items()}
         return numbers, rep.regularized(list(models.values()), cs), cs
 
-    def s_bart() -> Outcome:
+    def s_bart() -> SectionResult:
         model = ex.optional_model("mnist-cnn-bart", device)
         if not isinstance(model, Defended):
             return not_shipped("6. BaRT", "mnist-cnn-bart")
@@ -164,7 +164,7 @@ def run_demo(
         return ({k: v for k, v in dataclasses.asdict(b).items() if k != "views"} | {"adaptive_ci95": list(ci)},
                 rep.barrage(b, c), [c])
 
-    def s_masked() -> Outcome:
+    def s_masked() -> SectionResult:
         m = ex.hide_probabilities(lab, standard)
         v, why = rules.masking_is_not_a_defense(naive=m.naive_pgd, substitute=m.substitute_pgd)
         c = Claim("hiding_probabilities", "hiding the probabilities (returning only the label) does not protect the "
@@ -175,7 +175,7 @@ def run_demo(
         numbers = {k: v for k, v in dataclasses.asdict(m).items() if not k.startswith("slice_")}
         return numbers, rep.masked(m, c), [c]
 
-    def s_cams() -> Outcome:
+    def s_cams() -> SectionResult:
         model = ex.optional_model("mnist-cnn-gap", device)
         if model is None:
             return not_shipped("8. Class activation maps", "mnist-cnn-gap")
@@ -183,7 +183,7 @@ def run_demo(
         numbers = {"model": "mnist-cnn-gap", "n": int(c.x.shape[0]), "success_rate": c.success_rate}
         return numbers, rep.cam_section(c), []
 
-    def s_linear() -> Outcome:
+    def s_linear() -> SectionResult:
         lin = ex.linear_models(lab)
         v, why = rules.linear_table(measured=lin.logreg_error, quoted=ex.LECTURE_LOGREG_ERROR)
         c = Claim("logreg_table", "logistic regression under FGSM: error 2.9% at eps 0, 7.6% at 0.2, 22.6% at 0.5",
@@ -193,7 +193,7 @@ def run_demo(
         return {"logreg_error": {str(k): v for k, v in lin.logreg_error.items()},
                 "toy_error": {str(k): v for k, v in lin.toy_error.items()}}, rep.linear(lin, c), [c]
 
-    plan: list[tuple[str, str, Callable[[], Outcome]]] = [
+    plan: list[tuple[str, str, Callable[[], SectionResult]]] = [
         ("standard model", "standard_model", s_standard),
         ("gradient attacks", "gradient_attacks", s_gradient),
         ("JSMA vs FGSM", "jsma_vs_fgsm", s_sparse),
